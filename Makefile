@@ -1,0 +1,70 @@
+# fastmesh — `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+CACHE    ?= $(HOME)/.cache/fastmesh
+# Rust build outputs live outside the clone, so a fresh clone on the same machine reuses them.
+export CARGO_TARGET_DIR ?= $(CACHE)/cargo-target
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Real peers the tests and benchmarks meet: curl, wrk, h2load (nghttp2-client), nginx, HAProxy.
+APT_PKGS := curl wrk nghttp2-client nginx-light haproxy
+RUST_SRC := $(shell find rust/src -name '*.rs' 2>/dev/null) rust/Cargo.toml
+ENGINE   := $(VENV)/.engine-built
+
+.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench clean
+
+help:
+	@echo "make demo   - set up, build the engine (release) and run the demo mesh"
+	@echo "make test   - set up and run every test (Rust and Python)"
+	@echo "make bench  - benchmarks against nginx and HAProxy (bench/)"
+
+system-deps:
+	@missing=""; for c in curl:curl wrk:wrk h2load:nghttp2-client nginx:nginx-light haproxy:haproxy; do \
+	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "==> apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  $(SUDO) systemctl disable --now nginx haproxy >/dev/null 2>&1 || true; fi
+	@command -v cargo >/dev/null || { echo "==> installing Rust (rustup)"; \
+	  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null; }
+
+$(VENV)/.deps: pyproject.toml
+	@echo "==> Python virtualenv in $(VENV)"
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "maturin>=1.7,<2"
+	touch $@
+
+setup: system-deps $(VENV)/.deps
+
+$(ENGINE): $(VENV)/.deps $(RUST_SRC) pyproject.toml
+	@echo "==> building the engine (release; first build takes a few minutes)"
+	PATH="$(HOME)/.cargo/bin:$$PATH" VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E test
+	touch $@
+
+engine: setup $(ENGINE)
+
+test-rust: setup
+	@echo "==> Rust tests"
+	cd rust && PATH="$(HOME)/.cargo/bin:$$PATH" cargo test --no-default-features -q
+
+stubtest: engine
+	@echo "==> checking src/fastmesh/_engine.pyi against the built module"
+	$(PY) -m mypy.stubtest fastmesh._engine
+
+test-python: engine
+	@echo "==> Python tests"
+	$(PY) -m pytest -q
+
+test: test-rust stubtest test-python
+
+demo: engine
+	$(PY) -m fastmesh.demo
+
+bench: engine
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist
