@@ -1,0 +1,79 @@
+"""The scenarios of issue 3: which load generator, how many connections, which path, which config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.measure import LoadResult, h2load_log_latency, parse_h2load, parse_wrk
+from bench.targets import LARGE_PATH
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
+H2LOAD_REQUESTS = 200_000  # PEERS.md: h2load -n 200000 -c 10 -m 10 -t 1
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    tool: str  # "wrk" (HTTP/1.1, closed loop) or "h2load"
+    connections: int
+    streams: int = 1  # h2load -m
+    h2c: bool = False
+    path: str = "/"
+    rate: int = 0  # total requests/s, open loop (h2load --rps per connection); 0 = as fast as possible
+    routes: int = 0  # extra routes in every target's config
+    default: bool = False  # part of a run without --scenarios
+
+    def command(self, url: str, duration_s: float, quick: bool, log_file: Path) -> list[str]:
+        """The load generator's argv for one run of `duration_s` (h2load -n: a request count)."""
+        seconds = max(1, round(duration_s))  # wrk and h2load -D take whole seconds
+        if self.tool == "wrk":
+            return ["wrk", "-t1", f"-c{self.connections}", f"-d{seconds}s", "--latency",
+                    "-s", str(WRK_SCRIPT), url]
+        base = ["h2load", "-t", "1", "-c", str(self.connections), "--log-file", str(log_file)]
+        if self.rate:
+            per_conn = max(1, self.rate // self.connections)
+            return [*base, "--h1", "--rps", str(per_conn), "-D", str(seconds), url]
+        # A request count, as in PEERS.md; scaled with the duration so warm-ups stay short.
+        full = H2LOAD_REQUESTS // 10 if quick else H2LOAD_REQUESTS
+        requests = max(1000, int(full * min(1.0, duration_s / (2 if quick else 10))))
+        return [*base, "-n", str(requests), "-m", str(self.streams), url]
+
+    def parse(self, stdout: str, log_file: Path) -> LoadResult:
+        if self.tool == "wrk":
+            return parse_wrk(stdout)
+        result = parse_h2load(stdout)
+        result.latency_ms = h2load_log_latency(log_file)
+        return result
+
+
+SCENARIOS = [
+    Scenario("h1", "HTTP/1.1, wrk -t1 -c50", "wrk", 50, default=True),
+    Scenario("h2c", "HTTP/2 cleartext, h2load -c10 -m10", "h2load", 10, streams=10, h2c=True, default=True),
+    # h2load's per-connection rate timers fire together, so few connections give smoother arrivals.
+    Scenario("rate1k", "HTTP/1.1 fixed rate 1,000 req/s (h2load --h1 --rps, 1 connection)", "h2load", 1,
+             rate=1000),
+    Scenario("rate10k", "HTTP/1.1 fixed rate 10,000 req/s (h2load --h1 --rps, 10 connections)", "h2load", 10,
+             rate=10_000),
+    Scenario("c1", "HTTP/1.1, 1 connection", "wrk", 1),
+    Scenario("c100", "HTTP/1.1, 100 connections", "wrk", 100),
+    Scenario("c2000", "HTTP/1.1, 2,000 connections", "wrk", 2000),
+    Scenario("large", "HTTP/1.1, 1 MiB response, 10 connections", "wrk", 10, path=LARGE_PATH),
+    Scenario("routes10k", "HTTP/1.1, c50, 10,000 extra prefix routes /r<i>; requests to / fall through to the catch-all", "wrk", 50,
+             routes=10_000),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+def select(spec: str | None) -> list[Scenario]:
+    """`--scenarios h1,h2c` / `all`; default: the scenarios marked default."""
+    if not spec:
+        return [s for s in SCENARIOS if s.default]
+    if spec == "all":
+        return list(SCENARIOS)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}, all")
+    return [BY_NAME[n] for n in names]

@@ -1,0 +1,116 @@
+//! The body type both ways: the peer's body streamed as it arrives (never buffered), or
+//! nothing (responses the engine makes, a bodiless request replayed). A response body carries
+//! the request's in-flight guard, so a request counts as active until its response is done.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::balance::Endpoint;
+use crate::stats::Stats;
+
+/// Counts a request in `requests_active` (engine-wide, and per endpoint once one is chosen)
+/// until dropped.
+pub struct InFlight {
+    stats: Arc<Stats>,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+impl InFlight {
+    pub fn new(stats: &Arc<Stats>) -> Self {
+        stats.requests_active.fetch_add(1, Relaxed);
+        InFlight {
+            stats: stats.clone(),
+            endpoint: None,
+        }
+    }
+
+    pub fn to_endpoint(&mut self, endpoint: &Arc<Endpoint>) {
+        endpoint.stats.requests_active.fetch_add(1, Relaxed);
+        if let Some(old) = self.endpoint.replace(endpoint.clone()) {
+            old.stats.requests_active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats.requests_active.fetch_sub(1, Relaxed);
+        if let Some(e) = &self.endpoint {
+            e.stats.requests_active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct ProxyBody {
+        #[pin]
+        inner: Option<Incoming>,
+        guard: Option<InFlight>,
+    }
+}
+
+impl ProxyBody {
+    pub fn empty(guard: InFlight) -> Self {
+        ProxyBody {
+            inner: None,
+            guard: Some(guard),
+        }
+    }
+
+    pub fn upstream(body: Incoming, guard: InFlight) -> Self {
+        ProxyBody {
+            inner: Some(body),
+            guard: Some(guard),
+        }
+    }
+
+    /// A downstream request body on its way upstream.
+    pub fn request(body: Incoming) -> Self {
+        ProxyBody {
+            inner: Some(body),
+            guard: None,
+        }
+    }
+
+    /// No body and no guard.
+    pub fn none() -> Self {
+        ProxyBody {
+            inner: None,
+            guard: None,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            this.guard.take();
+            return Poll::Ready(None);
+        };
+        let frame = inner.poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.guard.take();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}

@@ -1,0 +1,469 @@
+//! The snapshot contract (docs/engine-snapshot.md): validation of what Python sends (`wire`)
+//! into compiled, typed structures (regexes anchored, header names parsed), errors naming the
+//! field.
+//!
+//! Nothing here touches sockets or the runtime; `snapshot.rs` turns a `Config` into the tables
+//! the request path reads.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::error::ConfigError;
+use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
+use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
+
+mod wire;
+
+pub use self::wire::{LbKind, Protocol};
+use self::wire::{
+    PathModifierType, PathType, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier, RawPool,
+    RawRoute, RawSnapshot, ValueType,
+};
+
+/// Largest weight a backendRef may carry (Gateway API).
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+// === compiled types ===
+
+/// A validated snapshot.
+#[derive(Debug)]
+pub struct Config {
+    pub version: Option<u64>,
+    pub listeners: Vec<ListenerConfig>,
+    pub pool: PoolConfig,
+    pub backends: Vec<BackendConfig>,
+    pub vhosts: Vec<VhostConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+/// Upstream connection pool settings (one per snapshot, shared by every endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolConfig {
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct BackendConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    pub lb: LbKind,
+    /// `host:port` strings, validated to carry a port.
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct VhostConfig {
+    pub name: String,
+    /// Lower-cased: `example.com`, `*.example.com` or `*`.
+    pub domains: Vec<String>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub filters: Filters,
+    pub backends: Vec<WeightedRef>,
+}
+
+/// One weighted backendRef: an index into `Config::backends`, or `None` for an invalid ref.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightedRef {
+    pub backend: Option<usize>,
+    pub weight: u32,
+}
+
+// === validation ===
+
+/// Parses and validates a snapshot.
+pub fn parse(json: &str) -> Result<Config, ConfigError> {
+    let raw: RawSnapshot = serde_json::from_str(json)?;
+    compile(raw)
+}
+
+fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
+    let listeners = listeners(raw.listeners)?;
+    let pool = pool(&raw.pool)?;
+    let mut by_name = HashMap::new();
+    let mut backends = Vec::with_capacity(raw.backends.len());
+    for (i, b) in raw.backends.into_iter().enumerate() {
+        let field = format!("backends[{i}]");
+        if b.name.is_empty() {
+            return Err(ConfigError::invalid(format!("{field}.name"), "must not be empty"));
+        }
+        if by_name.insert(b.name.clone(), i).is_some() {
+            return Err(ConfigError::invalid(
+                format!("{field}.name"),
+                format!("duplicate backend {:?}", b.name),
+            ));
+        }
+        for (j, e) in b.endpoints.iter().enumerate() {
+            check_endpoint(e).map_err(|m| ConfigError::invalid(format!("{field}.endpoints[{j}]"), m))?;
+        }
+        backends.push(BackendConfig {
+            name: b.name,
+            protocol: b.protocol,
+            lb: b.lb,
+            endpoints: b.endpoints,
+        });
+    }
+    let mut seen_domains = HashMap::new();
+    let mut vhosts = Vec::with_capacity(raw.vhosts.len());
+    for (i, v) in raw.vhosts.into_iter().enumerate() {
+        let field = format!("vhosts[{i}]");
+        let mut domains = Vec::with_capacity(v.domains.len());
+        for (j, d) in v.domains.iter().enumerate() {
+            let d = d.to_ascii_lowercase();
+            check_domain(&d).map_err(|m| ConfigError::invalid(format!("{field}.domains[{j}]"), m))?;
+            if let Some(other) = seen_domains.insert(d.clone(), v.name.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.domains[{j}]"),
+                    format!("domain {d:?} is already claimed by vhost {other:?}"),
+                ));
+            }
+            domains.push(d);
+        }
+        let routes = v
+            .routes
+            .into_iter()
+            .enumerate()
+            .map(|(j, r)| route(r, &format!("{field}.routes[{j}]"), &by_name))
+            .collect::<Result<_, _>>()?;
+        vhosts.push(VhostConfig {
+            name: v.name,
+            domains,
+            routes,
+        });
+    }
+    Ok(Config {
+        version: raw.version,
+        listeners,
+        pool,
+        backends,
+        vhosts,
+    })
+}
+
+fn listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerConfig>, ConfigError> {
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, l) in raw.into_iter().enumerate() {
+        let field = format!("listeners[{i}]");
+        if l.name.is_empty() {
+            return Err(ConfigError::invalid(format!("{field}.name"), "must not be empty"));
+        }
+        if !names.insert(l.name.clone()) {
+            return Err(ConfigError::invalid(
+                format!("{field}.name"),
+                format!("duplicate listener {:?}", l.name),
+            ));
+        }
+        let address: SocketAddr = l.address.parse().map_err(|_| {
+            ConfigError::invalid(
+                format!("{field}.address"),
+                format!("{:?} is not an ip:port address", l.address),
+            )
+        })?;
+        if address.port() != 0 && !addresses.insert(address) {
+            return Err(ConfigError::invalid(
+                format!("{field}.address"),
+                format!("{address} is used by two listeners"),
+            ));
+        }
+        out.push(ListenerConfig { name: l.name, address });
+    }
+    Ok(out)
+}
+
+fn pool(raw: &RawPool) -> Result<PoolConfig, ConfigError> {
+    if raw.connect_timeout_ms == 0 {
+        return Err(ConfigError::invalid(
+            "pool.connect_timeout_ms",
+            "must be greater than 0",
+        ));
+    }
+    Ok(PoolConfig {
+        idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+        max_idle_per_endpoint: raw.max_idle_per_endpoint,
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+    })
+}
+
+fn check_endpoint(e: &str) -> Result<(), String> {
+    if e.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match e.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty() && !host.contains(['/', ' ']) && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{e:?} is not a host:port address")),
+    }
+}
+
+fn check_domain(d: &str) -> Result<(), String> {
+    let name = d.strip_prefix("*.").unwrap_or(d);
+    if d == "*" {
+        return Ok(());
+    }
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{d:?} is not a domain, \"*.suffix\" or \"*\""))
+    }
+}
+
+fn route(r: RawRoute, field: &str, backends: &HashMap<String, usize>) -> Result<RouteConfig, ConfigError> {
+    let matcher = route_match(r.matches, &format!("{field}.match"))?;
+    let filters = filters(r.filters, field, &matcher)?;
+    let mut refs = Vec::with_capacity(r.backends.len());
+    for (i, b) in r.backends.into_iter().enumerate() {
+        let f = format!("{field}.backends[{i}]");
+        if b.weight > MAX_WEIGHT {
+            return Err(ConfigError::invalid(
+                format!("{f}.weight"),
+                format!("must be between 0 and {MAX_WEIGHT} (got {})", b.weight),
+            ));
+        }
+        let backend =
+            match b.backend {
+                None => None,
+                Some(name) => Some(*backends.get(&name).ok_or_else(|| {
+                    ConfigError::invalid(format!("{f}.backend"), format!("unknown backend {name:?}"))
+                })?),
+            };
+        refs.push(WeightedRef {
+            backend,
+            weight: b.weight,
+        });
+    }
+    Ok(RouteConfig {
+        name: r.name,
+        matcher,
+        filters,
+        backends: refs,
+    })
+}
+
+fn regex(pattern: &str, field: &str) -> Result<regex::Regex, ConfigError> {
+    anchored(pattern).map_err(|anchored_err| {
+        // Report against the user's pattern (not our `^(?:...)$` wrapper), on one line.
+        let detail = regex::Regex::new(pattern).err().unwrap_or(anchored_err).to_string();
+        let reason = detail.lines().last().unwrap_or_default().trim_start_matches("error: ");
+        ConfigError::invalid(field, format!("invalid regular expression {pattern:?}: {reason}"))
+    })
+}
+
+fn route_match(m: RawMatch, field: &str) -> Result<RouteMatch, ConfigError> {
+    let path = match m.path {
+        None => None,
+        Some(p) => {
+            let f = format!("{field}.path.value");
+            Some(match p.kind {
+                PathType::Exact | PathType::PathPrefix if !p.value.starts_with('/') => {
+                    return Err(ConfigError::invalid(
+                        f,
+                        format!("must start with \"/\" (got {:?})", p.value),
+                    ));
+                }
+                PathType::Exact => PathMatch::Exact(p.value),
+                PathType::PathPrefix => PathMatch::prefix(&p.value),
+                PathType::RegularExpression => PathMatch::Regex(regex(&p.value, &f)?),
+            })
+        }
+    };
+    let method = match m.method {
+        None => None,
+        Some(s) => Some(
+            Method::from_bytes(s.as_bytes())
+                .map_err(|_| ConfigError::invalid(format!("{field}.method"), format!("{s:?} is not an HTTP method")))?,
+        ),
+    };
+    let mut headers = Vec::with_capacity(m.headers.len());
+    for (i, h) in m.headers.into_iter().enumerate() {
+        let f = format!("{field}.headers[{i}]");
+        headers.push(HeaderMatch {
+            name: header_name(&h.name, &format!("{f}.name"))?,
+            value: value_match(h.kind, h.value, &format!("{f}.value"))?,
+        });
+    }
+    let mut query = Vec::with_capacity(m.query.len());
+    for (i, q) in m.query.into_iter().enumerate() {
+        let f = format!("{field}.query[{i}]");
+        if q.name.is_empty() {
+            return Err(ConfigError::invalid(format!("{f}.name"), "must not be empty"));
+        }
+        query.push(QueryMatch {
+            name: q.name,
+            value: value_match(q.kind, q.value, &format!("{f}.value"))?,
+        });
+    }
+    Ok(RouteMatch {
+        path,
+        method,
+        headers,
+        query,
+    })
+}
+
+#[allow(clippy::needless_pass_by_value)] // `value` moves into the Exact variant
+fn value_match(kind: ValueType, value: String, field: &str) -> Result<ValueMatch, ConfigError> {
+    Ok(match kind {
+        ValueType::Exact => ValueMatch::Exact(value),
+        ValueType::RegularExpression => ValueMatch::Regex(regex(&value, field)?),
+    })
+}
+
+fn header_name(name: &str, field: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| ConfigError::invalid(field, format!("{name:?} is not a header name")))
+}
+
+fn header_value(value: &str, field: &str) -> Result<HeaderValue, ConfigError> {
+    HeaderValue::from_str(value).map_err(|_| ConfigError::invalid(field, format!("{value:?} is not a header value")))
+}
+
+fn header_modifier(raw: RawHeaderModifier, field: &str) -> Result<HeaderModifier, ConfigError> {
+    let pairs = |list: Vec<(String, String)>, what: &str| -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, (n, v))| {
+                let f = format!("{field}.{what}[{i}]");
+                Ok((header_name(n, &f)?, header_value(v, &f)?))
+            })
+            .collect()
+    };
+    Ok(HeaderModifier {
+        set: pairs(raw.set, "set")?,
+        add: pairs(raw.add, "add")?,
+        remove: raw
+            .remove
+            .iter()
+            .enumerate()
+            .map(|(i, n)| header_name(n, &format!("{field}.remove[{i}]")))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn path_modifier(
+    raw: Option<RawPathModifier>,
+    field: &str,
+    matcher: &RouteMatch,
+) -> Result<Option<PathModifier>, ConfigError> {
+    let Some(p) = raw else { return Ok(None) };
+    if !p.value.starts_with('/') {
+        return Err(ConfigError::invalid(
+            format!("{field}.value"),
+            format!("must start with \"/\" (got {:?})", p.value),
+        ));
+    }
+    Ok(Some(match p.kind {
+        PathModifierType::ReplaceFullPath => PathModifier::ReplaceFullPath(p.value),
+        PathModifierType::ReplacePrefixMatch => {
+            if matcher.matched_prefix().is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.type"),
+                    "ReplacePrefixMatch needs a PathPrefix path match",
+                ));
+            }
+            PathModifier::ReplacePrefixMatch(p.value)
+        }
+    }))
+}
+
+fn filters(raw: Vec<RawFilter>, field: &str, matcher: &RouteMatch) -> Result<Filters, ConfigError> {
+    let mut out = Filters::default();
+    for (i, f) in raw.into_iter().enumerate() {
+        let field = format!("{field}.filters[{i}]");
+        match f {
+            RawFilter::RequestHeaderModifier(m) => out.request_headers.push(header_modifier(m, &field)?),
+            RawFilter::ResponseHeaderModifier(m) => out.response_headers.push(header_modifier(m, &field)?),
+            RawFilter::UrlRewrite { hostname, path } => {
+                if out.rewrite.is_some() {
+                    return Err(ConfigError::invalid(field, "only one URLRewrite per route"));
+                }
+                let hostname = match hostname {
+                    None => None,
+                    Some(h) => {
+                        check_domain(&h).map_err(|m| ConfigError::invalid(format!("{field}.hostname"), m))?;
+                        Some(header_value(&h, &format!("{field}.hostname"))?)
+                    }
+                };
+                out.rewrite = Some(UrlRewrite {
+                    hostname,
+                    path: path_modifier(path, &format!("{field}.path"), matcher)?,
+                });
+            }
+            RawFilter::RequestRedirect {
+                scheme,
+                hostname,
+                port,
+                path,
+                status_code,
+            } => {
+                if out.redirect.is_some() {
+                    return Err(ConfigError::invalid(field, "only one RequestRedirect per route"));
+                }
+                if let Some(s) = &scheme {
+                    if s != "http" && s != "https" {
+                        return Err(ConfigError::invalid(
+                            format!("{field}.scheme"),
+                            format!("must be http or https (got {s:?})"),
+                        ));
+                    }
+                }
+                if let Some(h) = &hostname {
+                    check_domain(h).map_err(|m| ConfigError::invalid(format!("{field}.hostname"), m))?;
+                }
+                if port == Some(0) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.port"),
+                        "must be between 1 and 65535",
+                    ));
+                }
+                let code = status_code.unwrap_or(302);
+                if !matches!(code, 301 | 302 | 303 | 307 | 308) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.status_code"),
+                        format!("must be one of 301, 302, 303, 307, 308 (got {code})"),
+                    ));
+                }
+                out.redirect = Some(Redirect {
+                    scheme,
+                    hostname,
+                    port,
+                    path: path_modifier(path, &format!("{field}.path"), matcher)?,
+                    status: StatusCode::from_u16(code).expect("checked redirect code"),
+                });
+            }
+        }
+    }
+    if out.redirect.is_some() && out.rewrite.is_some() {
+        return Err(ConfigError::invalid(
+            format!("{field}.filters"),
+            "RequestRedirect and URLRewrite cannot be combined",
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+use super::*;
+
+fn snapshot(vhosts: &str) -> String {
+    format!(
+        r#"{{"version": 7,
+            "listeners": [{{"name": "outbound", "address": "127.0.0.1:0"}}],
+            "backends": [{{"name": "b1", "protocol": "http1", "endpoints": ["127.0.0.1:9001", "svc.local:80"]}},
+                         {{"name": "b2", "protocol": "h2c", "lb": "round_robin", "endpoints": []}}],
+            "vhosts": {vhosts}}}"#
+    )
+}
+
+fn route(body: &str) -> String {
+    snapshot(&format!(
+        r#"[{{"name": "v", "domains": ["*"], "routes": [{{"name": "r", {body}}}]}}]"#
+    ))
+}
+
+fn err(json: &str) -> String {
+    parse(json).expect_err("snapshot should be refused").to_string()
+}
+
+#[test]
+fn parses_the_contract_example() {
+    let json = snapshot(
+        r#"[{"name": "reviews", "domains": ["Reviews", "*.example.com"], "routes": [
+            {"name": "default/reviews/rule/0",
+             "match": {"path": {"type": "PathPrefix", "value": "/api/"}, "method": "GET",
+                       "headers": [{"type": "Exact", "name": "X-Version", "value": "v2"}],
+                       "query": [{"type": "RegularExpression", "name": "debug", "value": "[01]"}]},
+             "filters": [
+               {"type": "RequestHeaderModifier", "set": [["x-a", "1"]], "add": [["x-b", "2"]], "remove": ["x-c"]},
+               {"type": "ResponseHeaderModifier", "set": [], "add": [], "remove": []},
+               {"type": "URLRewrite", "hostname": null, "path": {"type": "ReplacePrefixMatch", "value": "/v2"}}],
+             "backends": [{"backend": "b1", "weight": 90}, {"backend": null, "weight": 10}]}]}]"#,
+    );
+    let cfg = parse(&json).unwrap();
+    assert_eq!(cfg.version, Some(7));
+    assert_eq!(cfg.listeners[0].address, "127.0.0.1:0".parse().unwrap());
+    assert_eq!(cfg.pool.connect_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.pool.max_idle_per_endpoint, 64);
+    assert_eq!(cfg.backends[0].lb, LbKind::P2cPeakEwma);
+    assert_eq!(cfg.backends[1].lb, LbKind::RoundRobin);
+    assert_eq!(cfg.backends[1].protocol, Protocol::H2c);
+    let v = &cfg.vhosts[0];
+    assert_eq!(v.domains, ["reviews", "*.example.com"]);
+    let r = &v.routes[0];
+    assert_eq!(r.matcher.headers[0].name, "x-version");
+    assert_eq!(r.matcher.matched_prefix(), Some("/api"));
+    assert_eq!(
+        r.backends,
+        [
+            WeightedRef {
+                backend: Some(0),
+                weight: 90
+            },
+            WeightedRef {
+                backend: None,
+                weight: 10
+            }
+        ]
+    );
+    assert_eq!(r.filters.request_headers.len(), 1);
+    assert_eq!(r.filters.response_headers.len(), 1);
+    assert!(r.filters.rewrite.is_some());
+}
+
+#[test]
+fn empty_object_is_an_empty_snapshot() {
+    let cfg = parse("{}").unwrap();
+    assert!(cfg.listeners.is_empty() && cfg.vhosts.is_empty() && cfg.version.is_none());
+}
+
+#[test]
+fn refuses_what_is_not_json_or_not_the_contract() {
+    assert!(err("{").starts_with("invalid snapshot: "));
+    assert!(err(r#"{"vhost": []}"#).contains("unknown field `vhost`"));
+    assert!(err(r#"{"backends": [{"name": "b", "protocol": "http3"}]}"#).contains("http3"));
+    assert!(err(r#"{"backends": [{"name": "b", "protocol": "http1", "lb": "random"}]}"#).contains("random"));
+    assert!(err(&route(r#""filters": [{"type": "Mirror"}]"#)).contains("Mirror"));
+}
+
+#[test]
+fn names_the_field_of_each_mistake() {
+    let cases = [
+        (route(r#""match": {"path": {"type": "RegularExpression", "value": "(unclosed"}}"#),
+         "vhosts[0].routes[0].match.path.value: invalid regular expression \"(unclosed\": unclosed group"),
+        (route(r#""match": {"path": {"type": "PathPrefix", "value": "api"}}"#),
+         "vhosts[0].routes[0].match.path.value: must start with \"/\""),
+        (route(r#""match": {"headers": [{"type": "Exact", "name": "bad header", "value": "1"}]}"#),
+         "vhosts[0].routes[0].match.headers[0].name: \"bad header\" is not a header name"),
+        (route(r#""match": {"query": [{"type": "RegularExpression", "name": "q", "value": "*"}]}"#),
+         "vhosts[0].routes[0].match.query[0].value: invalid regular expression"),
+        (route(r#""match": {"method": "GE T"}"#), "vhosts[0].routes[0].match.method"),
+        (route(r#""backends": [{"backend": "b1", "weight": 1000001}]"#),
+         "vhosts[0].routes[0].backends[0].weight: must be between 0 and 1000000 (got 1000001)"),
+        (route(r#""backends": [{"backend": "nope", "weight": 1}]"#),
+         "vhosts[0].routes[0].backends[0].backend: unknown backend \"nope\""),
+        (route(r#""filters": [{"type": "URLRewrite", "path": {"type": "ReplacePrefixMatch", "value": "/x"}}]"#),
+         "vhosts[0].routes[0].filters[0].path.type: ReplacePrefixMatch needs a PathPrefix path match"),
+        (route(r#""filters": [{"type": "RequestRedirect", "status_code": 200}]"#),
+         "vhosts[0].routes[0].filters[0].status_code: must be one of 301, 302, 303, 307, 308 (got 200)"),
+        (route(r#""filters": [{"type": "RequestRedirect", "scheme": "ftp"}]"#),
+         "vhosts[0].routes[0].filters[0].scheme"),
+        (route(r#""filters": [{"type": "RequestHeaderModifier", "set": [["x-a", "bad\nvalue"]]}]"#),
+         "vhosts[0].routes[0].filters[0].set[0]"),
+        (snapshot(r#"[{"name": "a", "domains": ["x"]}, {"name": "b", "domains": ["X"]}]"#),
+         "vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"a\""),
+        (snapshot(r#"[{"name": "a", "domains": ["bad domain"]}]"#), "vhosts[0].domains[0]"),
+        (r#"{"listeners": [{"name": "a", "address": "localhost:80"}]}"#.to_owned(),
+         "listeners[0].address: \"localhost:80\" is not an ip:port address"),
+        (r#"{"listeners": [{"name": "a", "address": "127.0.0.1:8080"}, {"name": "b", "address": "127.0.0.1:8080"}]}"#.to_owned(),
+         "listeners[1].address: 127.0.0.1:8080 is used by two listeners"),
+        (r#"{"listeners": [{"name": "a", "address": "127.0.0.1:0"}, {"name": "a", "address": "127.0.0.1:0"}]}"#.to_owned(),
+         "listeners[1].name: duplicate listener \"a\""),
+        (r#"{"backends": [{"name": "b", "protocol": "http1", "endpoints": ["127.0.0.1"]}]}"#.to_owned(),
+         "backends[0].endpoints[0]: \"127.0.0.1\" is not a host:port address"),
+        (r#"{"backends": [{"name": "b", "protocol": "http1"}, {"name": "b", "protocol": "h2c"}]}"#.to_owned(),
+         "backends[1].name: duplicate backend \"b\""),
+        (r#"{"pool": {"connect_timeout_ms": 0}}"#.to_owned(), "pool.connect_timeout_ms: must be greater than 0"),
+    ];
+    for (json, want) in cases {
+        let got = err(&json);
+        assert!(got.contains(want), "error {got:?} should contain {want:?}");
+        assert!(!got.contains('\n'), "one line: {got:?}");
+    }
+}
+
+#[test]
+fn regexes_are_anchored() {
+    let cfg = parse(&route(
+        r#""match": {"path": {"type": "RegularExpression", "value": "/v[0-9]"}}"#,
+    ))
+    .unwrap();
+    let m = &cfg.vhosts[0].routes[0].matcher;
+    let headers = http::HeaderMap::new();
+    assert!(m.matches(&Method::GET, "/v1", None, &headers));
+    assert!(!m.matches(&Method::GET, "/v1/x", None, &headers));
+    assert!(!m.matches(&Method::GET, "/api/v1", None, &headers));
+}

@@ -1,0 +1,192 @@
+//! The engine: its own tokio runtime, the live snapshot, the listeners, and `apply`.
+
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+
+use crate::config::{self, ListenerConfig};
+use crate::drain::Drain;
+use crate::error::Error;
+use crate::listener::{self, Listener, Server};
+use crate::pool::Upstreams;
+use crate::proxy::Proxy;
+use crate::snapshot::Snapshot;
+use crate::stats::Stats;
+
+pub struct Engine {
+    /// `Some` until drop; the runtime's threads carry every request.
+    rt: Option<Runtime>,
+    proxy: Proxy,
+    upstreams: Upstreams,
+    drain: Arc<Drain>,
+    server: Arc<Server>,
+    /// Live listeners; the lock also serializes `apply`.
+    listeners: Mutex<Vec<Listener>>,
+}
+
+/// What happens to one listener of a new snapshot.
+enum Slot {
+    Keep(Listener, String),
+    Bind(String, SocketAddr, (TcpListener, SocketAddr)),
+}
+
+impl Engine {
+    /// Starts the runtime with `worker_threads` threads; nothing listens until `apply`.
+    pub fn new(worker_threads: usize) -> Result<Self, Error> {
+        if worker_threads == 0 {
+            return Err(Error::Argument("worker_threads must be at least 1".into()));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads)
+            .thread_name("fastmesh-engine")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let proxy = Proxy {
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            stats: Arc::new(Stats::default()),
+        };
+        let drain = Arc::new(Drain::default());
+        let server = Arc::new(Server::new(proxy.clone(), drain.clone()));
+        Ok(Engine {
+            rt: Some(rt),
+            proxy,
+            upstreams: Upstreams::default(),
+            drain,
+            server,
+            listeners: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn rt(&self) -> &Runtime {
+        self.rt.as_ref().expect("runtime lives until drop")
+    }
+
+    /// Validates a snapshot, binds its new listeners, swaps it in, then closes the listeners
+    /// it dropped. On error nothing changes. Returns the new version.
+    pub fn apply(&self, json: &str) -> Result<u64, Error> {
+        let cfg = config::parse(json)?;
+        let mut live = self.listeners.lock();
+        let version = cfg.version.unwrap_or_else(|| self.version() + 1);
+        let _rt = self.rt().enter();
+        let slots = match plan(mem::take(&mut *live), &cfg.listeners) {
+            Ok((slots, closing)) => {
+                // The listeners left over are closed only once the new snapshot is live.
+                let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams);
+                self.proxy.snapshot.store(Arc::new(compiled.snapshot));
+                self.upstreams.retain(&compiled.endpoints);
+                drop(closing);
+                slots
+            }
+            Err((restored, err)) => {
+                *live = restored;
+                return Err(err);
+            }
+        };
+        *live = slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Keep(mut l, name) => {
+                    l.name = name;
+                    l
+                }
+                Slot::Bind(name, configured, bound) => listener::start(name, configured, bound, self.server.clone()),
+            })
+            .collect();
+        Ok(version)
+    }
+
+    /// Listener name to bound address.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .lock()
+            .iter()
+            .map(|l| (l.name.clone(), l.local))
+            .collect()
+    }
+
+    pub fn stats_json(&self) -> String {
+        self.proxy.stats.render(self.version(), &self.upstreams.stats())
+    }
+
+    /// Stops accepting, lets in-flight requests finish, waits up to `timeout`. Blocks the
+    /// calling thread (not a runtime thread).
+    pub fn drain(&self, timeout: Duration) -> bool {
+        self.listeners.lock().clear();
+        self.rt().block_on(self.drain.drain(timeout))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.proxy.snapshot.load().version
+    }
+
+    pub fn active_requests(&self) -> u64 {
+        self.proxy
+            .stats
+            .requests_active
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Matches the wanted listeners with the live ones (same name and address, then same address
+/// when its port is fixed) and binds the rest. Returns the slots in `wanted` order and the
+/// live listeners no longer wanted; on a bind error, the live listeners untouched.
+#[allow(clippy::type_complexity)]
+fn plan(live: Vec<Listener>, wanted: &[ListenerConfig]) -> Result<(Vec<Slot>, Vec<Listener>), (Vec<Listener>, Error)> {
+    let mut old: Vec<Option<Listener>> = live.into_iter().map(Some).collect();
+    let mut slots = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let same = |l: &Option<Listener>, by_name: bool| {
+            l.as_ref()
+                .is_some_and(|l| l.configured == w.address && (!by_name || l.name == w.name))
+        };
+        let found = old.iter().position(|l| same(l, true)).or_else(|| {
+            (w.address.port() != 0)
+                .then(|| old.iter().position(|l| same(l, false)))
+                .flatten()
+        });
+        if let Some(i) = found {
+            let l = old[i].take().expect("matched a live listener");
+            slots.push(Slot::Keep(l, w.name.clone()));
+            continue;
+        }
+        match listener::bind(w.address) {
+            Ok(bound) => slots.push(Slot::Bind(w.name.clone(), w.address, bound)),
+            Err(source) => {
+                let restored = old
+                    .into_iter()
+                    .flatten()
+                    .chain(slots.into_iter().filter_map(|s| match s {
+                        Slot::Keep(l, _) => Some(l),
+                        Slot::Bind(..) => None,
+                    }))
+                    .collect();
+                let err = Error::Bind {
+                    name: w.name.clone(),
+                    address: w.address.to_string(),
+                    source,
+                };
+                return Err((restored, err));
+            }
+        }
+    }
+    Ok((slots, old.into_iter().flatten().collect()))
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.listeners.get_mut().clear();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

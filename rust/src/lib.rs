@@ -1,0 +1,24 @@
+//! fastmesh's data plane: an HTTP/1.1 + HTTP/2 (cleartext) proxy configured by one JSON
+//! snapshot at a time (docs/engine-snapshot.md). Built by maturin as `fastmesh._engine`
+//! (feature `python`, the `py` module); a plain Rust library without it.
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod drain;
+pub mod engine;
+pub mod error;
+pub mod headers;
+pub mod listener;
+pub mod pool;
+pub mod proxy;
+pub mod route;
+pub mod snapshot;
+pub mod stats;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use engine::Engine;
+pub use error::{ConfigError, Error};

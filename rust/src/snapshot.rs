@@ -1,0 +1,77 @@
+//! The immutable tables one request reads: built from a validated `Config`, swapped in whole.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::balance::Backend;
+use crate::config::{Config, ListenerConfig};
+use crate::pool::{EndpointKey, Upstreams};
+use crate::route::{Route, Target, Vhost, VhostTable};
+use crate::stats::Stats;
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    pub vhosts: VhostTable,
+}
+
+/// A compiled snapshot plus what the engine needs to put it in service.
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    pub listeners: Vec<ListenerConfig>,
+    /// The endpoints the snapshot uses (the rest of the registry is dropped once it is live).
+    pub endpoints: HashSet<EndpointKey>,
+}
+
+impl Snapshot {
+    /// Resolves names to shared handles: backends to their endpoints' pools (reused from the
+    /// registry when unchanged), routes to their (route, backend) counters.
+    pub fn compile(cfg: Config, version: u64, stats: &Stats, upstreams: &Upstreams) -> Compiled {
+        let mut used = HashSet::new();
+        let backends: Vec<Arc<Backend>> = cfg
+            .backends
+            .into_iter()
+            .map(|b| {
+                let name: Arc<str> = Arc::from(b.name);
+                let endpoints = b
+                    .endpoints
+                    .iter()
+                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, &mut used))
+                    .collect();
+                Arc::new(Backend::new(name, b.protocol, b.lb, endpoints))
+            })
+            .collect();
+        let entries = cfg
+            .vhosts
+            .into_iter()
+            .map(|v| {
+                let routes = v
+                    .routes
+                    .into_iter()
+                    .map(|r| {
+                        let targets = r
+                            .backends
+                            .iter()
+                            .map(|w| {
+                                let backend = w.backend.map(|i| backends[i].clone());
+                                let stats = stats.route(&r.name, backend.as_ref().map_or("", |b| &*b.name));
+                                (Target { backend, stats }, w.weight)
+                            })
+                            .collect();
+                        let local_stats = stats.route(&r.name, "");
+                        Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats)
+                    })
+                    .collect();
+                (v.domains, Vhost { name: v.name, routes })
+            })
+            .collect();
+        Compiled {
+            snapshot: Snapshot {
+                version,
+                vhosts: VhostTable::new(entries),
+            },
+            listeners: cfg.listeners,
+            endpoints: used,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Counters the admin API reads. The registry is consulted only when a snapshot is compiled;
+//! a request pays atomic increments on handles it already holds.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
+pub const LATENCY_BOUNDS_MS: [f64; 14] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+const LATENCY_BOUNDS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Responses of one (route, backend) pair: status classes and time to response headers.
+#[derive(Debug)]
+pub struct RouteStats {
+    route: Arc<str>,
+    backend: Arc<str>,
+    status: [AtomicU64; 5],
+    /// One per bound, then the overflow (`inf`) bucket.
+    buckets: [AtomicU64; 15],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl RouteStats {
+    fn new(route: Arc<str>, backend: Arc<str>) -> Self {
+        RouteStats {
+            route,
+            backend,
+            status: Default::default(),
+            buckets: Default::default(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, status: StatusCode, latency: Duration) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.status[class].fetch_add(1, Relaxed);
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Responses of status class `class` (1 to 5).
+    pub fn status_class(&self, class: usize) -> u64 {
+        self.status[class - 1].load(Relaxed)
+    }
+}
+
+/// Load of one upstream endpoint of one backend.
+#[derive(Debug)]
+pub struct EndpointStats {
+    pub backend: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub connections_open: AtomicU64,
+    pub requests_active: AtomicU64,
+}
+
+impl EndpointStats {
+    pub fn new(backend: Arc<str>, endpoint: Arc<str>) -> Self {
+        EndpointStats {
+            backend,
+            endpoint,
+            connections_open: AtomicU64::new(0),
+            requests_active: AtomicU64::new(0),
+        }
+    }
+}
+
+/// (route name, backend name); `""` for none.
+type RouteKey = (Arc<str>, Arc<str>);
+
+/// Engine-wide counters plus the (route, backend) registry.
+#[derive(Debug)]
+pub struct Stats {
+    pub connections_active: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub requests_active: AtomicU64,
+    routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
+    unmatched: Arc<RouteStats>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        let empty: Arc<str> = Arc::from("");
+        let unmatched = Arc::new(RouteStats::new(empty.clone(), empty.clone()));
+        let mut routes = BTreeMap::new();
+        routes.insert((empty.clone(), empty), unmatched.clone());
+        Stats {
+            connections_active: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            requests_active: AtomicU64::new(0),
+            routes: Mutex::new(routes),
+            unmatched,
+        }
+    }
+}
+
+impl Stats {
+    /// The counters of (route, backend), created on first use; they live as long as the engine.
+    pub fn route(&self, route: &str, backend: &str) -> Arc<RouteStats> {
+        let key: RouteKey = (Arc::from(route), Arc::from(backend));
+        self.routes
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(RouteStats::new(key.0, key.1)))
+            .clone()
+    }
+
+    /// Requests no route matched (route and backend `""`).
+    pub fn unmatched(&self) -> &Arc<RouteStats> {
+        &self.unmatched
+    }
+
+    /// The stats JSON of the contract.
+    pub fn render(&self, version: u64, upstream: &[Arc<EndpointStats>]) -> String {
+        let routes = self.routes.lock();
+        let doc = StatsDoc {
+            version,
+            connections: ConnectionsDoc {
+                active: self.connections_active.load(Relaxed),
+                total: self.connections_total.load(Relaxed),
+            },
+            requests_active: self.requests_active.load(Relaxed),
+            latency_bounds_ms: &LATENCY_BOUNDS_MS,
+            routes: routes
+                .values()
+                .filter(|s| s.count() > 0)
+                .map(|s| RouteDoc::from(&**s))
+                .collect(),
+            upstream: upstream
+                .iter()
+                .map(|e| UpstreamDoc {
+                    backend: &e.backend,
+                    endpoint: &e.endpoint,
+                    connections_open: e.connections_open.load(Relaxed),
+                    requests_active: e.requests_active.load(Relaxed),
+                })
+                .collect(),
+        };
+        serde_json::to_string(&doc).expect("stats serialize")
+    }
+}
+
+// === JSON documents ===
+
+#[derive(Serialize)]
+struct StatsDoc<'a> {
+    version: u64,
+    connections: ConnectionsDoc,
+    requests_active: u64,
+    latency_bounds_ms: &'a [f64],
+    routes: Vec<RouteDoc<'a>>,
+    upstream: Vec<UpstreamDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ConnectionsDoc {
+    active: u64,
+    total: u64,
+}
+
+#[derive(Serialize)]
+struct RouteDoc<'a> {
+    route: &'a str,
+    backend: &'a str,
+    status: BTreeMap<&'static str, u64>,
+    latency: LatencyDoc,
+}
+
+#[derive(Serialize)]
+struct LatencyDoc {
+    buckets: Vec<u64>,
+    inf: u64,
+    sum_ms: f64,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct UpstreamDoc<'a> {
+    backend: &'a str,
+    endpoint: &'a str,
+    connections_open: u64,
+    requests_active: u64,
+}
+
+impl<'a> From<&'a RouteStats> for RouteDoc<'a> {
+    fn from(s: &'a RouteStats) -> Self {
+        let status = CLASSES
+            .iter()
+            .zip(&s.status)
+            .map(|(c, n)| (*c, n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let buckets: Vec<u64> = s.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        RouteDoc {
+            route: &s.route,
+            backend: &s.backend,
+            status,
+            latency: LatencyDoc {
+                inf: buckets[LATENCY_BOUNDS_US.len()],
+                buckets: buckets[..LATENCY_BOUNDS_US.len()].to_vec(),
+                sum_ms: s.sum_us.load(Relaxed) as f64 / 1000.0,
+                count: s.count(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+"""The `fastmesh` command line: `proxy`, `validate`, `version`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastmesh import __version__
+
+
+def _listener(value: str) -> tuple[str, str]:
+    name, sep, address = value.partition("=")
+    if not sep or not name or not address:
+        raise argparse.ArgumentTypeError(f"expected NAME=IP:PORT, got {value!r}")
+    _address(address)
+    return name, address
+
+
+def _address(value: str) -> str:
+    from fastmesh.http1 import split_hostport
+
+    try:
+        split_hostport(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="fastmesh", description="fastmesh: a service mesh proxy with a compiled data plane."
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    proxy = commands.add_parser("proxy", help="run the proxy with a config file (hot reloaded)")
+    proxy.add_argument("--config", required=True, type=Path, metavar="FILE",
+                       help="multi-document YAML config (see docs/config.md)")
+    proxy.add_argument("--admin-address", type=_address, metavar="IP:PORT",
+                       help="admin API address, overrides spec.admin.address (port 0: any free port)")
+    proxy.add_argument("--listener", type=_listener, action="append", default=[],
+                       metavar="NAME=IP:PORT",
+                       help="override the address of the named listener (repeatable; port 0: any)")
+
+    validate = commands.add_parser("validate", help="check config files; exit 1 if any is invalid")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    commands.add_parser("version", help="print the version")
+    return top
+
+
+def validate(files: Sequence[Path]) -> int:
+    from fastmesh import config
+
+    status = 0
+    for path in files:
+        try:
+            cfg = config.load_file(path)
+            config.compile_snapshot(cfg)
+        except config.ConfigError as e:
+            print(e, file=sys.stderr)
+            status = 1
+            continue
+        except OSError as e:
+            print(f"{path}: {e.strerror or e}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"ok: {path} ({config.document_count(cfg)} documents)")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "version":
+        print(f"fastmesh {__version__}")
+        return 0
+    if args.command == "validate":
+        return validate(args.files)
+    from fastmesh.runtime import Overrides, run_proxy
+
+    overrides = Overrides(admin_address=args.admin_address, listeners=dict(args.listener))
+    return run_proxy(args.config, overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Checks that need more than one field: within a document, and across documents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastmesh.config.checks.context import Context
+from fastmesh.config.checks.endpointslice import check_endpoint_slice
+from fastmesh.config.checks.httproute import check_route
+from fastmesh.config.checks.objects import check_objects
+from fastmesh.config.checks.proxy import check_proxy
+from fastmesh.config.checks.service import check_service
+from fastmesh.config.errors import Problem
+from fastmesh.config.mesh import Document, MeshConfig
+
+_BY_KIND: dict[str, Callable[[Context, Document], None]] = {
+    "HTTPRoute": check_route,
+    "Service": check_service,
+    "EndpointSlice": check_endpoint_slice,
+    "Proxy": check_proxy,
+}
+
+
+def check(
+    cfg: MeshConfig, broken: frozenset[tuple[str, str, str]] = frozenset(), allow_invalid_backends: bool = False
+) -> list[Problem]:
+    """Every problem of a config whose documents passed the schema."""
+    ctx = Context(cfg, broken, allow_invalid_backends)
+    check_objects(ctx)
+    for doc in cfg.documents:
+        _BY_KIND[doc.obj.KIND](ctx, doc)
+    return ctx.problems
+
+
+__all__ = ["check"]

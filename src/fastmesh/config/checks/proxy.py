@@ -1,0 +1,46 @@
+"""Checks of the Proxy beyond its schema: listeners and admin do not collide, external names unique."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fastmesh.config.checks.context import Context, duplicates
+from fastmesh.config.mesh import Document
+from fastmesh.config.model import Proxy
+from fastmesh.config.model.types import join_hostport, parse_duration, split_hostport
+
+
+def _collide(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Whether two binds would conflict: same port (not 0) and same address or a wildcard one."""
+    if a[1] != b[1] or a[1] == 0:
+        return False
+    ip_a, ip_b = ipaddress.ip_address(a[0]), ipaddress.ip_address(b[0])
+    return ip_a == ip_b or ip_a.is_unspecified or ip_b.is_unspecified
+
+
+def check_proxy(ctx: Context, doc: Document) -> None:
+    proxy = doc.obj
+    assert isinstance(proxy, Proxy)
+    spec = proxy.spec
+    for i, first in duplicates(listener.name for listener in spec.listeners):
+        name = spec.listeners[i].name
+        message = f"duplicate listener name {name!r} (listeners[{first}] has it)"
+        ctx.report(doc, ("spec", "listeners", i, "name"), message)
+    binds: list[tuple[tuple[str, int], str]] = []
+    for i, listener in enumerate(spec.listeners):
+        loc = ("spec", "listeners", i)
+        bind = (listener.address, listener.port)
+        clash = next((where for other, where in binds if _collide(bind, other)), None)
+        if clash:
+            ctx.report(doc, (*loc, "port"), f"{join_hostport(*bind)} is already used by {clash}")
+        binds.append((bind, f"listeners[{i}] ({join_hostport(*bind)})"))
+    admin = split_hostport(spec.admin.address)
+    clash = next((where for other, where in binds if _collide(admin, other)), None)
+    if clash:
+        ctx.report(doc, ("spec", "admin", "address"), f"{spec.admin.address} is already used by {clash}")
+    if parse_duration(spec.pool.connect_timeout) == 0:
+        ctx.report(doc, ("spec", "pool", "connectTimeout"), "must be longer than 0s")
+    for i, first in duplicates(external.name for external in spec.external_services):
+        name = spec.external_services[i].name
+        message = f"duplicate external service {name!r} (externalServices[{first}] has it)"
+        ctx.report(doc, ("spec", "externalServices", i, "name"), message)

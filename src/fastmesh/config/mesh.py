@@ -1,0 +1,85 @@
+"""The loaded config: every object with the document it came from, and the proxy settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from fastmesh.config.model import EndpointSlice, HTTPRoute, KubeObject, Proxy, ProxySpec, Service
+
+T = TypeVar("T", bound=KubeObject)
+
+
+def doc_label(kind: str, namespace: str | None, name: str | None) -> str:
+    """`HTTPRoute default/reviews`, as far as the document could be read."""
+    if name is None:
+        return f"{kind} <unnamed>"
+    return f"{kind} {namespace or 'default'}/{name}"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One object and where it is in the file."""
+
+    index: int
+    """1-based position of the YAML document."""
+    obj: KubeObject
+
+    @property
+    def label(self) -> str:
+        return doc_label(self.obj.KIND, self.obj.namespace, self.obj.name)
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """A valid config. Build it with `load_file` / `load_text`; compile it with `compile_snapshot`."""
+
+    source: str
+    """The file it was read from."""
+    documents: tuple[Document, ...]
+    """Every object, in file order."""
+    _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        services: dict[tuple[str, str], Service] = {}
+        for s in self.objects(Service):
+            services.setdefault((s.namespace, s.name), s)  # a duplicate is an error; the first one counts
+        object.__setattr__(self, "_services", services)
+
+    def objects(self, kind: type[T]) -> Iterator[T]:
+        """The objects of one kind, in file order."""
+        return (d.obj for d in self.documents if isinstance(d.obj, kind))
+
+    @property
+    def proxy(self) -> ProxySpec:
+        """Proxy settings: the Proxy document's spec, or every default when there is none."""
+        return next((p.spec for p in self.objects(Proxy)), ProxySpec())
+
+    @property
+    def services(self) -> list[Service]:
+        return list(self.objects(Service))
+
+    @property
+    def routes(self) -> list[HTTPRoute]:
+        return list(self.objects(HTTPRoute))
+
+    @property
+    def endpoint_slices(self) -> list[EndpointSlice]:
+        return list(self.objects(EndpointSlice))
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        return self._services.get((namespace, name))
+
+    def summary(self) -> str:
+        """`2 HTTPRoutes, 3 Services, ...` for `fastmesh validate`."""
+        counts: dict[str, int] = {}
+        for doc in self.documents:
+            counts[doc.obj.KIND] = counts.get(doc.obj.KIND, 0) + 1
+        parts = [f"{n} {kind}{'' if n == 1 else 's'}" for kind, n in counts.items()]
+        return ", ".join(parts) or "no objects"
+
+
+def document_count(cfg: MeshConfig) -> int:
+    """How many objects the config holds (empty YAML documents not counted)."""
+    return len(cfg.documents)

@@ -1,0 +1,118 @@
+"""`fastmesh.io/v1alpha1 Proxy`: what Kubernetes has no object for (listeners, admin, external hosts)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fastmesh.config.model.base import KubeObject, Spec
+from fastmesh.config.model.types import (
+    DNSLabel,
+    Duration,
+    Endpoint,
+    IdleCap,
+    IPAddress,
+    ListenPort,
+    SocketAddress,
+    WorkerThreads,
+    join_hostport,
+    parse_duration,
+)
+
+LB_POLICIES = {"P2CPeakEWMA": "p2c_peak_ewma", "RoundRobin": "round_robin"}
+
+
+class AdminSpec(Spec):
+    """The admin HTTP server (/ready, /live, /config, /stats, /metrics)."""
+
+    address: SocketAddress = "127.0.0.1:15000"
+    """Address it listens on."""
+
+
+class ListenerSpec(Spec):
+    """A port the proxy accepts HTTP/1.1 and HTTP/2 (prior knowledge) on."""
+
+    name: DNSLabel
+    """Listener name (metrics, `--listener NAME=ADDR` overrides)."""
+    address: IPAddress = "127.0.0.1"
+    """IP address to bind."""
+    port: ListenPort
+    """Port to bind."""
+
+    @property
+    def socket_address(self) -> str:
+        """`ip:port`, IPv6 in brackets."""
+        return join_hostport(self.address, self.port)
+
+
+class PoolSpec(Spec):
+    """Upstream connection pools."""
+
+    idle_timeout: Duration = "90s"
+    """Idle upstream connections are closed after this."""
+    max_idle_per_endpoint: IdleCap = 64
+    """Idle HTTP/1.1 connections kept per endpoint."""
+    connect_timeout: Duration = "2s"
+    """Give up connecting to an endpoint after this (502)."""
+
+
+class ExternalServiceSpec(Spec):
+    """Hosts outside the mesh, referenced as `{group: fastmesh.io, kind: ExternalService, name}`."""
+
+    name: DNSLabel
+    """Name; the backend is `external/<name>`."""
+    protocol: Literal["HTTP", "H2C"] = "HTTP"
+    """HTTP/1.1, or HTTP/2 cleartext (prior knowledge)."""
+    endpoints: list[Endpoint] = Field(min_length=1, max_length=1000)
+    """`host:port` endpoints."""
+
+
+def _default_listeners() -> list[ListenerSpec]:
+    return [ListenerSpec.model_validate({"name": "outbound", "port": 15001})]
+
+
+class ProxySpec(Spec):
+    """Settings of the proxy process. This is `cfg.proxy` (defaults when the file has no Proxy)."""
+
+    admin: AdminSpec = AdminSpec()
+    """Admin server."""
+    listeners: list[ListenerSpec] = Field(default_factory=_default_listeners, min_length=1, max_length=64)
+    """Listeners (names and address:port unique)."""
+    worker_threads: WorkerThreads = 1
+    """Engine (tokio) worker threads."""
+    drain_timeout: Duration = "10s"
+    """On SIGTERM, how long in-flight requests get to finish."""
+    pool: PoolSpec = PoolSpec()
+    """Upstream connection pools."""
+    load_balancer: Literal["P2CPeakEWMA", "RoundRobin"] = "P2CPeakEWMA"
+    """Default balancer of every backend (a Service may override it with `fastmesh.io/load-balancer`)."""
+    external_services: list[ExternalServiceSpec] = Field(default_factory=list, max_length=1000)
+    """Hosts outside the mesh (names unique)."""
+
+    @property
+    def admin_address(self) -> str:
+        return self.admin.address
+
+    @property
+    def drain_timeout_s(self) -> float:
+        return parse_duration(self.drain_timeout)
+
+    @property
+    def lb(self) -> str:
+        """Snapshot name of the default balancer."""
+        return LB_POLICIES[self.load_balancer]
+
+
+class Proxy(KubeObject):
+    """The proxy itself; at most one per file."""
+
+    API_VERSION = "fastmesh.io/v1alpha1"
+    KIND = "Proxy"
+
+    api_version: Literal["fastmesh.io/v1alpha1"] = "fastmesh.io/v1alpha1"
+    """API version."""
+    kind: Literal["Proxy"] = "Proxy"
+    """Kind."""
+    spec: ProxySpec = ProxySpec()
+    """Settings; every field has a default."""

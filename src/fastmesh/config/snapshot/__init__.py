@@ -1,0 +1,32 @@
+"""Compiling a checked config into the engine snapshot (docs/engine-snapshot.md), without "version"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastmesh.config.snapshot.backends import compile_backends
+from fastmesh.config.snapshot.vhosts import compile_vhosts
+from fastmesh.config.mesh import MeshConfig
+from fastmesh.config.model.types import parse_duration
+
+
+def _ms(duration: str) -> int:
+    return round(parse_duration(duration) * 1000)
+
+
+def compile_snapshot(cfg: MeshConfig) -> dict[str, Any]:
+    """The snapshot as a JSON-ready dict; the runtime adds "version" and applies it."""
+    proxy = cfg.proxy
+    return {
+        "listeners": [{"name": listener.name, "address": listener.socket_address} for listener in proxy.listeners],
+        "pool": {
+            "idle_timeout_ms": _ms(proxy.pool.idle_timeout),
+            "max_idle_per_endpoint": proxy.pool.max_idle_per_endpoint,
+            "connect_timeout_ms": _ms(proxy.pool.connect_timeout),
+        },
+        "backends": compile_backends(cfg),
+        "vhosts": compile_vhosts(cfg),
+    }
+
+
+__all__ = ["compile_snapshot"]

@@ -1,0 +1,77 @@
+"""Backends of the snapshot: one per Service port, one per external service, with their endpoints."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from fastmesh.config.mesh import MeshConfig
+from fastmesh.config.model import EndpointSlice, Service
+from fastmesh.config.model.httproute import FASTMESH_GROUP, HTTPBackendRef
+from fastmesh.config.model.service import H2C, LB_ANNOTATION, LB_ANNOTATION_VALUES
+from fastmesh.config.model.types import join_hostport
+
+
+def service_backend(namespace: str, name: str, port: int) -> str:
+    return f"{namespace}/{name}:{port}"
+
+
+def external_backend(name: str) -> str:
+    return f"external/{name}"
+
+
+def resolve(cfg: MeshConfig, route_namespace: str, ref: HTTPBackendRef) -> str | None:
+    """The backend a backendRef names, or None when it names nothing (its share answers 500)."""
+    if (ref.group, ref.kind) == ("", "Service"):
+        namespace = ref.namespace or route_namespace
+        service = cfg.service(namespace, ref.name)
+        if service is None or ref.port is None or service.port(ref.port) is None:
+            return None
+        return service_backend(namespace, ref.name, ref.port)
+    if (ref.group, ref.kind) == (FASTMESH_GROUP, "ExternalService"):
+        if any(e.name == ref.name for e in cfg.proxy.external_services):
+            return external_backend(ref.name)
+    return None
+
+
+def _endpoints(slices: list[EndpointSlice], port_name: str | None) -> list[str]:
+    """Ready addresses of the slices, at the slice port serving the Service port `port_name`."""
+    found: dict[str, None] = {}  # ordered set
+    for eps in slices:
+        for port in eps.ports:
+            if (port.name or None) != (port_name or None):
+                continue
+            for endpoint in eps.endpoints:
+                if endpoint.conditions.ready is False:
+                    continue
+                for address in endpoint.addresses:
+                    found[join_hostport(address, port.port)] = None
+    return list(found)
+
+
+def _lb(cfg: MeshConfig, service: Service) -> str:
+    annotation = service.metadata.annotations.get(LB_ANNOTATION)
+    return LB_ANNOTATION_VALUES.get(annotation or "", cfg.proxy.lb)
+
+
+def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
+    slices: dict[tuple[str, str | None], list[EndpointSlice]] = defaultdict(list)
+    for eps in cfg.endpoint_slices:
+        slices[(eps.namespace, eps.service_name)].append(eps)
+    backends = []
+    for service in cfg.services:
+        for port in service.spec.ports:
+            backends.append({
+                "name": service_backend(service.namespace, service.name, port.port),
+                "protocol": "h2c" if port.app_protocol == H2C else "http1",
+                "lb": _lb(cfg, service),
+                "endpoints": _endpoints(slices[(service.namespace, service.name)], port.name),
+            })
+    for external in cfg.proxy.external_services:
+        backends.append({
+            "name": external_backend(external.name),
+            "protocol": "h2c" if external.protocol == "H2C" else "http1",
+            "lb": cfg.proxy.lb,
+            "endpoints": list(external.endpoints),
+        })
+    return backends

@@ -1,0 +1,141 @@
+"""Prometheus metrics: a collector that reads the engine's counters at scrape time.
+
+Nothing is counted in Python: the engine keeps cumulative counters, and each scrape converts one
+`stats_json()` document (docs/engine-snapshot.md) into metric families on a private registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from fastmesh.state import State
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
+
+Stats = dict[str, Any]
+
+
+def cumulative_buckets(
+    bounds_ms: Iterable[float], counts: Iterable[int], inf: int
+) -> list[tuple[str, float]]:
+    """Engine buckets (per-bucket counts, upper bounds in ms) -> Prometheus `le` buckets in seconds."""
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip(bounds_ms, counts, strict=True):
+        total += count
+        buckets.append((repr(bound / 1000.0), float(total)))  # 0.0005, 0.001, ... 10.0
+    buckets.append(("+Inf", float(total + inf)))
+    return buckets
+
+
+def request_families(stats: Stats) -> Iterator[Metric]:
+    """Requests by route, backend and status class, and their latency histogram."""
+    requests = CounterMetricFamily(
+        "fastmesh_requests",
+        "Requests answered, by route, backend and status code class.",
+        labels=["route", "backend", "code_class"],
+    )
+    duration = HistogramMetricFamily(
+        "fastmesh_request_duration_seconds",
+        "Time from request received to response head sent, by route and backend.",
+        labels=["route", "backend"],
+    )
+    bounds = stats.get("latency_bounds_ms", [])
+    for entry in stats.get("routes", []):
+        labels = [entry["route"], entry["backend"]]
+        for code_class, count in sorted(entry.get("status", {}).items()):
+            requests.add_metric([*labels, code_class], count)
+        latency = entry.get("latency")
+        if latency:
+            duration.add_metric(
+                labels,
+                buckets=cumulative_buckets(bounds, latency["buckets"], latency.get("inf", 0)),
+                sum_value=latency["sum_ms"] / 1000.0,
+            )
+    yield requests
+    yield duration
+
+
+def connection_families(stats: Stats) -> Iterator[Metric]:
+    connections = stats.get("connections", {})
+    yield GaugeMetricFamily(
+        "fastmesh_connections_active",
+        "Downstream connections open.",
+        value=connections.get("active", 0),
+    )
+    yield CounterMetricFamily(
+        "fastmesh_connections",
+        "Downstream connections accepted.",
+        value=connections.get("total", 0),
+    )
+    yield GaugeMetricFamily(
+        "fastmesh_requests_active",
+        "Requests in flight.",
+        value=stats.get("requests_active", 0),
+    )
+    pool = GaugeMetricFamily(
+        "fastmesh_upstream_connections_open",
+        "Upstream connections open (idle and busy), by backend and endpoint.",
+        labels=["backend", "endpoint"],
+    )
+    in_flight = GaugeMetricFamily(
+        "fastmesh_upstream_requests_active",
+        "Requests in flight to an upstream endpoint.",
+        labels=["backend", "endpoint"],
+    )
+    for entry in stats.get("upstream", []):
+        labels = [entry["backend"], entry["endpoint"]]
+        pool.add_metric(labels, entry.get("connections_open", 0))
+        in_flight.add_metric(labels, entry.get("requests_active", 0))
+    yield pool
+    yield in_flight
+
+
+def config_families(state: State) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "fastmesh_config_version", "Version of the snapshot being served.", value=state.version
+    )
+    yield CounterMetricFamily(
+        "fastmesh_config_reloads", "Config reloads applied.", value=state.reloads
+    )
+    yield CounterMetricFamily(
+        "fastmesh_config_reload_failures",
+        "Config reloads refused (invalid config or refused by the engine).",
+        value=state.reload_failures,
+    )
+
+
+class EngineCollector(Collector):
+    def __init__(self, stats: Callable[[], Stats], state: State) -> None:
+        self._stats = stats
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield from request_families(stats)
+        yield from connection_families(stats)
+        yield from config_families(self._state)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # names are not known before a scrape; do not read the engine on register
+
+
+def make_registry(stats: Callable[[], Stats], state: State) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(stats, state))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,293 @@
+"""`fastmesh proxy`: load the config, drive the engine, reload on change, drain on SIGTERM.
+
+Events for machines go to stdout as one JSON object per line (docs/operations.md); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import uvloop
+
+from fastmesh import config as meshconfig
+from fastmesh.admin import Admin
+from fastmesh.engine import Engine, EngineNotBuilt
+from fastmesh.reload import FileWatcher
+from fastmesh.state import AppliedConfig, ReloadError, State
+
+log = logging.getLogger("fastmesh")
+
+EngineFactory = Callable[[int], Engine]
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class OverrideError(ValueError):
+    """A command-line override does not fit the config."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line settings that win over the file, re-applied on every reload."""
+
+    admin_address: str | None = None
+    listeners: dict[str, str] = field(default_factory=dict)  # listener name -> ip:port
+
+    def apply(self, snapshot: dict[str, Any]) -> None:
+        listeners = snapshot["listeners"]
+        names = [listener["name"] for listener in listeners]
+        for name, address in self.listeners.items():
+            if name not in names:
+                raise OverrideError(
+                    f"--listener {name}={address}: the config has no listener named {name!r}"
+                    f" (it has: {', '.join(names) or 'none'})"
+                )
+        for listener in listeners:
+            listener["address"] = self.listeners.get(listener["name"], listener["address"])
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One read of the config file, compiled."""
+
+    config: meshconfig.MeshConfig
+    snapshot: dict[str, Any]
+
+
+class EventWriter:
+    """Machine-readable events, one JSON line each, flushed: tests and supervisors wait on them."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        self.out.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+class Runtime:
+    def __init__(
+        self,
+        config_path: Path,
+        overrides: Overrides | None = None,
+        engine_factory: EngineFactory = Engine.start,
+        events: TextIO | None = None,
+        watch_interval_s: float = 0.5,
+        handle_signals: bool = True,
+    ) -> None:
+        self.path = config_path
+        self.handle_signals = handle_signals  # False in unit tests: they call stop() and reload()
+        self.overrides = overrides or Overrides()
+        self.engine_factory = engine_factory
+        self.emit = EventWriter(events or sys.stdout)
+        self.state = State(source=str(config_path))
+        self.watcher = FileWatcher(config_path, self._on_file_change, interval_s=watch_interval_s)
+        self.engine: Engine | None = None
+        self.admin: Admin | None = None
+        self.admin_requested = ""  # as configured (may have port 0)
+        self.admin_address = ""  # as bound
+        self.drain_timeout_s = 10.0
+        self.worker_threads = 1
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # === loading ===
+
+    def _read(self) -> bytes:
+        content = self.path.read_bytes()
+        self.watcher.seen(content)
+        return content
+
+    def _load(self, content: bytes) -> Loaded:
+        """Parse, validate and compile; ConfigError or OverrideError describe what is wrong."""
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problem = f"cannot read: not UTF-8 text ({e.reason} at byte {e.start})"
+            raise meshconfig.ConfigError([meshconfig.Problem(str(self.path), problem)]) from None
+        config = meshconfig.load_text(text, source=str(self.path))
+        snapshot = meshconfig.compile_snapshot(config)
+        self.overrides.apply(snapshot)
+        return Loaded(config, snapshot)
+
+    async def _apply(self, loaded: Loaded) -> int:
+        assert self.engine is not None
+        version = self.state.version + 1
+        snapshot = {"version": version, **loaded.snapshot}
+        applied = await self.engine.apply(snapshot)
+        self.state.applied = AppliedConfig(applied, snapshot, time.time())
+        self.drain_timeout_s = loaded.config.proxy.drain_timeout_s
+        return applied
+
+    # === start ===
+
+    async def start(self) -> bool:
+        """Load, start the engine and the admin API, emit `ready`. False (logged) if anything fails."""
+        try:
+            loaded = self._load(self._read())
+        except OSError as e:
+            log.error("cannot read %s: %s", self.path, e.strerror or e)
+            return False
+        except (meshconfig.ConfigError, OverrideError) as e:
+            log.error("%s", e)
+            return False
+        proxy = loaded.config.proxy
+        self.worker_threads = proxy.worker_threads
+        self.admin_requested = self.overrides.admin_address or proxy.admin_address
+        try:
+            self.engine = self.engine_factory(proxy.worker_threads)
+        except EngineNotBuilt as e:
+            log.error("%s", e)
+            return False
+        self.admin = Admin(self.state, self.engine)  # first: a taken admin port fails before listeners bind
+        try:
+            self.admin_address = await self.admin.start(self.admin_requested)
+        except (ValueError, OSError) as e:
+            log.error("admin API: cannot listen on %s: %s", self.admin_requested, e)
+            return False
+        try:
+            await self._apply(loaded)
+        except (ValueError, OSError) as e:
+            log.error("%s: the engine refused the config: %s", self.path, e)
+            return False
+        listeners = self.engine.listeners()
+        log.info(
+            "serving %s (version %d): admin %s, listeners %s",
+            self.path, self.state.version, self.admin_address, listeners,
+        )
+        self.emit(
+            "ready",
+            version=self.state.version,
+            admin=self.admin_address,
+            listeners=listeners,
+            pid=os.getpid(),
+        )
+        return True
+
+    # === reload ===
+
+    async def reload(self, content: bytes | None = None, reason: str = "SIGHUP") -> bool:
+        """Apply the file (or `content` already read from it); a failure is refused and recorded."""
+        async with self._lock:
+            if self.state.draining or self.state.applied is None:  # stopping, or start not done yet
+                return False
+            try:
+                loaded = self._load(content if content is not None else self._read())
+                self._check_restart_only(loaded)
+                version = await self._apply(loaded)
+            except (meshconfig.ConfigError, OverrideError) as e:
+                self._refuse(str(e))
+                return False
+            except ValueError as e:
+                self._refuse(f"{self.path}: the engine refused the config: {e}")
+                return False
+            except OSError as e:  # reading the file, or binding a new listener
+                what = e.strerror if e.filename else f"the engine could not apply the config: {e}"
+                self._refuse(f"{self.path}: {what}")
+                return False
+            self.state.reloads += 1
+            self.state.last_reload_error = None
+            log.info("reloaded %s (%s): version %d", self.path, reason, version)
+            self.emit("reloaded", version=version)
+            return True
+
+    def _check_restart_only(self, loaded: Loaded) -> None:
+        """Settings bound at start cannot change by reload: say so instead of silently ignoring them."""
+        proxy = loaded.config.proxy
+        if proxy.worker_threads != self.worker_threads:
+            log.warning("workerThreads changed to %d: takes effect on restart", proxy.worker_threads)
+        if self.overrides.admin_address is None and proxy.admin_address != self.admin_requested:
+            log.warning("admin address changed to %s: takes effect on restart", proxy.admin_address)
+
+    def _refuse(self, error: str) -> None:
+        self.state.reload_failures += 1
+        self.state.last_reload_error = ReloadError(error, time.time())
+        log.error("reload refused, version %d keeps serving:\n%s", self.state.version, error)
+        self.emit("reload_failed", error=error)
+
+    async def _on_file_change(self, content: bytes) -> None:
+        await self.reload(content, reason="file changed")
+
+    # === run and drain ===
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(reason="SIGHUP")))
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._stop.set)
+
+    def _ignore_signals(self) -> None:
+        """Once stopped, a repeated SIGTERM (a supervisor insisting) must not turn exit 0 into a kill.
+
+        Removed from the loop first, so closing the loop does not restore the default action.
+        """
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, *STOP_SIGNALS):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        if self.handle_signals:
+            self._install_signals()  # before `ready`: a SIGHUP right after it must not kill us
+        if not await self.start():
+            if self.admin is not None:
+                self.admin.close()
+            return 1
+        self._spawn(self.watcher.run())
+        await self._stop.wait()
+        return await self.drain()
+
+    async def drain(self) -> int:
+        assert self.engine is not None
+        async with self._lock:  # a reload in progress finishes first; later ones are refused
+            self.state.draining = True
+        for task in list(self._tasks):
+            task.cancel()
+        log.info("draining (deadline %.1fs, %d requests in flight)",
+                 self.drain_timeout_s, self.engine.active_requests())
+        self.emit("draining")
+        drained = await self.engine.drain(self.drain_timeout_s)
+        if not drained:
+            log.warning("drain deadline passed with requests still in flight")
+        if self.handle_signals:
+            self._ignore_signals()
+        self.emit("stopped", drained=drained)
+        if self.admin is not None:
+            self.admin.close()
+        return 0
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run_proxy(config_path: Path, overrides: Overrides) -> int:
+    """Entry point of `fastmesh proxy`: the orchestrator on uvloop; returns the exit status."""
+    setup_logging()
+
+    async def main() -> int:
+        return await Runtime(config_path, overrides).run()
+
+    return uvloop.run(main())

@@ -1,0 +1,210 @@
+"""Parsers of the benchmark harness (bench/) on output captured from the real tools, and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.measure import (
+    CpuTicks,
+    cpu_ticks,
+    h2load_log_latency,
+    parse_h2load,
+    parse_perf_syscalls,
+    parse_proc_stat,
+    parse_strace_summary,
+    parse_status_kb,
+    parse_wrk,
+    percentile,
+)
+from bench.report import Sample, SyscallSample, build, markdown
+from bench.scenarios import BY_NAME
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def sample(name: str) -> str:
+    return (SAMPLES / name).read_text()
+
+
+# === wrk ===
+
+
+def test_wrk_report_with_the_percentile_script():
+    r = parse_wrk(sample("wrk.txt"))
+    assert (r.requests, r.duration_s, r.rps, r.errors) == (46732, 1.0, 46711.21, 0)
+    # The BENCH line of bench/wrk_report.lua (exact microseconds) wins over the rounded table.
+    assert r.latency_ms == pytest.approx({"p50": 0.117, "p75": 0.18, "p90": 1.111, "p99": 3.737, "p999": 4.811})
+
+
+def test_wrk_report_without_the_script_uses_the_latency_distribution():
+    text = "\n".join(line for line in sample("wrk.txt").splitlines() if not line.startswith("BENCH "))
+    r = parse_wrk(text)
+    assert r.latency_ms == pytest.approx({"p50": 0.117, "p75": 0.18, "p90": 1.11, "p99": 3.74})
+
+
+def test_wrk_socket_errors_and_bad_statuses_are_errors():
+    text = sample("wrk.txt").replace(
+        "Requests/sec:", "  Socket errors: connect 1, read 2, write 0, timeout 3\n"
+                         "  Non-2xx or 3xx responses: 4\nRequests/sec:")
+    assert parse_wrk(text).errors == 10
+
+
+def test_wrk_run_without_latency_flag_and_seconds_latency():
+    r = parse_wrk(sample("perf-wrk.txt"))
+    assert (r.requests, r.duration_s, r.rps, r.latency_ms) == (21300, 1.1, 19346.26, {})
+    text = sample("wrk.txt").replace("99%    3.74ms", "99%    1.50s")
+    assert parse_wrk(text.replace("BENCH", "XBENCH")).latency_ms["p99"] == pytest.approx(1500.0)
+
+
+def test_wrk_usage_text_is_not_a_report():
+    with pytest.raises(ValueError, match="not a wrk report"):
+        parse_wrk("Usage: wrk <options> <url>\n  Options:\n    -c, --connections <N>\n")
+
+
+# === h2load ===
+
+
+def test_h2load_summary():
+    r = parse_h2load(sample("h2load.txt"))
+    assert (r.requests, r.rps, r.errors) == (2000, 47819.43, 0)
+    assert r.duration_s == pytest.approx(0.04182)
+
+
+def test_h2load_failed_requests_are_errors():
+    text = sample("h2load.txt").replace(
+        "2000 done, 2000 succeeded, 0 failed, 0 errored", "1990 done, 1970 succeeded, 20 failed, 12 errored")
+    r = parse_h2load(text)
+    assert (r.requests, r.errors) == (1990, 20)
+
+
+def test_h2load_garbage_is_rejected():
+    with pytest.raises(ValueError, match="not an h2load report"):
+        parse_h2load("starting benchmark...\nconnect() failed\n")
+
+
+def test_h2load_log_file_percentiles():
+    durations_ms = sorted(int(line.split("\t")[2]) / 1e3 for line in sample("h2load-requests.log").splitlines())
+    assert len(durations_ms) == 20
+    lat = h2load_log_latency(SAMPLES / "h2load-requests.log")
+    # nearest rank over 20 values: p50 is the 10th, p90 the 18th, p99 and p99.9 the 20th
+    assert lat == {"p50": durations_ms[9], "p90": durations_ms[17], "p99": durations_ms[19], "p999": durations_ms[19]}
+
+
+def test_percentile_nearest_rank():
+    values = list(range(1, 1001))
+    assert [percentile(values, q) for q in (0, 50, 99, 99.9, 100)] == [1, 500, 990, 999, 1000]
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+# === /proc ===
+
+
+def test_proc_stat_cpu_with_spaces_and_parentheses_in_the_command_name():
+    # /proc/PID/stat of a busy `yes` copied to "/tmp/x y) (z"
+    assert parse_proc_stat(sample("proc-stat.txt")) == CpuTicks(user=33, system=115)
+
+
+def test_cpu_ticks_add_and_subtract():
+    assert CpuTicks(5, 7) - CpuTicks(2, 3) == CpuTicks(3, 4)
+    assert CpuTicks(1, 2) + CpuTicks(3, 4) == CpuTicks(4, 6)
+
+
+def test_cpu_ticks_of_a_live_process_grow_with_its_work():
+    import os
+    import time
+
+    from bench.measure import CLOCK_TICKS
+
+    before = cpu_ticks([os.getpid()])
+    start = time.process_time()
+    while time.process_time() - start < 0.3:
+        pass
+    spent = cpu_ticks([os.getpid()]) - before
+    assert spent.user + spent.system >= 0.2 * CLOCK_TICKS
+
+
+def test_a_vanished_pid_counts_as_nothing():
+    # pid_max is at most 2**22: this pid cannot exist (a worker that exited between two reads).
+    assert cpu_ticks([2**22 + 12345]) == CpuTicks(0, 0)
+
+
+def test_peak_and_current_rss_from_proc_status():
+    status = sample("proc-status.txt")
+    assert (parse_status_kb(status), parse_status_kb(status, "VmRSS")) == (1668, 1668)
+    assert parse_status_kb("Name:\tkthreadd\nState:\tS (sleeping)\n") == 0
+
+
+# === syscalls ===
+
+
+def test_perf_stat_syscall_counts_with_the_rest_as_other():
+    counts = parse_perf_syscalls(sample("perf-syscalls.txt"))
+    assert counts == {"writev": 21300, "recvfrom": 21303, "epoll_wait": 13728, "accept4": 3, "close": 3, "other": 5}
+    assert sum(counts.values()) == 56342  # raw_syscalls:sys_enter
+
+
+def test_perf_not_counted_lines_are_skipped():
+    assert parse_perf_syscalls("<not counted>,,raw_syscalls:sys_enter,0,100.00,,\n") == {}
+
+
+def test_strace_summary():
+    counts = parse_strace_summary(sample("strace-c.txt"))
+    assert counts == {"writev": 3278, "recvfrom": 3281, "epoll_wait": 1740, "close": 3, "accept4": 3,
+                      "epoll_ctl": 3, "setsockopt": 2}
+    assert sum(counts.values()) == 8310
+
+
+# === report ===
+
+
+def _sample(target: str, cpu_user_us: float, cpu_sys_us: float, requests: int = 1000, scenario: str = "h1",
+            rnd: int = 0, p99: float = 1.0) -> Sample:
+    return Sample(scenario=scenario, target=target, round=rnd, requests=requests, duration_s=1.0, rps=requests,
+                  errors=0, latency_ms={"p50": 0.5, "p99": p99, "p999": 2.0}, cpu_user_us=cpu_user_us,
+                  cpu_sys_us=cpu_sys_us, upstream_cpu_us=8000.0, peak_rss_kb=10240)
+
+
+def _info() -> dict:
+    return {"date": "2026-11-25", "command": "python bench/run.py", "notes": [],
+            "machine": {"nproc": "2", "cpu": "AMD EPYC", "memory": "24 GiB", "kernel": "6.1", "os": "Debian"},
+            "versions": {"nginx": "1.22.1", "haproxy": "HAProxy 2.6", "wrk": "wrk 4.1.0", "h2load": "h2load 1.52",
+                         "rustc": "rustc 1.8x", "python": "3.11", "commit": "abc"},
+            "load_before": ["0.1", "0.1", "0.1"], "load_after": ["1", "1", "1"],
+            "settings": {"duration_s": 10, "warmup_s": 2, "rounds": 3, "syscalls": "perf", "proxy_cpu": "0",
+                         "load_cpu": "1"}}
+
+
+def test_medians_over_rounds_and_ratios_to_nginx_and_haproxy():
+    samples = [
+        # nginx: 20, 18, 30 us/req -> median 20
+        _sample("nginx", 4000, 16000, rnd=0), _sample("nginx", 3000, 15000, rnd=1), _sample("nginx", 5000, 25000, rnd=2),
+        _sample("haproxy", 5000, 20000),  # 25 us/req
+        _sample("fastmesh", 6000, 12000, requests=1000),  # 18 us/req
+    ]
+    syscalls = [SyscallSample("h1", "fastmesh", "perf", 100, {"writev": 100, "recvfrom": 100, "other": 50})]
+    result = build(_info(), [BY_NAME["h1"]], ["nginx", "haproxy", "fastmesh"], samples, syscalls,
+                   {(0, "fastmesh"): 20 * 1024})
+    rows = {r["target"]: r for r in result["scenarios"][0]["rows"]}
+    assert rows["nginx"]["cpu_us"] == pytest.approx(20.0)
+    assert rows["nginx"]["rounds"] == 3
+    assert rows["fastmesh"]["x_nginx"] == pytest.approx(0.9)
+    assert rows["fastmesh"]["x_haproxy"] == pytest.approx(0.72)
+    assert rows["fastmesh"]["syscalls_per_req"] == pytest.approx(2.5)
+    assert result["checks"][0].startswith("HTTP/1.1 CPU/req <= 1.0 x the better of nginx and HAProxy: met (18.0 vs 20.0")
+    assert "idle RSS of fastmesh proxy (bench config, 1 route) <= 30 MB: met (20.0 MB)" in result["checks"]
+    text = markdown(result, "x.png")
+    assert "| fastmesh | 1,000 | 0.500 | 1.000 | 2.000 | 18.0 (6.0/12.0) | 0.90 | 0.72 | 8.0 | 2.50 | 10.0 | 0 |" in text
+    assert "![CPU microseconds per request](x.png)" in text
+
+
+def test_fixed_rate_scenarios_report_added_latency_over_direct():
+    samples = [_sample("direct", 0, 8000, scenario="rate1k", p99=0.25),
+               _sample("nginx", 0, 20000, scenario="rate1k", p99=0.40),
+               _sample("fastmesh", 0, 20000, scenario="rate1k", p99=0.55)]
+    result = build(_info(), [BY_NAME["rate1k"]], ["direct", "nginx", "fastmesh"], samples, [], {})
+    rows = {r["target"]: r for r in result["scenarios"][0]["rows"]}
+    assert rows["fastmesh"]["p99_over_direct"] == pytest.approx(0.30)
+    assert result["checks"] == ["added p99 over direct at 1,000 req/s <= nginx's: MISSED (+0.300 vs +0.150 ms)"]
