@@ -156,6 +156,7 @@ class Bench:
     def _load(self, scenario: Scenario, target: Target, duration: float, log: Path,
               wrap: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
         argv = [*wrap, *scenario.command(target.url(scenario.h2c, scenario.path), duration, self.args.quick, log)]
+        log.unlink(missing_ok=True)  # h2load --log-file appends
         done = subprocess.run(pinned(LOAD_CPU, argv), capture_output=True, text=True, timeout=duration * 6 + 120)
         if done.returncode != 0:
             raise BenchError(f"{shlex.join(argv)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")

@@ -74,21 +74,17 @@ impl Engine {
         let cfg = config::parse(json)?;
         let mut live = self.listeners.lock();
         let version = cfg.version.unwrap_or_else(|| self.version() + 1);
-        let _rt = self.rt().enter();
-        let slots = match plan(mem::take(&mut *live), &cfg.listeners) {
-            Ok((slots, closing)) => {
-                // The listeners left over are closed only once the new snapshot is live.
-                let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams);
-                self.proxy.snapshot.store(Arc::new(compiled.snapshot));
-                self.upstreams.retain(&compiled.endpoints);
-                drop(closing);
-                slots
-            }
+        let rt = self.rt().enter();
+        let (slots, closing) = match plan(mem::take(&mut *live), &cfg.listeners) {
+            Ok(planned) => planned,
             Err((restored, err)) => {
                 *live = restored;
                 return Err(err);
             }
         };
+        let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams);
+        self.proxy.snapshot.store(Arc::new(compiled.snapshot));
+        self.upstreams.retain(&compiled.endpoints);
         *live = slots
             .into_iter()
             .map(|slot| match slot {
@@ -99,7 +95,27 @@ impl Engine {
                 Slot::Bind(name, configured, bound) => listener::start(name, configured, bound, self.server.clone()),
             })
             .collect();
+        drop(rt);
+        // The listeners the snapshot dropped close only now that it is live.
+        self.close(closing);
         Ok(version)
+    }
+
+    /// Closes listeners and waits until their sockets are closed, so the ports are free when
+    /// `apply`/`drain` return. The closing runs on the engine's runtime; the caller's thread
+    /// (whatever it is) only waits for it.
+    fn close(&self, listeners: Vec<Listener>) {
+        if listeners.is_empty() {
+            return;
+        }
+        let (done, wait) = std::sync::mpsc::sync_channel::<()>(1);
+        self.rt().spawn(async move {
+            for l in listeners {
+                l.close().await;
+            }
+            let _ = done.send(());
+        });
+        let _ = wait.recv();
     }
 
     /// Listener name to bound address.
@@ -118,7 +134,8 @@ impl Engine {
     /// Stops accepting, lets in-flight requests finish, waits up to `timeout`. Blocks the
     /// calling thread (not a runtime thread).
     pub fn drain(&self, timeout: Duration) -> bool {
-        self.listeners.lock().clear();
+        let listeners = mem::take(&mut *self.listeners.lock());
+        self.close(listeners);
         self.rt().block_on(self.drain.drain(timeout))
     }
 

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::drain::Drain;
 use crate::proxy::{Conn, Proxy};
@@ -60,14 +61,23 @@ impl Server {
     }
 }
 
-/// A bound listener. Dropping it stops accepting and closes the socket (connections already
-/// accepted go on).
+/// A bound listener. Dropping it stops accepting and closes the socket soon after; `close`
+/// waits until the socket is closed. Connections already accepted go on either way.
 pub struct Listener {
     pub name: String,
     /// The address from the snapshot (port 0 stays 0 here).
     pub configured: SocketAddr,
     pub local: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Stops accepting and resolves once the socket is closed.
+    pub async fn close(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
 }
 
 /// Binds `addr`; must run inside the engine's runtime. The socket starts accepting once
@@ -90,7 +100,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
 pub fn start(name: String, configured: SocketAddr, bound: (TcpListener, SocketAddr), server: Arc<Server>) -> Listener {
     let (listener, local) = bound;
     let (stop, mut stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 biased;
@@ -107,6 +117,7 @@ pub fn start(name: String, configured: SocketAddr, bound: (TcpListener, SocketAd
         name,
         configured,
         local,
-        _stop: stop,
+        stop,
+        task,
     }
 }
