@@ -285,7 +285,8 @@ def plot(result: dict[str, Any], png: Path) -> None:
     ax.set_xticks(range(len(scenarios)), [sc["name"] for sc in scenarios])
     ax.set_ylabel("CPU µs per request (solid user, hatched sys)")
     info = result["info"]
-    ax.set_title(f"Proxy CPU per request — {info['date']}, {info['versions']['commit'] or ''}", fontsize=10)
+    commit = (info["versions"]["commit"] or "").split(" ")[0]  # without "(with uncommitted changes)"
+    ax.set_title(f"Proxy CPU per request — {info['date']}, {commit}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

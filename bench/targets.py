@@ -18,8 +18,10 @@ from bench.procs import LOAD_CPU, LOOPBACK, PROXY_CPU, BenchError, Proc, Registr
 REPO = Path(__file__).resolve().parent.parent
 LARGE_PATH = "/1m"  # the upstream's 1 MiB response
 LARGE_BYTES = 1 << 20
-# Idle upstream connections kept per endpoint; fastmesh's default spec.pool.maxIdlePerEndpoint.
-UPSTREAM_IDLE = 64
+# Idle upstream connections nginx and fastmesh keep per endpoint (HAProxy: unlimited). Above the
+# concurrency of every scenario (h2c has 100 streams in flight, c2000 2,000 requests): a cap below
+# it (nginx's usual 64, fastmesh's default) makes them close and reopen upstream connections.
+UPSTREAM_IDLE = 4096
 # Listen backlog of nginx and HAProxy (nginx's default is 511): 2,000 connections opened at once
 # must not overflow it, or SYN retransmits (1 s) dominate the latency. fastmesh uses its own.
 BACKLOG = 4096
@@ -207,7 +209,7 @@ def fastmesh_config(upstream_port: int, routes: int = 0) -> str:
     (an HTTPRoute with no hostnames and no parent), and `routes` extra prefix routes /r<i>."""
     docs: list[dict[str, object]] = [
         {"apiVersion": "fastmesh.io/v1alpha1", "kind": "Proxy", "metadata": {"name": "bench"},
-         "spec": {"workerThreads": 1}},
+         "spec": {"workerThreads": 1, "pool": {"maxIdlePerEndpoint": UPSTREAM_IDLE}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "upstream"},
          "spec": {"ports": [{"name": "http", "port": 8080}]}},
         {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
