@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +38,41 @@ def load_text(text: str, source: str = "<string>", *, allow_invalid_backends: bo
     `allow_invalid_backends`: accept backendRefs to missing Services or ports (compiled to `null`,
     which answers 500), as Gateway API does for objects read from a cluster.
     """
+    parsed = parse_documents(read_documents(text, source), source)
+    return check_parsed(parsed, allow_invalid_backends=allow_invalid_backends)
+
+
+@dataclass
+class Parsed:
+    """The documents that passed the schema, and what is known of those that did not."""
+
+    config: MeshConfig
+    broken: frozenset[tuple[str, str, str]]
+    """(kind, namespace, name) of the documents that failed the schema."""
+    problems: list[Problem]
+
+
+def parse_documents(raw_documents: list[tuple[int, Any]], source: str) -> Parsed:
+    """The schema phase of `load_text`: each YAML document into its model."""
     problems: list[Problem] = []
     documents: list[Document] = []
     broken: set[tuple[str, str, str]] = set()
-    for index, raw in read_documents(text, source):
+    for index, raw in raw_documents:
         obj = _parse(raw, source, index, problems)
         if isinstance(obj, KubeObject):
             documents.append(Document(index, obj))
         elif obj is not None:
             broken.add(obj)
-    cfg = MeshConfig(source, tuple(documents))
-    problems += check(cfg, frozenset(broken), allow_invalid_backends)
+    return Parsed(MeshConfig(source, tuple(documents)), frozenset(broken), problems)
+
+
+def check_parsed(parsed: Parsed, *, allow_invalid_backends: bool = False) -> MeshConfig:
+    """The checks phase of `load_text`: what needs more than one field. Raises ConfigError."""
+    problems = parsed.problems + check(parsed.config, parsed.broken, allow_invalid_backends)
     if problems:
         problems.sort(key=lambda p: p.document or 0)  # file order; stable within a document
         raise ConfigError(problems)
-    return cfg
+    return parsed.config
 
 
 def _identity(raw: dict[str, Any]) -> tuple[str, str | None, str | None]:
