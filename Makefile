@@ -10,7 +10,6 @@ CACHE    ?= $(HOME)/.cache/fastmesh
 export CARGO_TARGET_DIR ?= $(CACHE)/cargo-target
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks meet: curl, wrk, h2load (nghttp2-client), nginx, HAProxy.
-APT_PKGS := curl wrk nghttp2-client nginx-light haproxy
 RUST_SRC := $(shell find rust/src -name '*.rs' 2>/dev/null) rust/Cargo.toml
 ENGINE   := $(VENV)/.engine-built
 
@@ -22,8 +21,10 @@ help:
 	@echo "make bench  - benchmarks against nginx and HAProxy (bench/)"
 
 system-deps:
-	@missing=""; for c in curl:curl wrk:wrk h2load:nghttp2-client nginx:nginx-light haproxy:haproxy; do \
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "fastmesh needs Python >= 3.11 as python3 (found $$(python3 -V 2>&1))"; exit 1; }
+	@missing=""; for c in curl:curl wrk:wrk h2load:nghttp2-client nginx:nginx-light haproxy:haproxy cc:build-essential; do \
 	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
+	python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then echo "==> apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	  $(SUDO) systemctl disable --now nginx haproxy >/dev/null 2>&1 || true; fi
