@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,7 +494,7 @@ def proxy_spec(**spec: Any) -> dict[str, Any]:
 
 
 def mesh_config(
-    services: dict[str, Iterable[str]] | Iterable[list[dict[str, Any]]] = (),
+    services: Mapping[str, Iterable[str]] | Iterable[list[dict[str, Any]]] = (),
     routes: Iterable[dict[str, Any]] = (),
     proxy: dict[str, Any] | None = None,
     extra: Iterable[dict[str, Any]] = (),
@@ -507,7 +507,7 @@ def mesh_config(
     docs: list[dict[str, Any]] = []
     if proxy is not None:
         docs.append(proxy_spec(**proxy))
-    if isinstance(services, dict):
+    if isinstance(services, Mapping):
         for name, endpoints in services.items():
             docs += service(name, endpoints)
     else:

@@ -10,14 +10,18 @@ import json
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from fastmesh import http1, metrics
 from fastmesh.engine import Engine
 from fastmesh.http1 import Request, Response
 from fastmesh.state import State
 
 JSON = "application/json"
+
+
+def loop_class() -> str:
+    """The class of the running event loop, e.g. "uvloop.Loop": /stats shows what serves the orchestrator."""
+    cls = type(asyncio.get_running_loop())
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _json(status: int, doc: Any) -> Response:
@@ -28,7 +32,7 @@ class Admin:
     def __init__(self, state: State, engine: Engine) -> None:
         self.state = state
         self.engine = engine
-        self.registry: CollectorRegistry = metrics.make_registry(engine.stats, state)
+        self.registry = metrics.make_registry(engine.stats, state)
         self._server: asyncio.Server | None = None
         self._routes = {
             "/ready": self.ready,
@@ -70,7 +74,7 @@ class Admin:
 
     def stats(self) -> Response:
         doc = self.engine.stats()
-        doc["orchestrator"] = self.state.orchestrator_view(os.getpid())
+        doc["orchestrator"] = self.state.orchestrator_view(os.getpid(), event_loop=loop_class())
         return _json(200, doc)
 
     def metrics(self) -> Response:

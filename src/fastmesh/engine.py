@@ -49,8 +49,11 @@ class Engine:
 
     async def apply(self, snapshot: dict[str, Any]) -> int:
         """Hand over one snapshot; ValueError (refused) or OSError (bind failed) leave the old one serving."""
-        text = json.dumps(snapshot, separators=(",", ":"))
-        return await asyncio.get_running_loop().run_in_executor(None, self.core.apply, text)
+        return await self.apply_json(json.dumps(snapshot, separators=(",", ":")))
+
+    async def apply_json(self, snapshot_json: str) -> int:
+        """`apply` for a snapshot already in JSON (as the config compiler hands it over)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.core.apply, snapshot_json)
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop accepting and wait for in-flight requests; True if all finished in time."""

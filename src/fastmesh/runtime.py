@@ -13,15 +13,16 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import uvloop
 
-from fastmesh import config as meshconfig
 from fastmesh.admin import Admin
+from fastmesh.compiler import Compiled, compile_config, with_version
+from fastmesh.config.errors import ConfigError
 from fastmesh.engine import Engine, EngineNotBuilt
+from fastmesh.overrides import OverrideError, Overrides
 from fastmesh.reload import FileWatcher
 from fastmesh.state import AppliedConfig, ReloadError, State
 
@@ -31,36 +32,7 @@ EngineFactory = Callable[[int], Engine]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class OverrideError(ValueError):
-    """A command-line override does not fit the config."""
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Command-line settings that win over the file, re-applied on every reload."""
-
-    admin_address: str | None = None
-    listeners: dict[str, str] = field(default_factory=dict)  # listener name -> ip:port
-
-    def apply(self, snapshot: dict[str, Any]) -> None:
-        listeners = snapshot["listeners"]
-        names = [listener["name"] for listener in listeners]
-        for name, address in self.listeners.items():
-            if name not in names:
-                raise OverrideError(
-                    f"--listener {name}={address}: the config has no listener named {name!r}"
-                    f" (it has: {', '.join(names) or 'none'})"
-                )
-        for listener in listeners:
-            listener["address"] = self.listeners.get(listener["name"], listener["address"])
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """One read of the config file, compiled."""
-
-    config: meshconfig.MeshConfig
-    snapshot: dict[str, Any]
+__all__ = ["OverrideError", "Overrides", "Runtime", "run_proxy"]
 
 
 class EventWriter:
@@ -108,25 +80,16 @@ class Runtime:
         self.watcher.seen(content)
         return content
 
-    def _load(self, content: bytes) -> Loaded:
-        """Parse, validate and compile; ConfigError or OverrideError describe what is wrong."""
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError as e:
-            problem = f"cannot read: not UTF-8 text ({e.reason} at byte {e.start})"
-            raise meshconfig.ConfigError([meshconfig.Problem(str(self.path), problem)]) from None
-        config = meshconfig.load_text(text, source=str(self.path))
-        snapshot = meshconfig.compile_snapshot(config)
-        self.overrides.apply(snapshot)
-        return Loaded(config, snapshot)
+    async def _load(self, content: bytes) -> Compiled:
+        """Parse, validate and compile (in a child process); ConfigError or OverrideError say what is wrong."""
+        return await compile_config(content, str(self.path), self.overrides)
 
-    async def _apply(self, loaded: Loaded) -> int:
+    async def _apply(self, loaded: Compiled) -> int:
         assert self.engine is not None
-        version = self.state.version + 1
-        snapshot = {"version": version, **loaded.snapshot}
-        applied = await self.engine.apply(snapshot)
-        self.state.applied = AppliedConfig(applied, snapshot, time.time())
-        self.drain_timeout_s = loaded.config.proxy.drain_timeout_s
+        snapshot_json = with_version(loaded.snapshot_json, self.state.version + 1)
+        applied = await self.engine.apply_json(snapshot_json)
+        self.state.applied = AppliedConfig(applied, snapshot_json, time.time())  # the only copy kept
+        self.drain_timeout_s = loaded.settings.drain_timeout_s
         return applied
 
     # === start ===
@@ -134,14 +97,14 @@ class Runtime:
     async def start(self) -> bool:
         """Load, start the engine and the admin API, emit `ready`. False (logged) if anything fails."""
         try:
-            loaded = self._load(self._read())
+            loaded = await self._load(self._read())
         except OSError as e:
             log.error("cannot read %s: %s", self.path, e.strerror or e)
             return False
-        except (meshconfig.ConfigError, OverrideError) as e:
+        except (ConfigError, OverrideError) as e:
             log.error("%s", e)
             return False
-        proxy = loaded.config.proxy
+        proxy = loaded.settings
         self.worker_threads = proxy.worker_threads
         self.admin_requested = self.overrides.admin_address or proxy.admin_address
         try:
@@ -182,10 +145,10 @@ class Runtime:
             if self.state.draining or self.state.applied is None:  # stopping, or start not done yet
                 return False
             try:
-                loaded = self._load(content if content is not None else self._read())
+                loaded = await self._load(content if content is not None else self._read())
                 self._check_restart_only(loaded)
                 version = await self._apply(loaded)
-            except (meshconfig.ConfigError, OverrideError) as e:
+            except (ConfigError, OverrideError) as e:
                 self._refuse(str(e))
                 return False
             except ValueError as e:
@@ -201,9 +164,9 @@ class Runtime:
             self.emit("reloaded", version=version)
             return True
 
-    def _check_restart_only(self, loaded: Loaded) -> None:
+    def _check_restart_only(self, loaded: Compiled) -> None:
         """Settings bound at start cannot change by reload: say so instead of silently ignoring them."""
-        proxy = loaded.config.proxy
+        proxy = loaded.settings
         if proxy.worker_threads != self.worker_threads:
             log.warning("workerThreads changed to %d: takes effect on restart", proxy.worker_threads)
         if self.overrides.admin_address is None and proxy.admin_address != self.admin_requested:

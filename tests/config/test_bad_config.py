@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fastmesh.config import ConfigError, load_file
+from fastmesh.config import ConfigError, compile_snapshot, load_file
 from tests.config.conftest import dedent
 
 # Documents 1-4 of every case: valid on their own.
@@ -273,8 +273,21 @@ def test_the_base_is_valid(config_file: Callable[[str], Path]) -> None:
     load_file(config_file(BASE + ROUTE + "    - backendRefs: [{name: reviews, port: 9080}]\n"))
 
 
-def test_matrix_size() -> None:
-    assert len({c.id for c in CASES + PROXY_CASES}) >= 18
+@pytest.mark.parametrize("weight", [0, 1, 1_000_000])
+def test_weight_bounds_are_inclusive(weight: int, config_file: Callable[[str], Path]) -> None:
+    cfg = load_file(config_file(BASE + rule(f"backendRefs: [{{name: reviews, port: 9080, weight: {weight}}}]")))
+    (route,) = cfg.routes
+    assert route.spec.rules[0].backend_refs[0].weight == weight
+    compiled = [b["weight"] for v in compile_snapshot(cfg)["vhosts"] for r in v["routes"]
+                if r["name"] == "default/reviews/rule/0" for b in r["backends"]]
+    assert compiled == [weight]
+
+
+def test_weight_just_above_the_bound_is_refused(config_file: Callable[[str], Path]) -> None:
+    weight = 1_000_001
+    case = Case(f"weight {weight}", rule(f"backendRefs: [{{name: reviews, port: 9080, weight: {weight}}}]"),
+                "spec.rules[0].backendRefs[0].weight", f"must be between 0 and 1000000 (got {weight})")
+    _assert_one_problem(config_file(BASE + case.yaml), case)
 
 
 # === YAML itself ===

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
@@ -38,6 +39,23 @@ def test_in_flight_request_finishes_on_the_snapshot_it_started_with(upstream_fac
 
 
 WEIGHTS = [(90, 10), (10, 90), (50, 50), (0, 100), (100, 0), (70, 30), (25, 75)]
+DURATION_S = 20  # of each load; both start after `t0`, so both run until t0 + DURATION_S at least
+FIRST_RELOAD_S = 2.0  # after t0: both loads are at full speed by then
+RELOAD_EVERY_S = 2.2  # the last reload starts at t0 + 15.2 s
+SHARE_TOLERANCE = 0.05  # requests dispatched just before a swap reach the upstream just after it
+
+
+@dataclass
+class Window:
+    """The weights of one reload and what the upstreams received while they were live."""
+
+    weights: tuple[int, int]
+    sent: float  # config written (time.monotonic())
+    landed: float  # `reloaded` event received
+    counts: tuple[int, int] = (0, 0)  # v1, v2 requests from `landed` to the next reload's write
+
+    def v2_share(self) -> float:
+        return self.counts[1] / sum(self.counts)
 
 
 @pytest.mark.slow
@@ -46,39 +64,74 @@ def test_hot_reload_under_full_load_loses_no_request(upstream_factory, proxy_fac
     v1, v2 = upstream_factory.many(["v1", "v2"])
     addresses = {"v1": v1.address, "v2": v2.address}
     px = proxy_factory(split_config(addresses, {"v1": 50, "v2": 50}))
-    duration = 20
 
+    def received() -> tuple[int, int]:
+        return v1.stats()["requests"], v2.stats()["requests"]
+
+    at_start = received()
+    t0 = time.monotonic()
     wrk = subprocess.Popen(
-        ["wrk", "-t1", "-c16", f"-d{duration}s", "--timeout", "5s", "-H", "Host: reviews", f"{px.url}/"],
+        ["wrk", "-t1", "-c16", f"-d{DURATION_S}s", "--timeout", "5s", "-H", "Host: reviews", f"{px.url}/"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     h2 = subprocess.Popen(
-        ["h2load", "-c4", "-m8", "-D", str(duration), "-H", ":authority: reviews", f"{px.url}/"],
+        ["h2load", "-c4", "-m8", "-D", str(DURATION_S), "-H", ":authority: reviews", f"{px.url}/"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    windows: list[Window] = []
     reloads: list[dict] = []
+    before_first: list[tuple[int, int]] = []
     errors: list[BaseException] = []
+
+    def pace(at: float) -> None:
+        """Waits for the schedule (not for readiness): reload i goes at t0 + FIRST + i * EVERY."""
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+
+    def close_window(until: tuple[int, int]) -> None:
+        if windows:
+            windows[-1].counts = (until[0] - windows[-1].counts[0], until[1] - windows[-1].counts[1])
+        else:
+            before_first.append(until)
 
     def rewrite() -> None:
         try:
-            time.sleep(2)  # let both loads reach full speed first
-            for w1, w2 in WEIGHTS:
+            for i, (w1, w2) in enumerate(WEIGHTS):
+                pace(FIRST_RELOAD_S + i * RELOAD_EVERY_S)
+                close_window(received())
+                sent = time.monotonic()
                 reloads.append(px.reload(split_config(addresses, {"v1": w1, "v2": w2})))
-                time.sleep(2)
+                window = Window((w1, w2), sent, time.monotonic())
+                window.counts = received()  # the start; close_window turns it into the difference
+                windows.append(window)
+            pace(DURATION_S - 1.0)
+            assert time.monotonic() < t0 + DURATION_S, "the machine is too slow for the schedule"
+            close_window(received())
         except BaseException as e:  # noqa: BLE001 - reported by the test thread
             errors.append(e)
 
     reloader = threading.Thread(target=rewrite)
     reloader.start()
-    wrk_out, _ = wrk.communicate(timeout=duration + 30)
-    h2_out, _ = h2.communicate(timeout=duration + 30)
+    wrk_out, _ = wrk.communicate(timeout=DURATION_S + 30)
+    h2_out, _ = h2.communicate(timeout=DURATION_S + 30)
     reloader.join()
 
     print(wrk_out, h2_out, sep="\n")
+    for w in windows:
+        print(f"reload {w.weights} at t0+{w.sent - t0:.2f}s..{w.landed - t0:.2f}s: v1/v2 got {w.counts}")
     assert not errors, errors
     assert [e["event"] for e in reloads] == ["reloaded"] * len(WEIGHTS)
     versions = [e["version"] for e in reloads]
     assert versions == sorted(versions) and len(set(versions)) == len(versions), versions
+
+    # Every reload landed while both loads ran: the load was flowing before the first was written,
+    # and the last one's event came before the earliest moment either load could have stopped.
+    assert sum(before_first[0]) - sum(at_start) > 500, (at_start, before_first)
+    assert windows[-1].landed < t0 + DURATION_S, windows[-1]
+    # ... and each took effect right away, the next reload's weights being the next to show.
+    for w in windows:
+        assert sum(w.counts) > 300, w
+        expected = w.weights[1] / sum(w.weights)
+        assert abs(w.v2_share() - expected) <= SHARE_TOLERANCE, w
 
     assert wrk.returncode == 0, wrk_out
     wrk_stats = parse_wrk(wrk_out)

@@ -170,9 +170,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             up.stop()
 
 
-@pytest.fixture(scope="module")
-def client(mesh: Proxy) -> Iterator[httpx.Client]:
-    with mesh.client() as c:
+@pytest.fixture(scope="module", params=["http1", "http2"])
+def client(mesh: Proxy, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """Every case twice: HTTP/1.1 (`Host`) and h2c with prior knowledge (`:authority`)."""
+    with mesh.client(http2=request.param == "http2") as c:
+        spoken = c.get("/", headers={"host": "v1"}).http_version  # one connection carries every case
+        assert spoken == {"http1": "HTTP/1.1", "http2": "HTTP/2"}[request.param]
         yield c
 
 

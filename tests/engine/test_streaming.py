@@ -26,6 +26,16 @@ GIB = 1 << 30
 RSS_LIMIT_KIB = 100_000_000 // 1024  # 100 MB
 
 
+def report_peak_rss(direction: str, memory: MemorySampler, record_property) -> None:
+    """The measurement, visible: printed (pytest -s) and in the JUnit XML (--junitxml) as properties."""
+    peak_kib = max(memory.hwm_kib, memory.peak_kib)
+    record_property("proxy_peak_rss_kib", peak_kib)
+    record_property("proxy_vmhwm_kib", memory.hwm_kib)
+    record_property("proxy_sampled_rss_max_kib", memory.peak_kib)
+    print(f"1 GiB {direction}: proxy peak RSS {peak_kib / 1024:.1f} MiB (VmHWM {memory.hwm_kib} KiB, "
+          f"sampled VmRSS max {memory.peak_kib} KiB; limit {RSS_LIMIT_KIB} KiB)")
+
+
 @pytest.fixture
 def echo(upstream_factory, proxy_factory):
     """An HTTP/1.1 upstream behind the proxy as Service `echo`."""
@@ -34,13 +44,13 @@ def echo(upstream_factory, proxy_factory):
 
 
 @pytest.mark.slow
-def test_1gib_download_streams_with_bounded_proxy_memory(echo, require_tools):
+def test_1gib_download_streams_with_bounded_proxy_memory(echo, require_tools, record_property):
     require_tools("curl")
     # The client reads slower than the upstream writes, so only backpressure keeps the proxy small.
     with MemorySampler(echo.pid) as memory:
         done = curl("-H", "host: echo", "--limit-rate", "256M", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
                     f"{echo.url}/bytes/{GIB}", timeout=300)
-    print(f"1 GiB download: proxy VmHWM {memory.hwm_kib} KiB, sampled VmRSS max {memory.peak_kib} KiB")
+    report_peak_rss("download", memory, record_property)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"200 {GIB}"
     assert max(memory.hwm_kib, memory.peak_kib) < RSS_LIMIT_KIB, (
@@ -49,7 +59,7 @@ def test_1gib_download_streams_with_bounded_proxy_memory(echo, require_tools):
 
 
 @pytest.mark.slow
-def test_1gib_upload_streams_with_bounded_proxy_memory(echo, tmp_path, require_tools):
+def test_1gib_upload_streams_with_bounded_proxy_memory(echo, tmp_path, require_tools, record_property):
     require_tools("curl")
     big = tmp_path / "1gib.bin"
     with open(big, "wb") as f:  # sparse: no disk, no page cache to speak of
@@ -57,7 +67,7 @@ def test_1gib_upload_streams_with_bounded_proxy_memory(echo, tmp_path, require_t
     with MemorySampler(echo.pid) as memory:
         done = curl("-H", "host: echo", "-T", str(big), "-w", "\n%{http_code}", f"{echo.url}/upload", timeout=300)
     os.unlink(big)
-    print(f"1 GiB upload: proxy VmHWM {memory.hwm_kib} KiB, sampled VmRSS max {memory.peak_kib} KiB")
+    report_peak_rss("upload", memory, record_property)
     assert done.returncode == 0, done.stderr
     body, _, code = done.stdout.rpartition("\n")
     assert code == "200"

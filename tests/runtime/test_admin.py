@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -51,7 +52,7 @@ def admin() -> Iterator[AdminUnderTest]:
 
 
 def apply(state: State, version: int = 1) -> None:
-    state.applied = AppliedConfig(version, {**SNAPSHOT, "version": version}, time.time())
+    state.applied = AppliedConfig(version, json.dumps({**SNAPSHOT, "version": version}), time.time())
 
 
 def test_ready_only_after_first_snapshot_and_not_while_draining(admin: AdminUnderTest) -> None:
@@ -97,6 +98,7 @@ def test_stats_passes_engine_stats_through_with_orchestrator_info(admin: AdminUn
     assert doc["connections"] == {"active": 2, "total": 10}
     assert doc["orchestrator"]["version"] == 2
     assert doc["orchestrator"]["reload_failures"] == 1
+    assert doc["orchestrator"]["event_loop"] == "uvloop.Loop"  # the loop serving the admin API
     admin.core.stats["requests_active"] = 7  # read live, not cached
     assert admin.get("/stats").json()["requests_active"] == 7
 

@@ -114,3 +114,5 @@ def test_engine_is_read_at_scrape_time_not_at_registration() -> None:
     metrics.exposition(registry)
     text = metrics.exposition(registry).decode()
     assert "fastmesh_requests_active 2.0" in text
+
+

@@ -125,6 +125,9 @@ def test_bad_reload_is_refused_visible_on_admin_and_traffic_keeps_flowing(
         assert str(px.config_path) in failed["error"]
         assert "HTTPRoute default/reviews" in failed["error"]
         assert "spec.rules[0].backendRefs[0].weight" in failed["error"]
+        # logged (before the event) on stderr: the headline, then the ConfigError text
+        log = px.stderr_tail(200)
+        assert "ERROR fastmesh: reload refused, version 1 keeps serving:\n" + failed["error"] in log, log
         before = len(statuses)
         wait_until(lambda: len(statuses) >= before + 20, timeout=10, what="traffic after the refusal")
 
@@ -132,7 +135,9 @@ def test_bad_reload_is_refused_visible_on_admin_and_traffic_keeps_flowing(
         assert config["version"] == 1
         assert config["last_reload_error"]["error"] == failed["error"]
         assert config["last_reload_error"]["at"].endswith("Z")
-        assert admin_json(px, "/stats")["orchestrator"]["reload_failures"] == 1
+        orchestrator = admin_json(px, "/stats")["orchestrator"]
+        assert orchestrator["reload_failures"] == 1
+        assert orchestrator["event_loop"] == "uvloop.Loop"  # the real process runs on uvloop
         metrics = httpx.get(px.admin_url + "/metrics", timeout=5).text
         assert "fastmesh_config_reload_failures_total 1.0" in metrics
         assert "fastmesh_config_version 1.0" in metrics
@@ -144,32 +149,77 @@ def test_bad_reload_is_refused_visible_on_admin_and_traffic_keeps_flowing(
     assert answers(px, 5) == Counter({"v2": 5})
 
 
+class SlowRequest:
+    """One GET /slow/<ms> to Service `slow` through the proxy, in a thread; `result` once it ended."""
+
+    def __init__(self, px: Proxy, ms: int) -> None:
+        self.result: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(px, ms), daemon=True)
+        self._thread.start()
+        wait_until(lambda: px.stats()["requests_active"] >= 1, timeout=10, what="the request in flight")
+
+    def _run(self, px: Proxy, ms: int) -> None:
+        try:
+            response = px.get(f"/slow/{ms}", host="slow")
+            self.result.update(status=response.status_code, upstream=response.json()["upstream"])
+        except Exception as e:  # reported by the assertions on `result`
+            self.result["error"] = repr(e)
+
+    @property
+    def in_flight(self) -> bool:
+        return self._thread.is_alive() and not self.result
+
+    def join(self, timeout: float) -> dict[str, Any]:
+        self._thread.join(timeout)
+        return self.result
+
+
+def slow_proxy(upstream_factory: Callable[..., Upstream], proxy_factory: Callable[..., Proxy]) -> Proxy:
+    up = upstream_factory("slow")
+    return proxy_factory(mesh_config(services={"slow": [up.address]}, proxy={"drainTimeout": "20s"}))
+
+
 def test_sigterm_drains_an_in_flight_request_then_exits_0(
     upstream_factory: Callable[..., Upstream], proxy_factory: Callable[..., Proxy]
 ) -> None:
-    up = upstream_factory("slow")
-    px = proxy_factory(mesh_config(services={"slow": [up.address]}, proxy={"drainTimeout": "20s"}))
-    result: dict[str, Any] = {}
-
-    def slow_request() -> None:
-        try:
-            response = px.get("/slow/1500", host="slow")
-            result["status"], result["upstream"] = response.status_code, response.json()["upstream"]
-        except Exception as e:  # reported by the assertion below
-            result["error"] = repr(e)
-
-    client = threading.Thread(target=slow_request)
-    client.start()
-    wait_until(lambda: px.stats()["requests_active"] >= 1, timeout=10, what="the request in flight")
+    px = slow_proxy(upstream_factory, proxy_factory)
+    request = SlowRequest(px, 3000)
     os.kill(px.pid, signal.SIGTERM)
     assert px.wait_event("draining") == {"event": "draining"}
+    assert request.in_flight, f"the request ended before the drain began: {request.result}"
     ready = httpx.get(px.admin_url + "/ready", timeout=5)
     assert (ready.status_code, ready.text) == (503, "draining\n")
     assert httpx.get(px.admin_url + "/live", timeout=5).status_code == 200
+    assert request.in_flight, "the request ended while the proxy was draining: the drain proved nothing"
     stopped = px.wait_event("stopped", timeout=20)
-    client.join(10)
-    assert result == {"status": 200, "upstream": "slow"}
+    assert request.join(10) == {"status": 200, "upstream": "slow"}
     assert stopped == {"event": "stopped", "drained": True}
+    assert px.terminate() == 0
+
+
+def connect_refused(address: str) -> bool:
+    """True when a new TCP connection to `address` is refused (nothing listens there any more)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_sigterm_stops_accepting_while_in_flight_requests_finish(
+    upstream_factory: Callable[..., Upstream], proxy_factory: Callable[..., Proxy]
+) -> None:
+    px = slow_proxy(upstream_factory, proxy_factory)
+    assert not connect_refused(px.address)
+    request = SlowRequest(px, 3000)
+    os.kill(px.pid, signal.SIGTERM)
+    assert px.wait_event("draining") == {"event": "draining"}
+    wait_until(lambda: connect_refused(px.address), timeout=5, what="new connections to be refused")
+    assert request.in_flight, f"the request ended before the listener closed: {request.result}"
+    assert px.stats()["requests_active"] == 1  # the admin API still answers while draining
+    assert px.wait_event("stopped", timeout=20) == {"event": "stopped", "drained": True}
+    assert request.join(10) == {"status": 200, "upstream": "slow"}
     assert px.terminate() == 0
 
 
@@ -223,6 +273,27 @@ def test_metrics_count_requests_latency_connections_and_pools(
                   backend=V1, endpoint=v1.address) >= 1  # kept alive in the pool
     assert sample("fastmesh_connections", "fastmesh_connections_total") >= 2
     assert sample("fastmesh_config_version", "fastmesh_config_version") == 1
+
+
+def connections_active(px: Proxy) -> float:
+    text = httpx.get(px.admin_url + "/metrics", timeout=5).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (sample,) = families["fastmesh_connections_active"].samples
+    return sample.value
+
+
+def test_metrics_connections_active_follows_open_downstream_connections(
+    two: list[Upstream], proxy_factory: Callable[..., Proxy]
+) -> None:
+    v1, v2 = two
+    px = proxy_factory(reviews(v1, v2, 1, 0))
+    assert connections_active(px) == 0
+    with px.client() as first, px.client() as second:
+        for client in (first, second):  # each keeps its connection open after the request
+            assert client.get("/", headers={"host": "reviews"}).status_code == 200
+        assert connections_active(px) == 2
+    # closed by the clients: the engine notices asynchronously
+    wait_until(lambda: connections_active(px) == 0, timeout=5, what="fastmesh_connections_active back to 0")
 
 
 def test_reload_whose_listener_cannot_bind_is_refused(

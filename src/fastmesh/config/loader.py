@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from fastmesh.config.checks import check
 from fastmesh.config.errors import ConfigError, Problem, field_path
+from fastmesh.config.gcpause import without_gc
 from fastmesh.config.mesh import Document, MeshConfig, doc_label
 from fastmesh.config.model import KINDS, KubeObject
 from fastmesh.config.schema_errors import describe
@@ -32,6 +33,7 @@ def load_file(path: str | Path, *, allow_invalid_backends: bool = False) -> Mesh
     return load_text(text, source, allow_invalid_backends=allow_invalid_backends)
 
 
+@without_gc
 def load_text(text: str, source: str = "<string>", *, allow_invalid_backends: bool = False) -> MeshConfig:
     """Check a config given as text; `source` names it in messages. Raises ConfigError.
 

@@ -39,22 +39,32 @@ class MeshConfig:
     """The file it was read from."""
     documents: tuple[Document, ...]
     """Every object, in file order."""
+    _by_kind: dict[type[KubeObject], tuple[KubeObject, ...]] = field(init=False, repr=False, compare=False)
     _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
+    _proxy: ProxySpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Indexes built once: checks and compile look objects up per route, so a scan of the
+        # documents on each lookup would make them quadratic in the size of the file.
+        by_kind: dict[type[KubeObject], list[KubeObject]] = {}
+        for doc in self.documents:
+            by_kind.setdefault(type(doc.obj), []).append(doc.obj)
+        object.__setattr__(self, "_by_kind", {kind: tuple(objs) for kind, objs in by_kind.items()})
         services: dict[tuple[str, str], Service] = {}
         for s in self.objects(Service):
             services.setdefault((s.namespace, s.name), s)  # a duplicate is an error; the first one counts
         object.__setattr__(self, "_services", services)
+        proxy = next((p.spec for p in self.objects(Proxy)), None)  # a second Proxy is an error
+        object.__setattr__(self, "_proxy", proxy if proxy is not None else ProxySpec())
 
     def objects(self, kind: type[T]) -> Iterator[T]:
-        """The objects of one kind, in file order."""
-        return (d.obj for d in self.documents if isinstance(d.obj, kind))
+        """The objects of one kind (its exact class: the kinds have no subclasses), in file order."""
+        return iter(self._by_kind.get(kind, ()))  # type: ignore[arg-type]
 
     @property
     def proxy(self) -> ProxySpec:
         """Proxy settings: the Proxy document's spec, or every default when there is none."""
-        return next((p.spec for p in self.objects(Proxy)), ProxySpec())
+        return self._proxy
 
     @property
     def services(self) -> list[Service]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from fastmesh.config.errors import Problem, field_path
 from fastmesh.config.mesh import Document, MeshConfig
+from fastmesh.config.model import Service
 
 Loc = Sequence[str | int]
 
@@ -25,6 +27,11 @@ class Context:
 
     def report(self, doc: Document, loc: Loc, message: str) -> None:
         self.problems.append(Problem(self.cfg.source, message, doc.index, doc.label, field_path(loc)))
+
+    @cached_property
+    def service_hostnames(self) -> dict[str, Service]:
+        """Every hostname of every Service -> the Service (built once, looked up per route)."""
+        return {h: s for s in self.cfg.services for h in s.hostnames()}
 
     def is_broken(self, kind: str, namespace: str | None = None, name: str | None = None) -> bool:
         """Whether an object (or, without a name, any object of the kind) failed the schema."""

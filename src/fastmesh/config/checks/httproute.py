@@ -78,7 +78,7 @@ def _service_port(ctx: Context, doc: Document, loc: Loc, namespace: str, name: s
 
 
 def _hostnames(ctx: Context, doc: Document, route: HTTPRoute) -> None:
-    owners = {h: s for s in ctx.cfg.services for h in s.hostnames()}
+    owners = ctx.service_hostnames
     for i, hostname in enumerate(route.spec.hostnames):
         if hostname in owners:
             ctx.report(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastmesh.config.gcpause import without_gc
 from fastmesh.config.snapshot.backends import compile_backends
 from fastmesh.config.snapshot.vhosts import compile_vhosts
 from fastmesh.config.mesh import MeshConfig
@@ -14,6 +15,7 @@ def _ms(duration: str) -> int:
     return round(parse_duration(duration) * 1000)
 
 
+@without_gc
 def compile_snapshot(cfg: MeshConfig) -> dict[str, Any]:
     """The snapshot as a JSON-ready dict; the runtime adds "version" and applies it."""
     proxy = cfg.proxy

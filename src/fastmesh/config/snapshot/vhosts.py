@@ -2,56 +2,99 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
-from fastmesh.config.snapshot.precedence import covers, hostname_specificity, precedence_key
+from fastmesh.config.snapshot.precedence import hostname_specificity, precedence_key
 from fastmesh.config.snapshot.routes import Entry, default_route, entries, render
 from fastmesh.config.mesh import MeshConfig
 from fastmesh.config.model import HTTPRoute, Service
 
 
-def _service_vhost(cfg: MeshConfig, service: Service, bare_name: bool) -> dict[str, Any]:
-    attached = [
-        route
-        for route in cfg.routes
-        if any((ns, name) == (service.namespace, service.name) for ns, name, _ in route.service_parents())
-    ]
+class _Rendered:
+    """Entries and rendered routes, computed once per route: a route serving many vhosts (one
+    without hostnames is in every host's) is rendered once and shared by them."""
+
+    def __init__(self, cfg: MeshConfig) -> None:
+        self.cfg = cfg
+        self._entries: dict[int, list[tuple[Entry, dict[str, Any]]]] = {}
+
+    def __call__(self, route: HTTPRoute) -> list[tuple[Entry, dict[str, Any]]]:
+        found = self._entries.get(id(route))
+        if found is None:
+            found = self._entries[id(route)] = [(e, render(self.cfg, e)) for e in entries(route)]
+        return found
+
+
+def _service_vhost(
+    rendered: _Rendered, service: Service, attached: list[HTTPRoute], bare_name: bool
+) -> dict[str, Any]:
     if attached:
-        ordered = sorted((e for route in attached for e in entries(route)), key=precedence_key)
-        routes = [render(cfg, e) for e in ordered]
+        keyed = [(precedence_key(e), r) for route in attached for e, r in rendered(route)]
+        keyed.sort(key=lambda pair: pair[0])
+        routes = [r for _, r in keyed]
     else:
         routes = [default_route(service)]
     domains = service.hostnames() if bare_name else service.hostnames()[1:]
     return {"name": service.ref, "domains": domains, "routes": routes}
 
 
-def _host_vhost(cfg: MeshConfig, host: str, routes: list[HTTPRoute]) -> dict[str, Any]:
-    keyed: list[tuple[tuple[Any, ...], Entry]] = []
+def _host_vhost(rendered: _Rendered, host: str, routes: list[HTTPRoute]) -> dict[str, Any]:
+    """The vhost of `host` from the listener routes that serve it (in file order)."""
+    keyed: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     for route in routes:
-        hostnames = route.spec.hostnames
-        if hostnames and not any(covers(h, host) for h in hostnames):
-            continue
-        specificity = hostname_specificity(hostnames, host)
-        keyed += [(precedence_key(e, specificity), e) for e in entries(route)]
+        specificity = hostname_specificity(route.spec.hostnames, host)
+        keyed += [(precedence_key(e, specificity), r) for e, r in rendered(route)]
     keyed.sort(key=lambda pair: pair[0])
-    return {"name": host, "domains": [host], "routes": [render(cfg, e) for _, e in keyed]}
+    return {"name": host, "domains": [host], "routes": [r for _, r in keyed]}
 
 
 def _wildcards_last(host: str) -> tuple[bool, str]:
     return (host.startswith("*"), host)
 
 
+class _HostIndex:
+    """Which listener routes serve a host, found by lookups instead of a scan of every route:
+    the routes naming the host itself, those naming a wildcard `*.<suffix>` of it, and those
+    without hostnames (which serve every host)."""
+
+    def __init__(self, listener_routes: list[HTTPRoute]) -> None:
+        self.position = {id(r): i for i, r in enumerate(listener_routes)}
+        self.by_hostname: dict[str, list[HTTPRoute]] = defaultdict(list)
+        self.every_host: list[HTTPRoute] = []
+        for route in listener_routes:
+            if not route.spec.hostnames:
+                self.every_host.append(route)
+            for hostname in dict.fromkeys(route.spec.hostnames):
+                self.by_hostname[hostname].append(route)
+
+    def serving(self, host: str) -> list[HTTPRoute]:
+        # `covers(hostname, host)`: the hostname itself, or `*.x` for every `.x` host ends with.
+        names = [host] + ["*" + host[i:] for i, c in enumerate(host) if c == "."]
+        found = {id(r): r for name in names for r in self.by_hostname.get(name, ())}
+        found.update((id(r), r) for r in self.every_host)
+        return sorted(found.values(), key=lambda r: self.position[id(r)])
+
+
 def compile_vhosts(cfg: MeshConfig) -> list[dict[str, Any]]:
     services = cfg.services
+    routes = cfg.routes
+    rendered = _Rendered(cfg)
+    attached: dict[tuple[str, str], list[HTTPRoute]] = defaultdict(list)
+    for route in routes:
+        for parent in dict.fromkeys((ns, name) for ns, name, _ in route.service_parents()):
+            attached[parent].append(route)
     # A bare Service name is ambiguous when two namespaces have a Service of that name: only the
     # qualified names route then.
     name_counts = Counter(s.name for s in services)
-    vhosts = [_service_vhost(cfg, s, name_counts[s.name] == 1) for s in services]
-    listener_routes = [r for r in cfg.routes if r.on_listeners()]
-    hosts = sorted({h for r in listener_routes for h in r.spec.hostnames}, key=_wildcards_last)
-    vhosts += [_host_vhost(cfg, host, listener_routes) for host in hosts]
-    catch_all = [r for r in listener_routes if not r.spec.hostnames]
-    if catch_all:
-        vhosts.append(_host_vhost(cfg, "*", catch_all))
+    vhosts = [
+        _service_vhost(rendered, s, attached.get((s.namespace, s.name), []), name_counts[s.name] == 1)
+        for s in services
+    ]
+    listener_routes = [r for r in routes if r.on_listeners()]
+    index = _HostIndex(listener_routes)
+    hosts = sorted(index.by_hostname, key=_wildcards_last)
+    vhosts += [_host_vhost(rendered, host, index.serving(host)) for host in hosts]
+    if index.every_host:
+        vhosts.append(_host_vhost(rendered, "*", index.every_host))
     return vhosts

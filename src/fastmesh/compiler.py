@@ -1,0 +1,89 @@
+"""Loading a config for the proxy: checked and compiled in a child process, the snapshot sent back.
+
+The config layer (PyYAML, pydantic and the models) is only needed while a config is read, and
+importing it would keep ~13 MiB resident in the proxy for good; `fastmesh.config.worker` runs it
+in a short-lived `python -m` process instead (~0.25 s per load or reload). This process keeps
+only what the child prints: a few settings and the snapshot's JSON text, the one copy of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import fastmesh
+from fastmesh.config.errors import ConfigError, Problem
+from fastmesh.overrides import OverrideError, Overrides
+
+WORKER = "fastmesh.config.worker"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What the orchestrator itself reads from the Proxy document."""
+
+    admin_address: str
+    worker_threads: int
+    drain_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One read of the config file, compiled, listener overrides applied."""
+
+    settings: ProxySettings
+    snapshot_json: str
+    """The snapshot as compact JSON, without "version" (see `with_version`)."""
+
+
+def with_version(snapshot_json: str, version: int) -> str:
+    """The snapshot JSON with `"version"` as its first member, as the engine takes it."""
+    if not snapshot_json.startswith("{") or snapshot_json == "{}":
+        raise ValueError("the snapshot must be a non-empty JSON object")
+    return f'{{"version":{int(version)},{snapshot_json[1:]}'
+
+
+def _child_env() -> dict[str, str]:
+    """The environment, with this fastmesh first on the path (the proxy may run from a checkout)."""
+    root = str(Path(fastmesh.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, path) if p)}
+
+
+def _crashed(source: str, status: int | None, stderr: bytes) -> ConfigError:
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    why = lines[-1] if lines else "no output"
+    return ConfigError([Problem(source, f"the config compiler ({WORKER}) failed with status {status}: {why}")])
+
+
+async def compile_config(content: bytes, source: str, overrides: Overrides) -> Compiled:
+    """Check and compile `content` (read from `source`); ConfigError or OverrideError if it is refused."""
+    argv = [sys.executable, "-m", WORKER, f"--source={source}"]
+    argv += [f"--listener={name}={address}" for name, address in overrides.listeners.items()]
+    child = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_env(),
+    )
+    out, err = await child.communicate(content)
+    newline = out.find(b"\n")
+    try:
+        header = json.loads(out[:newline]) if child.returncode == 0 and newline > 0 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise _crashed(source, child.returncode, err)
+    if "problems" in header:
+        raise ConfigError([Problem(**problem) for problem in header["problems"]])
+    if "override_error" in header:
+        raise OverrideError(header["override_error"])
+    end = len(out) - 1 if out.endswith(b"\n") else len(out)
+    # Decoded straight from the output buffer: a large snapshot is copied once, not three times.
+    snapshot_json = str(memoryview(out)[newline + 1 : end], "utf-8")
+    return Compiled(ProxySettings(**header["settings"]), snapshot_json)

@@ -1,0 +1,81 @@
+"""`python -m fastmesh.config.worker`: load and compile one config in a short-lived process.
+
+The proxy process runs this for every load and reload (fastmesh.compiler), so it never imports
+pydantic, PyYAML and the models: they would stay resident for the life of the proxy (~13 MiB),
+when they are only needed for the second a config takes to check.
+
+    python -m fastmesh.config.worker --source FILE [--listener NAME=ADDR ...] < FILE
+
+stdin is the file's content (bytes). stdout is one JSON header line, then, on success only, the
+snapshot as compact JSON (without "version", listener overrides applied) on the second line:
+    {"settings": {"admin_address": "127.0.0.1:15000", "worker_threads": 1, "drain_timeout_s": 10.0}}
+    {"problems": [{"source": ..., "message": ..., "document": 3, "label": ..., "path": ..., ...}]}
+    {"override_error": "--listener x=127.0.0.1:0: the config has no listener named 'x' (...)"}
+The exit status is 0 in all three cases; anything else is a crash (its traceback on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, BinaryIO, TextIO
+
+from fastmesh.config.errors import ConfigError, Problem
+from fastmesh.overrides import OverrideError, Overrides
+
+
+def _listener(value: str) -> tuple[str, str]:
+    name, sep, address = value.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=IP:PORT, got {value!r}")
+    return name, address
+
+
+def compile_content(content: bytes, source: str, overrides: Overrides) -> tuple[dict[str, Any], str | None]:
+    """(header, snapshot JSON or None), as written to stdout."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        problem = Problem(source, f"cannot read: not UTF-8 text ({e.reason} at byte {e.start})")
+        return {"problems": [dataclasses.asdict(problem)]}, None
+    from fastmesh.config import compile_snapshot, load_text
+
+    try:
+        cfg = load_text(text, source)
+        snapshot = compile_snapshot(cfg)
+        overrides.apply(snapshot)
+    except ConfigError as e:
+        return {"problems": [dataclasses.asdict(p) for p in e.problems]}, None
+    except OverrideError as e:
+        return {"override_error": str(e)}, None
+    proxy = cfg.proxy
+    settings = {
+        "admin_address": proxy.admin_address,
+        "worker_threads": proxy.worker_threads,
+        "drain_timeout_s": proxy.drain_timeout_s,
+    }
+    return {"settings": settings}, json.dumps(snapshot, separators=(",", ":"))
+
+
+def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastmesh.config.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help="the file name used in messages")
+    parser.add_argument("--listener", type=_listener, action="append", default=[], metavar="NAME=IP:PORT")
+    args = parser.parse_args(argv)
+    content = (stdin or sys.stdin.buffer).read()
+    header, snapshot = compile_content(content, args.source, Overrides(listeners=dict(args.listener)))
+    out = stdout or sys.stdout
+    out.write(json.dumps(header) + "\n")
+    if snapshot is not None:
+        out.write(snapshot + "\n")
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    os._exit(status)  # output flushed: skip freeing every object of a large config one by one

@@ -1,0 +1,28 @@
+"""The argument parser of `fastmesh`: help is wrapped to the terminal width, as argparse's own does."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastmesh.cli import parser
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_help_is_wrapped_to_columns(
+    columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit) as done:
+        parser().parse_args(["proxy", "--help"])
+    assert done.value.code == 0
+    proxy_help = capsys.readouterr().out
+    lines = proxy_help.splitlines()
+    assert max(len(line) for line in lines) <= columns - 2
+    assert "--listener NAME=IP:PORT" in proxy_help
+    if columns == 200:  # the usage fits on one line when there is room
+        assert lines[0].startswith("usage: fastmesh proxy [-h] --config FILE") and "--listener" in lines[0]
+
+
+def test_arguments_parse_as_before() -> None:
+    args = parser().parse_args(["proxy", "--config", "m.yaml", "--listener", "outbound=127.0.0.1:0"])
+    assert args.command == "proxy" and args.listener == [("outbound", "127.0.0.1:0")]
