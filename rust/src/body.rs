@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::balance::Endpoint;
+use crate::pool::Pooled;
 use crate::stats::Stats;
 
 /// Counts a request in `requests_active` (engine-wide, and per endpoint once one is chosen)
@@ -52,6 +53,22 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<Incoming>,
         guard: Option<InFlight>,
+        // The upstream connection a response body comes on: back to its pool once the body
+        // is read to its end.
+        pooled: Option<Pooled>,
+    }
+
+    impl PinnedDrop for ProxyBody {
+        // hyper stops polling a body once it says it is at its end (content-length reached):
+        // the connection is reusable then too.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(pooled) = this.pooled.take() {
+                if this.inner.as_ref().get_ref().as_ref().is_some_and(Body::is_end_stream) {
+                    pooled.release();
+                }
+            }
+        }
     }
 }
 
@@ -60,13 +77,23 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: Some(guard),
+            pooled: None,
         }
     }
 
-    pub fn upstream(body: Incoming, guard: InFlight) -> Self {
+    /// A response body from upstream; an empty one gives its connection back at once (hyper
+    /// does not poll a body that says it is at its end).
+    pub fn upstream(body: Incoming, guard: InFlight, pooled: Pooled) -> Self {
+        let pooled = if body.is_end_stream() {
+            pooled.release();
+            None
+        } else {
+            Some(pooled)
+        };
         ProxyBody {
             inner: Some(body),
             guard: Some(guard),
+            pooled,
         }
     }
 
@@ -75,6 +102,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Some(body),
             guard: None,
+            pooled: None,
         }
     }
 
@@ -83,6 +111,7 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: None,
+            pooled: None,
         }
     }
 }
@@ -93,13 +122,28 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
+        let Some(mut inner) = this.inner.as_pin_mut() else {
             this.guard.take();
             return Poll::Ready(None);
         };
-        let frame = inner.poll_frame(cx);
-        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
-            this.guard.take();
+        let frame = inner.as_mut().poll_frame(cx);
+        match frame {
+            Poll::Ready(None) => {
+                if let Some(pooled) = this.pooled.take() {
+                    pooled.release();
+                }
+                this.guard.take();
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.pooled.take();
+                this.guard.take();
+            }
+            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                if let Some(pooled) = this.pooled.take() {
+                    pooled.release();
+                }
+            }
+            _ => {}
         }
         frame
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::runtime::Runtime;
+use tokio::runtime::{Handle, Runtime};
 
 use crate::config::{self, ListenerConfig};
 use crate::drain::Drain;
@@ -20,14 +20,83 @@ use crate::snapshot::Snapshot;
 use crate::stats::Stats;
 
 pub struct Engine {
-    /// `Some` until drop; the runtime's threads carry every request.
-    rt: Option<Runtime>,
+    /// The runtime's threads carry every request.
+    rt: EngineRuntime,
     proxy: Proxy,
     upstreams: Upstreams,
     drain: Arc<Drain>,
     server: Arc<Server>,
     /// Live listeners; the lock also serializes `apply`.
     listeners: Mutex<Vec<Listener>>,
+}
+
+/// The engine's tokio runtime. One worker thread (the default): a `current_thread` runtime
+/// driven by a dedicated thread. Its scheduler is FIFO: the tasks woken by one I/O poll (say
+/// 20 downstream connections with a request each) all run before the tasks they wake in turn
+/// (the upstream connections that write those requests), so writes to one peer go out back to
+/// back while it is awake instead of one per wake-up, and there is no work-stealing machinery.
+/// More worker threads: tokio's `multi_thread` runtime.
+enum EngineRuntime {
+    /// `Some` until drop.
+    Multi(Option<Runtime>),
+    Dedicated {
+        handle: Handle,
+        /// Dropping it (or sending) stops the runtime thread, which then shuts the runtime down.
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+}
+
+impl EngineRuntime {
+    fn new(worker_threads: usize) -> Result<Self, Error> {
+        if worker_threads > 1 {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(worker_threads)
+                .thread_name("fastmesh-engine")
+                .enable_all()
+                .build()
+                .map_err(Error::Runtime)?;
+            return Ok(EngineRuntime::Multi(Some(rt)));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fastmesh-engine".into())
+            .spawn(move || {
+                let _ = rt.block_on(stopped);
+                rt.shutdown_background();
+            })
+            .map_err(Error::Runtime)?;
+        Ok(EngineRuntime::Dedicated {
+            handle,
+            stop: Some(stop),
+        })
+    }
+
+    fn handle(&self) -> &Handle {
+        match self {
+            EngineRuntime::Multi(rt) => rt.as_ref().expect("runtime lives until drop").handle(),
+            EngineRuntime::Dedicated { handle, .. } => handle,
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match self {
+            EngineRuntime::Multi(rt) => {
+                if let Some(rt) = rt.take() {
+                    rt.shutdown_background();
+                }
+            }
+            EngineRuntime::Dedicated { stop, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+        }
+    }
 }
 
 /// What happens to one listener of a new snapshot.
@@ -42,12 +111,7 @@ impl Engine {
         if worker_threads == 0 {
             return Err(Error::Argument("worker_threads must be at least 1".into()));
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads)
-            .thread_name("fastmesh-engine")
-            .enable_all()
-            .build()
-            .map_err(Error::Runtime)?;
+        let rt = EngineRuntime::new(worker_threads)?;
         let proxy = Proxy {
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             stats: Arc::new(Stats::default()),
@@ -55,7 +119,7 @@ impl Engine {
         let drain = Arc::new(Drain::default());
         let server = Arc::new(Server::new(proxy.clone(), drain.clone()));
         Ok(Engine {
-            rt: Some(rt),
+            rt,
             proxy,
             upstreams: Upstreams::default(),
             drain,
@@ -64,8 +128,8 @@ impl Engine {
         })
     }
 
-    fn rt(&self) -> &Runtime {
-        self.rt.as_ref().expect("runtime lives until drop")
+    fn rt(&self) -> &Handle {
+        self.rt.handle()
     }
 
     /// Validates a snapshot, binds its new listeners, swaps it in, then closes the listeners
@@ -199,9 +263,7 @@ fn plan(live: Vec<Listener>, wanted: &[ListenerConfig]) -> Result<(Vec<Slot>, Ve
 impl Drop for Engine {
     fn drop(&mut self) {
         self.listeners.get_mut().clear();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.rt.shutdown();
     }
 }
 

@@ -15,32 +15,41 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization`,
 /// `Proxy-Authenticate`, and `TE` unless it asks for `trailers` (then `TE: trailers` stays).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(&CONNECTION) {
+    // One pass over the names (standard names compare as enum tags) notes which hop-by-hop
+    // headers are present; only those are then looked up and removed. Most requests have none;
+    // most responses only `Connection: keep-alive`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
         let listed: Vec<HeaderName> = headers
             .get_all(&CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).ok())
+            .map(str::trim)
+            // `keep-alive` is removed below anyway.
+            .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
+            // `from_bytes` lower-cases.
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
         }
-        headers.remove(&CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &PROXY_AUTHORIZATION,
-        &PROXY_AUTHENTICATE,
-    ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
+    // All but `TE` (the last).
+    for (i, name) in HOP_BY_HOP[..HOP_BY_HOP.len() - 1].iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
         }
     }
-    if headers.contains_key(&TE) {
+    if present & (1 << (HOP_BY_HOP.len() - 1)) != 0 {
         let trailers = headers
             .get_all(&TE)
             .iter()
@@ -59,6 +68,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
 }
+
+/// The hop-by-hop headers, `Connection` first and `TE` last.
+static HOP_BY_HOP: [&HeaderName; 8] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+    &PROXY_AUTHORIZATION,
+    &PROXY_AUTHENTICATE,
+    &TE,
+];
 
 /// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto: http`, and sets
 /// `x-request-id` to a random UUID v4 unless the request has one.

@@ -62,7 +62,7 @@ impl Snapshot {
                         Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats)
                     })
                     .collect();
-                (v.domains, Vhost { name: v.name, routes })
+                (v.domains, Vhost::new(v.name, routes))
             })
             .collect();
         Compiled {

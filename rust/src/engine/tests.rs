@@ -681,3 +681,38 @@ fn a_dead_endpoint_is_skipped_for_bodiless_requests() {
         assert_eq!(engine.active_requests(), 0);
     });
 }
+
+/// Upstream connections counted open for `backend` in the stats.
+fn open_connections(engine: &Engine, backend: &str) -> u64 {
+    let stats: serde_json::Value = serde_json::from_str(&engine.stats_json()).unwrap();
+    stats["upstream"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["backend"] == backend)
+        .map(|u| u["connections_open"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn sequential_requests_reuse_one_upstream_connection_each_way() {
+    run(async {
+        let s = setup().await;
+        for i in 0..5 {
+            // A body read to its end (HTTP/1.1 and HTTP/2 clients), and HEAD (no body at all).
+            assert_eq!(h1(s.proxy, get("svc.test", &format!("/r{i}"))).await.status, 200);
+            assert_eq!(h2(s.proxy, get2("svc.test", "/h2c/x")).await.status, 200);
+            let head = Request::head("/r")
+                .header("host", "svc.test")
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            assert_eq!(h1(s.proxy, head).await.status, 200);
+        }
+        assert_eq!(
+            open_connections(&s.engine, "one"),
+            1,
+            "HTTP/1.1 upstream connection reused"
+        );
+        assert_eq!(open_connections(&s.engine, "two"), 1, "one HTTP/2 upstream connection");
+    });
+}

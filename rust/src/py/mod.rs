@@ -9,6 +9,11 @@ use pyo3::prelude::*;
 
 use crate::error::Error;
 
+/// The engine's allocations (not Python's) go to mimalloc: per-request headers, futures and
+/// buffers are allocated and freed at a high rate on one thread.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn to_py(err: Error) -> PyErr {
     match err {
         Error::Config(e) => PyValueError::new_err(e.to_string()),

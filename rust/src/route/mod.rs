@@ -12,7 +12,7 @@ use crate::balance::Backend;
 use crate::stats::RouteStats;
 
 use self::filters::Filters;
-use self::matcher::RouteMatch;
+use self::matcher::{PathMatch, RouteMatch};
 
 /// One weighted backendRef of a route, with the counters of (route, backend).
 #[derive(Debug)]
@@ -61,11 +61,19 @@ impl Route {
 #[derive(Debug)]
 pub struct Vhost {
     pub name: String,
+    /// In precedence order: the first route whose match succeeds wins.
     pub routes: Box<[Route]>,
+    index: RouteIndex,
 }
 
 impl Vhost {
-    /// The first route whose match succeeds.
+    pub fn new(name: String, routes: Box<[Route]>) -> Self {
+        let index = RouteIndex::new(&routes);
+        Vhost { name, routes, index }
+    }
+
+    /// The first route whose match succeeds. Only the routes the path can match are tried
+    /// (see `RouteIndex`), so the cost does not grow with the number of routes.
     pub fn route(
         &self,
         method: &http::Method,
@@ -73,9 +81,88 @@ impl Vhost {
         query: Option<&str>,
         headers: &http::HeaderMap,
     ) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| r.matcher.matches(method, path, query, headers))
+        let mut best: Option<u32> = None;
+        self.index.candidates(path, |list| {
+            // Each list is in precedence order: its first full match is its best.
+            for &i in list {
+                if best.is_some_and(|b| i >= b) {
+                    break;
+                }
+                if self.routes[i as usize].matcher.matches(method, path, query, headers) {
+                    best = Some(i);
+                    break;
+                }
+            }
+        });
+        best.map(|i| &self.routes[i as usize])
+    }
+}
+
+/// Routes by path match, so a lookup tries only the routes its path can match: `Exact` paths
+/// in a hash map, `PathPrefix` paths in a trie of path elements, the rest (regular
+/// expressions, no path match) in one list tried every time. Every list holds route indexes
+/// in precedence order; a candidate is still checked with its full match (method, headers,
+/// query), and the lowest index that matches wins, as in a scan of all routes.
+#[derive(Debug, Default)]
+struct RouteIndex {
+    exact: HashMap<Box<str>, Vec<u32>>,
+    prefixes: PrefixNode,
+    other: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct PrefixNode {
+    /// Routes whose prefix ends here.
+    routes: Vec<u32>,
+    children: HashMap<Box<str>, PrefixNode>,
+}
+
+impl RouteIndex {
+    fn new(routes: &[Route]) -> Self {
+        let mut index = RouteIndex::default();
+        for (i, r) in routes.iter().enumerate() {
+            let i = u32::try_from(i).expect("fewer than 2^32 routes");
+            match &r.matcher.path {
+                Some(PathMatch::Exact(p)) => index.exact.entry(p.as_str().into()).or_default().push(i),
+                // The prefix without its trailing `/`: "" (from "/") or "/a/b".
+                Some(PathMatch::Prefix(p)) if p.is_empty() || p.starts_with('/') => {
+                    let mut node = &mut index.prefixes;
+                    if !p.is_empty() {
+                        for element in p[1..].split('/') {
+                            node = node.children.entry(element.into()).or_default();
+                        }
+                    }
+                    node.routes.push(i);
+                }
+                _ => index.other.push(i),
+            }
+        }
+        index
+    }
+
+    /// Calls `visit` with each list of candidate routes for `path`.
+    fn candidates<'a>(&'a self, path: &str, mut visit: impl FnMut(&'a [u32])) {
+        if let Some(list) = self.exact.get(path) {
+            visit(list);
+        }
+        // Prefix "/a/b" matches exactly the paths whose elements start with a, b.
+        let mut node = &self.prefixes;
+        visit(&node.routes);
+        if let Some(rest) = path.strip_prefix('/') {
+            for element in rest.split('/') {
+                if node.children.is_empty() {
+                    break;
+                }
+                match node.children.get(element) {
+                    Some(child) => {
+                        node = child;
+                        visit(&node.routes);
+                    }
+                    None => break,
+                }
+            }
+        }
+        visit(&self.other);
     }
 }
 

@@ -13,10 +13,7 @@ fn table(domains: &[&[&str]]) -> VhostTable {
             .map(|(i, d)| {
                 (
                     d.iter().map(std::string::ToString::to_string).collect(),
-                    Vhost {
-                        name: format!("v{i}"),
-                        routes: Box::new([]),
-                    },
+                    Vhost::new(format!("v{i}"), Box::new([])),
                 )
             })
             .collect(),
@@ -136,4 +133,66 @@ fn weighted_targets_and_null_backend() {
         .route(&Method::GET, "/", None, &HeaderMap::new())
         .unwrap();
     assert!(r.pick().is_none(), "all weights 0: no backend (the engine answers 500)");
+}
+
+/// The index must pick what a scan of every route in order picks.
+#[test]
+fn indexed_lookup_equals_a_linear_scan() {
+    let kinds = [
+        r#"{"type": "PathPrefix", "value": "/"}"#,
+        r#"{"type": "PathPrefix", "value": "/a"}"#,
+        r#"{"type": "PathPrefix", "value": "/a/"}"#,
+        r#"{"type": "PathPrefix", "value": "/a/b"}"#,
+        r#"{"type": "PathPrefix", "value": "/a//b"}"#,
+        r#"{"type": "PathPrefix", "value": "/ab"}"#,
+        r#"{"type": "Exact", "value": "/a/b"}"#,
+        r#"{"type": "Exact", "value": "/"}"#,
+        r#"{"type": "Exact", "value": "/a/"}"#,
+        r#"{"type": "RegularExpression", "value": "/a/.*"}"#,
+        r#"{"type": "RegularExpression", "value": "/[a-z]+"}"#,
+    ];
+    let mut routes = Vec::new();
+    // Every kind twice, once restricted to POST, in an order that interleaves them.
+    for (n, k) in kinds.iter().chain(kinds.iter().rev()).enumerate() {
+        let method = if n % 3 == 1 { r#""POST""# } else { "null" };
+        routes.push(format!(
+            r#"{{"name": "r{n}", "match": {{"path": {k}, "method": {method}}}, "backends": []}}"#
+        ));
+        if n == 7 {
+            routes.push(format!(r#"{{"name": "r{n}-any", "backends": []}}"#));
+        }
+    }
+    let s = compiled(&format!("[{}]", routes.join(",")));
+    let vhost = s.vhosts.select("x").unwrap();
+    let h = HeaderMap::new();
+    let paths = [
+        "/", "/a", "/a/", "/a/b", "/a/b/", "/a/b/c", "/a//b", "/a//b/c", "/ab", "/abc", "/b", "//", "*", "", "/a/bc",
+    ];
+    for method in [Method::GET, Method::POST] {
+        for path in paths {
+            let scan = vhost
+                .routes
+                .iter()
+                .find(|r| r.matcher.matches(&method, path, None, &h))
+                .map(|r| r.name.to_string());
+            assert_eq!(route_for(&s, &method, path, &h), scan, "{method} {path}");
+        }
+    }
+}
+
+#[test]
+fn many_prefix_routes_fall_through_to_the_catch_all() {
+    let mut routes: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                r#"{{"name": "r{i}", "match": {{"path": {{"type": "PathPrefix", "value": "/r{i}"}}}}, "backends": []}}"#
+            )
+        })
+        .collect();
+    routes.push(r#"{"name": "all", "backends": []}"#.into());
+    let s = compiled(&format!("[{}]", routes.join(",")));
+    let h = HeaderMap::new();
+    assert_eq!(route_for(&s, &Method::GET, "/", &h).as_deref(), Some("all"));
+    assert_eq!(route_for(&s, &Method::GET, "/r1999/x", &h).as_deref(), Some("r1999"));
+    assert_eq!(route_for(&s, &Method::GET, "/r19999", &h).as_deref(), Some("all"));
 }
