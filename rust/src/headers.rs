@@ -2,6 +2,7 @@
 //! `x-request-id`.
 
 use bytes::{BufMut, BytesMut};
+use http::header::Entry;
 use http::header::{CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -28,17 +29,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if present & 1 != 0 {
-        let listed: Vec<HeaderName> = headers
-            .get_all(&CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // `keep-alive` is removed below anyway.
-            .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
-            // `from_bytes` lower-cases.
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
+        // Byte-level token scan (no `str` splitting): most `Connection` values are a lone
+        // `keep-alive` or `close`, and then nothing is collected.
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for v in &headers.get_all(&CONNECTION) {
+            // As before: a value that is not visible ASCII lists nothing.
+            if v.to_str().is_err() {
+                continue;
+            }
+            for token in v.as_bytes().split(|b| *b == b',') {
+                let name = token.trim_ascii();
+                // `keep-alive` is removed below anyway.
+                if name.is_empty() || name.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                // `from_bytes` lower-cases.
+                if let Ok(name) = HeaderName::from_bytes(name) {
+                    listed.push(name);
+                }
+            }
+        }
         for name in listed {
             headers.remove(name);
         }
@@ -84,22 +94,26 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
 /// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto: http`, and sets
 /// `x-request-id` to a random UUID v4 unless the request has one.
 pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let mut previous = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    let forwarded_for = if previous.peek().is_none() {
-        client_ip.clone()
-    } else {
-        let mut buf = BytesMut::with_capacity(64);
-        for v in previous {
-            buf.put_slice(v.as_bytes());
-            buf.put_slice(b", ");
+    // One hash lookup per name (`entry`) instead of a lookup then an insert.
+    match headers.entry(X_FORWARDED_FOR.clone()) {
+        Entry::Vacant(e) => {
+            e.insert(client_ip.clone());
         }
-        buf.put_slice(client_ip.as_bytes());
-        HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone())
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+        Entry::Occupied(mut e) => {
+            let mut buf = BytesMut::with_capacity(64);
+            for v in e.iter() {
+                buf.put_slice(v.as_bytes());
+                buf.put_slice(b", ");
+            }
+            buf.put_slice(client_ip.as_bytes());
+            let joined = HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone());
+            // Replaces every previous value.
+            e.insert(joined);
+        }
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id());
+    if let Entry::Vacant(e) = headers.entry(X_REQUEST_ID.clone()) {
+        e.insert(request_id());
     }
 }
 
@@ -120,7 +134,25 @@ pub fn request_id() -> HeaderValue {
         out[j + 1] = HEX[usize::from(b & 0x0f)];
         j += 2;
     }
-    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+    // Cut from a per-thread block: no allocation per id, and the value is a shared `Bytes`
+    // from the start, so cloning it (the replay copy of a bodiless request) does not allocate
+    // either. A block is freed once every id cut from it is dropped.
+    let id = ID_BLOCK.with(|block| {
+        let mut block = block.borrow_mut();
+        if block.capacity() < out.len() {
+            *block = BytesMut::with_capacity(ID_BLOCK_SIZE);
+        }
+        block.put_slice(&out);
+        block.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(id).expect("hex is a valid header value")
+}
+
+/// Bytes per block of request ids (113 ids).
+const ID_BLOCK_SIZE: usize = 4096;
+
+thread_local! {
+    static ID_BLOCK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
 #[cfg(test)]

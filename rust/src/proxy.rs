@@ -49,7 +49,7 @@ impl Conn {
         let snapshot = self.proxy.snapshot.load_full();
         let version = req.version();
         let authority = authority(&req);
-        let host = authority.as_ref().map_or("", Authority::host);
+        let host = authority.as_ref().map_or("", host_of);
         let unmatched = self.proxy.stats.unmatched();
         let Some(vhost) = snapshot.vhosts.select(host) else {
             return local(StatusCode::NOT_FOUND, None, unmatched, start, inflight);
@@ -274,6 +274,26 @@ fn authority<B>(req: &Request<B>) -> Option<Authority> {
     Authority::try_from(host.as_bytes()).ok()
 }
 
+/// `Authority::host` with byte searches: the same result (userinfo dropped, an IPv6 literal
+/// kept in its brackets, the port dropped) without `str` pattern splitting, which cost
+/// ~400 instructions per request (callgrind).
+fn host_of(authority: &Authority) -> &str {
+    let s = authority.as_str();
+    let b = s.as_bytes();
+    let start = b.iter().rposition(|&c| c == b'@').map_or(0, |i| i + 1);
+    let host_port = &b[start..];
+    let end = if host_port.first() == Some(&b'[') {
+        match host_port.iter().position(|&c| c == b']') {
+            Some(i) => i + 1,
+            None => return authority.host(),
+        }
+    } else {
+        host_port.iter().position(|&c| c == b':').unwrap_or(host_port.len())
+    };
+    // Cut at ASCII bytes, so on char boundaries.
+    &s[start..start + end]
+}
+
 /// A response the engine makes itself, with an empty body.
 fn local(
     status: StatusCode,
@@ -290,4 +310,29 @@ fn local(
     }
     stats.record(status, start.elapsed());
     resp
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn host_of_matches_authority_host() {
+        for s in [
+            "example.com",
+            "example.com:8080",
+            "Example.COM:80",
+            "127.0.0.1",
+            "127.0.0.1:25002",
+            "[::1]",
+            "[::1]:8080",
+            "user@host:1",
+            "user:pw@host",
+            "a@b@c:9",
+            "user@[fe80::1]:443",
+        ] {
+            let a = Authority::try_from(s).unwrap();
+            assert_eq!(host_of(&a), a.host(), "{s}");
+        }
+    }
 }
