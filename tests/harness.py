@@ -659,6 +659,28 @@ def split_config(addresses: dict[str, str], weights: dict[str, int]) -> str:
     return mesh_config(services=services, routes=[route("reviews", [rule(*backends)], parent="reviews")])
 
 
+class Loads:
+    """wrk (HTTP/1.1) and h2load (h2c) running at once against the proxy for `duration_s`, closed loop."""
+
+    def __init__(self, px: Proxy, authority: str, duration_s: int, wrk_conns: int, h2_conns: int, h2_streams: int) -> None:
+        self.duration_s = duration_s
+        pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        self.wrk = subprocess.Popen(
+            ["wrk", "-t1", f"-c{wrk_conns}", f"-d{duration_s}s", "--timeout", "5s", "-H", f"Host: {authority}", f"{px.url}/"],
+            **pipe,  # type: ignore[call-overload]
+        )
+        self.h2 = subprocess.Popen(
+            ["h2load", f"-c{h2_conns}", f"-m{h2_streams}", "-D", str(duration_s), "-H", f":authority: {authority}", f"{px.url}/"],
+            **pipe,  # type: ignore[call-overload]
+        )
+
+    def finish(self) -> tuple[str, str]:
+        """Waits for both; returns (wrk output, h2load output)."""
+        wrk_out, _ = self.wrk.communicate(timeout=self.duration_s + 30)
+        h2_out, _ = self.h2.communicate(timeout=self.duration_s + 30)
+        return wrk_out, h2_out
+
+
 def h2load(px: Proxy, authority: str, *args: str, timeout: float = 120) -> dict[str, int]:
     """Runs h2load (h2c) against the proxy; returns its request and status counters."""
     done = subprocess.run(

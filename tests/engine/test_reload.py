@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.harness import backend, mesh_config, parse_h2load, parse_wrk, route, rule, service, split_config, wait_until
+from tests.harness import Loads, backend, mesh_config, parse_h2load, parse_wrk, route, rule, service, split_config, wait_until
 
 
 def test_in_flight_request_finishes_on_the_snapshot_it_started_with(upstream_factory, proxy_factory):
@@ -70,14 +69,7 @@ def test_hot_reload_under_full_load_loses_no_request(upstream_factory, proxy_fac
 
     at_start = received()
     t0 = time.monotonic()
-    wrk = subprocess.Popen(
-        ["wrk", "-t1", "-c16", f"-d{DURATION_S}s", "--timeout", "5s", "-H", "Host: reviews", f"{px.url}/"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    h2 = subprocess.Popen(
-        ["h2load", "-c4", "-m8", "-D", str(DURATION_S), "-H", ":authority: reviews", f"{px.url}/"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    loads = Loads(px, "reviews", DURATION_S, wrk_conns=16, h2_conns=4, h2_streams=8)
     windows: list[Window] = []
     reloads: list[dict] = []
     before_first: list[tuple[int, int]] = []
@@ -111,8 +103,7 @@ def test_hot_reload_under_full_load_loses_no_request(upstream_factory, proxy_fac
 
     reloader = threading.Thread(target=rewrite)
     reloader.start()
-    wrk_out, _ = wrk.communicate(timeout=DURATION_S + 30)
-    h2_out, _ = h2.communicate(timeout=DURATION_S + 30)
+    wrk_out, h2_out = loads.finish()
     reloader.join()
 
     print(wrk_out, h2_out, sep="\n")
@@ -133,12 +124,12 @@ def test_hot_reload_under_full_load_loses_no_request(upstream_factory, proxy_fac
         expected = w.weights[1] / sum(w.weights)
         assert abs(w.v2_share() - expected) <= SHARE_TOLERANCE, w
 
-    assert wrk.returncode == 0, wrk_out
+    assert loads.wrk.returncode == 0, wrk_out
     wrk_stats = parse_wrk(wrk_out)
     assert (wrk_stats["non_2xx_3xx"], wrk_stats["socket_errors"]) == (0, 0), wrk_out
     assert wrk_stats["requests"] > 2000, wrk_out
 
-    assert h2.returncode == 0, h2_out
+    assert loads.h2.returncode == 0, h2_out
     h2_stats = parse_h2load(h2_out)
     assert (h2_stats["failed"], h2_stats["errored"], h2_stats["timeout"]) == (0, 0, 0), h2_out
     assert (h2_stats["3xx"], h2_stats["4xx"], h2_stats["5xx"]) == (0, 0, 0), h2_out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import parse_h2load, parse_wrk, split_config
+from tests.harness import Loads, parse_h2load, parse_wrk, split_config
 
 DURATION_S = 20
 WEIGHTS = [(90, 10), (10, 90), (0, 100), (100, 0), (50, 50), (30, 70)]
@@ -97,14 +97,7 @@ def test_hot_reload_at_full_speed_with_nginx_upstreams(nginx_pair, proxy_factory
     px = proxy_factory(split_config(addresses, {"v1": 50, "v2": 50}))
 
     t0 = time.monotonic()
-    wrk = subprocess.Popen(
-        ["wrk", "-t1", "-c32", f"-d{DURATION_S}s", "--timeout", "5s", "-H", "Host: reviews", f"{px.url}/"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    h2 = subprocess.Popen(
-        ["h2load", "-c4", "-m16", "-D", str(DURATION_S), "-H", ":authority: reviews", f"{px.url}/"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    loads = Loads(px, "reviews", DURATION_S, wrk_conns=32, h2_conns=4, h2_streams=16)
     events: list[dict] = []
     landed: list[float] = []
     errors: list[BaseException] = []
@@ -120,8 +113,7 @@ def test_hot_reload_at_full_speed_with_nginx_upstreams(nginx_pair, proxy_factory
 
     reloader = threading.Thread(target=rewrite)
     reloader.start()
-    wrk_out, _ = wrk.communicate(timeout=DURATION_S + 30)
-    h2_out, _ = h2.communicate(timeout=DURATION_S + 30)
+    wrk_out, h2_out = loads.finish()
     reloader.join()
     print(wrk_out, h2_out, f"reloads landed at t0+{[round(t, 2) for t in landed]} s", sep="\n")
 
