@@ -674,10 +674,25 @@ class Loads:
             **pipe,  # type: ignore[call-overload]
         )
 
-    def finish(self) -> tuple[str, str]:
-        """Waits for both; returns (wrk output, h2load output)."""
+    def finish(self, during: Callable[[], None] | None = None) -> tuple[str, str]:
+        """Runs `during` (e.g. reloads on a schedule) in a thread while the loads run, waits for both
+        loads and for it; returns (wrk output, h2load output). An exception in `during` is re-raised."""
+        errors: list[BaseException] = []
+
+        def guarded() -> None:
+            try:
+                if during is not None:
+                    during()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the test thread below
+                errors.append(e)
+
+        worker = threading.Thread(target=guarded)
+        worker.start()
         wrk_out, _ = self.wrk.communicate(timeout=self.duration_s + 30)
         h2_out, _ = self.h2.communicate(timeout=self.duration_s + 30)
+        worker.join()
+        if errors:
+            raise errors[0]
         return wrk_out, h2_out
 
 
