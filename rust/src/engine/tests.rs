@@ -242,6 +242,30 @@ fn run<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A snapshot with one listener on port 0 and one catch-all route to backend `b`, described by `backend`
+/// (the backend object's fields after its name, e.g. `"protocol": "http1", "endpoints": ["127.0.0.1:1"]`).
+fn one_route(backend: &str) -> String {
+    format!(
+        r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
+            "backends": [{{"name": "b", {backend}}}],
+            "vhosts": [{{"name": "v", "domains": ["*"], "routes": [{{"name": "r", "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#
+    )
+}
+
+/// Reads a raw HTTP/1.1 request head (up to the blank line) from `stream`; stops early at EOF.
+async fn read_head(stream: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let read = stream.read(&mut chunk).await.unwrap();
+        if read == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
 #[test]
 fn http1_to_http1_preserves_host_and_sets_forwarding_headers() {
     run(async {
@@ -519,12 +543,7 @@ async fn informational_upstream() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = Vec::new();
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut chunk = [0u8; 1024];
-            let n = stream.read(&mut chunk).await.unwrap();
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        read_head(&mut stream).await;
         stream
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             .await
@@ -539,11 +558,7 @@ fn upstream_informational_responses_are_skipped() {
     run(async {
         let up = informational_upstream().await;
         let engine = Engine::new(1).unwrap();
-        let json = format!(
-            r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
-                "backends": [{{"name": "b", "protocol": "http1", "endpoints": ["{up}"]}}],
-                "vhosts": [{{"name": "v", "domains": ["*"], "routes": [{{"name": "r", "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#
-        );
+        let json = one_route(&format!(r#""protocol": "http1", "endpoints": ["{up}"]"#));
         engine.apply(&json).unwrap();
         let a = h1(engine.listeners()[0].1, get("x", "/")).await;
         assert_eq!(a.status, 200);
@@ -573,11 +588,7 @@ fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
         let two = upstream("two", false).await;
         let engine = Engine::new(1).unwrap();
         let to = |backend: SocketAddr| {
-            format!(
-                r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
-                    "backends": [{{"name": "b", "protocol": "http1", "endpoints": ["{backend}"]}}],
-                    "vhosts": [{{"name": "v", "domains": ["*"], "routes": [{{"name": "r", "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#
-            )
+            one_route(&format!(r#""protocol": "http1", "endpoints": ["{backend}"]"#))
         };
         engine.apply(&to(one)).unwrap();
         let proxy = engine.listeners()[0].1;
@@ -611,15 +622,7 @@ async fn closing_upstream() -> SocketAddr {
     tokio::spawn(async move {
         for n in 0.. {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                let mut chunk = [0u8; 1024];
-                let read = stream.read(&mut chunk).await.unwrap();
-                if read == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..read]);
-            }
+            read_head(&mut stream).await;
             if n > 0 {
                 stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nretry")
@@ -637,11 +640,7 @@ fn bodiless_idempotent_request_is_retried_once_when_the_connection_dies_under_it
     run(async {
         let up = closing_upstream().await;
         let engine = Engine::new(1).unwrap();
-        let json = format!(
-            r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
-                "backends": [{{"name": "b", "protocol": "http1", "endpoints": ["{up}"]}}],
-                "vhosts": [{{"name": "v", "domains": ["*"], "routes": [{{"name": "r", "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#
-        );
+        let json = one_route(&format!(r#""protocol": "http1", "endpoints": ["{up}"]"#));
         engine.apply(&json).unwrap();
         let a = h1(engine.listeners()[0].1, get("x", "/")).await;
         assert_eq!(a.status, 200);
@@ -655,11 +654,7 @@ fn a_dead_endpoint_is_skipped_for_bodiless_requests() {
         let live = upstream("live", false).await;
         let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let engine = Engine::new(1).unwrap();
-        let json = format!(
-            r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
-                "backends": [{{"name": "b", "protocol": "http1", "lb": "round_robin", "endpoints": ["{dead}", "{live}"]}}],
-                "vhosts": [{{"name": "v", "domains": ["*"], "routes": [{{"name": "r", "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#
-        );
+        let json = one_route(&format!(r#""protocol": "http1", "lb": "round_robin", "endpoints": ["{dead}", "{live}"]"#));
         engine.apply(&json).unwrap();
         let proxy = engine.listeners()[0].1;
         for _ in 0..6 {
