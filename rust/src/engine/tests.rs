@@ -587,9 +587,7 @@ fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
         let one = upstream("one", false).await;
         let two = upstream("two", false).await;
         let engine = Engine::new(1).unwrap();
-        let to = |backend: SocketAddr| {
-            one_route(&format!(r#""protocol": "http1", "endpoints": ["{backend}"]"#))
-        };
+        let to = |backend: SocketAddr| one_route(&format!(r#""protocol": "http1", "endpoints": ["{backend}"]"#));
         engine.apply(&to(one)).unwrap();
         let proxy = engine.listeners()[0].1;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -654,7 +652,9 @@ fn a_dead_endpoint_is_skipped_for_bodiless_requests() {
         let live = upstream("live", false).await;
         let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let engine = Engine::new(1).unwrap();
-        let json = one_route(&format!(r#""protocol": "http1", "lb": "round_robin", "endpoints": ["{dead}", "{live}"]"#));
+        let json = one_route(&format!(
+            r#""protocol": "http1", "lb": "round_robin", "endpoints": ["{dead}", "{live}"]"#
+        ));
         engine.apply(&json).unwrap();
         let proxy = engine.listeners()[0].1;
         for _ in 0..6 {
