@@ -404,7 +404,9 @@ fn filters(raw: Vec<RawFilter>, field: &str, matcher: &RouteMatch) -> Result<Fil
                     None => None,
                     Some(h) => {
                         check_domain(&h).map_err(|m| ConfigError::invalid(format!("{field}.hostname"), m))?;
-                        Some(header_value(&h, &format!("{field}.hostname"))?)
+                        let authority = http::uri::Authority::try_from(h.as_str())
+                            .map_err(|e| ConfigError::invalid(format!("{field}.hostname"), e.to_string()))?;
+                        Some((authority, header_value(&h, &format!("{field}.hostname"))?))
                     }
                 };
                 out.rewrite = Some(UrlRewrite {

@@ -154,8 +154,8 @@ impl Conn {
         let mut authority = authority;
         let mut path_and_query = parts.uri.path_and_query().cloned();
         if let Some(rw) = &route.filters.rewrite {
-            if let Some(hostname) = &rw.hostname {
-                authority = Some(Authority::try_from(hostname.as_bytes()).ok()?);
+            if let Some((rewritten, hostname)) = &rw.hostname {
+                authority = Some(rewritten.clone());
                 h.insert(HOST, hostname.clone());
             }
             if let Some(modifier) = &rw.path {

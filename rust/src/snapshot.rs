@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::balance::Backend;
-use crate::config::{Config, ListenerConfig};
+use crate::config::Config;
 use crate::pool::{EndpointKey, Upstreams};
 use crate::route::{Route, Target, Vhost, VhostTable};
 use crate::stats::Stats;
@@ -18,7 +18,6 @@ pub struct Snapshot {
 /// A compiled snapshot plus what the engine needs to put it in service.
 pub struct Compiled {
     pub snapshot: Snapshot,
-    pub listeners: Vec<ListenerConfig>,
     /// The endpoints the snapshot uses (the rest of the registry is dropped once it is live).
     pub endpoints: HashSet<EndpointKey>,
 }
@@ -70,7 +69,6 @@ impl Snapshot {
                 version,
                 vhosts: VhostTable::new(entries),
             },
-            listeners: cfg.listeners,
             endpoints: used,
         }
     }

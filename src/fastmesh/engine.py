@@ -47,12 +47,9 @@ class Engine:
     def start(cls, worker_threads: int) -> Engine:
         return cls(start_core(worker_threads))
 
-    async def apply(self, snapshot: dict[str, Any]) -> int:
-        """Hand over one snapshot; ValueError (refused) or OSError (bind failed) leave the old one serving."""
-        return await self.apply_json(json.dumps(snapshot, separators=(",", ":")))
-
     async def apply_json(self, snapshot_json: str) -> int:
-        """`apply` for a snapshot already in JSON (as the config compiler hands it over)."""
+        """Hand over one snapshot (JSON, as the config compiler hands it over); ValueError (refused)
+        or OSError (bind failed) leave the old one serving."""
         return await asyncio.get_running_loop().run_in_executor(None, self.core.apply, snapshot_json)
 
     async def drain(self, timeout_s: float) -> bool:

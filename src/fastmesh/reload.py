@@ -62,8 +62,10 @@ class FileWatcher:
         self._fingerprint: Fingerprint | None = None
         self._digest: str | None = None
 
-    def seen(self, content: bytes) -> None:
+    def seen(self, content: bytes, fp: Fingerprint | None = None) -> None:
+        """Record what was loaded (and the stat it was read under), so polling does not load it again."""
         self._digest = digest(content)
+        self._fingerprint = fp
 
     async def poll_once(self) -> bool:
         """Check the file once; True if `on_change` was called."""
@@ -84,9 +86,10 @@ class FileWatcher:
             log.warning("cannot read %s: %s", self.path, e)
             return False
         self._fingerprint = current
-        if digest(content) == self._digest:
+        content_digest = digest(content)
+        if content_digest == self._digest:
             return False
-        self.seen(content)
+        self._digest = content_digest
         await self.on_change(content)
         return True
 

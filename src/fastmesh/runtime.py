@@ -23,7 +23,7 @@ from fastmesh.compiler import Compiled, compile_config, with_version
 from fastmesh.config.errors import ConfigError
 from fastmesh.engine import Engine, EngineNotBuilt
 from fastmesh.overrides import OverrideError, Overrides
-from fastmesh.reload import FileWatcher
+from fastmesh.reload import FileWatcher, fingerprint
 from fastmesh.state import AppliedConfig, ReloadError, State
 
 log = logging.getLogger("fastmesh")
@@ -76,8 +76,9 @@ class Runtime:
     # === loading ===
 
     def _read(self) -> bytes:
+        fp = fingerprint(self.path)  # before the read: a write landing in between is still seen
         content = self.path.read_bytes()
-        self.watcher.seen(content)
+        self.watcher.seen(content, fp)
         return content
 
     async def _load(self, content: bytes) -> Compiled:

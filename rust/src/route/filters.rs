@@ -1,5 +1,6 @@
 //! HTTPRoute filters: header modifiers, URL rewrite and request redirect.
 
+use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// `RequestHeaderModifier` / `ResponseHeaderModifier`: set, then add, then remove.
@@ -68,7 +69,8 @@ pub fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
 /// `URLRewrite`.
 #[derive(Debug, Default)]
 pub struct UrlRewrite {
-    pub hostname: Option<HeaderValue>,
+    /// The new host: parsed once at compile time, as the upstream authority and as the `Host` value.
+    pub hostname: Option<(Authority, HeaderValue)>,
     pub path: Option<PathModifier>,
 }
 
