@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod route;
 pub mod snapshot;
 pub mod stats;
+pub mod tls;
 
 #[cfg(feature = "python")]
 mod py;

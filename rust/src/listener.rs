@@ -39,7 +39,7 @@ impl Server {
 
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(self.proxy.clone(), peer.ip()));
+        let conn = Arc::new(Conn::new(self.proxy.clone(), peer.ip(), None));
         let service = service_fn(move |req| {
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(conn.handle(req).await) }

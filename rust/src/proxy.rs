@@ -21,6 +21,7 @@ use crate::route::filters::RequestTarget;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::stats::{RouteStats, Stats};
+use crate::tls::Peer;
 
 /// What every connection shares: the live snapshot and the counters.
 #[derive(Clone)]
@@ -34,12 +35,14 @@ pub struct Conn {
     proxy: Proxy,
     /// The peer's IP, rendered once for `x-forwarded-for`.
     client_ip: HeaderValue,
+    /// The verified mTLS caller; `None` on plaintext connections.
+    pub peer: Option<Arc<Peer>>,
 }
 
 impl Conn {
-    pub fn new(proxy: Proxy, peer: IpAddr) -> Self {
-        let client_ip = HeaderValue::from_str(&peer.to_string()).expect("an IP is a valid header value");
-        Conn { proxy, client_ip }
+    pub fn new(proxy: Proxy, ip: IpAddr, peer: Option<Arc<Peer>>) -> Self {
+        let client_ip = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
+        Conn { proxy, client_ip, peer }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
