@@ -66,6 +66,10 @@ impl Backend {
     /// The endpoint for the next request; `None` when the backend has no endpoints.
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
+        if n == 1 {
+            // Nothing to choose: no clock read, no counter.
+            return self.endpoints.first();
+        }
         let i = match &self.lb {
             Lb::RoundRobin(rr) => rr.pick(n)?,
             Lb::P2c => {
