@@ -69,3 +69,18 @@ def _run_with_progress(argv: list[str], env: dict[str, str], cwd: Path) -> int:
             return proc.wait()
         finally:
             watchdog.cancel()
+
+
+def main() -> int:
+    """`python -m bench.fortio` (make bench): build fortio unless the cache has it; prints its path."""
+    path, why = ensure_fortio(install=True)
+    if path is None:
+        print(f"==> fortio unavailable: {why}; bench/run.py falls back to h2load --rps for the rate scenarios",
+              flush=True)
+        return 0  # not fatal: the benchmark runs without it and says so in its report
+    print(f"==> fortio: {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
