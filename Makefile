@@ -13,7 +13,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUST_SRC := $(shell find rust/src -name '*.rs' 2>/dev/null) rust/Cargo.toml
 ENGINE   := $(VENV)/.engine-built
 
-.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench clean
+.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench fortio clean
 
 help:
 	@echo "make demo   - set up, build the engine (release) and run the demo mesh"
@@ -64,8 +64,13 @@ test: test-rust stubtest test-python
 demo: engine
 	$(PY) -m fastmesh.demo
 
-bench: engine
-	$(PY) bench/run.py
+# fortio (fixed-rate latency, bench/fortio.py): `go install` from the Go module proxy into
+# $(CACHE)/fortio-<version>, once per version; without Go the rate scenarios fall back to h2load.
+fortio: setup
+	FASTMESH_CACHE=$(CACHE) $(PY) -m bench.fortio
+
+bench: engine fortio
+	FASTMESH_CACHE=$(CACHE) $(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) build dist

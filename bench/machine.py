@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import fortio
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -61,6 +63,7 @@ def versions() -> dict[str, str]:
         "haproxy": _run(["haproxy", "-v"]),
         "wrk": _run(["wrk", "--version"]),
         "h2load": _run(["h2load", "--version"]),
+        "fortio": "fortio " + v if (v := _run([str(fortio.binary()), "version"])) else "",
         "rustc": _run([rustc, "--version"]) if Path(rustc).exists() else "",
         "python": sys.version.split()[0],
         "commit": commit + (" (with uncommitted changes)" if dirty else ""),

@@ -1,4 +1,4 @@
-"""What a run measures, and the parsers of the tools' output (wrk, h2load, /proc, perf, strace)."""
+"""What a run measures, and the parsers of the tools' output (wrk, h2load, fortio, /proc, perf, strace)."""
 
 from __future__ import annotations
 
@@ -131,6 +131,26 @@ def h2load_log_latency(path: Path) -> dict[str, float]:
     """p50/p99/p999 in ms from h2load --log-file lines: start-us TAB status TAB duration-us."""
     durations = sorted(int(line.split("\t")[2]) / 1e3 for line in path.read_text().splitlines() if line.strip())
     return {name: percentile(durations, q) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))}
+
+
+FORTIO_PERCENTILES = {50.0: "p50", 90.0: "p90", 99.0: "p99", 99.9: "p999"}
+
+
+def parse_fortio_json(text: str) -> LoadResult:
+    """`fortio load -json FILE`: requests made, their rate, non-200 answers and socket errors
+    (RetCodes "-1") as errors, and the latency percentiles fortio computed from its histogram
+    (asked for with -p; interpolated within buckets of -r resolution)."""
+    try:
+        doc = json.loads(text)
+        hist = doc["DurationHistogram"]
+        requests, duration_s = int(hist["Count"]), doc["ActualDuration"] / 1e9
+        codes = {str(code): int(n) for code, n in doc.get("RetCodes", {}).items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"not a fortio JSON result ({e}):\n{text[:500]}") from e
+    latency = {FORTIO_PERCENTILES[p["Percentile"]]: p["Value"] * 1e3
+               for p in hist.get("Percentiles", []) if p["Percentile"] in FORTIO_PERCENTILES}
+    errors = requests - codes.get("200", 0)
+    return LoadResult(requests, duration_s, requests / duration_s if duration_s else 0.0, errors, latency)
 
 
 # === syscalls ===

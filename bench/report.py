@@ -140,11 +140,12 @@ def checks(result: dict[str, Any]) -> list[str]:
     if fm and ha:
         lines.append(f"h2c CPU/req <= 1.0 x HAProxy: {verdict(fm['cpu_us'] <= ha['cpu_us'])} "
                      f"({fm['cpu_us']:.1f} vs {ha['cpu_us']:.1f} us, {fm['cpu_us'] / ha['cpu_us']:.2f}x)")
-    fm, ng = _find(result, "rate1k", "fastmesh"), _find(result, "rate1k", "nginx")
-    if fm and ng and fm["p99_over_direct"] is not None and ng["p99_over_direct"] is not None:
-        lines.append(f"added p99 over direct at 1,000 req/s <= nginx's: "
-                     f"{verdict(fm['p99_over_direct'] <= ng['p99_over_direct'])} "
-                     f"({fm['p99_over_direct']:+.3f} vs {ng['p99_over_direct']:+.3f} ms)")
+    for name, rate in (("rate1k", "1,000"), ("rate10k", "10,000")):
+        fm, ng = _find(result, name, "fastmesh"), _find(result, name, "nginx")
+        if fm and ng and fm["p99_over_direct"] is not None and ng["p99_over_direct"] is not None:
+            lines.append(f"added p99 over direct at {rate} req/s <= nginx's: "
+                         f"{verdict(fm['p99_over_direct'] <= ng['p99_over_direct'])} "
+                         f"({fm['p99_over_direct']:+.3f} vs {ng['p99_over_direct']:+.3f} ms)")
     base, many = _find(result, "h1", "fastmesh"), _find(result, "routes10k", "fastmesh")
     if base and many:
         growth = many["cpu_us"] / base["cpu_us"] - 1
@@ -214,7 +215,7 @@ def markdown(result: dict[str, Any], png_name: str | None) -> str:
         f"Commit: {v['commit'] or 'unknown'}\n",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']}, kernel {m['kernel']}, {m['os']}; "
         f"load average before {' '.join(info['load_before'])}, after {' '.join(info.get('load_after', []))}  ",
-        f"Versions: nginx {v['nginx']}; {v['haproxy']}; {v['wrk']}; {v['h2load']}; {v['rustc'] or 'rustc ?'}; "
+        f"Versions: nginx {v['nginx']}; {v['haproxy']}; {v['wrk']}; {v['h2load']}; {v.get('fortio') or 'fortio not used'}; {v['rustc'] or 'rustc ?'}; "
         f"Python {v['python']}\n",
         f"Method (../shared/PEERS.md): proxies pinned to CPU {s['proxy_cpu']} with one worker/thread and "
         f"upstream keep-alive; upstream nginx and the load generator on CPU {s['load_cpu']}. "

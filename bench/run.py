@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import deps, machine, report, syscalls  # noqa: E402
+from bench import deps, fortio, machine, report, syscalls  # noqa: E402
 from bench.measure import CpuTicks, cpu_ticks, peak_rss_kb, rss_kb, ticks_to_us  # noqa: E402
 from bench.procs import LOAD_CPU, PROXY_CPU, BenchError, Registry, pinned  # noqa: E402
 from bench.report import Sample, SyscallSample  # noqa: E402
-from bench.scenarios import Scenario, select  # noqa: E402
+from bench.scenarios import Scenario, select, with_fortio  # noqa: E402
 from bench.targets import (  # noqa: E402
     Context, Direct, Fastmesh, HAProxy, Nginx, Target, Upstream, fastmesh_available,
 )
@@ -239,6 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"==> fastmesh skipped: {why}")
         notes.append(f"fastmesh was not measured: {why}")
         names.remove("fastmesh")
+    if any(s.tool == "fortio" for s in scenarios):
+        fortio_path, why = fortio.ensure_fortio(install=not args.no_install)
+        if fortio_path is None:
+            say(f"==> fortio unavailable: {why}; the rate scenarios fall back to h2load --rps")
+            notes.append(f"fortio could not be had ({why}): the rate scenarios ran h2load --rps instead, whose "
+                         "requests leave in bursts and are timed from when they are sent (coordinated omission)")
+        scenarios = with_fortio(scenarios, fortio_path)
     syscall_tool = _syscall_tool(args.syscalls)
     _raise_fd_limit()
     for sig in (signal.SIGTERM, signal.SIGHUP):

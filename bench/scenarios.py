@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.measure import LoadResult, h2load_log_latency, parse_h2load, parse_wrk
+from bench.measure import LoadResult, h2load_log_latency, parse_fortio_json, parse_h2load, parse_wrk
 from bench.targets import LARGE_PATH
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
@@ -16,14 +16,15 @@ H2LOAD_REQUESTS = 200_000  # PEERS.md: h2load -n 200000 -c 10 -m 10 -t 1
 class Scenario:
     name: str
     title: str
-    tool: str  # "wrk" (HTTP/1.1, closed loop) or "h2load"
+    tool: str  # "wrk" (HTTP/1.1, closed loop), "h2load", or "fortio" (HTTP/1.1 at a fixed rate)
     connections: int
     streams: int = 1  # h2load -m
     h2c: bool = False
     path: str = "/"
-    rate: int = 0  # total requests/s, open loop (h2load --rps per connection); 0 = as fast as possible
+    rate: int = 0  # total requests/s, fixed (fortio -qps; h2load --rps per connection); 0 = as fast as possible
     routes: int = 0  # extra routes in every target's config
     default: bool = False  # part of a run without --scenarios
+    binary: str = ""  # the load generator's path when not on PATH (fortio: built into a cache)
 
     def command(self, url: str, duration_s: float, quick: bool, log_file: Path) -> list[str]:
         """The load generator's argv for one run of `duration_s` (h2load -n: a request count)."""
@@ -31,6 +32,15 @@ class Scenario:
         if self.tool == "wrk":
             return ["wrk", "-t1", f"-c{self.connections}", f"-d{seconds}s", "--latency",
                     "-s", str(WRK_SCRIPT), url]
+        if self.tool == "fortio":
+            # -uniform: connection i starts i/c of a period late, so requests leave evenly spaced
+            # (every 1 ms at 1,000/s), not c at a time. -nocatchup: a connection that falls behind
+            # its schedule skips the missed slots instead of sending them back to back (bursts);
+            # skipped slots show as req/s below the rate. -r 10 us: the histogram's finest buckets
+            # (fortio's default 1 ms would blur sub-millisecond percentiles).
+            return [self.binary or "fortio", "load", "-qps", str(self.rate), "-c", str(self.connections),
+                    "-t", f"{seconds}s", "-uniform", "-nocatchup", "-r", "0.00001", "-p", "50,90,99,99.9",
+                    "-loglevel", "Warning", "-json", str(log_file), url]
         base = ["h2load", "-t", "1", "-c", str(self.connections), "--log-file", str(log_file)]
         if self.rate:
             per_conn = max(1, self.rate // self.connections)
@@ -43,6 +53,8 @@ class Scenario:
     def parse(self, stdout: str, log_file: Path) -> LoadResult:
         if self.tool == "wrk":
             return parse_wrk(stdout)
+        if self.tool == "fortio":
+            return parse_fortio_json(log_file.read_text())
         result = parse_h2load(stdout)
         result.latency_ms = h2load_log_latency(log_file)
         return result
@@ -51,11 +63,12 @@ class Scenario:
 SCENARIOS = [
     Scenario("h1", "HTTP/1.1, wrk -t1 -c50", "wrk", 50, default=True),
     Scenario("h2c", "HTTP/2 cleartext, h2load -c10 -m10", "h2load", 10, streams=10, h2c=True, default=True),
-    # h2load's per-connection rate timers fire together, so few connections give smoother arrivals.
-    Scenario("rate1k", "HTTP/1.1 fixed rate 1,000 req/s (h2load --h1 --rps, 1 connection)", "h2load", 1,
+    # Fixed rate, open loop: fortio sends on a schedule. Each connection has 10 ms between its
+    # requests (c = rate / 100), so a request waits for a busy connection only after a stall.
+    Scenario("rate1k", "HTTP/1.1 fixed rate 1,000 req/s (fortio -qps 1000 -c 10 -uniform -nocatchup)", "fortio", 10,
              rate=1000),
-    Scenario("rate10k", "HTTP/1.1 fixed rate 10,000 req/s (h2load --h1 --rps, 10 connections)", "h2load", 10,
-             rate=10_000),
+    Scenario("rate10k", "HTTP/1.1 fixed rate 10,000 req/s (fortio -qps 10000 -c 100 -uniform -nocatchup)", "fortio",
+             100, rate=10_000),
     Scenario("c1", "HTTP/1.1, 1 connection", "wrk", 1),
     Scenario("c100", "HTTP/1.1, 100 connections", "wrk", 100),
     Scenario("c2000", "HTTP/1.1, 2,000 connections", "wrk", 2000),
@@ -64,6 +77,22 @@ SCENARIOS = [
              routes=10_000),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
+
+# Without fortio (it could not be built): h2load --rps, whose per-connection timers fire together
+# (bursts), and which times a request from when it is sent (coordinated omission).
+H2LOAD_RATE = {
+    "rate1k": Scenario("rate1k", "HTTP/1.1 fixed rate 1,000 req/s (h2load --h1 --rps, 1 connection: fortio unavailable)",
+                       "h2load", 1, rate=1000),
+    "rate10k": Scenario("rate10k", "HTTP/1.1 fixed rate 10,000 req/s (h2load --h1 --rps, 10 connections: fortio "
+                        "unavailable)", "h2load", 10, rate=10_000),
+}
+
+
+def with_fortio(scenarios: list[Scenario], fortio: Path | None) -> list[Scenario]:
+    """The scenarios with fortio's path, or with h2load for the rate scenarios when it is None."""
+    if fortio is None:
+        return [H2LOAD_RATE.get(s.name, s) if s.tool == "fortio" else s for s in scenarios]
+    return [replace(s, binary=str(fortio)) if s.tool == "fortio" else s for s in scenarios]
 
 
 def select(spec: str | None) -> list[Scenario]:

@@ -1,27 +1,62 @@
 """Prometheus metrics: a collector that reads the engine's counters at scrape time.
 
 Nothing is counted in Python: the engine keeps cumulative counters, and each scrape converts one
-`stats_json()` document (docs/engine-snapshot.md) into metric families on a private registry.
+`stats_json()` document (docs/engine-snapshot.md) into metric families on a private registry,
+written in the OpenMetrics 1.0 text format by prometheus-client's encoder.
+
+Only the parts of prometheus-client this needs are imported (`defer_package_init`): the package's
+`__init__` imports every exporter it has (HTTP and WSGI servers, the push-gateway client, the
+Prometheus 0.0.4 text encoder that lives beside them), and with them http.server, urllib.request,
+email, wsgiref and gzip: 4.4 MiB that would stay resident in the proxy for good
+(bench/README.md, "Idle RSS").
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.core import (
+
+def defer_package_init(package: str) -> None:
+    """Let submodules of `package` be imported without running the package's `__init__` first.
+
+    Unless it is already imported, the package goes into sys.modules as created from its spec but
+    not executed, with a module `__getattr__` (PEP 562) that runs its `__init__` the first time a
+    name that only `__init__` defines is asked for (`import prometheus_client;
+    prometheus_client.Counter`): code that wants the whole package still gets all of it."""
+    if package in sys.modules:
+        return
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        raise ImportError(f"{package} is not installed as a package", name=package)
+    loader = spec.loader
+    module = importlib.util.module_from_spec(spec)
+
+    def __getattr__(name: str) -> Any:  # noqa: N807
+        del vars(module)["__getattr__"]  # once: importlib's own lookups during __init__ are plain misses
+        loader.exec_module(module)
+        return getattr(module, name)
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[package] = module
+
+
+defer_package_init("prometheus_client")
+
+from prometheus_client.metrics_core import (  # noqa: E402
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
+from prometheus_client.registry import Collector, CollectorRegistry  # noqa: E402
 
-from fastmesh.state import State
+from fastmesh.state import State  # noqa: E402
 
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # what generate_latest writes: OpenMetrics 1.0.0 text
 
 Stats = dict[str, Any]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from bench.measure import (
     CpuTicks,
     cpu_ticks,
     h2load_log_latency,
+    parse_fortio_json,
     parse_h2load,
     parse_perf_syscalls,
     parse_proc_stat,
@@ -19,7 +21,7 @@ from bench.measure import (
     percentile,
 )
 from bench.report import Sample, SyscallSample, build, markdown
-from bench.scenarios import BY_NAME
+from bench.scenarios import BY_NAME, with_fortio
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -90,6 +92,46 @@ def test_h2load_log_file_percentiles():
     lat = h2load_log_latency(SAMPLES / "h2load-requests.log")
     # nearest rank over 20 values: p50 is the 10th, p90 the 18th, p99 and p99.9 the 20th
     assert lat == {"p50": durations_ms[9], "p90": durations_ms[17], "p99": durations_ms[19], "p999": durations_ms[19]}
+
+
+# === fortio ===
+
+
+def test_fortio_json_requests_rate_and_percentiles():
+    # fortio 1.68.2 load -qps 1000 -c 10 -t 2s -uniform -nocatchup -r 0.00001 -p 50,99,99.9 against nginx
+    r = parse_fortio_json(sample("fortio.json"))
+    assert (r.requests, r.errors) == (2000, 0)
+    assert r.duration_s == pytest.approx(2.00925756)
+    assert r.rps == pytest.approx(2000 / 2.00925756)
+    assert r.latency_ms == pytest.approx({"p50": 0.1277922077922078, "p99": 0.85, "p999": 5.0})
+
+
+def test_fortio_non_200_answers_and_socket_errors_are_errors():
+    doc = json.loads(sample("fortio.json"))
+    doc["RetCodes"] = {"200": 1990, "503": 6, "-1": 4}
+    assert parse_fortio_json(json.dumps(doc)).errors == 10
+
+
+def test_fortio_garbage_is_rejected():
+    with pytest.raises(ValueError, match="not a fortio JSON result"):
+        parse_fortio_json('{"RunType": "HTTP"}')
+    with pytest.raises(ValueError, match="not a fortio JSON result"):
+        parse_fortio_json("Aborting because of error\n")
+
+
+def test_rate_scenarios_run_fortio_open_loop_or_fall_back_to_h2load():
+    rate = [BY_NAME["rate1k"], BY_NAME["rate10k"], BY_NAME["h1"]]
+    built = with_fortio(rate, Path("/cache/fortio-v1/fortio"))
+    argv = built[1].command("http://127.0.0.1:1/", 10, False, Path("out.json"))
+    assert argv[:2] == ["/cache/fortio-v1/fortio", "load"]
+    assert {"-uniform", "-nocatchup"} <= set(argv) and argv[-1] == "http://127.0.0.1:1/"
+    assert argv[argv.index("-qps") + 1] == "10000" and argv[argv.index("-json") + 1] == "out.json"
+    assert argv[argv.index("-t") + 1] == "10s"
+    assert built[2] is rate[2]
+    fallback = with_fortio(rate, None)
+    assert [s.tool for s in fallback] == ["h2load", "h2load", "wrk"]
+    assert "fortio unavailable" in fallback[0].title
+    assert fallback[0].command("http://127.0.0.1:1/", 10, False, Path("log"))[0] == "h2load"
 
 
 def test_percentile_nearest_rank():

@@ -103,11 +103,12 @@ def test_stats_passes_engine_stats_through_with_orchestrator_info(admin: AdminUn
     assert admin.get("/stats").json()["requests_active"] == 7
 
 
-def test_metrics_is_prometheus_text(admin: AdminUnderTest) -> None:
+def test_metrics_is_openmetrics_text(admin: AdminUnderTest) -> None:
     apply(admin.state, version=5)
     response = admin.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["content-type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert response.text.endswith("# EOF\n")
     assert "fastmesh_config_version 5.0" in response.text
     assert "fastmesh_requests_active 3.0" in response.text
 

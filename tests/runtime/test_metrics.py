@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from fastmesh import metrics
 from fastmesh.state import State
@@ -116,3 +120,37 @@ def test_engine_is_read_at_scrape_time_not_at_registration() -> None:
     assert "fastmesh_requests_active 2.0" in text
 
 
+
+
+# What importing the proxy's modules leaves resident (bench/README.md, "Idle RSS"): run in a
+# fresh interpreter, since this one has imported all sorts for the tests.
+HEAVY = ("prometheus_client.exposition", "prometheus_client.metrics", "http.server", "urllib.request",
+         "email", "wsgiref", "gzip", "lzma", "bz2")
+
+
+def _modules_after(code: str) -> set[str]:
+    src = str(Path(metrics.__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}\nprint('\\n'.join(sys.modules))"],
+        capture_output=True, text=True, check=True, timeout=60, env={**os.environ, "PYTHONPATH": src},
+    )
+    return set(out.stdout.split())
+
+
+def test_the_proxy_imports_only_the_parts_of_prometheus_client_it_uses() -> None:
+    loaded = _modules_after("import fastmesh.cli, fastmesh.runtime")
+    assert "prometheus_client.openmetrics.exposition" in loaded  # the check sees what is imported
+    assert loaded.isdisjoint(HEAVY), sorted(loaded.intersection(HEAVY))
+
+
+def test_prometheus_client_is_whole_for_code_that_imports_the_package_after_fastmesh() -> None:
+    loaded = _modules_after(
+        "from fastmesh import metrics\n"
+        "import prometheus_client\n"
+        "from prometheus_client import CollectorRegistry, generate_latest\n"
+        "assert CollectorRegistry is metrics.CollectorRegistry\n"
+        "registry = CollectorRegistry()\n"
+        "prometheus_client.Counter('c', 'a counter', registry=registry).inc()\n"
+        "assert b'c_total 1.0' in generate_latest(registry)\n"
+    )
+    assert "prometheus_client.exposition" in loaded

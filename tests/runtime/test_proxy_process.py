@@ -12,11 +12,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.harness import Proxy, Upstream, backend, mesh_config, route, rule, wait_until
 
@@ -273,6 +274,10 @@ def test_metrics_count_requests_latency_connections_and_pools(
                   backend=V1, endpoint=v1.address) >= 1  # kept alive in the pool
     assert sample("fastmesh_connections", "fastmesh_connections_total") >= 2
     assert sample("fastmesh_config_version", "fastmesh_config_version") == 1
+    # scraped, and still without prometheus-client's exporters (their stdlib pulls in _bz2 and _lzma)
+    maps = Path(f"/proc/{px.pid}/maps").read_text()
+    assert "_engine" in maps
+    assert "_bz2" not in maps and "_lzma" not in maps
 
 
 def connections_active(px: Proxy) -> float:
