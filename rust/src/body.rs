@@ -53,6 +53,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<Incoming>,
         guard: Option<InFlight>,
+        // A body the engine makes itself (a 403 text), sent once when there is no `inner`.
+        data: Option<Bytes>,
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
         pooled: Option<Pooled>,
@@ -77,6 +79,17 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: Some(guard),
+            data: None,
+            pooled: None,
+        }
+    }
+
+    /// A body the engine makes itself, in one frame.
+    pub fn full(data: Bytes, guard: InFlight) -> Self {
+        ProxyBody {
+            inner: None,
+            guard: Some(guard),
+            data: (!data.is_empty()).then_some(data),
             pooled: None,
         }
     }
@@ -93,6 +106,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Some(body),
             guard: Some(guard),
+            data: None,
             pooled,
         }
     }
@@ -102,6 +116,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Some(body),
             guard: None,
+            data: None,
             pooled: None,
         }
     }
@@ -111,6 +126,7 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: None,
+            data: None,
             pooled: None,
         }
     }
@@ -123,6 +139,9 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let Some(mut inner) = this.inner.as_pin_mut() else {
+            if let Some(data) = this.data.take() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
             this.guard.take();
             return Poll::Ready(None);
         };
@@ -149,12 +168,13 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.data.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match (&self.inner, &self.data) {
+            (Some(inner), _) => inner.size_hint(),
+            (None, data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
     }
 }

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+use crate::authz::AuthorizationConfig;
 use crate::error::ConfigError;
 use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
 
+mod authz;
 mod wire;
 
 pub use self::wire::{LbKind, Protocol};
@@ -38,10 +40,12 @@ pub struct Config {
     pub vhosts: Vec<VhostConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
+    /// `None`: every request is allowed.
+    pub authorization: Option<AuthorizationConfig>,
 }
 
 /// Upstream connection pool settings (one per snapshot, shared by every endpoint).
@@ -182,7 +186,15 @@ fn listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerConfig>, ConfigError> 
                 format!("{address} is used by two listeners"),
             ));
         }
-        out.push(ListenerConfig { name: l.name, address });
+        let authorization = match l.authorization {
+            None => None,
+            Some(a) => Some(authz::authorization(a, &format!("{field}.authorization"))?),
+        };
+        out.push(ListenerConfig {
+            name: l.name,
+            address,
+            authorization,
+        });
     }
     Ok(out)
 }

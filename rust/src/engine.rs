@@ -146,7 +146,14 @@ impl Engine {
                 return Err(err);
             }
         };
-        let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams);
+        let bound: Vec<SocketAddr> = slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Keep(l, _) => l.local,
+                Slot::Bind(_, _, (_, local)) => *local,
+            })
+            .collect();
+        let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams, &bound);
         self.proxy.snapshot.store(Arc::new(compiled.snapshot));
         self.upstreams.retain(&compiled.endpoints);
         *live = slots

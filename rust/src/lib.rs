@@ -3,6 +3,7 @@
 //! (feature `python`, the `py` module); a plain Rust library without it.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod config;

@@ -37,9 +37,10 @@ impl Server {
         Server { builder, proxy, drain }
     }
 
-    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+    /// Serves a connection accepted by the listener bound on `local`.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(self.proxy.clone(), peer.ip(), None));
+        let conn = Arc::new(Conn::new(self.proxy.clone(), peer.ip(), local, None));
         let service = service_fn(move |req| {
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(conn.handle(req).await) }
@@ -106,7 +107,7 @@ pub fn start(name: String, configured: SocketAddr, bound: (TcpListener, SocketAd
                 biased;
                 _ = &mut stopped => break,
                 res = listener.accept() => match res {
-                    Ok((stream, peer)) => server.serve(stream, peer),
+                    Ok((stream, peer)) => server.serve(stream, peer, local),
                     // Out of file descriptors and the like: back off instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 },

@@ -1,7 +1,7 @@
 //! The request path: load the snapshot once, pick the virtual host and the first matching
 //! route, apply its filters, pick a backend and an endpoint, forward, and stream both bodies.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -35,14 +35,21 @@ pub struct Conn {
     proxy: Proxy,
     /// The peer's IP, rendered once for `x-forwarded-for`.
     client_ip: HeaderValue,
+    /// The bound address of the listener the connection came through (authorization's port).
+    local: SocketAddr,
     /// The verified mTLS caller; `None` on plaintext connections.
     pub peer: Option<Arc<Peer>>,
 }
 
 impl Conn {
-    pub fn new(proxy: Proxy, ip: IpAddr, peer: Option<Arc<Peer>>) -> Self {
+    pub fn new(proxy: Proxy, ip: IpAddr, local: SocketAddr, peer: Option<Arc<Peer>>) -> Self {
         let client_ip = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        Conn { proxy, client_ip, peer }
+        Conn {
+            proxy,
+            client_ip,
+            local,
+            peer,
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -61,6 +68,10 @@ impl Conn {
         let Some(route) = vhost.route(req.method(), path, query, req.headers()) else {
             return local(StatusCode::NOT_FOUND, None, unmatched, start, inflight);
         };
+        // Before any byte goes upstream; the body is not read, so no `100 Continue` either.
+        if let Err(denied) = snapshot.authz.check(self.local, self.peer.as_deref(), &req, host) {
+            return denied.respond(&route.local_stats, start, inflight);
+        }
         if let Some(redirect) = &route.filters.redirect {
             let target = RequestTarget {
                 scheme: "http",

@@ -90,6 +90,9 @@ impl EndpointStats {
 /// (route name, backend name); `""` for none.
 type RouteKey = (Arc<str>, Arc<str>);
 
+/// (policy name, action).
+type PolicyKey = (Arc<str>, &'static str);
+
 /// Engine-wide counters plus the (route, backend) registry.
 #[derive(Debug)]
 pub struct Stats {
@@ -98,6 +101,10 @@ pub struct Stats {
     pub requests_active: AtomicU64,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     unmatched: Arc<RouteStats>,
+    /// Requests each authorization policy matched, by (policy name, action).
+    authz: Mutex<BTreeMap<PolicyKey, Arc<AtomicU64>>>,
+    /// Requests denied because no ALLOW policy matched.
+    pub authz_denied_no_match: Arc<AtomicU64>,
 }
 
 impl Default for Stats {
@@ -112,6 +119,8 @@ impl Default for Stats {
             requests_active: AtomicU64::new(0),
             routes: Mutex::new(routes),
             unmatched,
+            authz: Mutex::default(),
+            authz_denied_no_match: Arc::default(),
         }
     }
 }
@@ -132,9 +141,19 @@ impl Stats {
         &self.unmatched
     }
 
+    /// The counter of an authorization policy, created on first use; it lives as long as the engine.
+    pub fn authz_policy(&self, policy: &str, action: &'static str) -> Arc<AtomicU64> {
+        self.authz
+            .lock()
+            .entry((Arc::from(policy), action))
+            .or_default()
+            .clone()
+    }
+
     /// The stats JSON of the contract.
     pub fn render(&self, version: u64, upstream: &[Arc<EndpointStats>]) -> String {
         let routes = self.routes.lock();
+        let authz = self.authz.lock();
         let doc = StatsDoc {
             version,
             connections: ConnectionsDoc {
@@ -157,6 +176,16 @@ impl Stats {
                     requests_active: e.requests_active.load(Relaxed),
                 })
                 .collect(),
+            authz: authz
+                .iter()
+                .map(|((policy, action), n)| AuthzDoc {
+                    policy,
+                    action,
+                    matched: n.load(Relaxed),
+                })
+                .filter(|d| d.matched > 0)
+                .collect(),
+            authz_denied_no_match: self.authz_denied_no_match.load(Relaxed),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -172,6 +201,15 @@ struct StatsDoc<'a> {
     latency_bounds_ms: &'a [f64],
     routes: Vec<RouteDoc<'a>>,
     upstream: Vec<UpstreamDoc<'a>>,
+    authz: Vec<AuthzDoc<'a>>,
+    authz_denied_no_match: u64,
+}
+
+#[derive(Serialize)]
+struct AuthzDoc<'a> {
+    policy: &'a str,
+    action: &'static str,
+    matched: u64,
 }
 
 #[derive(Serialize)]
