@@ -116,3 +116,23 @@ def test_engine_is_read_at_scrape_time_not_at_registration() -> None:
     assert "fastmesh_requests_active 2.0" in text
 
 
+
+
+def test_authorization_decisions_by_policy() -> None:
+    stats = engine_stats(
+        authz=[
+            {"policy": "default/deny-admin", "action": "DENY", "matched": 3},
+            {"policy": "default/allow-reads", "action": "ALLOW", "matched": 7},
+            {"policy": "default/audit-all", "action": "AUDIT", "matched": 10},
+        ],
+        authz_denied_no_match=2,
+    )
+    families = scrape(stats)
+    matched = samples(families["fastmesh_authz_policy_matched"], "fastmesh_authz_policy_matched_total")
+    assert matched == {
+        (("action", "DENY"), ("policy", "default/deny-admin")): 3.0,
+        (("action", "ALLOW"), ("policy", "default/allow-reads")): 7.0,
+        (("action", "AUDIT"), ("policy", "default/audit-all")): 10.0,
+    }
+    no_match = samples(families["fastmesh_authz_denied_no_match"], "fastmesh_authz_denied_no_match_total")
+    assert no_match == {(): 2.0}

@@ -39,6 +39,18 @@ class ListenerSpec(Spec):
     """IP address to bind."""
     port: ListenPort
     """Port to bind."""
+    inbound_service: str | None = None
+    """The Service (`name` or `namespace/name`; namespace `default` when omitted) whose workload this
+    listener serves inbound: AuthorizationPolicies targeting it (or its namespace) are enforced here,
+    and `authorization.defaultDeny` applies. Listeners without it enforce no policy."""
+
+    @property
+    def inbound_service_ref(self) -> tuple[str, str] | None:
+        """(namespace, name) of `inbound_service`."""
+        if self.inbound_service is None:
+            return None
+        namespace, _, name = self.inbound_service.rpartition("/")
+        return (namespace or "default", name)
 
     @property
     def socket_address(self) -> str:
@@ -68,6 +80,14 @@ class ExternalServiceSpec(Spec):
     """`host:port` endpoints."""
 
 
+class AuthorizationSettings(Spec):
+    """Mesh-wide authorization settings (the policies are AuthorizationPolicy documents)."""
+
+    default_deny: bool = False
+    """Deny requests on inbound listeners that no ALLOW policy allows, even when the Service has no
+    ALLOW policy (Istio's mesh-wide "allow-nothing" policy)."""
+
+
 def _default_listeners() -> list[ListenerSpec]:
     return [ListenerSpec.model_validate({"name": "outbound", "port": 15001})]
 
@@ -89,6 +109,8 @@ class ProxySpec(Spec):
     """Default balancer of every backend (a Service may override it with `fastmesh.io/load-balancer`)."""
     external_services: list[ExternalServiceSpec] = Field(default_factory=list, max_length=1000)
     """Hosts outside the mesh (names unique)."""
+    authorization: AuthorizationSettings = AuthorizationSettings()
+    """Mesh-wide authorization settings."""
 
     @property
     def admin_address(self) -> str:

@@ -5,10 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from fastmesh.config.gcpause import without_gc
+from fastmesh.config.snapshot.authorization import compile_authorization
 from fastmesh.config.snapshot.backends import compile_backends
 from fastmesh.config.snapshot.vhosts import compile_vhosts
 from fastmesh.config.mesh import MeshConfig
+from fastmesh.config.model.proxy import ListenerSpec
 from fastmesh.config.model.types import parse_duration
+
+
+def _listener(cfg: MeshConfig, listener: ListenerSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": listener.name, "address": listener.socket_address}
+    authorization = compile_authorization(cfg, listener)
+    if authorization is not None:
+        out["authorization"] = authorization
+    return out
 
 
 def _ms(duration: str) -> int:
@@ -20,7 +30,7 @@ def compile_snapshot(cfg: MeshConfig) -> dict[str, Any]:
     """The snapshot as a JSON-ready dict; the runtime adds "version" and applies it."""
     proxy = cfg.proxy
     return {
-        "listeners": [{"name": listener.name, "address": listener.socket_address} for listener in proxy.listeners],
+        "listeners": [_listener(cfg, listener) for listener in proxy.listeners],
         "pool": {
             "idle_timeout_ms": _ms(proxy.pool.idle_timeout),
             "max_idle_per_endpoint": proxy.pool.max_idle_per_endpoint,
