@@ -172,8 +172,9 @@ impl Body for ProxyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(self.text.as_ref().map_or(0, |t| t.len() as u64)), Body::size_hint)
+        self.inner.as_ref().map_or_else(
+            || SizeHint::with_exact(self.text.as_ref().map_or(0, |t| t.len() as u64)),
+            Body::size_hint,
+        )
     }
 }

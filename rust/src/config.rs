@@ -13,15 +13,15 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::error::ConfigError;
 use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
-use crate::tls::{TlsMode, UpstreamTls};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
+use crate::tls::{TlsMode, UpstreamTls};
 
 mod wire;
 
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
-    PathModifierType, PathType, RawBackendTls, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier, RawPool,
-    RawRoute, RawSnapshot, ValueType,
+    PathModifierType, PathType, RawBackendTls, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier,
+    RawPool, RawRoute, RawSnapshot, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -236,7 +236,9 @@ fn backend_tls(raw: RawBackendTls, field: &str) -> Result<UpstreamTls, ConfigErr
         ));
     }
     for (i, id) in raw.identities.iter().enumerate() {
-        let domain = id.strip_prefix("spiffe://").map(|rest| rest.split('/').next().unwrap_or(""));
+        let domain = id
+            .strip_prefix("spiffe://")
+            .map(|rest| rest.split('/').next().unwrap_or(""));
         if domain.is_none_or(str::is_empty) {
             return Err(ConfigError::invalid(
                 format!("{field}.identities[{i}]"),

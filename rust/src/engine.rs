@@ -245,7 +245,12 @@ impl Engine {
 /// Before `set_identity` no listener may need TLS and no backend may originate it.
 fn needs_no_identity(cfg: &config::Config) -> Result<(), Error> {
     const HINT: &str = "needs a workload identity: call Engine.set_identity first";
-    if let Some((i, l)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.tls != TlsMode::Disable) {
+    if let Some((i, l)) = cfg
+        .listeners
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.tls != TlsMode::Disable)
+    {
         let message = format!("{} {HINT}", l.tls.as_str());
         return Err(ConfigError::invalid(format!("listeners[{i}].tls.mode"), message).into());
     }

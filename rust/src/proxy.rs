@@ -134,7 +134,13 @@ impl Conn {
             Err(e) => {
                 penalize(endpoint, sent);
                 if let Some(mismatch) = e.identity_mismatch() {
-                    return local_text(StatusCode::BAD_GATEWAY, &mismatch.to_string(), &target.stats, start, inflight);
+                    return local_text(
+                        StatusCode::BAD_GATEWAY,
+                        &mismatch.to_string(),
+                        &target.stats,
+                        start,
+                        inflight,
+                    );
                 }
                 local(StatusCode::BAD_GATEWAY, None, &target.stats, start, inflight)
             }

@@ -128,7 +128,10 @@ impl Peer {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod peer_tests {
     use super::Peer;
 
     #[test]

@@ -73,7 +73,13 @@ impl Engine {
 
     /// Swaps in the workload certificate chain (leaf first), its private key and the trust
     /// bundle; returns the generation. ValueError (nothing changes) for bad material.
-    fn set_identity(&self, py: Python<'_>, cert_chain_pem: &str, key_pem: &str, trust_bundle_pem: &str) -> PyResult<u64> {
+    fn set_identity(
+        &self,
+        py: Python<'_>,
+        cert_chain_pem: &str,
+        key_pem: &str,
+        trust_bundle_pem: &str,
+    ) -> PyResult<u64> {
         py.detach(|| self.inner.set_identity(cert_chain_pem, key_pem, trust_bundle_pem))
             .map_err(to_py)
     }

@@ -109,7 +109,8 @@ fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, Identity
 
 /// The certificate's one SPIFFE URI SAN and its notAfter (unix seconds).
 pub(crate) fn leaf_facts(der: &CertificateDer<'_>) -> Result<(String, i64), String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("is not an X.509 certificate: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("is not an X.509 certificate: {e}"))?;
     let not_after = cert.validity().not_after.timestamp();
     let san = cert
         .subject_alternative_name()

@@ -120,12 +120,9 @@ impl Inbound {
             }
             return Some(plain(tcp));
         }
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(_)) | Err(_) => {
-                count(&self.stats.handshake_failures);
-                return None;
-            }
+        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await else {
+            count(&self.stats.handshake_failures);
+            return None;
         };
         // The verifier accepted the leaf only with a SPIFFE ID.
         let peer = tls
@@ -173,7 +170,7 @@ impl Peer {
     }
 }
 
-fn sha256_hex(der: &[u8]) -> String {
+pub(crate) fn sha256_hex(der: &[u8]) -> String {
     use std::fmt::Write as _;
     let digest = ring::digest::digest(&ring::digest::SHA256, der);
     digest.as_ref().iter().fold(String::with_capacity(64), |mut s, b| {

@@ -180,7 +180,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         let algs = super::provider().signature_verification_algorithms;
         verify_server_cert_signed_by_trust_anchor(&cert, &id.roots, intermediates, now, algs.all)?;
         let got = spiffe_id(end_entity).map_err(|m| rustls::Error::General(format!("server certificate {m}")))?;
-        if !self.identities.iter().any(|want| *want == got) {
+        if !self.identities.contains(&got) {
             let mismatch = IdentityMismatch {
                 expected: self.identities.clone(),
                 got,
