@@ -521,6 +521,13 @@ def mesh_config(
 # === impl clients ===
 
 
+def fastmesh_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`python -m fastmesh ARGS...` as users run it, in a subprocess; the finished process."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
+    return subprocess.run([PYTHON, "-m", "fastmesh", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
 def curl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Runs curl (silent, fail on no error codes) and returns the finished process."""
     return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, timeout=timeout, check=False)
