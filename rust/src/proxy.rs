@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::header::{CONTENT_LENGTH, EXPECT, HOST, LOCATION};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -37,12 +37,19 @@ pub struct Conn {
     client_ip: HeaderValue,
     /// The verified mTLS caller; `None` on plaintext connections.
     pub peer: Option<Arc<Peer>>,
+    /// `x-forwarded-client-cert` for the requests of a verified mTLS connection.
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl Conn {
     pub fn new(proxy: Proxy, ip: IpAddr, peer: Option<Arc<Peer>>) -> Self {
         let client_ip = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        Conn { proxy, client_ip, peer }
+        Conn {
+            proxy,
+            client_ip,
+            peer,
+            client_cert: None,
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -124,8 +131,11 @@ impl Conn {
                 target.stats.record(parts.status, now - start);
                 Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
             }
-            Err(_) => {
+            Err(e) => {
                 penalize(endpoint, sent);
+                if let Some(mismatch) = e.identity_mismatch() {
+                    return local_text(StatusCode::BAD_GATEWAY, &mismatch.to_string(), &target.stats, start, inflight);
+                }
                 local(StatusCode::BAD_GATEWAY, None, &target.stats, start, inflight)
             }
         }
@@ -151,6 +161,7 @@ impl Conn {
         // first polled, which the client does as it forwards it.
         h.remove(EXPECT);
         headers::set_forwarded(h, &self.client_ip);
+        headers::set_client_cert(h, self.client_cert.as_ref());
         for m in &route.filters.request_headers {
             m.apply(h);
         }
@@ -311,6 +322,24 @@ fn local(
     if let Some((name, value)) = header {
         resp.headers_mut().insert(name, value);
     }
+    stats.record(status, start.elapsed());
+    resp
+}
+
+/// A response the engine makes itself, with a one-line text body.
+fn local_text(
+    status: StatusCode,
+    text: &str,
+    stats: &RouteStats,
+    start: Instant,
+    inflight: InFlight,
+) -> Response<ProxyBody> {
+    let body = bytes::Bytes::from(format!("{text}\n"));
+    let mut resp = Response::new(ProxyBody::text(body.clone(), inflight));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     stats.record(status, start.elapsed());
     resp
 }

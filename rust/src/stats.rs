@@ -10,6 +10,8 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::tls::{TlsStats, TlsStatsDoc};
+
 /// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
 pub const LATENCY_BOUNDS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -96,6 +98,8 @@ pub struct Stats {
     pub connections_active: AtomicU64,
     pub connections_total: AtomicU64,
     pub requests_active: AtomicU64,
+    /// Handshakes and their failures, both directions.
+    pub tls: Arc<TlsStats>,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     unmatched: Arc<RouteStats>,
 }
@@ -110,6 +114,7 @@ impl Default for Stats {
             connections_active: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             requests_active: AtomicU64::new(0),
+            tls: Arc::default(),
             routes: Mutex::new(routes),
             unmatched,
         }
@@ -157,6 +162,7 @@ impl Stats {
                     requests_active: e.requests_active.load(Relaxed),
                 })
                 .collect(),
+            tls: self.tls.doc(),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -172,6 +178,7 @@ struct StatsDoc<'a> {
     latency_bounds_ms: &'a [f64],
     routes: Vec<RouteDoc<'a>>,
     upstream: Vec<UpstreamDoc<'a>>,
+    tls: TlsStatsDoc,
 }
 
 #[derive(Serialize)]
