@@ -53,8 +53,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<Incoming>,
         guard: Option<InFlight>,
-        // A body the engine makes itself (a 403 text), sent once when there is no `inner`.
-        data: Option<Bytes>,
+        // A body the engine wrote itself (an error message), sent once.
+        text: Option<Bytes>,
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
         pooled: Option<Pooled>,
@@ -79,17 +79,7 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: Some(guard),
-            data: None,
-            pooled: None,
-        }
-    }
-
-    /// A body the engine makes itself, in one frame.
-    pub fn full(data: Bytes, guard: InFlight) -> Self {
-        ProxyBody {
-            inner: None,
-            guard: Some(guard),
-            data: (!data.is_empty()).then_some(data),
+            text: None,
             pooled: None,
         }
     }
@@ -106,8 +96,18 @@ impl ProxyBody {
         ProxyBody {
             inner: Some(body),
             guard: Some(guard),
-            data: None,
+            text: None,
             pooled,
+        }
+    }
+
+    /// A short body the engine writes itself.
+    pub fn text(text: Bytes, guard: InFlight) -> Self {
+        ProxyBody {
+            inner: None,
+            guard: Some(guard),
+            text: Some(text),
+            pooled: None,
         }
     }
 
@@ -116,7 +116,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Some(body),
             guard: None,
-            data: None,
+            text: None,
             pooled: None,
         }
     }
@@ -126,7 +126,7 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: None,
-            data: None,
+            text: None,
             pooled: None,
         }
     }
@@ -139,8 +139,8 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let Some(mut inner) = this.inner.as_pin_mut() else {
-            if let Some(data) = this.data.take() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
+            if let Some(text) = this.text.take() {
+                return Poll::Ready(Some(Ok(Frame::data(text))));
             }
             this.guard.take();
             return Poll::Ready(None);
@@ -168,13 +168,13 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.text.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.inner, &self.data) {
-            (Some(inner), _) => inner.size_hint(),
-            (None, data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-        }
+        self.inner.as_ref().map_or_else(
+            || SizeHint::with_exact(self.text.as_ref().map_or(0, |t| t.len() as u64)),
+            Body::size_hint,
+        )
     }
 }

@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::header::{CONTENT_LENGTH, EXPECT, HOST, LOCATION};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -39,6 +40,8 @@ pub struct Conn {
     local: SocketAddr,
     /// The verified mTLS caller; `None` on plaintext connections.
     pub peer: Option<Arc<Peer>>,
+    /// `x-forwarded-client-cert` for the requests of a verified mTLS connection.
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl Conn {
@@ -49,6 +52,7 @@ impl Conn {
             client_ip,
             local,
             peer,
+            client_cert: None,
         }
     }
 
@@ -70,7 +74,7 @@ impl Conn {
         };
         // Before any byte goes upstream; the body is not read, so no `100 Continue` either.
         if let Err(denied) = snapshot.authz.check(self.local, self.peer.as_deref(), &req, host) {
-            return denied.respond(&route.local_stats, start, inflight);
+            return local_body(StatusCode::FORBIDDEN, denied.0, &route.local_stats, start, inflight);
         }
         if let Some(redirect) = &route.filters.redirect {
             let target = RequestTarget {
@@ -135,8 +139,17 @@ impl Conn {
                 target.stats.record(parts.status, now - start);
                 Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
             }
-            Err(_) => {
+            Err(e) => {
                 penalize(endpoint, sent);
+                if let Some(mismatch) = e.identity_mismatch() {
+                    return local_text(
+                        StatusCode::BAD_GATEWAY,
+                        &mismatch.to_string(),
+                        &target.stats,
+                        start,
+                        inflight,
+                    );
+                }
                 local(StatusCode::BAD_GATEWAY, None, &target.stats, start, inflight)
             }
         }
@@ -162,6 +175,7 @@ impl Conn {
         // first polled, which the client does as it forwards it.
         h.remove(EXPECT);
         headers::set_forwarded(h, &self.client_ip);
+        headers::set_client_cert(h, self.client_cert.as_ref());
         for m in &route.filters.request_headers {
             m.apply(h);
         }
@@ -322,6 +336,35 @@ fn local(
     if let Some((name, value)) = header {
         resp.headers_mut().insert(name, value);
     }
+    stats.record(status, start.elapsed());
+    resp
+}
+
+/// A response the engine makes itself, with a one-line text body.
+fn local_text(
+    status: StatusCode,
+    text: &str,
+    stats: &RouteStats,
+    start: Instant,
+    inflight: InFlight,
+) -> Response<ProxyBody> {
+    local_body(status, Bytes::from(format!("{text}\n")), stats, start, inflight)
+}
+
+/// A response the engine makes itself, with a `text/plain` body.
+fn local_body(
+    status: StatusCode,
+    body: Bytes,
+    stats: &RouteStats,
+    start: Instant,
+    inflight: InFlight,
+) -> Response<ProxyBody> {
+    let len = HeaderValue::from(body.len());
+    let mut resp = Response::new(ProxyBody::text(body, inflight));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_LENGTH, len);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     stats.record(status, start.elapsed());
     resp
 }

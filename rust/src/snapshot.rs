@@ -46,7 +46,7 @@ impl Snapshot {
                 let endpoints = b
                     .endpoints
                     .iter()
-                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, &mut used))
+                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, b.tls.as_ref(), &mut used))
                     .collect();
                 Arc::new(Backend::new(name, b.protocol, b.lb, endpoints))
             })

@@ -10,6 +10,8 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::tls::{TlsStats, TlsStatsDoc};
+
 /// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
 pub const LATENCY_BOUNDS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -99,6 +101,8 @@ pub struct Stats {
     pub connections_active: AtomicU64,
     pub connections_total: AtomicU64,
     pub requests_active: AtomicU64,
+    /// Handshakes and their failures, both directions.
+    pub tls: Arc<TlsStats>,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     unmatched: Arc<RouteStats>,
     /// Requests each authorization policy matched, by (policy name, action).
@@ -117,6 +121,7 @@ impl Default for Stats {
             connections_active: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             requests_active: AtomicU64::new(0),
+            tls: Arc::default(),
             routes: Mutex::new(routes),
             unmatched,
             authz: Mutex::default(),
@@ -186,6 +191,7 @@ impl Stats {
                 .filter(|d| d.matched > 0)
                 .collect(),
             authz_denied_no_match: self.authz_denied_no_match.load(Relaxed),
+            tls: self.tls.doc(),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -203,6 +209,7 @@ struct StatsDoc<'a> {
     upstream: Vec<UpstreamDoc<'a>>,
     authz: Vec<AuthzDoc<'a>>,
     authz_denied_no_match: u64,
+    tls: TlsStatsDoc,
 }
 
 #[derive(Serialize)]

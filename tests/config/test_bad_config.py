@@ -247,8 +247,22 @@ CASES = [
          "spec.rules[0].from[0].source.principals[0]", 'only "*", a prefix', label=POLICY),
     Case("policy empty namespace", policy("rules: [{from: [{source: {notNamespaces: ['']}}]}]"),
          "spec.rules[0].from[0].source.notNamespaces[0]", "must not be empty", label=POLICY),
+    # === identity and mTLS (issue 5) ===
+    Case("meshed Service without identity",
+         "apiVersion: v1\nkind: Service\nmetadata: {name: details, annotations: {fastmesh.io/service-account: details}}\n"
+         "spec: {ports: [{port: 9080}]}\n",
+         'metadata.annotations["fastmesh.io/service-account"]',
+         "marks the Service meshed (mTLS to its endpoints), which needs a Proxy with spec.identity",
+         label="Service default/details"),
+    Case("bad service-account annotation",
+         "apiVersion: v1\nkind: Service\nmetadata: {name: details, annotations: {fastmesh.io/service-account: Details_SA}}\n"
+         "spec: {ports: [{port: 9080}]}\n",
+         'metadata.annotations["fastmesh.io/service-account"]', "invalid service account 'Details_SA'",
+         label="Service default/details"),
     # === Proxy (replaces BASE's Proxy: documents 1-3 then this one as document 4) ===
 ]
+
+IDENTITY = "identity: {trustDomain: td.test, serviceAccount: web, ca: {directory: ca}"
 
 PROXY_CASES = [
     Case("duplicate listener port", "listeners: [{name: a, port: 15001}, {name: b, port: 15001}]",
@@ -286,6 +300,23 @@ PROXY_CASES = [
          "spec.authorization.defaultDeny", "must be"),
     Case("external endpoint without port", "externalServices: [{name: billing, endpoints: [billing.internal]}]",
          "spec.externalServices[0].endpoints[0]", "must be host:port such as 10.0.0.7:8080"),
+    # === identity and mTLS (issue 5) ===
+    Case("STRICT listener without identity", "listeners: [{name: inbound, port: 15006, mtls: STRICT}]",
+         "spec.listeners[0].mtls", "STRICT needs spec.identity: mTLS presents a workload certificate"),
+    Case("PERMISSIVE listener without identity", "listeners: [{name: a, port: 15001}, {name: b, port: 15006, mtls: PERMISSIVE}]",
+         "spec.listeners[1].mtls", "PERMISSIVE needs spec.identity"),
+    Case("unknown mtls mode", "listeners: [{name: inbound, port: 15006, mtls: MUTUAL}]",
+         "spec.listeners[0].mtls", "must be 'DISABLE', 'PERMISSIVE' or 'STRICT' (got 'MUTUAL')"),
+    Case("bad trust domain", "identity: {trustDomain: Cluster.Local, serviceAccount: web, ca: {directory: ca}}",
+         "spec.identity.trustDomain", "invalid trust domain 'Cluster.Local'"),
+    Case("bad service account", "identity: {trustDomain: td.test, serviceAccount: web_1, ca: {directory: ca}}",
+         "spec.identity.serviceAccount", "invalid service account 'web_1'"),
+    Case("identity without ca", "identity: {trustDomain: td.test, serviceAccount: web}",
+         "spec.identity.ca", "required field is missing"),
+    Case("cert TTL of zero", IDENTITY + ", certTTL: 0s}", "spec.identity.certTTL", "must be at least 1s"),
+    Case("cert TTL not a duration", IDENTITY + ", certTTL: 1d}", "spec.identity.certTTL",
+         "must be a duration such as 10s, 500ms or 1h30m (got '1d')"),
+    Case("certTTL misspelled", IDENTITY + ", certTtl: 1h}", "spec.identity.certTtl", "unknown field"),
 ]
 
 

@@ -15,12 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
-use tokio::time::Instant;
+use http::Request;
 
-use crate::body::{InFlight, ProxyBody};
-use crate::stats::{RouteStats, Stats};
+use crate::stats::Stats;
 use crate::tls::Peer;
 
 pub mod matcher;
@@ -157,24 +154,10 @@ impl Listeners {
     }
 }
 
-/// A denied request: the 403 body.
+/// A denied request: the 403 body (`proxy.rs` answers it before reading the request body, so
+/// hyper sends no `100 Continue`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied(pub Bytes);
-
-impl Denied {
-    /// The 403 the engine answers, counted on `stats` like its other local responses. The
-    /// request body is never read, so hyper sends no `100 Continue`.
-    pub fn respond(self, stats: &RouteStats, start: Instant, inflight: InFlight) -> Response<ProxyBody> {
-        let len = HeaderValue::from(self.0.len());
-        let mut resp = Response::new(ProxyBody::full(self.0, inflight));
-        *resp.status_mut() = StatusCode::FORBIDDEN;
-        resp.headers_mut().insert(CONTENT_LENGTH, len);
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        stats.record(StatusCode::FORBIDDEN, start.elapsed());
-        resp
-    }
-}
 
 #[cfg(test)]
 mod tests;

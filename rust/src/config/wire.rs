@@ -27,6 +27,26 @@ pub(super) struct RawListener {
     /// Absent: every request is allowed.
     #[serde(default)]
     pub(super) authorization: Option<RawAuthorization>,
+    #[serde(default)]
+    pub(super) tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListenerTls {
+    /// "DISABLE" (default) | "PERMISSIVE" | "STRICT".
+    #[serde(default)]
+    pub(super) mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackendTls {
+    /// SPIFFE IDs the server may present.
+    pub(super) identities: Vec<String>,
+    /// SNI; default: the endpoint's host.
+    #[serde(default)]
+    pub(super) server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +151,8 @@ pub(super) struct RawBackend {
     pub(super) lb: LbKind,
     #[serde(default)]
     pub(super) endpoints: Vec<String>,
+    #[serde(default)]
+    pub(super) tls: Option<RawBackendTls>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -41,6 +41,12 @@ def check_proxy(ctx: Context, doc: Document) -> None:
         ctx.report(doc, ("spec", "admin", "address"), f"{spec.admin.address} is already used by {clash}")
     if parse_duration(spec.pool.connect_timeout) == 0:
         ctx.report(doc, ("spec", "pool", "connectTimeout"), "must be longer than 0s")
+    for i, listener in enumerate(spec.listeners):
+        if listener.mtls != "DISABLE" and spec.identity is None:
+            ctx.report(doc, ("spec", "listeners", i, "mtls"),
+                       f"{listener.mtls} needs spec.identity: mTLS presents a workload certificate")
+    if spec.identity is not None and parse_duration(spec.identity.cert_ttl) < 1:
+        ctx.report(doc, ("spec", "identity", "certTTL"), "must be at least 1s")
     for i, first in duplicates(external.name for external in spec.external_services):
         name = spec.external_services[i].name
         message = f"duplicate external service {name!r} (externalServices[{first}] has it)"

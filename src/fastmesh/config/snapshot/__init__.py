@@ -13,16 +13,18 @@ from fastmesh.config.model.proxy import ListenerSpec
 from fastmesh.config.model.types import parse_duration
 
 
-def _listener(cfg: MeshConfig, listener: ListenerSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": listener.name, "address": listener.socket_address}
-    authorization = compile_authorization(cfg, listener)
-    if authorization is not None:
-        out["authorization"] = authorization
-    return out
-
-
 def _ms(duration: str) -> int:
     return round(parse_duration(duration) * 1000)
+
+
+def _listener(cfg: MeshConfig, listener: ListenerSpec) -> dict[str, Any]:
+    compiled: dict[str, Any] = {"name": listener.name, "address": listener.socket_address}
+    if listener.mtls != "DISABLE":  # absent means DISABLE (docs/engine-snapshot.md)
+        compiled["tls"] = {"mode": listener.mtls}
+    authorization = compile_authorization(cfg, listener)
+    if authorization is not None:
+        compiled["authorization"] = authorization
+    return compiled
 
 
 @without_gc
