@@ -36,26 +36,38 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// Handshake signatures, checked by the provider (both verifiers delegate here).
-pub(crate) fn verify_tls12(
-    message: &[u8],
-    cert: &rustls_pki_types::CertificateDer<'_>,
-    dss: &rustls::DigitallySignedStruct,
-) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
-}
+/// The signature methods `ClientCertVerifier` and `ServerCertVerifier` share: handshake
+/// signatures are checked by the provider's algorithms.
+macro_rules! provider_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algs = $crate::tls::provider().signature_verification_algorithms;
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+        }
 
-pub(crate) fn verify_tls13(
-    message: &[u8],
-    cert: &rustls_pki_types::CertificateDer<'_>,
-    dss: &rustls::DigitallySignedStruct,
-) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
-}
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algs = $crate::tls::provider().signature_verification_algorithms;
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+        }
 
-pub(crate) fn verify_schemes() -> Vec<rustls::SignatureScheme> {
-    provider().signature_verification_algorithms.supported_schemes()
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            $crate::tls::provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
 }
+pub(crate) use provider_signatures;
 
 /// TLS counters (stats JSON `"tls"`), cumulative since the engine started.
 #[derive(Debug, Default)]
