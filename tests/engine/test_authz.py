@@ -108,9 +108,14 @@ class Mesh:
     ca: CA
     pem_dir: Path
     ports: dict[str, int]
+    applied: str = ""
 
-    def config(self, policies: list[dict[str, Any]], default_deny: bool = False) -> str:
-        return config(self.ca.directory, self.upstream.address, self.recorder.address, self.ports, policies, default_deny)
+    def apply(self, policies: list[dict[str, Any]], default_deny: bool = False) -> None:
+        """Reloads the proxy with `policies` (an unchanged file is not reloaded by the proxy)."""
+        text = config(self.ca.directory, self.upstream.address, self.recorder.address, self.ports, policies, default_deny)
+        if text != self.applied:
+            self.proxy.reload(text)
+            self.applied = text
 
     def requests_seen(self) -> int:
         count: int = self.upstream.stats()["requests"]
@@ -162,7 +167,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     text = config(ca.directory, upstream.address, recorder.address, ports, [], False)
     proxy = Proxy.start(text, tmp, listeners=("outbound",))
     try:
-        yield Mesh(proxy, upstream, recorder, ca, tmp / "pem", ports)
+        yield Mesh(proxy, upstream, recorder, ca, tmp / "pem", ports, applied=text)
     finally:
         proxy.terminate()
         upstream.stop()
@@ -263,7 +268,7 @@ def send(mesh: Mesh, req: Req) -> httpx.Response:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_authorization_matrix(mesh: Mesh, case: Case) -> None:
-    mesh.proxy.reload(mesh.config(case.policies, case.default_deny))
+    mesh.apply(case.policies, case.default_deny)
     for req in case.requests:
         before = mesh.requests_seen()
         response = send(mesh, req)
@@ -271,7 +276,8 @@ def test_authorization_matrix(mesh: Mesh, case: Case) -> None:
         where = f"{req.method} {req.path} host={req.host} on {req.listener} from {req.caller or 'plaintext'}"
         if req.expect == 200:
             assert response.status_code == 200, f"{where}: {response.status_code} {response.text!r}"
-            assert response.json()["upstream"] == "web"
+            if req.method != "HEAD":
+                assert response.json()["upstream"] == "web"
             assert after == before + 1, f"{where}: the upstream did not get the request"
         else:
             assert response.status_code == 403, f"{where}: {response.status_code} {response.text!r}"
@@ -281,17 +287,17 @@ def test_authorization_matrix(mesh: Mesh, case: Case) -> None:
 
 
 def test_ports_are_the_listener_port(mesh: Mesh) -> None:
-    mesh.proxy.reload(mesh.config([port_policy(mesh, "in1", negate=False)]))
+    mesh.apply([port_policy(mesh, "in1", negate=False)])
     assert send(mesh, Req(200, listener="in1")).status_code == 200
     denied = send(mesh, Req(NO_MATCH, listener="in2"))
     assert (denied.status_code, denied.text) == (403, NO_MATCH)
-    mesh.proxy.reload(mesh.config([port_policy(mesh, "in1", negate=True)]))
+    mesh.apply([port_policy(mesh, "in1", negate=True)])
     assert send(mesh, Req(NO_MATCH, listener="in1")).status_code == 403
     assert send(mesh, Req(200, listener="in2")).status_code == 200
 
 
 def test_outbound_listener_enforces_nothing(mesh: Mesh) -> None:
-    mesh.proxy.reload(mesh.config([policy("deny-all", "DENY", [{}])], default_deny=True))
+    mesh.apply([policy("deny-all", "DENY", [{}])], default_deny=True)
     assert send(mesh, Req(denied_by("deny-all"))).status_code == 403
     with httpx.Client(timeout=10) as client:
         response = client.get(mesh.proxy.url + "/", headers={"host": "web"})
@@ -299,7 +305,7 @@ def test_outbound_listener_enforces_nothing(mesh: Mesh) -> None:
 
 
 def test_http2_request_is_denied_with_the_body(mesh: Mesh) -> None:
-    mesh.proxy.reload(mesh.config([policy("deny-admin", "DENY", [to(paths=["/admin"])])]))
+    mesh.apply([policy("deny-admin", "DENY", [to(paths=["/admin"])])])
     before = mesh.requests_seen()
     with httpx.Client(http1=False, http2=True, timeout=10) as client:
         denied = client.get(f"http://127.0.0.1:{mesh.ports['in1']}/admin", headers={"host": "web"})
@@ -314,7 +320,7 @@ def test_denied_upload_with_expect_continue_never_reaches_upstream(mesh: Mesh) -
     """A POST with a body and `Expect: 100-continue` on a raw socket: the 403 comes without a
     `100 Continue`, and the upstream (a raw recorder) receives no connection and no byte. The same
     request to an allowed path gets its `100 Continue` and reaches the recorder: the check can fail."""
-    mesh.proxy.reload(mesh.config([policy("no-uploads", "DENY", [to(paths=["/upload-denied"])])]))
+    mesh.apply([policy("no-uploads", "DENY", [to(paths=["/upload-denied"])])])
     body = b"x" * 4096
 
     def head(path: str) -> bytes:
@@ -352,7 +358,7 @@ def test_decisions_are_counted_by_policy_in_stats_and_metrics(mesh: Mesh) -> Non
         policy("deny-secret", "DENY", [to(paths=["/secret"])]),
         policy("audit-all", "AUDIT", [{}]),
     ]
-    mesh.proxy.reload(mesh.config(policies))
+    mesh.apply(policies)
 
     def counts() -> tuple[dict[tuple[str, str], int], int]:
         stats = mesh.proxy.stats()
