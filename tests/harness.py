@@ -406,6 +406,7 @@ def service(
     lb: str | None = None,
     namespace: str = "default",
     ready: bool = True,
+    service_account: str | None = None,
 ) -> list[dict[str, Any]]:
     """A Service with one port ("http") plus one EndpointSlice per endpoint "ip:port".
 
@@ -415,8 +416,13 @@ def service(
     if h2c:
         port_spec["appProtocol"] = H2C
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    annotations: dict[str, str] = {}
     if lb:
-        metadata["annotations"] = {"fastmesh.io/load-balancer": lb}
+        annotations["fastmesh.io/load-balancer"] = lb
+    if service_account:  # meshed: its endpoints are proxies serving mTLS as this account
+        annotations["fastmesh.io/service-account"] = service_account
+    if annotations:
+        metadata["annotations"] = annotations
     docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": {"ports": [port_spec]}}]
     for index, endpoint in enumerate(endpoints):
         ip, ep_port = endpoint.rsplit(":", 1)
@@ -519,6 +525,13 @@ def mesh_config(
 
 
 # === impl clients ===
+
+
+def fastmesh_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`python -m fastmesh ARGS...` as users run it, in a subprocess; the finished process."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
+    return subprocess.run([PYTHON, "-m", "fastmesh", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
 
 
 def curl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

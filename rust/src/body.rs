@@ -53,6 +53,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<Incoming>,
         guard: Option<InFlight>,
+        // A body the engine wrote itself (an error message), sent once.
+        text: Option<Bytes>,
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
         pooled: Option<Pooled>,
@@ -77,6 +79,7 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: Some(guard),
+            text: None,
             pooled: None,
         }
     }
@@ -93,7 +96,18 @@ impl ProxyBody {
         ProxyBody {
             inner: Some(body),
             guard: Some(guard),
+            text: None,
             pooled,
+        }
+    }
+
+    /// A short body the engine writes itself.
+    pub fn text(text: Bytes, guard: InFlight) -> Self {
+        ProxyBody {
+            inner: None,
+            guard: Some(guard),
+            text: Some(text),
+            pooled: None,
         }
     }
 
@@ -102,6 +116,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Some(body),
             guard: None,
+            text: None,
             pooled: None,
         }
     }
@@ -111,6 +126,7 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             guard: None,
+            text: None,
             pooled: None,
         }
     }
@@ -123,6 +139,9 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let Some(mut inner) = this.inner.as_pin_mut() else {
+            if let Some(text) = this.text.take() {
+                return Poll::Ready(Some(Ok(Frame::data(text))));
+            }
             this.guard.take();
             return Poll::Ready(None);
         };
@@ -149,12 +168,13 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.text.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.inner.as_ref().map_or_else(
+            || SizeHint::with_exact(self.text.as_ref().map_or(0, |t| t.len() as u64)),
+            Body::size_hint,
+        )
     }
 }

@@ -11,16 +11,19 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+use crate::authz::AuthorizationConfig;
 use crate::error::ConfigError;
 use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
+use crate::tls::{TlsMode, UpstreamTls};
 
+mod authz;
 mod wire;
 
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
-    PathModifierType, PathType, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier, RawPool,
-    RawRoute, RawSnapshot, ValueType,
+    PathModifierType, PathType, RawBackendTls, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier,
+    RawPool, RawRoute, RawSnapshot, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -38,10 +41,14 @@ pub struct Config {
     pub vhosts: Vec<VhostConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
+    /// `None`: every request is allowed.
+    pub authorization: Option<AuthorizationConfig>,
+    /// What the listener accepts: plaintext, mTLS or both.
+    pub tls: TlsMode,
 }
 
 /// Upstream connection pool settings (one per snapshot, shared by every endpoint).
@@ -59,6 +66,8 @@ pub struct BackendConfig {
     pub lb: LbKind,
     /// `host:port` strings, validated to carry a port.
     pub endpoints: Vec<String>,
+    /// Originate mTLS to the endpoints.
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug)]
@@ -88,7 +97,17 @@ pub struct WeightedRef {
 
 /// Parses and validates a snapshot.
 pub fn parse(json: &str) -> Result<Config, ConfigError> {
-    let raw: RawSnapshot = serde_json::from_str(json)?;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let raw: RawSnapshot = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || inner.is_syntax() || inner.is_eof() {
+            ConfigError::Json(inner)
+        } else {
+            ConfigError::invalid(path, inner.to_string())
+        }
+    })?;
+    de.end()?;
     compile(raw)
 }
 
@@ -111,11 +130,24 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
         for (j, e) in b.endpoints.iter().enumerate() {
             check_endpoint(e).map_err(|m| ConfigError::invalid(format!("{field}.endpoints[{j}]"), m))?;
         }
+        let tls = match b.tls {
+            None => None,
+            Some(t) => {
+                let tls = backend_tls(t, &format!("{field}.tls"))?;
+                for (j, e) in b.endpoints.iter().enumerate() {
+                    crate::tls::outbound::server_name(&tls, e).map_err(|m| {
+                        ConfigError::invalid(format!("{field}.endpoints[{j}]"), format!("no TLS server name: {m}"))
+                    })?;
+                }
+                Some(tls)
+            }
+        };
         backends.push(BackendConfig {
             name: b.name,
             protocol: b.protocol,
             lb: b.lb,
             endpoints: b.endpoints,
+            tls,
         });
     }
     let mut seen_domains = HashMap::new();
@@ -182,9 +214,59 @@ fn listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerConfig>, ConfigError> 
                 format!("{address} is used by two listeners"),
             ));
         }
-        out.push(ListenerConfig { name: l.name, address });
+        let authorization = match l.authorization {
+            None => None,
+            Some(a) => Some(authz::authorization(a, &format!("{field}.authorization"))?),
+        };
+        let tls = match l.tls.and_then(|t| t.mode) {
+            None => TlsMode::Disable,
+            Some(m) => TlsMode::parse(&m).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{field}.tls.mode"),
+                    format!("{m:?} is not one of \"DISABLE\", \"PERMISSIVE\", \"STRICT\""),
+                )
+            })?,
+        };
+        out.push(ListenerConfig {
+            name: l.name,
+            address,
+            authorization,
+            tls,
+        });
     }
     Ok(out)
+}
+
+fn backend_tls(raw: RawBackendTls, field: &str) -> Result<UpstreamTls, ConfigError> {
+    if raw.identities.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{field}.identities"),
+            "must name at least one SPIFFE ID",
+        ));
+    }
+    for (i, id) in raw.identities.iter().enumerate() {
+        let domain = id
+            .strip_prefix("spiffe://")
+            .map(|rest| rest.split('/').next().unwrap_or(""));
+        if domain.is_none_or(str::is_empty) {
+            return Err(ConfigError::invalid(
+                format!("{field}.identities[{i}]"),
+                format!("{id:?} is not a SPIFFE ID (spiffe://<trust domain>/<path>)"),
+            ));
+        }
+    }
+    if let Some(name) = &raw.server_name {
+        if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+            return Err(ConfigError::invalid(
+                format!("{field}.server_name"),
+                format!("{name:?} is not a DNS name or IP address"),
+            ));
+        }
+    }
+    Ok(UpstreamTls {
+        identities: raw.identities,
+        server_name: raw.server_name,
+    })
 }
 
 fn pool(raw: &RawPool) -> Result<PoolConfig, ConfigError> {

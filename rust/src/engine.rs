@@ -12,12 +12,13 @@ use tokio::runtime::{Handle, Runtime};
 
 use crate::config::{self, ListenerConfig};
 use crate::drain::Drain;
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::listener::{self, Listener, Server};
 use crate::pool::Upstreams;
 use crate::proxy::Proxy;
 use crate::snapshot::Snapshot;
 use crate::stats::Stats;
+use crate::tls::{Identity, IdentityStore, Inbound, TlsMode};
 
 pub struct Engine {
     /// The runtime's threads carry every request.
@@ -26,6 +27,8 @@ pub struct Engine {
     upstreams: Upstreams,
     drain: Arc<Drain>,
     server: Arc<Server>,
+    /// The workload certificate, key and trust bundle every handshake reads.
+    identity: Arc<IdentityStore>,
     /// Live listeners; the lock also serializes `apply`.
     listeners: Mutex<Vec<Listener>>,
 }
@@ -117,13 +120,17 @@ impl Engine {
             stats: Arc::new(Stats::default()),
         };
         let drain = Arc::new(Drain::default());
-        let server = Arc::new(Server::new(proxy.clone(), drain.clone()));
+        let identity = Arc::new(IdentityStore::default());
+        let tls_stats = proxy.stats.tls.clone();
+        let inbound = Inbound::new(identity.clone(), tls_stats.clone());
+        let server = Arc::new(Server::new(proxy.clone(), drain.clone(), inbound));
         Ok(Engine {
             rt,
             proxy,
-            upstreams: Upstreams::default(),
+            upstreams: Upstreams::new(identity.clone(), tls_stats),
             drain,
             server,
+            identity,
             listeners: Mutex::new(Vec::new()),
         })
     }
@@ -136,6 +143,10 @@ impl Engine {
     /// it dropped. On error nothing changes. Returns the new version.
     pub fn apply(&self, json: &str) -> Result<u64, Error> {
         let cfg = config::parse(json)?;
+        if self.identity.current().is_none() {
+            needs_no_identity(&cfg)?;
+        }
+        let modes: Vec<TlsMode> = cfg.listeners.iter().map(|l| l.tls).collect();
         let mut live = self.listeners.lock();
         let version = cfg.version.unwrap_or_else(|| self.version() + 1);
         let rt = self.rt().enter();
@@ -146,17 +157,28 @@ impl Engine {
                 return Err(err);
             }
         };
-        let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams);
+        let bound: Vec<SocketAddr> = slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Keep(l, _) => l.local,
+                Slot::Bind(_, _, (_, local)) => *local,
+            })
+            .collect();
+        let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams, &bound);
         self.proxy.snapshot.store(Arc::new(compiled.snapshot));
         self.upstreams.retain(&compiled.endpoints);
         *live = slots
             .into_iter()
-            .map(|slot| match slot {
+            .zip(modes)
+            .map(|(slot, mode)| match slot {
                 Slot::Keep(mut l, name) => {
                     l.name = name;
+                    l.set_tls(mode);
                     l
                 }
-                Slot::Bind(name, configured, bound) => listener::start(name, configured, bound, self.server.clone()),
+                Slot::Bind(name, configured, bound) => {
+                    listener::start(name, configured, bound, self.server.clone(), mode)
+                }
             })
             .collect();
         drop(rt);
@@ -203,6 +225,18 @@ impl Engine {
         self.rt().block_on(self.drain.drain(timeout))
     }
 
+    /// Swaps in the workload's certificate chain, key and trust bundle; new handshakes (both
+    /// directions) use them at once, established connections are untouched. Returns the
+    /// generation (1, 2, ...).
+    pub fn set_identity(&self, cert_chain_pem: &str, key_pem: &str, trust_bundle_pem: &str) -> Result<u64, Error> {
+        Ok(self.identity.set(cert_chain_pem, key_pem, trust_bundle_pem)?)
+    }
+
+    /// The current identity (no key), if one was set.
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.identity.current()
+    }
+
     pub fn version(&self) -> u64 {
         self.proxy.snapshot.load().version
     }
@@ -213,6 +247,24 @@ impl Engine {
             .requests_active
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// Before `set_identity` no listener may need TLS and no backend may originate it.
+fn needs_no_identity(cfg: &config::Config) -> Result<(), Error> {
+    const HINT: &str = "needs a workload identity: call Engine.set_identity first";
+    if let Some((i, l)) = cfg
+        .listeners
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.tls != TlsMode::Disable)
+    {
+        let message = format!("{} {HINT}", l.tls.as_str());
+        return Err(ConfigError::invalid(format!("listeners[{i}].tls.mode"), message).into());
+    }
+    if let Some(i) = cfg.backends.iter().position(|b| b.tls.is_some()) {
+        return Err(ConfigError::invalid(format!("backends[{i}].tls"), format!("mTLS {HINT}")).into());
+    }
+    Ok(())
 }
 
 /// Matches the wanted listeners with the live ones (same name and address, then same address

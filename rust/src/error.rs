@@ -38,4 +38,6 @@ pub enum Error {
     Runtime(#[source] io::Error),
     #[error("invalid argument: {0}")]
     Argument(String),
+    #[error(transparent)]
+    Identity(#[from] crate::tls::IdentityError),
 }

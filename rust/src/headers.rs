@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -131,6 +132,19 @@ pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if let Entry::Vacant(e) = headers.entry(X_REQUEST_ID.clone()) {
         e.insert(request_id());
+    }
+}
+
+/// `x-forwarded-client-cert` is the engine's to set: whatever the client sent is removed, and
+/// a verified mTLS connection's value (`tls::Peer::xfcc`) is set.
+pub fn set_client_cert(headers: &mut HeaderMap, xfcc: Option<&HeaderValue>) {
+    match xfcc {
+        Some(v) => {
+            headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_CLIENT_CERT);
+        }
     }
 }
 

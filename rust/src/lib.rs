@@ -7,6 +7,7 @@
 #[allow(unsafe_code)]
 #[cfg_attr(not(feature = "python"), allow(dead_code))]
 mod alloc;
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod config;

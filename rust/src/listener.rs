@@ -1,10 +1,11 @@
 //! Downstream listeners: bind, accept, and serve HTTP/1.1 and HTTP/2 prior knowledge on the
-//! same port (hyper-util's `auto` builder reads the first bytes for the HTTP/2 preface).
+//! same port (hyper-util's `auto` builder reads the first bytes for the HTTP/2 preface). A
+//! listener's TLS mode (`tls::inbound`) decides, per connection, plaintext or mTLS first.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::drain::Drain;
 use crate::proxy::{Conn, Proxy};
+use crate::tls::inbound::Accepted;
+use crate::tls::{Inbound, Stream, TlsMode};
 
 /// Accept backlog.
 const BACKLOG: u32 = 1024;
@@ -26,20 +29,52 @@ pub struct Server {
     builder: auto::Builder<TokioExecutor>,
     proxy: Proxy,
     drain: Arc<Drain>,
+    inbound: Inbound,
 }
 
 impl Server {
-    pub fn new(proxy: Proxy, drain: Arc<Drain>) -> Self {
+    pub fn new(proxy: Proxy, drain: Arc<Drain>, inbound: Inbound) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // No per-request header timer: a mesh proxy's peers are local services.
         builder.http1().header_read_timeout(None).timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
-        Server { builder, proxy, drain }
+        Server {
+            builder,
+            proxy,
+            drain,
+            inbound,
+        }
     }
 
-    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+    /// A connection accepted by the listener bound on `local`.
+    fn accept(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, local: SocketAddr, mode: TlsMode) {
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(self.proxy.clone(), peer.ip(), None));
+        if mode == TlsMode::Disable {
+            let plain = Accepted {
+                stream: Stream::Plain(stream),
+                peer: None,
+            };
+            return self.serve(plain, peer, local);
+        }
+        // The first byte and the handshake are awaited in the connection's own task.
+        let server = self.clone();
+        tokio::spawn(async move {
+            if let Some(accepted) = server.inbound.accept(stream, mode).await {
+                server.serve(accepted, peer, local);
+            }
+        });
+    }
+
+    fn serve(&self, accepted: Accepted, peer: SocketAddr, local: SocketAddr) {
+        let Accepted { stream, peer: caller } = accepted;
+        let mut conn = Conn::new(
+            self.proxy.clone(),
+            peer.ip(),
+            local,
+            caller.as_ref().map(|(p, _)| p.clone()),
+        );
+        conn.client_cert = caller.map(|(_, xfcc)| xfcc);
+        let conn = Arc::new(conn);
         let service = service_fn(move |req| {
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(conn.handle(req).await) }
@@ -68,11 +103,18 @@ pub struct Listener {
     /// The address from the snapshot (port 0 stays 0 here).
     pub configured: SocketAddr,
     pub local: SocketAddr,
+    /// `TlsMode` as a byte: read per accepted connection, changed by a snapshot in place.
+    mode: Arc<AtomicU8>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Listener {
+    /// Connections accepted from now on follow `mode`; established ones keep theirs.
+    pub fn set_tls(&self, mode: TlsMode) {
+        self.mode.store(mode.to_u8(), Relaxed);
+    }
+
     /// Stops accepting and resolves once the socket is closed.
     pub async fn close(self) {
         drop(self.stop);
@@ -97,16 +139,24 @@ pub fn bind(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
 }
 
 /// Spawns the accept loop of a bound socket; must run inside the engine's runtime.
-pub fn start(name: String, configured: SocketAddr, bound: (TcpListener, SocketAddr), server: Arc<Server>) -> Listener {
+pub fn start(
+    name: String,
+    configured: SocketAddr,
+    bound: (TcpListener, SocketAddr),
+    server: Arc<Server>,
+    tls: TlsMode,
+) -> Listener {
     let (listener, local) = bound;
     let (stop, mut stopped) = oneshot::channel::<()>();
+    let mode = Arc::new(AtomicU8::new(tls.to_u8()));
+    let current = mode.clone();
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 biased;
                 _ = &mut stopped => break,
                 res = listener.accept() => match res {
-                    Ok((stream, peer)) => server.serve(stream, peer),
+                    Ok((stream, peer)) => server.accept(stream, peer, local, TlsMode::from_u8(current.load(Relaxed))),
                     // Out of file descriptors and the like: back off instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 },
@@ -117,6 +167,7 @@ pub fn start(name: String, configured: SocketAddr, bound: (TcpListener, SocketAd
         name,
         configured,
         local,
+        mode,
         stop,
         task,
     }

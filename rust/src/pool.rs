@@ -34,16 +34,20 @@ use crate::balance::{p2c::PeakEwma, Endpoint};
 use crate::body::ProxyBody;
 use crate::config::{PoolConfig, Protocol};
 use crate::stats::EndpointStats;
+use crate::tls::outbound::{clone_connect_error, TlsConnect};
+use crate::tls::{IdentityMismatch, IdentityStore, Stream, TlsStats, UpstreamTls};
 
 // === impl Connector ===
 
 /// Connects to one endpoint whatever the request URI says: the URI carries the request's
-/// authority (so `Host`/`:authority` survive), the endpoint is fixed.
+/// authority (so `Host`/`:authority` survive), the endpoint is fixed. With `tls`, the TLS
+/// handshake (within its own `timeout`) is part of connecting.
 #[derive(Clone)]
 pub struct Connector {
     addr: Arc<str>,
     timeout: Duration,
     stats: Arc<EndpointStats>,
+    tls: Option<Arc<TlsConnect>>,
 }
 
 impl Connector {
@@ -59,15 +63,27 @@ impl Connector {
             }
         };
         stream.set_nodelay(true)?;
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => match tokio::time::timeout(self.timeout, tls.handshake(stream)).await {
+                Ok(res) => res?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("TLS handshake with {addr} timed out"),
+                    ));
+                }
+            },
+        };
         Ok(CountedIo::new(stream, self.stats.clone()))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A TCP connection counted in its endpoint's `connections_open` while it is open.
+    /// A connection counted in its endpoint's `connections_open` while it is open.
     pub struct CountedIo {
         #[pin]
-        io: TokioIo<TcpStream>,
+        io: TokioIo<Stream>,
         stats: Arc<EndpointStats>,
     }
 
@@ -79,7 +95,7 @@ pin_project_lite::pin_project! {
 }
 
 impl CountedIo {
-    fn new(stream: TcpStream, stats: Arc<EndpointStats>) -> Self {
+    fn new(stream: Stream, stats: Arc<EndpointStats>) -> Self {
         stats.connections_open.fetch_add(1, Relaxed);
         CountedIo {
             io: TokioIo::new(stream),
@@ -139,6 +155,14 @@ impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Connect(_))
     }
+
+    /// The upstream presented another workload's certificate.
+    pub fn identity_mismatch(&self) -> Option<&IdentityMismatch> {
+        match self {
+            UpstreamError::Connect(e) => IdentityMismatch::of(e),
+            UpstreamError::Http(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -190,7 +214,7 @@ struct HostPool {
 }
 
 /// A waiter's answer: the connection and its number, or why it could not be made.
-type H2Ready = Result<(http2::SendRequest<ProxyBody>, u64), String>;
+type H2Ready = Result<(http2::SendRequest<ProxyBody>, u64), io::Error>;
 
 enum H2Slot {
     None,
@@ -365,7 +389,7 @@ impl UpstreamClient {
         };
         match waiting.await {
             Ok(Ok(ready)) => Ok(ready),
-            Ok(Err(msg)) => Err(UpstreamError::Connect(io::Error::other(msg))),
+            Ok(Err(e)) => Err(UpstreamError::Connect(e)),
             Err(_) => Err(UpstreamError::Connect(io::Error::other(
                 "HTTP/2 connection attempt abandoned",
             ))),
@@ -410,16 +434,16 @@ impl Shared {
 
     async fn connect_h2(self: Arc<Self>, authority: Authority) {
         let made = async {
-            let io = self.connector.connect().await.map_err(|e| e.to_string())?;
+            let io = self.connector.connect().await?;
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(io::Error::other)?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            Ok::<_, String>(sender)
+            Ok::<_, io::Error>(sender)
         }
         .await;
         let mut state = self.state.lock();
@@ -449,9 +473,9 @@ impl Shared {
                 };
                 self.ensure_reaper(&mut state);
             }
-            Err(msg) => {
+            Err(e) => {
                 for w in waiters {
-                    let _ = w.send(Err(msg.clone()));
+                    let _ = w.send(Err(clone_connect_error(&e)));
                 }
                 // Clears the authority's empty entry later.
                 self.ensure_reaper(&mut state);
@@ -534,6 +558,8 @@ pub struct EndpointKey {
     addr: Arc<str>,
     protocol: Protocol,
     pool: PoolConfig,
+    /// TLS and plaintext connections to one address never share a pool.
+    tls: Option<UpstreamTls>,
 }
 
 /// Every endpoint the current snapshot uses, so a new snapshot reuses the pools (and load
@@ -541,17 +567,29 @@ pub struct EndpointKey {
 #[derive(Default)]
 pub struct Upstreams {
     endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
+    /// What TLS endpoints present and trust.
+    identity: Arc<IdentityStore>,
+    tls_stats: Arc<TlsStats>,
 }
 
 impl Upstreams {
+    pub fn new(identity: Arc<IdentityStore>, tls_stats: Arc<TlsStats>) -> Self {
+        Upstreams {
+            endpoints: Mutex::default(),
+            identity,
+            tls_stats,
+        }
+    }
+
     /// The endpoint `addr` of `backend`, created unless the registry has it with the same
-    /// protocol and pool settings. `used` collects the keys a snapshot being compiled uses.
+    /// protocol, pool and TLS settings. `used` collects the keys a snapshot being compiled uses.
     pub fn endpoint(
         &self,
         backend: &Arc<str>,
         addr: &str,
         protocol: Protocol,
         pool: PoolConfig,
+        tls: Option<&UpstreamTls>,
         used: &mut HashSet<EndpointKey>,
     ) -> Arc<Endpoint> {
         let key = EndpointKey {
@@ -559,16 +597,24 @@ impl Upstreams {
             addr: Arc::from(addr),
             protocol,
             pool,
+            tls: tls.cloned(),
         };
         let mut endpoints = self.endpoints.lock();
         let ep = endpoints
             .entry(key.clone())
             .or_insert_with(|| {
                 let stats = Arc::new(EndpointStats::new(backend.clone(), key.addr.clone()));
+                let tls = tls.map(|tls| {
+                    let http2 = protocol == Protocol::H2c;
+                    let connect = TlsConnect::new(tls, addr, http2, self.identity.clone(), self.tls_stats.clone())
+                        .expect("config validated the server name");
+                    Arc::new(connect)
+                });
                 let connector = Connector {
                     addr: key.addr.clone(),
                     timeout: pool.connect_timeout,
                     stats: stats.clone(),
+                    tls,
                 };
                 Arc::new(Endpoint {
                     addr: key.addr.clone(),

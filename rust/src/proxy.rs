@@ -1,11 +1,12 @@
 //! The request path: load the snapshot once, pick the virtual host and the first matching
 //! route, apply its filters, pick a backend and an endpoint, forward, and stream both bodies.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::header::{CONTENT_LENGTH, HOST, LOCATION};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -35,14 +36,24 @@ pub struct Conn {
     proxy: Proxy,
     /// The peer's IP, rendered once for `x-forwarded-for`.
     client_ip: HeaderValue,
+    /// The bound address of the listener the connection came through (authorization's port).
+    local: SocketAddr,
     /// The verified mTLS caller; `None` on plaintext connections.
     pub peer: Option<Arc<Peer>>,
+    /// `x-forwarded-client-cert` for the requests of a verified mTLS connection.
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl Conn {
-    pub fn new(proxy: Proxy, ip: IpAddr, peer: Option<Arc<Peer>>) -> Self {
+    pub fn new(proxy: Proxy, ip: IpAddr, local: SocketAddr, peer: Option<Arc<Peer>>) -> Self {
         let client_ip = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        Conn { proxy, client_ip, peer }
+        Conn {
+            proxy,
+            client_ip,
+            local,
+            peer,
+            client_cert: None,
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -61,6 +72,10 @@ impl Conn {
         let Some(route) = vhost.route(req.method(), path, query, req.headers()) else {
             return local(StatusCode::NOT_FOUND, None, unmatched, start, inflight);
         };
+        // Before any byte goes upstream; the body is not read, so no `100 Continue` either.
+        if let Err(denied) = snapshot.authz.check(self.local, self.peer.as_deref(), &req, host) {
+            return local_body(StatusCode::FORBIDDEN, denied.0, &route.local_stats, start, inflight);
+        }
         if let Some(redirect) = &route.filters.redirect {
             let target = RequestTarget {
                 scheme: "http",
@@ -124,8 +139,17 @@ impl Conn {
                 target.stats.record(parts.status, now - start);
                 Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
             }
-            Err(_) => {
+            Err(e) => {
                 penalize(endpoint, sent);
+                if let Some(mismatch) = e.identity_mismatch() {
+                    return local_text(
+                        StatusCode::BAD_GATEWAY,
+                        &mismatch.to_string(),
+                        &target.stats,
+                        start,
+                        inflight,
+                    );
+                }
                 local(StatusCode::BAD_GATEWAY, None, &target.stats, start, inflight)
             }
         }
@@ -148,6 +172,7 @@ impl Conn {
         let h = &mut parts.headers;
         headers::strip_request_hop_by_hop(h);
         headers::set_forwarded(h, &self.client_ip);
+        headers::set_client_cert(h, self.client_cert.as_ref());
         for m in &route.filters.request_headers {
             m.apply(h);
         }
@@ -308,6 +333,35 @@ fn local(
     if let Some((name, value)) = header {
         resp.headers_mut().insert(name, value);
     }
+    stats.record(status, start.elapsed());
+    resp
+}
+
+/// A response the engine makes itself, with a one-line text body.
+fn local_text(
+    status: StatusCode,
+    text: &str,
+    stats: &RouteStats,
+    start: Instant,
+    inflight: InFlight,
+) -> Response<ProxyBody> {
+    local_body(status, Bytes::from(format!("{text}\n")), stats, start, inflight)
+}
+
+/// A response the engine makes itself, with a `text/plain` body.
+fn local_body(
+    status: StatusCode,
+    body: Bytes,
+    stats: &RouteStats,
+    start: Instant,
+    inflight: InFlight,
+) -> Response<ProxyBody> {
+    let len = HeaderValue::from(body.len());
+    let mut resp = Response::new(ProxyBody::text(body, inflight));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_LENGTH, len);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     stats.record(status, start.elapsed());
     resp
 }

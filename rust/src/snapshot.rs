@@ -1,8 +1,10 @@
 //! The immutable tables one request reads: built from a validated `Config`, swapped in whole.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::authz::{self, Authorization};
 use crate::balance::Backend;
 use crate::config::Config;
 use crate::pool::{EndpointKey, Upstreams};
@@ -13,6 +15,8 @@ use crate::stats::Stats;
 pub struct Snapshot {
     pub version: u64,
     pub vhosts: VhostTable,
+    /// Authorization policies of the listeners that have some, by bound address.
+    pub authz: authz::Listeners,
 }
 
 /// A compiled snapshot plus what the engine needs to put it in service.
@@ -24,8 +28,15 @@ pub struct Compiled {
 
 impl Snapshot {
     /// Resolves names to shared handles: backends to their endpoints' pools (reused from the
-    /// registry when unchanged), routes to their (route, backend) counters.
-    pub fn compile(cfg: Config, version: u64, stats: &Stats, upstreams: &Upstreams) -> Compiled {
+    /// registry when unchanged), routes to their (route, backend) counters, listeners'
+    /// authorization to the address each is bound on (`bound`, in `cfg.listeners` order).
+    pub fn compile(cfg: Config, version: u64, stats: &Stats, upstreams: &Upstreams, bound: &[SocketAddr]) -> Compiled {
+        let authz = cfg
+            .listeners
+            .into_iter()
+            .zip(bound)
+            .filter_map(|(l, &addr)| Some((addr, Authorization::new(l.authorization?, stats))))
+            .collect();
         let mut used = HashSet::new();
         let backends: Vec<Arc<Backend>> = cfg
             .backends
@@ -35,7 +46,7 @@ impl Snapshot {
                 let endpoints = b
                     .endpoints
                     .iter()
-                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, &mut used))
+                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, b.tls.as_ref(), &mut used))
                     .collect();
                 Arc::new(Backend::new(name, b.protocol, b.lb, endpoints))
             })
@@ -68,6 +79,7 @@ impl Snapshot {
             snapshot: Snapshot {
                 version,
                 vhosts: VhostTable::new(entries),
+                authz: authz::Listeners::new(authz),
             },
             endpoints: used,
         }

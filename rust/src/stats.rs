@@ -10,6 +10,8 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::tls::{TlsStats, TlsStatsDoc};
+
 /// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
 pub const LATENCY_BOUNDS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -90,14 +92,23 @@ impl EndpointStats {
 /// (route name, backend name); `""` for none.
 type RouteKey = (Arc<str>, Arc<str>);
 
+/// (policy name, action).
+type PolicyKey = (Arc<str>, &'static str);
+
 /// Engine-wide counters plus the (route, backend) registry.
 #[derive(Debug)]
 pub struct Stats {
     pub connections_active: AtomicU64,
     pub connections_total: AtomicU64,
     pub requests_active: AtomicU64,
+    /// Handshakes and their failures, both directions.
+    pub tls: Arc<TlsStats>,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     unmatched: Arc<RouteStats>,
+    /// Requests each authorization policy matched, by (policy name, action).
+    authz: Mutex<BTreeMap<PolicyKey, Arc<AtomicU64>>>,
+    /// Requests denied because no ALLOW policy matched.
+    pub authz_denied_no_match: Arc<AtomicU64>,
 }
 
 impl Default for Stats {
@@ -110,8 +121,11 @@ impl Default for Stats {
             connections_active: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             requests_active: AtomicU64::new(0),
+            tls: Arc::default(),
             routes: Mutex::new(routes),
             unmatched,
+            authz: Mutex::default(),
+            authz_denied_no_match: Arc::default(),
         }
     }
 }
@@ -132,9 +146,19 @@ impl Stats {
         &self.unmatched
     }
 
+    /// The counter of an authorization policy, created on first use; it lives as long as the engine.
+    pub fn authz_policy(&self, policy: &str, action: &'static str) -> Arc<AtomicU64> {
+        self.authz
+            .lock()
+            .entry((Arc::from(policy), action))
+            .or_default()
+            .clone()
+    }
+
     /// The stats JSON of the contract.
     pub fn render(&self, version: u64, upstream: &[Arc<EndpointStats>]) -> String {
         let routes = self.routes.lock();
+        let authz = self.authz.lock();
         let doc = StatsDoc {
             version,
             connections: ConnectionsDoc {
@@ -157,6 +181,17 @@ impl Stats {
                     requests_active: e.requests_active.load(Relaxed),
                 })
                 .collect(),
+            authz: authz
+                .iter()
+                .map(|((policy, action), n)| AuthzDoc {
+                    policy,
+                    action,
+                    matched: n.load(Relaxed),
+                })
+                .filter(|d| d.matched > 0)
+                .collect(),
+            authz_denied_no_match: self.authz_denied_no_match.load(Relaxed),
+            tls: self.tls.doc(),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -172,6 +207,16 @@ struct StatsDoc<'a> {
     latency_bounds_ms: &'a [f64],
     routes: Vec<RouteDoc<'a>>,
     upstream: Vec<UpstreamDoc<'a>>,
+    authz: Vec<AuthzDoc<'a>>,
+    authz_denied_no_match: u64,
+    tls: TlsStatsDoc,
+}
+
+#[derive(Serialize)]
+struct AuthzDoc<'a> {
+    policy: &'a str,
+    action: &'static str,
+    matched: u64,
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,8 @@
-"""The admin HTTP API (default 127.0.0.1:15000): /ready /live /config /stats /metrics.
+"""The admin HTTP API (default 127.0.0.1:15000): /ready /live /config /stats /metrics, and
+`POST /identity/renew` behind a bearer token.
 
-See docs/admin.md. Served by the orchestrator's event loop; it only reads state and engine counters.
+See docs/admin.md. Served by the orchestrator's event loop; the GET endpoints only read state and
+engine counters; endpoints that change state require `Authorization: Bearer <spec.admin.tokenFile>`.
 """
 
 from __future__ import annotations
@@ -8,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from fastmesh import http1, metrics
 from fastmesh.engine import Engine
 from fastmesh.http1 import Request, Response
 from fastmesh.state import State
+
+if TYPE_CHECKING:
+    from fastmesh.identity import Identity
 
 JSON = "application/json"
 
@@ -28,10 +34,22 @@ def _json(status: int, doc: Any) -> Response:
     return Response(status, (json.dumps(doc, indent=2) + "\n").encode(), JSON)
 
 
+def _no_identity() -> Identity | None:
+    return None
+
+
+def _no_token_file() -> str | None:
+    return None
+
+
 class Admin:
-    def __init__(self, state: State, engine: Engine) -> None:
+    def __init__(self, state: State, engine: Engine,
+                 identity: Callable[[], Identity | None] = _no_identity,
+                 token_file: Callable[[], str | None] = _no_token_file) -> None:
         self.state = state
         self.engine = engine
+        self.identity = identity
+        self.token_file = token_file
         self.registry = metrics.make_registry(engine.stats, state)
         self._server: asyncio.Server | None = None
         self._routes = {
@@ -40,6 +58,9 @@ class Admin:
             "/config": self.config,
             "/stats": self.stats,
             "/metrics": self.metrics,
+        }
+        self._actions: dict[str, Callable[[], Awaitable[Response]]] = {
+            "/identity/renew": self.renew_identity,
         }
 
     async def start(self, address: str) -> str:
@@ -52,12 +73,50 @@ class Admin:
             self._server.close()
 
     async def handle(self, request: Request) -> Response:
+        action = self._actions.get(request.path)
+        if action is not None:
+            if request.method != "POST":
+                return Response(405, b"method not allowed\n", headers=[("allow", "POST")])
+            refused = self._authorize(request)
+            return refused if refused is not None else await action()
         route = self._routes.get(request.path)
         if route is None:
             return Response(404, f"not found: {request.path}\n".encode())
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"method not allowed\n", headers=[("allow", "GET, HEAD")])
         return route()
+
+    def _authorize(self, request: Request) -> Response | None:
+        """None when the request carries the admin token; else the refusal."""
+        path = self.token_file()
+        if path is None:
+            return Response(403, b"forbidden: state-changing endpoints need spec.admin.tokenFile\n")
+        try:
+            with open(path, "rb") as f:
+                token = f.read().strip()
+        except OSError as e:
+            return Response(403, f"forbidden: cannot read the admin token file: {e.strerror}\n".encode())
+        if not token:
+            return Response(403, b"forbidden: the admin token file is empty\n")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        import hmac  # here, not at the top: it loads OpenSSL's digests (~0.6 MiB) into the idle proxy
+
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+            return Response(401, b"unauthorized: missing or wrong bearer token\n",
+                            headers=[("www-authenticate", 'Bearer realm="fastmesh-admin"')])
+        return None
+
+    async def renew_identity(self) -> Response:
+        from fastmesh.identity import IdentityError
+
+        identity = self.identity()
+        if identity is None:
+            return Response(409, b"no identity configured (spec.identity)\n")
+        try:
+            await identity.renew("admin")
+        except IdentityError as e:
+            return _json(500, {"error": str(e)})
+        return _json(200, identity.view())
 
     def ready(self) -> Response:
         if self.state.draining:
@@ -69,12 +128,17 @@ class Admin:
     def live(self) -> Response:
         return Response(200, b"live\n")
 
+    def _identity_view(self) -> dict[str, Any] | None:
+        identity = self.identity()
+        return identity.view() if identity is not None else None
+
     def config(self) -> Response:
-        return _json(200, self.state.config_view())
+        return _json(200, {**self.state.config_view(), "identity": self._identity_view()})
 
     def stats(self) -> Response:
         doc = self.engine.stats()
         doc["orchestrator"] = self.state.orchestrator_view(os.getpid(), event_loop=loop_class())
+        doc["orchestrator"]["identity"] = self._identity_view()
         return _json(200, doc)
 
     def metrics(self) -> Response:

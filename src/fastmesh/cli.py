@@ -1,4 +1,4 @@
-"""The `fastmesh` command line: `proxy`, `validate`, `version`."""
+"""The `fastmesh` command line: `proxy`, `validate`, `ca`, `version`."""
 
 from __future__ import annotations
 
@@ -70,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
                                    formatter_class=_HelpFormatter)
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
+    from fastmesh import ca_cli
+
+    ca_cli.add_commands(commands, _HelpFormatter)
     commands.add_parser("version", help="print the version", formatter_class=_HelpFormatter)
     return top
 
@@ -101,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "validate":
         return validate(args.files)
+    if args.command == "ca":
+        from fastmesh import ca_cli
+
+        return ca_cli.run(args)
     from fastmesh.runtime import Overrides, run_proxy
 
     overrides = Overrides(admin_address=args.admin_address, listeners=dict(args.listener))

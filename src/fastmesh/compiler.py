@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fastmesh
 from fastmesh.config.errors import ConfigError, Problem
@@ -23,12 +24,30 @@ WORKER = "fastmesh.config.worker"
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    """`spec.identity`: who the proxy is and where its certificate comes from."""
+
+    spiffe_id: str
+    ca_directory: str
+    """Absolute path of the CA directory."""
+    cert_ttl_s: float
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     """What the orchestrator itself reads from the Proxy document."""
 
     admin_address: str
     worker_threads: int
     drain_timeout_s: float
+    admin_token_file: str | None = None
+    """Absolute path of `spec.admin.tokenFile`."""
+    identity: IdentitySettings | None = None
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ProxySettings:
+        identity = doc.get("identity")
+        return cls(**{**doc, "identity": IdentitySettings(**identity) if identity else None})
 
 
 @dataclass(frozen=True)
@@ -86,4 +105,4 @@ async def compile_config(content: bytes, source: str, overrides: Overrides) -> C
     end = len(out) - 1 if out.endswith(b"\n") else len(out)
     # Decoded straight from the output buffer: a large snapshot is copied once, not three times.
     snapshot_json = str(memoryview(out)[newline + 1 : end], "utf-8")
-    return Compiled(ProxySettings(**header["settings"]), snapshot_json)
+    return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json)

@@ -27,6 +27,10 @@ class EngineNotBuilt(RuntimeError):
     """`fastmesh._engine` cannot be imported."""
 
 
+class IdentityUnsupported(RuntimeError):
+    """The engine build has no `set_identity` (built before mTLS landed)."""
+
+
 def start_core(worker_threads: int) -> EngineCore:
     """Start the compiled engine (its tokio runtime) with `worker_threads` threads."""
     try:
@@ -55,6 +59,21 @@ class Engine:
     async def drain(self, timeout_s: float) -> bool:
         """Stop accepting and wait for in-flight requests; True if all finished in time."""
         return await asyncio.get_running_loop().run_in_executor(None, self.core.drain, timeout_s)
+
+    def set_identity(self, cert_chain_pem: str, key_pem: str, trust_bundle_pem: str) -> int:
+        """Install the workload certificate, its key and the trust bundle; returns the generation.
+        ValueError (refused material) leaves the previous one in place."""
+        set_identity = getattr(self.core, "set_identity", None)
+        if set_identity is None:
+            raise IdentityUnsupported(
+                "this engine build has no mTLS (Engine.set_identity is missing): rebuild it with "
+                "`make engine` from a tree that has it")
+        return int(set_identity(cert_chain_pem, key_pem, trust_bundle_pem))
+
+    def identity(self) -> dict[str, Any] | None:
+        """The engine's view of the installed identity (no key), or None."""
+        identity = getattr(self.core, "identity", None)
+        return identity() if identity is not None else None
 
     def listeners(self) -> dict[str, str]:
         return self.core.listeners()

@@ -137,6 +137,23 @@ def connection_families(stats: Stats) -> Iterator[Metric]:
     yield in_flight
 
 
+def authz_families(stats: Stats) -> Iterator[Metric]:
+    """Authorization decisions: requests each policy matched, and denials for want of an ALLOW match."""
+    matched = CounterMetricFamily(
+        "fastmesh_authz_policy_matched",
+        "Requests an authorization policy matched (DENY: denied; ALLOW: allowed; AUDIT: audited), by policy.",
+        labels=["policy", "action"],
+    )
+    for entry in stats.get("authz", []):
+        matched.add_metric([entry["policy"], entry["action"]], entry["matched"])
+    yield matched
+    yield CounterMetricFamily(
+        "fastmesh_authz_denied_no_match",
+        "Requests denied because ALLOW policies apply (or default deny) and none matched.",
+        value=stats.get("authz_denied_no_match", 0),
+    )
+
+
 def config_families(state: State) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "fastmesh_config_version", "Version of the snapshot being served.", value=state.version
@@ -160,6 +177,7 @@ class EngineCollector(Collector):
         stats = self._stats()
         yield from request_families(stats)
         yield from connection_families(stats)
+        yield from authz_families(stats)
         yield from config_families(self._state)
 
     def describe(self) -> Iterator[Metric]:

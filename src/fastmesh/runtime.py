@@ -19,9 +19,10 @@ from typing import Any, TextIO
 import uvloop
 
 from fastmesh.admin import Admin
-from fastmesh.compiler import Compiled, compile_config, with_version
+from fastmesh.compiler import Compiled, IdentitySettings, compile_config, with_version
 from fastmesh.config.errors import ConfigError
 from fastmesh.engine import Engine, EngineNotBuilt
+from fastmesh.identity import Identity, IdentityError
 from fastmesh.overrides import OverrideError, Overrides
 from fastmesh.reload import FileWatcher, fingerprint
 from fastmesh.state import AppliedConfig, ReloadError, State
@@ -69,6 +70,9 @@ class Runtime:
         self.admin_address = ""  # as bound
         self.drain_timeout_s = 10.0
         self.worker_threads = 1
+        self.watch_interval_s = watch_interval_s
+        self.identity: Identity | None = None
+        self.admin_token_file: str | None = None
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,7 +95,40 @@ class Runtime:
         applied = await self.engine.apply_json(snapshot_json)
         self.state.applied = AppliedConfig(applied, snapshot_json, time.time())  # the only copy kept
         self.drain_timeout_s = loaded.settings.drain_timeout_s
+        self.admin_token_file = loaded.settings.admin_token_file
         return applied
+
+    # === identity ===
+
+    async def _apply_with_identity(self, loaded: Compiled) -> int:
+        """Install the configured identity (when it changed) BEFORE the snapshot that may need it;
+        if the engine then refuses the snapshot, the previous identity is put back."""
+        wanted = loaded.settings.identity
+        old = self.identity
+        if (old.settings if old else None) == wanted:
+            return await self._apply(loaded)
+        new = self._new_identity(wanted) if wanted is not None else None
+        if old is not None:
+            await old.stop()  # its renewals must not overwrite the new identity
+        try:
+            if new is not None:
+                await new.renew("start" if self.state.applied is None else "config")
+            version = await self._apply(loaded)
+        except BaseException:
+            if old is not None:
+                if new is not None and new.current is not None:
+                    await old.reinstall()  # the engine holds the new one: put the old one back
+                else:
+                    old.start()
+            raise
+        self.identity = new
+        if new is not None:
+            new.start()
+        return version
+
+    def _new_identity(self, settings: IdentitySettings) -> Identity:
+        assert self.engine is not None
+        return Identity(settings, self.engine, self.emit, watch_interval_s=self.watch_interval_s)
 
     # === start ===
 
@@ -113,14 +150,19 @@ class Runtime:
         except EngineNotBuilt as e:
             log.error("%s", e)
             return False
-        self.admin = Admin(self.state, self.engine)  # first: a taken admin port fails before listeners bind
+        self.admin = Admin(self.state, self.engine, identity=lambda: self.identity,
+                           token_file=lambda: self.admin_token_file)
+        # first: a taken admin port fails before listeners bind
         try:
             self.admin_address = await self.admin.start(self.admin_requested)
         except (ValueError, OSError) as e:
             log.error("admin API: cannot listen on %s: %s", self.admin_requested, e)
             return False
         try:
-            await self._apply(loaded)
+            await self._apply_with_identity(loaded)
+        except IdentityError as e:
+            log.error("%s: %s", self.path, e)
+            return False
         except (ValueError, OSError) as e:
             log.error("%s: the engine refused the config: %s", self.path, e)
             return False
@@ -148,8 +190,8 @@ class Runtime:
             try:
                 loaded = await self._load(content if content is not None else self._read())
                 self._check_restart_only(loaded)
-                version = await self._apply(loaded)
-            except (ConfigError, OverrideError) as e:
+                version = await self._apply_with_identity(loaded)
+            except (ConfigError, OverrideError, IdentityError) as e:
                 self._refuse(str(e))
                 return False
             except ValueError as e:
@@ -214,6 +256,8 @@ class Runtime:
         if not await self.start():
             if self.admin is not None:
                 self.admin.close()
+            if self.identity is not None:
+                await self.identity.stop()
             return 1
         self._spawn(self.watcher.run())
         await self._stop.wait()
@@ -225,6 +269,8 @@ class Runtime:
             self.state.draining = True
         for task in list(self._tasks):
             task.cancel()
+        if self.identity is not None:
+            await self.identity.stop()
         log.info("draining (deadline %.1fs, %d requests in flight)",
                  self.drain_timeout_s, self.engine.active_requests())
         self.emit("draining")

@@ -67,6 +67,14 @@ class Case:
     label: str = "HTTPRoute default/reviews"
 
 
+POLICY = "AuthorizationPolicy default/p"
+
+
+def policy(spec: str) -> str:
+    """An AuthorizationPolicy `default/p` with `spec` (one line of YAML flow)."""
+    return f"apiVersion: fastmesh.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: p}}\nspec: {{{spec}}}\n"
+
+
 def rule(body: str) -> str:
     """A route attached to `reviews` with one rule (given as YAML under `- `)."""
     lines = dedent(body).splitlines()
@@ -204,8 +212,57 @@ CASES = [
          "addressType: IPv4\nports: [{name: http, port: 1}]\nendpoints: [{addresses: ['::1']}]\n",
          "endpoints[0].addresses[0]", "must be an IPv4 address, as the slice's addressType says (got '::1')",
          label="EndpointSlice default/r-2"),
+    # === AuthorizationPolicy ===
+    Case("policy targets a missing Service", policy("targetRefs: [{kind: Service, name: reviewz}]"),
+         "spec.targetRefs[0].name", "Service default/reviewz not found (did you mean reviews?)", label=POLICY),
+    Case("policy targets another namespace", policy("targetRefs: [{kind: Service, name: reviews, namespace: prod}]"),
+         "spec.targetRefs[0].namespace", "must be the policy's namespace 'default' (got 'prod')", label=POLICY),
+    Case("policy targets a Deployment", policy("targetRefs: [{kind: Deployment, name: reviews}]"),
+         "spec.targetRefs[0].kind", "must be 'Service' (got 'Deployment')", label=POLICY),
+    Case("policy action CUSTOM", policy("action: CUSTOM"),
+         "spec.action", "must be 'ALLOW', 'DENY' or 'AUDIT' (got 'CUSTOM')", label=POLICY),
+    Case("policy workload selector", policy("selector: {matchLabels: {app: reviews}}"),
+         "spec.selector", "fastmesh does not support yet", label=POLICY),
+    Case("policy when condition", policy("rules: [{when: [{key: 'request.headers[x]', values: [a]}]}]"),
+         "spec.rules[0].when", "fastmesh does not support yet", label=POLICY),
+    Case("policy typo in operation", policy("rules: [{to: [{operation: {method: [GET]}}]}]"),
+         "spec.rules[0].to[0].operation.method", "unknown field 'method' (did you mean 'methods'?)", label=POLICY),
+    Case("policy empty source", policy("rules: [{from: [{source: {}}]}]"),
+         "spec.rules[0].from[0].source", "must set at least one of principals", label=POLICY),
+    Case("policy empty operation", policy("rules: [{to: [{operation: {}}]}]"),
+         "spec.rules[0].to[0].operation", "must set at least one of hosts, ports, methods, paths", label=POLICY),
+    Case("policy wildcard in the middle of a path", policy("rules: [{to: [{operation: {paths: [/ok, '/api/*/x']}}]}]"),
+         "spec.rules[0].to[0].operation.paths[1]", 'only "*", a prefix ("abc*") or a suffix ("*abc") wildcard', label=POLICY),
+    Case("policy path without slash", policy("rules: [{to: [{operation: {notPaths: [api]}}]}]"),
+         "spec.rules[0].to[0].operation.notPaths[0]", "must start with '/' or '*' (got 'api')", label=POLICY),
+    Case("policy host with port", policy("rules: [{to: [{operation: {hosts: ['reviews:9080']}}]}]"),
+         "spec.rules[0].to[0].operation.hosts[0]", "hosts are matched without port", label=POLICY),
+    Case("policy port out of range", policy("rules: [{to: [{operation: {ports: ['70000']}}]}]"),
+         "spec.rules[0].to[0].operation.ports[0]", "must be between 1 and 65535 (got 70000)", label=POLICY),
+    Case("policy port that is not a number", policy("rules: [{to: [{operation: {notPorts: [http]}}]}]"),
+         "spec.rules[0].to[0].operation.notPorts[0]", "must be a port number such as 8080", label=POLICY),
+    Case("policy bad method", policy("rules: [{to: [{operation: {methods: ['GE T']}}]}]"),
+         "spec.rules[0].to[0].operation.methods[0]", "'GE T' is not an HTTP method", label=POLICY),
+    Case("policy double-wildcard principal", policy("rules: [{from: [{source: {principals: ['*/ns/*']}}]}]"),
+         "spec.rules[0].from[0].source.principals[0]", 'only "*", a prefix', label=POLICY),
+    Case("policy empty namespace", policy("rules: [{from: [{source: {notNamespaces: ['']}}]}]"),
+         "spec.rules[0].from[0].source.notNamespaces[0]", "must not be empty", label=POLICY),
+    # === identity and mTLS (issue 5) ===
+    Case("meshed Service without identity",
+         "apiVersion: v1\nkind: Service\nmetadata: {name: details, annotations: {fastmesh.io/service-account: details}}\n"
+         "spec: {ports: [{port: 9080}]}\n",
+         'metadata.annotations["fastmesh.io/service-account"]',
+         "marks the Service meshed (mTLS to its endpoints), which needs a Proxy with spec.identity",
+         label="Service default/details"),
+    Case("bad service-account annotation",
+         "apiVersion: v1\nkind: Service\nmetadata: {name: details, annotations: {fastmesh.io/service-account: Details_SA}}\n"
+         "spec: {ports: [{port: 9080}]}\n",
+         'metadata.annotations["fastmesh.io/service-account"]', "invalid service account 'Details_SA'",
+         label="Service default/details"),
     # === Proxy (replaces BASE's Proxy: documents 1-3 then this one as document 4) ===
 ]
+
+IDENTITY = "identity: {trustDomain: td.test, serviceAccount: web, ca: {directory: ca}"
 
 PROXY_CASES = [
     Case("duplicate listener port", "listeners: [{name: a, port: 15001}, {name: b, port: 15001}]",
@@ -233,8 +290,33 @@ PROXY_CASES = [
     Case("duplicate external service", "externalServices: [{name: b, endpoints: ['10.0.0.1:80']}, {name: b, endpoints: ['10.0.0.2:80']}]",
          "spec.externalServices[1].name", "duplicate external service 'b' (externalServices[0] has it)"),
     Case("connect timeout of zero", "pool: {connectTimeout: 0s}", "spec.pool.connectTimeout", "must be longer than 0s"),
+    Case("inbound listener for a missing Service", "listeners: [{name: in, port: 15006, inboundService: reviewz}]",
+         "spec.listeners[0].inboundService", "Service default/reviewz not found (did you mean default/reviews?)"),
+    Case("inbound listener for a Service in another namespace", "listeners: [{name: in, port: 15006, inboundService: prod/reviews}]",
+         "spec.listeners[0].inboundService", "Service prod/reviews not found"),
+    Case("inbound service with two slashes", "listeners: [{name: in, port: 15006, inboundService: a/b/c}]",
+         "spec.listeners[0].inboundService", "must be a Service name or namespace/name (got 'a/b/c')"),
+    Case("default deny not a boolean", "authorization: {defaultDeny: 'yes'}",
+         "spec.authorization.defaultDeny", "must be"),
     Case("external endpoint without port", "externalServices: [{name: billing, endpoints: [billing.internal]}]",
          "spec.externalServices[0].endpoints[0]", "must be host:port such as 10.0.0.7:8080"),
+    # === identity and mTLS (issue 5) ===
+    Case("STRICT listener without identity", "listeners: [{name: inbound, port: 15006, mtls: STRICT}]",
+         "spec.listeners[0].mtls", "STRICT needs spec.identity: mTLS presents a workload certificate"),
+    Case("PERMISSIVE listener without identity", "listeners: [{name: a, port: 15001}, {name: b, port: 15006, mtls: PERMISSIVE}]",
+         "spec.listeners[1].mtls", "PERMISSIVE needs spec.identity"),
+    Case("unknown mtls mode", "listeners: [{name: inbound, port: 15006, mtls: MUTUAL}]",
+         "spec.listeners[0].mtls", "must be 'DISABLE', 'PERMISSIVE' or 'STRICT' (got 'MUTUAL')"),
+    Case("bad trust domain", "identity: {trustDomain: Cluster.Local, serviceAccount: web, ca: {directory: ca}}",
+         "spec.identity.trustDomain", "invalid trust domain 'Cluster.Local'"),
+    Case("bad service account", "identity: {trustDomain: td.test, serviceAccount: web_1, ca: {directory: ca}}",
+         "spec.identity.serviceAccount", "invalid service account 'web_1'"),
+    Case("identity without ca", "identity: {trustDomain: td.test, serviceAccount: web}",
+         "spec.identity.ca", "required field is missing"),
+    Case("cert TTL of zero", IDENTITY + ", certTTL: 0s}", "spec.identity.certTTL", "must be at least 1s"),
+    Case("cert TTL not a duration", IDENTITY + ", certTTL: 1d}", "spec.identity.certTTL",
+         "must be a duration such as 10s, 500ms or 1h30m (got '1d')"),
+    Case("certTTL misspelled", IDENTITY + ", certTtl: 1h}", "spec.identity.certTtl", "unknown field"),
 ]
 
 

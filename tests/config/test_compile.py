@@ -365,3 +365,92 @@ def test_a_rule_without_backends_compiles_with_none(load: Load) -> None:
     cfg = load(service("web") + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {}\n")
     (route,) = vhost(compile_snapshot(cfg), "*")["routes"]
     assert route["backends"] == [] and route["name"] == "default/r/rule/0"
+
+
+# === authorization ===
+
+AUTHZ_PROXY = """
+apiVersion: fastmesh.io/v1alpha1
+kind: Proxy
+metadata: {name: p}
+spec:
+  listeners:
+    - {name: outbound, port: 15001}
+    - {name: inbound, port: 15006, inboundService: web}
+    - {name: admin-in, port: 15007, inboundService: prod/api}
+  authorization: {defaultDeny: DENY_ALL}
+---
+"""
+
+
+def policy_doc(name: str, spec: str, ns: str = "default") -> str:
+    return (
+        f"apiVersion: fastmesh.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+        f"spec: {spec}\n---\n"
+    )
+
+
+def listener(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(item for item in snapshot["listeners"] if item["name"] == name)
+
+
+def test_authorization_policies_compile_onto_inbound_listeners(load: Load) -> None:
+    text = (
+        AUTHZ_PROXY.replace("DENY_ALL", "true")
+        + service("web")
+        + service("other")
+        + service("api", ns="prod")
+        + policy_doc(
+            "z-allow-reads",
+            """
+              targetRefs: [{kind: Service, name: web}]
+              rules:
+                - from: [{source: {principals: ["cluster.local/ns/default/sa/client", "spiffe://td/ns/x/sa/y", "*/sa/admin"],
+                                   notNamespaces: [test]}}]
+                  to: [{operation: {methods: [GET, HEAD], paths: ["/api/*"], ports: ["15006", 8080], notHosts: ["*.internal"]}}]""",
+        )
+        + policy_doc("a-deny", "{action: DENY, rules: [{from: [{source: {notPrincipals: ['*']}}]}]}")
+        + policy_doc("only-other", "{targetRefs: [{kind: Service, name: other}], rules: [{}]}")
+        + policy_doc("audit", "{action: AUDIT, rules: [{}]}", ns="prod")
+        + policy_doc("nothing", "{}", ns="prod")
+    )
+    snapshot = compile_snapshot(load(text))
+    assert "authorization" not in listener(snapshot, "outbound")
+    web = listener(snapshot, "inbound")["authorization"]
+    assert web["default_deny"] is True
+    # Namespace-wide (no targetRefs) and targeted policies of the Service, sorted by name; not other's.
+    assert web["policies"] == [
+        {"name": "default/a-deny", "action": "DENY", "rules": [{"from": [{"not_principals": ["*"]}]}]},
+        {
+            "name": "default/z-allow-reads",
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [
+                        {
+                            "principals": [
+                                "spiffe://cluster.local/ns/default/sa/client",
+                                "spiffe://td/ns/x/sa/y",
+                                "*/sa/admin",
+                            ],
+                            "not_namespaces": ["test"],
+                        }
+                    ],
+                    "to": [
+                        {"methods": ["GET", "HEAD"], "paths": ["/api/*"], "ports": [15006, 8080], "not_hosts": ["*.internal"]}
+                    ],
+                }
+            ],
+        },
+    ]
+    api = listener(snapshot, "admin-in")["authorization"]
+    assert api["policies"] == [
+        {"name": "prod/audit", "action": "AUDIT", "rules": [{}]},
+        {"name": "prod/nothing", "action": "ALLOW", "rules": []},
+    ]
+
+
+def test_inbound_listener_without_policies_gets_default_deny_only(load: Load) -> None:
+    text = AUTHZ_PROXY.replace("DENY_ALL", "false") + service("web") + service("api", ns="prod")
+    snapshot = compile_snapshot(load(text))
+    assert listener(snapshot, "inbound")["authorization"] == {"default_deny": False, "policies": []}

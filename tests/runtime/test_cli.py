@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from fastmesh import __version__
-from tests.harness import REPO, backend, mesh_config, route, rule
+from tests.harness import backend, fastmesh_cli, mesh_config, route, rule
 
 
 def fastmesh(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
-    return subprocess.run([sys.executable, "-m", "fastmesh", *args], capture_output=True,
-                          text=True, timeout=60, cwd=REPO, env=env)
+    return fastmesh_cli(*args)
 
 
 def good_config() -> str:

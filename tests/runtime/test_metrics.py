@@ -154,3 +154,23 @@ def test_prometheus_client_is_whole_for_code_that_imports_the_package_after_fast
         "assert b'c_total 1.0' in generate_latest(registry)\n"
     )
     assert "prometheus_client.exposition" in loaded
+
+
+def test_authorization_decisions_by_policy() -> None:
+    stats = engine_stats(
+        authz=[
+            {"policy": "default/deny-admin", "action": "DENY", "matched": 3},
+            {"policy": "default/allow-reads", "action": "ALLOW", "matched": 7},
+            {"policy": "default/audit-all", "action": "AUDIT", "matched": 10},
+        ],
+        authz_denied_no_match=2,
+    )
+    families = scrape(stats)
+    matched = samples(families["fastmesh_authz_policy_matched"], "fastmesh_authz_policy_matched_total")
+    assert matched == {
+        (("action", "DENY"), ("policy", "default/deny-admin")): 3.0,
+        (("action", "ALLOW"), ("policy", "default/allow-reads")): 7.0,
+        (("action", "AUDIT"), ("policy", "default/audit-all")): 10.0,
+    }
+    no_match = samples(families["fastmesh_authz_denied_no_match"], "fastmesh_authz_denied_no_match_total")
+    assert no_match == {(): 2.0}

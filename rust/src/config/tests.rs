@@ -138,3 +138,70 @@ fn regexes_are_anchored() {
     assert!(!m.matches(&Method::GET, "/v1/x", None, &headers));
     assert!(!m.matches(&Method::GET, "/api/v1", None, &headers));
 }
+
+fn authz(authorization: &str) -> String {
+    format!(r#"{{"listeners": [{{"name": "in", "address": "127.0.0.1:0", "authorization": {authorization}}}]}}"#)
+}
+
+fn authz_rule(rule: &str) -> String {
+    authz(&format!(
+        r#"{{"policies": [{{"name": "ns/p", "action": "ALLOW", "rules": [{rule}]}}]}}"#
+    ))
+}
+
+#[test]
+fn parses_the_authorization_of_the_contract() {
+    let cfg = parse(&authz(
+        r#"{"default_deny": false, "policies": [
+             {"name": "default/allow-reads", "action": "ALLOW", "rules": [
+               {"from": [{"principals": ["spiffe://td/ns/default/sa/web"], "not_principals": [],
+                          "namespaces": ["default"], "not_namespaces": []}],
+                "to": [{"methods": ["GET"], "not_methods": [], "paths": ["/api/*"], "not_paths": [],
+                        "ports": [15006], "not_ports": [], "hosts": ["*.example.com"], "not_hosts": []}]}]}]}"#,
+    ))
+    .unwrap();
+    let a = cfg.listeners[0].authorization.as_ref().unwrap();
+    assert!(!a.default_deny);
+    assert_eq!(a.policies[0].name, "default/allow-reads");
+    assert_eq!(a.policies[0].rules[0].to[0].ports.any_of, [15006]);
+    assert!(parse(r#"{"listeners": [{"name": "in", "address": "127.0.0.1:0"}]}"#)
+        .unwrap()
+        .listeners[0]
+        .authorization
+        .is_none());
+}
+
+#[test]
+fn names_the_field_of_each_authorization_mistake() {
+    let cases = [
+        (authz(r#"{"policies": [{"name": "a", "action": "ALLOW"}, {"name": "a", "action": "DENY"}]}"#),
+         "listeners[0].authorization.policies[1].name: duplicate policy \"a\""),
+        (authz(r#"{"policies": [{"name": "", "action": "ALLOW"}]}"#),
+         "listeners[0].authorization.policies[0].name: must not be empty"),
+        (authz_rule(r#"{"to": [{"paths": ["/ok", "/a*b"]}]}"#),
+         "listeners[0].authorization.policies[0].rules[0].to[0].paths[1]: \"/a*b\": only \"*\", a prefix"),
+        (authz_rule(r#"{"to": [{"not_paths": ["api"]}]}"#),
+         "listeners[0].authorization.policies[0].rules[0].to[0].not_paths[0]: must start with \"/\" or \"*\""),
+        (authz_rule(r#"{"to": [{"not_ports": [0]}]}"#),
+         "listeners[0].authorization.policies[0].rules[0].to[0].not_ports[0]: must be between 1 and 65535"),
+        (authz_rule(r#"{}, {"from": [{"principals": ["td/ns/a/sa/b"]}]}"#),
+         "listeners[0].authorization.policies[0].rules[1].from[0].principals[0]: \"td/ns/a/sa/b\" is not a spiffe:// URI"),
+        (authz_rule(r#"{"from": [{"not_namespaces": ["*a*"]}]}"#),
+         "listeners[0].authorization.policies[0].rules[0].from[0].not_namespaces[0]"),
+        (authz_rule(r#"{"to": [{"hosts": [""]}]}"#),
+         "listeners[0].authorization.policies[0].rules[0].to[0].hosts[0]: must not be empty"),
+    ];
+    for (json, want) in cases {
+        let got = err(&json);
+        assert!(got.contains(want), "error {got:?} should contain {want:?}");
+    }
+}
+
+#[test]
+fn refuses_unknown_authorization_fields_and_actions() {
+    assert!(err(&authz(r#"{"policy": []}"#)).contains("unknown field `policy`"));
+    assert!(err(&authz(r#"{"policies": [{"name": "a", "action": "CUSTOM"}]}"#)).contains("CUSTOM"));
+    assert!(err(&authz_rule(r#"{"to": [{"method": ["GET"]}]}"#)).contains("unknown field `method`"));
+    assert!(err(&authz_rule(r#"{"from": [{"principal": ["*"]}]}"#)).contains("unknown field `principal`"));
+    assert!(err(&authz_rule(r#"{"when": []}"#)).contains("unknown field `when`"));
+}

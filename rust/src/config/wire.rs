@@ -24,6 +24,86 @@ pub(super) struct RawListener {
     pub(super) name: String,
     /// `ip:port`; port 0 binds any free port.
     pub(super) address: String,
+    /// Absent: every request is allowed.
+    #[serde(default)]
+    pub(super) authorization: Option<RawAuthorization>,
+    #[serde(default)]
+    pub(super) tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListenerTls {
+    /// "DISABLE" (default) | "PERMISSIVE" | "STRICT".
+    #[serde(default)]
+    pub(super) mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackendTls {
+    /// SPIFFE IDs the server may present.
+    pub(super) identities: Vec<String>,
+    /// SNI; default: the endpoint's host.
+    #[serde(default)]
+    pub(super) server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuthorization {
+    #[serde(default)]
+    pub(super) default_deny: bool,
+    #[serde(default)]
+    pub(super) policies: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub(super) enum RawAction {
+    Allow,
+    Deny,
+    Audit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) name: String,
+    pub(super) action: RawAction,
+    #[serde(default)]
+    pub(super) rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    #[serde(default)]
+    pub(super) from: Vec<RawSource>,
+    #[serde(default)]
+    pub(super) to: Vec<RawOperation>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSource {
+    pub(super) principals: Vec<String>,
+    pub(super) not_principals: Vec<String>,
+    pub(super) namespaces: Vec<String>,
+    pub(super) not_namespaces: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawOperation {
+    pub(super) methods: Vec<String>,
+    pub(super) not_methods: Vec<String>,
+    pub(super) paths: Vec<String>,
+    pub(super) not_paths: Vec<String>,
+    pub(super) ports: Vec<u16>,
+    pub(super) not_ports: Vec<u16>,
+    pub(super) hosts: Vec<String>,
+    pub(super) not_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +151,8 @@ pub(super) struct RawBackend {
     pub(super) lb: LbKind,
     #[serde(default)]
     pub(super) endpoints: Vec<String>,
+    #[serde(default)]
+    pub(super) tls: Option<RawBackendTls>,
 }
 
 #[derive(Debug, Deserialize)]

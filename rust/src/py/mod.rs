@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::error::Error;
 
@@ -18,6 +19,7 @@ fn to_py(err: Error) -> PyErr {
     match err {
         Error::Config(e) => PyValueError::new_err(e.to_string()),
         Error::Argument(m) => PyValueError::new_err(m),
+        e @ Error::Identity(_) => PyValueError::new_err(e.to_string()),
         e @ Error::Bind { .. } => PyOSError::new_err(e.to_string()),
         e @ Error::Runtime(_) => PyRuntimeError::new_err(e.to_string()),
     }
@@ -67,6 +69,31 @@ impl Engine {
             ))
         })?;
         Ok(py.detach(|| self.inner.drain(timeout)))
+    }
+
+    /// Swaps in the workload certificate chain (leaf first), its private key and the trust
+    /// bundle; returns the generation. ValueError (nothing changes) for bad material.
+    fn set_identity(
+        &self,
+        py: Python<'_>,
+        cert_chain_pem: &str,
+        key_pem: &str,
+        trust_bundle_pem: &str,
+    ) -> PyResult<u64> {
+        py.detach(|| self.inner.set_identity(cert_chain_pem, key_pem, trust_bundle_pem))
+            .map_err(to_py)
+    }
+
+    /// {"spiffe_id", "not_after" (unix s), "generation"} of the current identity, or None.
+    fn identity<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(id) = self.inner.identity() else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("spiffe_id", &*id.spiffe_id)?;
+        d.set_item("not_after", id.not_after)?;
+        d.set_item("generation", id.generation)?;
+        Ok(Some(d))
     }
 
     fn version(&self) -> u64 {

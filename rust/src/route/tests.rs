@@ -69,6 +69,7 @@ fn compiled(routes: &str) -> Snapshot {
         1,
         &Stats::default(),
         &Upstreams::default(),
+        &[],
     )
     .snapshot
 }

@@ -8,7 +8,9 @@ when they are only needed for the second a config takes to check.
 
 stdin is the file's content (bytes). stdout is one JSON header line, then, on success only, the
 snapshot as compact JSON (without "version", listener overrides applied) on the second line:
-    {"settings": {"admin_address": "127.0.0.1:15000", "worker_threads": 1, "drain_timeout_s": 10.0}}
+    {"settings": {"admin_address": "127.0.0.1:15000", "worker_threads": 1, "drain_timeout_s": 10.0,
+                  "admin_token_file": "/abs/token",                      # only when configured
+                  "identity": {"spiffe_id": ..., "ca_directory": "/abs/ca", "cert_ttl_s": 86400.0}}}
     {"problems": [{"source": ..., "message": ..., "document": 3, "label": ..., "path": ..., ...}]}
     {"override_error": "--listener x=127.0.0.1:0: the config has no listener named 'x' (...)"}
 The exit status is 0 in all three cases; anything else is a crash (its traceback on stderr).
@@ -35,6 +37,11 @@ def _listener(value: str) -> tuple[str, str]:
     return name, address
 
 
+def _beside(source: str, path: str) -> str:
+    """`path` made absolute, a relative one taken from the config file's directory."""
+    return os.path.abspath(os.path.join(os.path.dirname(source), os.path.expanduser(path)))
+
+
 def compile_content(content: bytes, source: str, overrides: Overrides) -> tuple[dict[str, Any], str | None]:
     """(header, snapshot JSON or None), as written to stdout."""
     try:
@@ -43,6 +50,7 @@ def compile_content(content: bytes, source: str, overrides: Overrides) -> tuple[
         problem = Problem(source, f"cannot read: not UTF-8 text ({e.reason} at byte {e.start})")
         return {"problems": [dataclasses.asdict(problem)]}, None
     from fastmesh.config import compile_snapshot, load_text
+    from fastmesh.config.model.types import parse_duration
 
     try:
         cfg = load_text(text, source)
@@ -53,11 +61,19 @@ def compile_content(content: bytes, source: str, overrides: Overrides) -> tuple[
     except OverrideError as e:
         return {"override_error": str(e)}, None
     proxy = cfg.proxy
-    settings = {
+    settings: dict[str, Any] = {
         "admin_address": proxy.admin_address,
         "worker_threads": proxy.worker_threads,
         "drain_timeout_s": proxy.drain_timeout_s,
     }
+    if proxy.admin.token_file is not None:
+        settings["admin_token_file"] = _beside(source, proxy.admin.token_file)
+    if proxy.identity is not None:
+        settings["identity"] = {
+            "spiffe_id": proxy.identity.spiffe_id,
+            "ca_directory": _beside(source, proxy.identity.ca.directory),
+            "cert_ttl_s": parse_duration(proxy.identity.cert_ttl),
+        }
     return {"settings": settings}, json.dumps(snapshot, separators=(",", ":"))
 
 

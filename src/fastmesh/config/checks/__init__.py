@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fastmesh.config.checks.authorizationpolicy import check_authorization_policy
 from fastmesh.config.checks.context import Context
 from fastmesh.config.checks.endpointslice import check_endpoint_slice
 from fastmesh.config.checks.httproute import check_route
@@ -18,6 +19,7 @@ _BY_KIND: dict[str, Callable[[Context, Document], None]] = {
     "Service": check_service,
     "EndpointSlice": check_endpoint_slice,
     "Proxy": check_proxy,
+    "AuthorizationPolicy": check_authorization_policy,
 }
 
 

@@ -7,7 +7,13 @@ import re
 from fastmesh.config.checks.context import Context, duplicates
 from fastmesh.config.mesh import Document
 from fastmesh.config.model import Service
-from fastmesh.config.model.service import APP_PROTOCOLS, LB_ANNOTATION, LB_ANNOTATION_VALUES
+from fastmesh import spiffe
+from fastmesh.config.model.service import (
+    APP_PROTOCOLS,
+    LB_ANNOTATION,
+    LB_ANNOTATION_VALUES,
+    SERVICE_ACCOUNT_ANNOTATION,
+)
 from fastmesh.config.model.types import dns_1035_problem
 
 _PORT_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
@@ -25,6 +31,14 @@ def check_service(ctx: Context, doc: Document) -> None:
             ("metadata", "annotations", LB_ANNOTATION),
             f"must be one of {', '.join(LB_ANNOTATION_VALUES)} (got {lb!r})",
         )
+    account = service.service_account
+    if account is not None:
+        loc = ("metadata", "annotations", SERVICE_ACCOUNT_ANNOTATION)
+        if problem := spiffe.service_account_problem(account):
+            ctx.report(doc, loc, problem)
+        elif ctx.cfg.proxy.identity is None:
+            ctx.report(doc, loc, "marks the Service meshed (mTLS to its endpoints), which needs a "
+                                 "Proxy with spec.identity")
     ports = service.spec.ports
     for i, port in enumerate(ports):
         loc = ("spec", "ports", i)

@@ -45,7 +45,7 @@ class ObjectMeta(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels. EndpointSlices name their Service with `kubernetes.io/service-name`."""
     annotations: dict[str, str] = Field(default_factory=dict)
-    """Annotations. Services read `fastmesh.io/load-balancer`."""
+    """Annotations. Services read `fastmesh.io/load-balancer` and `fastmesh.io/service-account`."""
     creation_timestamp: Annotated[
         datetime | None, Field(strict=False), AfterValidator(_utc), Doc("RFC 3339 timestamp")
     ] = None

@@ -13,6 +13,8 @@ H2C = "kubernetes.io/h2c"
 APP_PROTOCOLS = ("http", H2C)
 LB_ANNOTATION = "fastmesh.io/load-balancer"
 LB_ANNOTATION_VALUES = {"p2c-peak-ewma": "p2c_peak_ewma", "round-robin": "round_robin"}
+SERVICE_ACCOUNT_ANNOTATION = "fastmesh.io/service-account"
+"""Marks the Service meshed: its endpoints are proxies serving mTLS as this service account."""
 
 
 class ServicePort(Spec):
@@ -69,6 +71,11 @@ class Service(KubeObject):
     """Kind."""
     spec: ServiceSpec
     """Ports."""
+
+    @property
+    def service_account(self) -> str | None:
+        """The `fastmesh.io/service-account` annotation: set, the Service is meshed (mTLS)."""
+        return self.metadata.annotations.get(SERVICE_ACCOUNT_ANNOTATION)
 
     def port(self, number: int) -> ServicePort | None:
         """The port numbered `number`, if the Service has it."""

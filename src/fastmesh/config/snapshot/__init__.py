@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastmesh.config.gcpause import without_gc
+from fastmesh.config.snapshot.authorization import compile_authorization
 from fastmesh.config.snapshot.backends import compile_backends
 from fastmesh.config.snapshot.vhosts import compile_vhosts
 from fastmesh.config.mesh import MeshConfig
+from fastmesh.config.model.proxy import ListenerSpec
 from fastmesh.config.model.types import parse_duration
 
 
@@ -15,12 +17,22 @@ def _ms(duration: str) -> int:
     return round(parse_duration(duration) * 1000)
 
 
+def _listener(cfg: MeshConfig, listener: ListenerSpec) -> dict[str, Any]:
+    compiled: dict[str, Any] = {"name": listener.name, "address": listener.socket_address}
+    if listener.mtls != "DISABLE":  # absent means DISABLE (docs/engine-snapshot.md)
+        compiled["tls"] = {"mode": listener.mtls}
+    authorization = compile_authorization(cfg, listener)
+    if authorization is not None:
+        compiled["authorization"] = authorization
+    return compiled
+
+
 @without_gc
 def compile_snapshot(cfg: MeshConfig) -> dict[str, Any]:
     """The snapshot as a JSON-ready dict; the runtime adds "version" and applies it."""
     proxy = cfg.proxy
     return {
-        "listeners": [{"name": listener.name, "address": listener.socket_address} for listener in proxy.listeners],
+        "listeners": [_listener(cfg, listener) for listener in proxy.listeners],
         "pool": {
             "idle_timeout_ms": _ms(proxy.pool.idle_timeout),
             "max_idle_per_endpoint": proxy.pool.max_idle_per_endpoint,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from fastmesh import spiffe
 from fastmesh.config.mesh import MeshConfig
 from fastmesh.config.model import EndpointSlice, Service
 from fastmesh.config.model.httproute import FASTMESH_GROUP, HTTPBackendRef
@@ -54,6 +55,17 @@ def _lb(cfg: MeshConfig, service: Service) -> str:
     return LB_ANNOTATION_VALUES.get(annotation or "", cfg.proxy.lb)
 
 
+def _tls(cfg: MeshConfig, service: Service) -> dict[str, Any] | None:
+    """Origination of mTLS to a meshed Service: the identity its endpoints must present."""
+    account, identity = service.service_account, cfg.proxy.identity
+    if account is None or identity is None:  # checks refuse a meshed Service without identity
+        return None
+    return {
+        "identities": [spiffe.workload_id(identity.trust_domain, service.namespace, account)],
+        "server_name": f"{service.name}.{service.namespace}.svc.cluster.local",
+    }
+
+
 def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
     slices: dict[tuple[str, str | None], list[EndpointSlice]] = defaultdict(list)
     for eps in cfg.endpoint_slices:
@@ -61,12 +73,15 @@ def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
     backends = []
     for service in cfg.services:
         for port in service.spec.ports:
-            backends.append({
+            backend = {
                 "name": service_backend(service.namespace, service.name, port.port),
                 "protocol": "h2c" if port.app_protocol == H2C else "http1",
                 "lb": _lb(cfg, service),
                 "endpoints": _endpoints(slices[(service.namespace, service.name)], port.name),
-            })
+            }
+            if tls := _tls(cfg, service):
+                backend["tls"] = tls
+            backends.append(backend)
     for external in cfg.proxy.external_services:
         backends.append({
             "name": external_backend(external.name),

@@ -1,0 +1,212 @@
+"""The proxy's workload identity: issue its certificate from the CA directory, hand it to the
+engine, renew it at two thirds of its lifetime and whenever the CA changes (root rotation).
+
+Key material goes from the CA straight to `Engine.set_identity`; the copy kept here (to put the
+previous certificate back if a reload fails) is never logged, shown or written anywhere. The CA
+code (and `cryptography`) is imported on the first issue: a proxy without identity never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastmesh.compiler import IdentitySettings
+from fastmesh.engine import Engine
+from fastmesh.reload import Fingerprint, fingerprint
+from fastmesh.state import rfc3339
+
+if TYPE_CHECKING:
+    from fastmesh.ca import Issued
+
+log = logging.getLogger("fastmesh.identity")
+
+RENEW_FRACTION = 2 / 3
+RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # after failed renewals, in turn (the last repeats)
+WATCHED = ("bundle.pem", "intermediate.pem")  # a change means a rotation: renew at once
+
+Emit = Callable[..., None]
+
+
+class IdentityError(Exception):
+    """The certificate could not be issued or the engine refused it; the message says why."""
+
+
+@dataclass(frozen=True)
+class Material:
+    """What the engine was given. `issued.key_pem` is the private key: never shown."""
+
+    issued: Issued
+    bundle_pem: str = field(repr=False)
+    generation: int
+    reason: str
+
+    @property
+    def not_before(self) -> float:
+        return self.issued.not_before.timestamp()
+
+    @property
+    def not_after(self) -> float:
+        return self.issued.not_after.timestamp()
+
+    @property
+    def renew_at(self) -> float:
+        return self.not_before + RENEW_FRACTION * (self.not_after - self.not_before)
+
+
+class Identity:
+    """One configured identity. `renew()` issues and installs now; `start()` keeps it fresh."""
+
+    def __init__(self, settings: IdentitySettings, engine: Engine, emit: Emit,
+                 watch_interval_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.emit = emit
+        self.watch_interval_s = watch_interval_s
+        self.clock = clock
+        self.current: Material | None = None
+        self.renewals = 0  # successful issues, the first one included
+        self.failures = 0
+        self.last_error: str | None = None
+        self._ca_seen: tuple[Fingerprint | None, ...] | None = None
+        self._retry_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # === issuing ===
+
+    def _ca_fingerprint(self) -> tuple[Fingerprint | None, ...]:
+        directory = Path(self.settings.ca_directory)
+        return tuple(fingerprint(directory / name) for name in WATCHED)
+
+    def _issue(self) -> tuple[Issued, str]:
+        """In a worker thread: load the CA as it is on disk now and issue."""
+        from datetime import timedelta
+
+        from fastmesh.ca import CA
+
+        ca = CA.load(Path(self.settings.ca_directory))
+        issued = ca.issue(self.settings.spiffe_id, ttl=timedelta(seconds=self.settings.cert_ttl_s))
+        return issued, ca.bundle_pem()
+
+    async def renew(self, reason: str) -> Material:
+        """Issue a new certificate and hand it to the engine; IdentityError if that fails (the
+        engine keeps what it has)."""
+        from fastmesh.ca import CAError
+
+        async with self._lock:
+            seen = self._ca_fingerprint()  # before reading: a rotation landing meanwhile is seen
+            try:
+                issued, bundle = await asyncio.get_running_loop().run_in_executor(None, self._issue)
+                generation = self.engine.set_identity(issued.cert_chain_pem, issued.key_pem, bundle)
+            except (CAError, ValueError, OSError, RuntimeError) as e:
+                self.failures += 1
+                self.last_error = f"identity {self.settings.spiffe_id}: {e}"
+                self._retry_at = self.clock() + RETRY_S[min(self.failures, len(RETRY_S)) - 1]
+                self._wake.set()
+                log.error("cannot renew the workload certificate (%s): %s", reason, self.last_error)
+                self.emit("identity_failed", spiffe_id=self.settings.spiffe_id, reason=reason,
+                          error=self.last_error)
+                raise IdentityError(self.last_error) from None
+            self.current = Material(issued, bundle, generation, reason)
+            self._ca_seen = seen
+            self.renewals += 1
+            self.failures = 0
+            self.last_error = None
+            self._retry_at = None
+            self._wake.set()  # the loop picks up the new renewal time
+            self._announce(self.current)
+            return self.current
+
+    def _announce(self, material: Material) -> None:
+        not_after = rfc3339(material.not_after)
+        log.info("workload certificate %s (%s): valid until %s, generation %d, renewal at %s",
+                 material.issued.spiffe_id, material.reason, not_after, material.generation,
+                 rfc3339(material.renew_at))
+        self.emit("identity", spiffe_id=material.issued.spiffe_id, not_after=not_after,
+                  generation=material.generation, reason=material.reason)
+
+    async def reinstall(self) -> None:
+        """Hand the current material to the engine again (a reload that installed another
+        identity failed) and start renewing again."""
+        async with self._lock:
+            material = self.current
+            if material is not None:
+                issued = material.issued
+                generation = self.engine.set_identity(issued.cert_chain_pem, issued.key_pem,
+                                                      material.bundle_pem)
+                self.current = Material(issued, material.bundle_pem, generation, "restored")
+                self._announce(self.current)
+        self.start()
+
+    # === keeping it fresh ===
+
+    def _due(self) -> str | None:
+        """Why a renewal is due now, or None."""
+        now = self.clock()
+        if self._retry_at is not None:
+            return "retry" if now >= self._retry_at else None
+        if self._ca_fingerprint() != self._ca_seen:
+            return "ca changed"
+        if self.current is not None and now >= self.current.renew_at:
+            return "renewal"
+        return None
+
+    def _wait_s(self) -> float:
+        until = self._retry_at if self._retry_at is not None else (
+            self.current.renew_at if self.current is not None else self.clock())
+        return max(0.0, min(self.watch_interval_s, until - self.clock()))
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            reason = self._due()
+            if reason is not None:
+                try:
+                    await self.renew(reason)
+                except IdentityError:
+                    pass  # logged, retried after RETRY_S
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._wait_s())
+            except TimeoutError:
+                pass
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        """Stop renewing; waits until the loop is out (an issue in flight is not installed)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        async with self._lock:  # an admin-triggered renewal in flight finishes first
+            pass
+
+    # === what the admin API shows (no key material) ===
+
+    def view(self) -> dict[str, Any]:
+        m = self.current
+        return {
+            "spiffe_id": self.settings.spiffe_id,
+            "ca_directory": self.settings.ca_directory,
+            "cert_ttl_s": self.settings.cert_ttl_s,
+            "not_before": rfc3339(m.not_before) if m else None,
+            "not_after": rfc3339(m.not_after) if m else None,
+            "renew_at": rfc3339(m.renew_at) if m else None,
+            "generation": m.generation if m else None,
+            "renewals": self.renewals,
+            "renewal_failures": self.failures,
+            "last_error": self.last_error,
+        }
