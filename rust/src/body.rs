@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -52,6 +53,9 @@ pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
         inner: Option<Incoming>,
+        // A request body read into memory so it can be replayed (`inner` is `None` then).
+        buffered: Option<Bytes>,
+        trailers: Option<HeaderMap>,
         guard: Option<InFlight>,
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
@@ -76,6 +80,8 @@ impl ProxyBody {
     pub fn empty(guard: InFlight) -> Self {
         ProxyBody {
             inner: None,
+            buffered: None,
+            trailers: None,
             guard: Some(guard),
             pooled: None,
         }
@@ -92,6 +98,8 @@ impl ProxyBody {
         };
         ProxyBody {
             inner: Some(body),
+            buffered: None,
+            trailers: None,
             guard: Some(guard),
             pooled,
         }
@@ -101,6 +109,8 @@ impl ProxyBody {
     pub fn request(body: Incoming) -> Self {
         ProxyBody {
             inner: Some(body),
+            buffered: None,
+            trailers: None,
             guard: None,
             pooled: None,
         }
@@ -108,11 +118,31 @@ impl ProxyBody {
 
     /// No body and no guard.
     pub fn none() -> Self {
+        ProxyBody::buffered(None, None)
+    }
+
+    /// A request body already in memory (a replayable copy); `None`: no body.
+    pub fn buffered(data: Option<Bytes>, trailers: Option<HeaderMap>) -> Self {
         ProxyBody {
             inner: None,
+            buffered: data.filter(|d| !d.is_empty()),
+            trailers,
             guard: None,
             pooled: None,
         }
+    }
+
+    /// Reads the whole body into memory: its data and trailers.
+    pub async fn collect(mut self) -> Result<(Bytes, Option<HeaderMap>), hyper::Error> {
+        let mut data = bytes::BytesMut::new();
+        let mut trailers = None;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
+            match frame?.into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        Ok((data.freeze(), trailers))
     }
 }
 
@@ -123,6 +153,12 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let Some(mut inner) = this.inner.as_pin_mut() else {
+            if let Some(data) = this.buffered.take() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if let Some(trailers) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
             this.guard.take();
             return Poll::Ready(None);
         };
@@ -149,12 +185,16 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => self.buffered.is_none() && self.trailers.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.inner.as_ref().map_or_else(
+            || SizeHint::with_exact(self.buffered.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::size_hint,
+        )
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::error::ConfigError;
+use crate::retry::{Budget, Condition, RetryPolicy, Timeouts};
 use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
 
@@ -20,7 +21,7 @@ mod wire;
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
     PathModifierType, PathType, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier, RawPool,
-    RawRoute, RawSnapshot, ValueType,
+    RawRetry, RawRoute, RawSnapshot, RawTimeouts, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -75,6 +76,8 @@ pub struct RouteConfig {
     pub matcher: RouteMatch,
     pub filters: Filters,
     pub backends: Vec<WeightedRef>,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
 }
 
 /// One weighted backendRef: an index into `Config::backends`, or `None` for an invalid ref.
@@ -260,7 +263,90 @@ fn route(r: RawRoute, field: &str, backends: &HashMap<String, usize>) -> Result<
         matcher,
         filters,
         backends: refs,
+        timeouts: timeouts(&r.timeouts, &format!("{field}.timeouts"))?,
+        retry: match r.retry {
+            None => RetryPolicy::default(),
+            Some(raw) => retry(raw, &format!("{field}.retry"))?,
+        },
     })
+}
+
+fn timeouts(raw: &RawTimeouts, field: &str) -> Result<Timeouts, ConfigError> {
+    let ms = |v: Option<u64>, name: &str| match v {
+        Some(0) => Err(ConfigError::invalid(
+            format!("{field}.{name}"),
+            "must be greater than 0 (or null)",
+        )),
+        v => Ok(v.map(Duration::from_millis)),
+    };
+    Ok(Timeouts {
+        request: ms(raw.request_ms, "request_ms")?,
+        per_try: ms(raw.per_try_ms, "per_try_ms")?,
+    })
+}
+
+fn retry(raw: RawRetry, field: &str) -> Result<RetryPolicy, ConfigError> {
+    let mut on = Vec::with_capacity(raw.on.len());
+    for (i, c) in raw.on.iter().enumerate() {
+        let names: Vec<_> = Condition::ALL.iter().map(|c| c.name()).collect();
+        on.push(Condition::parse(c).ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{field}.on[{i}]"),
+                format!("{c:?} is not one of {}", names.join(", ")),
+            )
+        })?);
+    }
+    for (i, c) in raw.codes.iter().enumerate() {
+        if !(400..=599).contains(c) {
+            return Err(ConfigError::invalid(
+                format!("{field}.codes[{i}]"),
+                format!("must be a 4xx or 5xx status (got {c})"),
+            ));
+        }
+    }
+    let mut methods = Vec::with_capacity(raw.methods.len());
+    for (i, m) in raw.methods.iter().enumerate() {
+        methods.push(Method::from_bytes(m.as_bytes()).map_err(|_| {
+            ConfigError::invalid(format!("{field}.methods[{i}]"), format!("{m:?} is not an HTTP method"))
+        })?);
+    }
+    if raw.backoff.max_ms < raw.backoff.base_ms {
+        return Err(ConfigError::invalid(
+            format!("{field}.backoff.max_ms"),
+            format!("must be at least base_ms ({})", raw.backoff.base_ms),
+        ));
+    }
+    if raw.attempts > 20 {
+        return Err(ConfigError::invalid(
+            format!("{field}.attempts"),
+            format!("must be at most 20 (got {})", raw.attempts),
+        ));
+    }
+    let b = &raw.budget;
+    if !(0.0..=1000.0).contains(&b.percent) {
+        return Err(ConfigError::invalid(
+            format!("{field}.budget.percent"),
+            "must be between 0 and 1000",
+        ));
+    }
+    if b.window_s == 0 {
+        return Err(ConfigError::invalid(
+            format!("{field}.budget.window_s"),
+            "must be greater than 0",
+        ));
+    }
+    Ok(RetryPolicy::new(
+        raw.attempts,
+        &on,
+        raw.codes,
+        methods,
+        raw.max_body_bytes,
+        (
+            Duration::from_millis(raw.backoff.base_ms),
+            Duration::from_millis(raw.backoff.max_ms),
+        ),
+        Budget::new(b.percent, b.min_per_s, Duration::from_secs(b.window_s)),
+    ))
 }
 
 fn regex(pattern: &str, field: &str) -> Result<regex::Regex, ConfigError> {

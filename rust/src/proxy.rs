@@ -2,12 +2,15 @@
 //! route, apply its filters, pick a backend and an endpoint, forward, and stream both bodies.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -17,6 +20,7 @@ use crate::body::{InFlight, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
 use crate::pool::{Pooled, UpstreamError};
+use crate::retry::{Failure, RetryPolicy, RoutePolicy};
 use crate::route::filters::RequestTarget;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
@@ -103,13 +107,37 @@ impl Conn {
             return local(StatusCode::SERVICE_UNAVAILABLE, None, &target.stats, start, inflight);
         };
         inflight.to_endpoint(endpoint);
+        let policy = &route.policy;
+        policy.retry.budget.deposit();
         let Some((upstream_req, key)) = self.upstream_request(req, authority, route, backend, endpoint) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
+        };
+        let Ok((upstream_req, replay)) = Replay::prepare(upstream_req, &policy.retry).await else {
+            // The client's body failed while it was being buffered.
+            return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight);
         };
         // Boxed: the forwarding future (pool, connection, retry) is large, and this future is
         // moved whole when hyper stores or spawns it (a task per HTTP/2 stream). Boxing it
         // keeps those moves small (callgrind: memcpy was 18 % of h2c instructions).
-        let (result, endpoint, sent) = Box::pin(forward(backend, endpoint, key, upstream_req, &mut inflight)).await;
+        let forwarding = Box::pin(forward(
+            backend,
+            endpoint,
+            key,
+            upstream_req,
+            replay,
+            policy,
+            &mut inflight,
+        ));
+        let (result, endpoint, sent) = match policy.timeouts.request {
+            None => forwarding.await,
+            Some(limit) => match tokio::time::timeout_at(start + limit, forwarding).await {
+                Ok(done) => done,
+                Err(_) => {
+                    policy.stats.timeouts_request.fetch_add(1, Relaxed);
+                    return local(StatusCode::GATEWAY_TIMEOUT, None, &target.stats, start, inflight);
+                }
+            },
+        };
         match result {
             Ok((resp, pooled)) => {
                 let now = Instant::now();
@@ -123,6 +151,10 @@ impl Conn {
                 }
                 target.stats.record(parts.status, now - start);
                 Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
+            }
+            Err(TryError::PerTryTimeout) => {
+                penalize(endpoint, sent);
+                local(StatusCode::GATEWAY_TIMEOUT, None, &target.stats, start, inflight)
             }
             Err(_) => {
                 penalize(endpoint, sent);
@@ -198,49 +230,176 @@ impl Conn {
     }
 }
 
-/// Sends a request to an endpoint, and once more when that is safe: the request has no body
-/// and its first try provably was not processed. The connection could not be made (then
-/// another endpoint of the backend is tried, if it has one); an HTTP/2 stream was refused or
-/// cut by a graceful GOAWAY; or, for idempotent methods, the connection closed under it (a
-/// keep-alive race). Returns the endpoint that answered and when the request went to it.
+/// The parts of a request needed to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Replay {
+    /// A replayable copy of `req` when its body allows one: no body, or (for a method the policy
+    /// retries) a `content-length` body up to `max_body`, which is read into memory here.
+    /// Larger and unknown-length bodies are streamed and never replayed.
+    async fn prepare(
+        req: Request<ProxyBody>,
+        policy: &RetryPolicy,
+    ) -> Result<(Request<ProxyBody>, Option<Replay>), hyper::Error> {
+        use http_body::Body as _;
+        if req.body().is_end_stream() {
+            let replay = Replay::of(&req, None, None);
+            return Ok((req, Some(replay)));
+        }
+        let hint = req.body().size_hint();
+        let fits = hint.upper() == Some(hint.lower()) && hint.lower() <= policy.max_body;
+        if !fits || !policy.retries_method(req.method()) {
+            return Ok((req, None));
+        }
+        let (parts, body) = req.into_parts();
+        let (data, trailers) = body.collect().await?;
+        let req = Request::from_parts(parts, ProxyBody::buffered(Some(data.clone()), trailers.clone()));
+        let replay = Replay::of(&req, Some(data), trailers);
+        Ok((req, Some(replay)))
+    }
+
+    fn of<B>(req: &Request<B>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            body,
+            trailers,
+        }
+    }
+
+    fn request(&self) -> Request<ProxyBody> {
+        let mut copy = Request::new(ProxyBody::buffered(self.body.clone(), self.trailers.clone()));
+        *copy.method_mut() = self.method.clone();
+        *copy.uri_mut() = self.uri.clone();
+        *copy.version_mut() = self.version;
+        *copy.headers_mut() = self.headers.clone();
+        copy
+    }
+}
+
+/// Why one try got no usable response.
+#[derive(Debug)]
+enum TryError {
+    Upstream(UpstreamError),
+    /// No response headers within the route's per-try timeout.
+    PerTryTimeout,
+}
+
+impl TryError {
+    fn failure(&self) -> Failure {
+        match self {
+            TryError::PerTryTimeout => Failure::PerTryTimeout,
+            TryError::Upstream(e) if e.is_connect() => Failure::ConnectFailure,
+            TryError::Upstream(e) if refused(e) => Failure::RefusedStream,
+            TryError::Upstream(_) => Failure::Reset,
+        }
+    }
+}
+
+type Answer = Result<(Response<Incoming>, Pooled), TryError>;
+
+/// Sends a request to an endpoint, and again while the route's retry policy says so: the
+/// request is replayable (`Replay`), its failure matches a retry condition (`RetryPolicy::
+/// condition`: unprocessed failures for any method, the others for retryable methods only),
+/// attempts are left and the budget grants one. A retry waits its backoff and goes to an
+/// endpoint not tried yet when the backend has one. Returns the last try's answer, the
+/// endpoint that gave it and when the try started.
 async fn forward<'b>(
     backend: &'b Backend,
     mut endpoint: &'b Arc<Endpoint>,
     authority: Authority,
     req: Request<ProxyBody>,
+    replay: Option<Replay>,
+    policy: &RoutePolicy,
     inflight: &mut InFlight,
-) -> (
-    Result<(Response<Incoming>, Pooled), UpstreamError>,
-    &'b Arc<Endpoint>,
-    Instant,
-) {
-    use http_body::Body as _;
-    let replay = req.body().is_end_stream().then(|| {
-        let mut copy = Request::new(ProxyBody::none());
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        copy
-    });
-    let sent = Instant::now();
-    let again = match (endpoint.client.request(&authority, req).await, replay) {
-        (Err(e), Some(again)) if e.is_connect() => {
-            penalize(endpoint, sent);
-            match backend.pick().filter(|other| !Arc::ptr_eq(other, endpoint)) {
-                Some(other) => {
-                    inflight.to_endpoint(other);
-                    endpoint = other;
-                    again
-                }
-                None => return (Err(e), endpoint, sent),
-            }
+) -> (Answer, &'b Arc<Endpoint>, Instant) {
+    let retry = &policy.retry;
+    let mut first = Some(req);
+    let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
+    let mut retries = 0;
+    loop {
+        let req = match (first.take(), &replay) {
+            (Some(req), _) => req,
+            (None, Some(replay)) => replay.request(),
+            (None, None) => unreachable!("only a replayable request is tried again"),
+        };
+        let sent = Instant::now();
+        let answer = try_once(endpoint, &authority, req, policy.timeouts.per_try).await;
+        if matches!(answer, Err(TryError::PerTryTimeout)) {
+            policy.stats.timeouts_per_try.fetch_add(1, Relaxed);
         }
-        (Err(e), Some(again)) if unprocessed(&e, again.method().is_idempotent()) => again,
-        (res, _) => return (res, endpoint, sent),
-    };
-    let sent = Instant::now();
-    (endpoint.client.request(&authority, again).await, endpoint, sent)
+        if replay.is_none() || retries >= retry.attempts {
+            return (answer, endpoint, sent);
+        }
+        let failure = match &answer {
+            Ok((resp, _)) if resp.status().as_u16() < 400 => return (answer, endpoint, sent),
+            Ok((resp, _)) => Failure::Status(resp.status()),
+            Err(e) => e.failure(),
+        };
+        let Some(reason) = retry.condition(failure, &replay.as_ref().expect("checked").method) else {
+            return (answer, endpoint, sent);
+        };
+        if !retry.budget.withdraw() {
+            policy.stats.budget_exhausted.fetch_add(1, Relaxed);
+            return (answer, endpoint, sent);
+        }
+        policy.stats.retried(reason);
+        penalize(endpoint, sent);
+        if let Ok((resp, pooled)) = answer {
+            discard(resp, pooled);
+        }
+        retries += 1;
+        tried.push(endpoint);
+        let wait = retry.backoff(retries);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        endpoint = untried(backend, &tried).unwrap_or(endpoint);
+        inflight.to_endpoint(endpoint);
+    }
+}
+
+async fn try_once(
+    endpoint: &Endpoint,
+    authority: &Authority,
+    req: Request<ProxyBody>,
+    limit: Option<Duration>,
+) -> Answer {
+    let sending = endpoint.client.request(authority, req);
+    match limit {
+        None => sending.await.map_err(TryError::Upstream),
+        Some(limit) => match tokio::time::timeout(limit, sending).await {
+            Ok(res) => res.map_err(TryError::Upstream),
+            Err(_) => Err(TryError::PerTryTimeout),
+        },
+    }
+}
+
+/// A response that will be retried: its connection goes back to the pool when its body has
+/// already ended, else it closes (reading an unknown body to reuse a connection is not worth it).
+fn discard(resp: Response<Incoming>, pooled: Pooled) {
+    use http_body::Body as _;
+    if resp.body().is_end_stream() {
+        pooled.release();
+    }
+}
+
+/// An endpoint of the backend not in `tried`: the balancer's pick when it is one, else the
+/// first untried one; `None` when every endpoint was tried.
+fn untried<'b>(backend: &'b Backend, tried: &[&Arc<Endpoint>]) -> Option<&'b Arc<Endpoint>> {
+    let fresh = |e: &&Arc<Endpoint>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
+    (0..2)
+        .find_map(|_| backend.pick().filter(fresh))
+        .or_else(|| backend.endpoints.iter().find(fresh))
 }
 
 /// A failed endpoint looks slow to the balancer for a while.
@@ -249,7 +408,8 @@ fn penalize(endpoint: &Endpoint, sent: Instant) {
     endpoint.load.observe(now - sent + DEFAULT_RTT, now);
 }
 
-fn unprocessed(err: &UpstreamError, idempotent: bool) -> bool {
+/// An HTTP/2 stream the upstream refused or cut with a graceful GOAWAY: it was not processed.
+fn refused(err: &UpstreamError) -> bool {
     let mut source = std::error::Error::source(err);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
@@ -257,11 +417,6 @@ fn unprocessed(err: &UpstreamError, idempotent: bool) -> bool {
             return h2.is_remote()
                 && (reason == Some(h2::Reason::REFUSED_STREAM)
                     || h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR));
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if idempotent && (h.is_incomplete_message() || h.is_canceled()) {
-                return true;
-            }
         }
         source = e.source();
     }

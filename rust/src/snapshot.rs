@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::balance::Backend;
 use crate::config::Config;
 use crate::pool::{EndpointKey, Upstreams};
+use crate::retry::RoutePolicy;
 use crate::route::{Route, Target, Vhost, VhostTable};
 use crate::stats::Stats;
 
@@ -58,7 +59,12 @@ impl Snapshot {
                             })
                             .collect();
                         let local_stats = stats.route(&r.name, "");
-                        Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats)
+                        let policy = RoutePolicy {
+                            timeouts: r.timeouts,
+                            retry: r.retry,
+                            stats: stats.resilience(&r.name),
+                        };
+                        Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats, policy)
                     })
                     .collect();
                 (v.domains, Vhost::new(v.name, routes))

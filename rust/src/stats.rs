@@ -10,6 +10,8 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::retry::Condition;
+
 /// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
 pub const LATENCY_BOUNDS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -87,6 +89,53 @@ impl EndpointStats {
     }
 }
 
+/// The resilience decisions of one route (docs/engine-snapshot.md "Resilience").
+#[derive(Debug)]
+pub struct ResilienceStats {
+    route: Arc<str>,
+    /// By `retry::Condition` (its discriminant).
+    retries: [AtomicU64; 6],
+    pub budget_exhausted: AtomicU64,
+    pub timeouts_request: AtomicU64,
+    pub timeouts_per_try: AtomicU64,
+}
+
+impl ResilienceStats {
+    fn new(route: Arc<str>) -> Self {
+        ResilienceStats {
+            route,
+            retries: Default::default(),
+            budget_exhausted: AtomicU64::new(0),
+            timeouts_request: AtomicU64::new(0),
+            timeouts_per_try: AtomicU64::new(0),
+        }
+    }
+
+    pub fn retried(&self, reason: Condition) {
+        self.retries[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    fn doc(&self) -> Option<ResilienceDoc<'_>> {
+        let retries: BTreeMap<_, _> = Condition::ALL
+            .iter()
+            .map(|c| (c.name(), self.retries[*c as usize].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let timeouts: BTreeMap<_, _> = [("request", &self.timeouts_request), ("per_try", &self.timeouts_per_try)]
+            .into_iter()
+            .map(|(k, v)| (k, v.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let budget_exhausted = self.budget_exhausted.load(Relaxed);
+        (!retries.is_empty() || !timeouts.is_empty() || budget_exhausted > 0).then_some(ResilienceDoc {
+            route: &self.route,
+            retries,
+            budget_exhausted,
+            timeouts,
+        })
+    }
+}
+
 /// (route name, backend name); `""` for none.
 type RouteKey = (Arc<str>, Arc<str>);
 
@@ -97,6 +146,7 @@ pub struct Stats {
     pub connections_total: AtomicU64,
     pub requests_active: AtomicU64,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
+    resilience: Mutex<BTreeMap<Arc<str>, Arc<ResilienceStats>>>,
     unmatched: Arc<RouteStats>,
 }
 
@@ -111,6 +161,7 @@ impl Default for Stats {
             connections_total: AtomicU64::new(0),
             requests_active: AtomicU64::new(0),
             routes: Mutex::new(routes),
+            resilience: Mutex::default(),
             unmatched,
         }
     }
@@ -127,6 +178,16 @@ impl Stats {
             .clone()
     }
 
+    /// The resilience counters of a route, created on first use.
+    pub fn resilience(&self, route: &str) -> Arc<ResilienceStats> {
+        let key: Arc<str> = Arc::from(route);
+        self.resilience
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(ResilienceStats::new(key)))
+            .clone()
+    }
+
     /// Requests no route matched (route and backend `""`).
     pub fn unmatched(&self) -> &Arc<RouteStats> {
         &self.unmatched
@@ -135,6 +196,7 @@ impl Stats {
     /// The stats JSON of the contract.
     pub fn render(&self, version: u64, upstream: &[Arc<EndpointStats>]) -> String {
         let routes = self.routes.lock();
+        let resilience = self.resilience.lock();
         let doc = StatsDoc {
             version,
             connections: ConnectionsDoc {
@@ -157,6 +219,7 @@ impl Stats {
                     requests_active: e.requests_active.load(Relaxed),
                 })
                 .collect(),
+            resilience: resilience.values().filter_map(|r| r.doc()).collect(),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -172,6 +235,15 @@ struct StatsDoc<'a> {
     latency_bounds_ms: &'a [f64],
     routes: Vec<RouteDoc<'a>>,
     upstream: Vec<UpstreamDoc<'a>>,
+    resilience: Vec<ResilienceDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResilienceDoc<'a> {
+    route: &'a str,
+    retries: BTreeMap<&'static str, u64>,
+    budget_exhausted: u64,
+    timeouts: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize)]

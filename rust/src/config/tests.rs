@@ -138,3 +138,52 @@ fn regexes_are_anchored() {
     assert!(!m.matches(&Method::GET, "/v1/x", None, &headers));
     assert!(!m.matches(&Method::GET, "/api/v1", None, &headers));
 }
+
+#[test]
+fn resilience_fields_are_checked_naming_the_field() {
+    let ok = route(
+        r#""timeouts": {"request_ms": 1000, "per_try_ms": 100},
+           "retry": {"attempts": 2, "on": ["5xx", "reset"], "codes": [409], "methods": ["GET", "POST"],
+                     "max_body_bytes": 1024, "backoff": {"base_ms": 10, "max_ms": 100},
+                     "budget": {"percent": 20, "min_per_s": 10, "window_s": 10}}"#,
+    );
+    let cfg = parse(&ok).unwrap();
+    let r = &cfg.vhosts[0].routes[0];
+    assert_eq!(r.timeouts.per_try, Some(Duration::from_millis(100)));
+    assert_eq!(r.retry.attempts, 2);
+    assert!(r.retry.retries_method(&Method::POST));
+    for (body, expected) in [
+        (
+            r#""retry": {"on": ["sometimes"]}"#,
+            "vhosts[0].routes[0].retry.on[0]: \"sometimes\" is not one of",
+        ),
+        (
+            r#""retry": {"codes": [200]}"#,
+            "vhosts[0].routes[0].retry.codes[0]: must be a 4xx or 5xx status",
+        ),
+        (
+            r#""retry": {"attempts": 99}"#,
+            "vhosts[0].routes[0].retry.attempts: must be at most 20",
+        ),
+        (
+            r#""retry": {"methods": ["G T"]}"#,
+            "vhosts[0].routes[0].retry.methods[0]",
+        ),
+        (
+            r#""retry": {"backoff": {"base_ms": 10, "max_ms": 1}}"#,
+            "vhosts[0].routes[0].retry.backoff.max_ms",
+        ),
+        (
+            r#""retry": {"budget": {"window_s": 0}}"#,
+            "vhosts[0].routes[0].retry.budget.window_s",
+        ),
+        (
+            r#""timeouts": {"request_ms": 0}"#,
+            "vhosts[0].routes[0].timeouts.request_ms",
+        ),
+        (r#""retry": {"tries": 1}"#, "unknown field `tries`"),
+    ] {
+        let e = err(&route(body));
+        assert!(e.contains(expected), "{e}");
+    }
+}

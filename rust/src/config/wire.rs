@@ -92,6 +92,80 @@ pub(super) struct RawRoute {
     pub(super) filters: Vec<RawFilter>,
     #[serde(default)]
     pub(super) backends: Vec<RawWeighted>,
+    #[serde(default)]
+    pub(super) timeouts: RawTimeouts,
+    /// Absent: the built-in policy (`RetryPolicy::default`).
+    #[serde(default)]
+    pub(super) retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTimeouts {
+    #[serde(default)]
+    pub(super) request_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) per_try_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRetry {
+    pub(super) attempts: u32,
+    pub(super) on: Vec<String>,
+    pub(super) codes: Vec<u16>,
+    pub(super) methods: Vec<String>,
+    pub(super) max_body_bytes: u64,
+    pub(super) backoff: RawBackoff,
+    pub(super) budget: RawBudget,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            attempts: 1,
+            on: vec!["connect-failure".into(), "refused-stream".into(), "reset".into()],
+            codes: Vec::new(),
+            methods: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"].map(String::from).to_vec(),
+            max_body_bytes: 65_536,
+            backoff: RawBackoff::default(),
+            budget: RawBudget::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBackoff {
+    pub(super) base_ms: u64,
+    pub(super) max_ms: u64,
+}
+
+impl Default for RawBackoff {
+    fn default() -> Self {
+        RawBackoff {
+            base_ms: 25,
+            max_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBudget {
+    pub(super) percent: f64,
+    pub(super) min_per_s: u32,
+    pub(super) window_s: u64,
+}
+
+impl Default for RawBudget {
+    fn default() -> Self {
+        RawBudget {
+            percent: 20.0,
+            min_per_s: 10,
+            window_s: 10,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
