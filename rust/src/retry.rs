@@ -207,7 +207,8 @@ pub struct Budget {
     state: Mutex<Slots>,
 }
 
-const SLOTS: usize = 10;
+const SLOTS_U32: u32 = 10;
+const SLOTS: usize = SLOTS_U32 as usize;
 
 #[derive(Debug)]
 struct Slots {
@@ -230,7 +231,7 @@ impl Budget {
         Budget {
             percent,
             min_retries: f64::from(min_per_s) * window.as_secs_f64(),
-            slot: (window / SLOTS as u32).max(Duration::from_millis(1)),
+            slot: (window / SLOTS_U32).max(Duration::from_millis(1)),
             state: Mutex::new(Slots {
                 start: Instant::now(),
                 current: 0,
