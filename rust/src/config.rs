@@ -329,10 +329,10 @@ fn retry(raw: RawRetry, field: &str) -> Result<RetryPolicy, ConfigError> {
             "must be between 0 and 1000",
         ));
     }
-    if b.window_s == 0 {
+    if b.window_ms < 10 {
         return Err(ConfigError::invalid(
-            format!("{field}.budget.window_s"),
-            "must be greater than 0",
+            format!("{field}.budget.window_ms"),
+            "must be at least 10",
         ));
     }
     Ok(RetryPolicy::new(
@@ -345,7 +345,7 @@ fn retry(raw: RawRetry, field: &str) -> Result<RetryPolicy, ConfigError> {
             Duration::from_millis(raw.backoff.base_ms),
             Duration::from_millis(raw.backoff.max_ms),
         ),
-        Budget::new(b.percent, b.min_per_s, Duration::from_secs(b.window_s)),
+        Budget::new(b.percent, b.min_per_s, Duration::from_millis(b.window_ms)),
     ))
 }
 

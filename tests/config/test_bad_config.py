@@ -54,6 +54,17 @@ spec:
 """
 
 
+POLICY = """\
+apiVersion: fastmesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: reviews-policy}}
+spec:
+  targetRef: {target}
+  {spec}
+"""
+POLICY_LABEL = "TrafficPolicy default/reviews-policy"
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -87,8 +98,35 @@ CASES = [
          "spec.rules[0].backendRefs[0].name", "required field is missing"),
     Case("string where a number goes", rule("backendRefs: [{name: reviews, port: 9080, weight: '50'}]"),
          "spec.rules[0].backendRefs[0].weight", "must be an integer (got '50')"),
-    Case("unsupported Gateway API field", rule("timeouts: {request: 10s}"),
-         "spec.rules[0].timeouts", "fastmesh does not support yet"),
+    Case("unsupported Gateway API field", rule("sessionPersistence: {type: Cookie}"),
+         "spec.rules[0].sessionPersistence", "fastmesh does not support yet"),
+    # === timeouts, retry, TrafficPolicy ===
+    Case("bad request timeout", rule("timeouts: {request: 10 s}"),
+         "spec.rules[0].timeouts.request", "must be a duration such as 10s, 500ms or 1h30m (got '10 s')"),
+    Case("backendRequest longer than request", rule("timeouts: {request: 1s, backendRequest: 2s}"),
+         "spec.rules[0].timeouts.backendRequest", "must not be longer than timeouts.request (got 2s > 1s)"),
+    Case("retry code out of range", rule("retry: {codes: [503, 200]}"),
+         "spec.rules[0].retry.codes[1]", "must be between 400 and 599 (got 200)"),
+    Case("too many retry attempts", rule("retry: {attempts: 50}"),
+         "spec.rules[0].retry.attempts", "must be between 0 and 20 (got 50)"),
+    Case("TrafficPolicy of a missing Service", POLICY.format(target="{name: reveiws}", spec=""),
+         "spec.targetRef.name", "Service default/reveiws not found (did you mean default/reviews?)", label=POLICY_LABEL),
+    Case("TrafficPolicy port not on the Service", POLICY.format(target="{name: ratings, port: 9091}", spec=""),
+         "spec.targetRef.port", "Service default/ratings has no port 9091 (its ports: 9080, 9090)", label=POLICY_LABEL),
+    Case("TrafficPolicy unknown retry condition", POLICY.format(target="{name: reviews}", spec="retry: {retryOn: [5xx, timeout]}"),
+         "spec.retry.retryOn[1]", "must be 'connect-failure', 'refused-stream', 'reset', 'gateway-error' or '5xx' (got 'timeout')", label=POLICY_LABEL),
+    Case("TrafficPolicy backoff max below base", POLICY.format(target="{name: reviews}", spec="retry: {backoff: {baseInterval: 100ms, maxInterval: 50ms}}"),
+         "spec.retry.backoff.maxInterval", "must be at least baseInterval (100ms; got 50ms)", label=POLICY_LABEL),
+    Case("TrafficPolicy budget percent", POLICY.format(target="{name: reviews}", spec="retry: {budget: {percent: 150}}"),
+         "spec.retry.budget.percent", "must be between 0 and 100 (got 150", label=POLICY_LABEL),
+    Case("TrafficPolicy retryable method", POLICY.format(target="{name: reviews}", spec="retry: {retryableMethods: [FETCH]}"),
+         "spec.retry.retryableMethods[0]", "(got 'FETCH')", label=POLICY_LABEL),
+    Case("TrafficPolicy zero per-try timeout", POLICY.format(target="{name: reviews}", spec="retry: {perTryTimeout: 0s}"),
+         "spec.retry.perTryTimeout", "must be longer than 0s", label=POLICY_LABEL),
+    Case("two TrafficPolicies for one target", POLICY.format(target="{name: reviews}", spec="") + "---\n"
+         + POLICY.format(target="{name: reviews}", spec="").replace("name: reviews-policy", "name: second"),
+         "spec.targetRef", "TrafficPolicy default/reviews-policy already targets this Service", document=6,
+         label="TrafficPolicy default/second"),
     Case("metadata.name missing", "apiVersion: v1\nkind: Service\nmetadata: {namespace: shop}\nspec: {ports: [{port: 80}]}\n",
          "metadata.name", "required field is missing", label="Service <unnamed>"),
     # === backends ===

@@ -145,7 +145,7 @@ fn resilience_fields_are_checked_naming_the_field() {
         r#""timeouts": {"request_ms": 1000, "per_try_ms": 100},
            "retry": {"attempts": 2, "on": ["5xx", "reset"], "codes": [409], "methods": ["GET", "POST"],
                      "max_body_bytes": 1024, "backoff": {"base_ms": 10, "max_ms": 100},
-                     "budget": {"percent": 20, "min_per_s": 10, "window_s": 10}}"#,
+                     "budget": {"percent": 20, "min_per_s": 10, "window_ms": 10000}}"#,
     );
     let cfg = parse(&ok).unwrap();
     let r = &cfg.vhosts[0].routes[0];
@@ -174,8 +174,8 @@ fn resilience_fields_are_checked_naming_the_field() {
             "vhosts[0].routes[0].retry.backoff.max_ms",
         ),
         (
-            r#""retry": {"budget": {"window_s": 0}}"#,
-            "vhosts[0].routes[0].retry.budget.window_s",
+            r#""retry": {"budget": {"window_ms": 0}}"#,
+            "vhosts[0].routes[0].retry.budget.window_ms",
         ),
         (
             r#""timeouts": {"request_ms": 0}"#,

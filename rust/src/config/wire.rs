@@ -155,7 +155,7 @@ impl Default for RawBackoff {
 pub(super) struct RawBudget {
     pub(super) percent: f64,
     pub(super) min_per_s: u32,
-    pub(super) window_s: u64,
+    pub(super) window_ms: u64,
 }
 
 impl Default for RawBudget {
@@ -163,7 +163,7 @@ impl Default for RawBudget {
         RawBudget {
             percent: 20.0,
             min_per_s: 10,
-            window_s: 10,
+            window_ms: 10_000,
         }
     }
 }

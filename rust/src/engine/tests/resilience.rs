@@ -200,7 +200,7 @@ fn retries_stay_within_the_budget_when_every_endpoint_fails() {
         let (b, b_hits, _) = counting("b", Behaviour::Fail(503)).await;
         let engine = Engine::new(1).unwrap();
         let policy = r#""retry": {"attempts": 3, "on": ["5xx"], "backoff": {"base_ms": 0, "max_ms": 0},
-                                  "budget": {"percent": 20, "min_per_s": 1, "window_s": 10}}"#;
+                                  "budget": {"percent": 20, "min_per_s": 1, "window_ms": 10000}}"#;
         engine.apply(&resilient(&[a, b], policy)).unwrap();
         let proxy = engine.listeners()[0].1;
         for _ in 0..200 {

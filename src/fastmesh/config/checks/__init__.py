@@ -10,6 +10,7 @@ from fastmesh.config.checks.httproute import check_route
 from fastmesh.config.checks.objects import check_objects
 from fastmesh.config.checks.proxy import check_proxy
 from fastmesh.config.checks.service import check_service
+from fastmesh.config.checks.trafficpolicy import check_traffic_policy
 from fastmesh.config.errors import Problem
 from fastmesh.config.mesh import Document, MeshConfig
 
@@ -18,6 +19,7 @@ _BY_KIND: dict[str, Callable[[Context, Document], None]] = {
     "Service": check_service,
     "EndpointSlice": check_endpoint_slice,
     "Proxy": check_proxy,
+    "TrafficPolicy": check_traffic_policy,
 }
 
 

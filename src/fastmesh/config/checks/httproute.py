@@ -19,6 +19,7 @@ from fastmesh.config.model.httproute import (
     HTTPRouteRule,
     ParentReference,
 )
+from fastmesh.config.model.types import parse_duration
 from fastmesh.config.regex import regex_problem
 
 # filter type -> (attribute, YAML field)
@@ -42,8 +43,22 @@ def check_route(ctx: Context, doc: Document) -> None:
         for m, match in enumerate(rule.matches):
             _match(ctx, doc, (*loc, "matches", m), match)
         _filters(ctx, doc, loc, rule)
+        _timeouts(ctx, doc, loc, rule)
         for b, ref in enumerate(rule.backend_refs):
             _backend(ctx, doc, route, (*loc, "backendRefs", b), ref)
+
+
+def _timeouts(ctx: Context, doc: Document, loc: Loc, rule: HTTPRouteRule) -> None:
+    t = rule.timeouts
+    if t is None or t.request is None or t.backend_request is None:
+        return
+    request, backend = parse_duration(t.request), parse_duration(t.backend_request)
+    if request and (not backend or backend > request):
+        ctx.report(
+            doc,
+            (*loc, "timeouts", "backendRequest"),
+            f"must not be longer than timeouts.request (got {t.backend_request} > {t.request})",
+        )
 
 
 # === parents and hostnames ===

@@ -5,8 +5,9 @@ from fastmesh.config.model.endpointslice import EndpointSlice
 from fastmesh.config.model.httproute import HTTPRoute
 from fastmesh.config.model.proxy import Proxy, ProxySpec
 from fastmesh.config.model.service import Service
+from fastmesh.config.model.trafficpolicy import TrafficPolicy
 
-KINDS: tuple[type[KubeObject], ...] = (HTTPRoute, Service, EndpointSlice, Proxy)
+KINDS: tuple[type[KubeObject], ...] = (HTTPRoute, Service, EndpointSlice, Proxy, TrafficPolicy)
 """Every kind a config file may hold, in the order docs/config.md presents them."""
 
-__all__ = ["KINDS", "EndpointSlice", "HTTPRoute", "KubeObject", "ObjectMeta", "Proxy", "ProxySpec", "Service"]
+__all__ = ["KINDS", "EndpointSlice", "HTTPRoute", "KubeObject", "ObjectMeta", "Proxy", "ProxySpec", "Service", "TrafficPolicy"]

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field
 from fastmesh.config.model.base import KubeObject, Spec
 from fastmesh.config.model.types import (
     DNSLabel,
+    Duration,
     HeaderName,
     HeaderValue,
     Hostname,
@@ -16,6 +17,8 @@ from fastmesh.config.model.types import (
     Port,
     PreciseHostname,
     RedirectStatus,
+    RetryAttempts,
+    RetryStatus,
     Unsupported,
     Weight,
     fail,
@@ -193,6 +196,27 @@ class ParentReference(Spec):
     """Port of the Service; must be one of its ports. Routing is by host, so it does not narrow the route."""
 
 
+class HTTPRouteTimeouts(Spec):
+    """Gateway API timeouts; they end at the response headers (a stalled body is not cut)."""
+
+    request: Duration | None = None
+    """The whole request, every retry and backoff included: 504 after it. Unset or `0s`: none."""
+    backend_request: Duration | None = None
+    """One try to the backend (a per-try timeout; overrides TrafficPolicy `retry.perTryTimeout`); at most
+    `request`. Unset or `0s`: none."""
+
+
+class HTTPRouteRetry(Spec):
+    """Gateway API retry; TrafficPolicy `retry` adds conditions, budget and more, this overrides its fields."""
+
+    codes: list[RetryStatus] = Field(default_factory=list, max_length=32)
+    """Response status codes retried (400-599), in addition to unprocessed requests and connection resets."""
+    attempts: RetryAttempts | None = None
+    """Retries after the first try; default 1 (TrafficPolicy `retry.attempts` when set)."""
+    backoff: Duration | None = None
+    """Base wait before a retry, doubled for each further retry (up to 10x) with up to 50 % jitter; default 25ms."""
+
+
 class HTTPRouteRule(Spec):
     """Matches, filters and weighted backends."""
 
@@ -204,10 +228,11 @@ class HTTPRouteRule(Spec):
     """Applied in order; each type at most once."""
     backend_refs: list[HTTPBackendRef] = Field(default_factory=list, max_length=16)
     """Weighted backends; none (and no redirect) answers 500."""
-    timeouts: Unsupported = None
-    """Not supported yet."""
-    retry: Unsupported = None
-    """Not supported yet."""
+    timeouts: HTTPRouteTimeouts | None = None
+    """Timeouts of the rule's requests; none by default."""
+    retry: HTTPRouteRetry | None = None
+    """Retries of the rule's requests; without it (and without a TrafficPolicy `retry`) only the built-in
+    retry of requests that provably were not processed."""
     session_persistence: Unsupported = None
     """Not supported."""
 

@@ -1,0 +1,50 @@
+"""Checks of a TrafficPolicy beyond its schema: its target exists, one policy per target, sane intervals."""
+
+from __future__ import annotations
+
+from fastmesh.config.checks.context import Context, did_you_mean
+from fastmesh.config.mesh import Document
+from fastmesh.config.model import TrafficPolicy
+from fastmesh.config.model.types import parse_duration
+
+
+def check_traffic_policy(ctx: Context, doc: Document) -> None:
+    policy = doc.obj
+    assert isinstance(policy, TrafficPolicy)
+    target = policy.spec.target_ref
+    loc = ("spec", "targetRef")
+    service = ctx.cfg.service(policy.namespace, target.name)
+    if service is None:
+        if not ctx.is_broken("Service", policy.namespace, target.name):
+            known = (f"{s.namespace}/{s.name}" for s in ctx.cfg.services)
+            ref = f"{policy.namespace}/{target.name}"
+            ctx.report(doc, (*loc, "name"), f"Service {ref} not found{did_you_mean(ref, known)}")
+    elif target.port is not None and target.port not in [p.port for p in service.spec.ports]:
+        ports = ", ".join(str(p.port) for p in service.spec.ports)
+        ctx.report(doc, (*loc, "port"), f"Service {service.ref} has no port {target.port} (its ports: {ports})")
+    for other in ctx.cfg.objects(TrafficPolicy):
+        if other is policy:
+            break
+        same = other.spec.target_ref
+        if (other.namespace, same.name, same.port) == (policy.namespace, target.name, target.port):
+            ctx.report(doc, loc, f"TrafficPolicy {other.ref} already targets this Service{_port(target.port)}")
+            break
+    retry = policy.spec.retry
+    if retry is not None:
+        backoff = retry.backoff
+        if backoff.max_interval is not None and parse_duration(backoff.max_interval) < parse_duration(
+            backoff.base_interval
+        ):
+            ctx.report(
+                doc,
+                ("spec", "retry", "backoff", "maxInterval"),
+                f"must be at least baseInterval ({backoff.base_interval}; got {backoff.max_interval})",
+            )
+        if retry.per_try_timeout is not None and parse_duration(retry.per_try_timeout) == 0:
+            ctx.report(doc, ("spec", "retry", "perTryTimeout"), "must be longer than 0s (leave it out for none)")
+        if parse_duration(retry.budget.ttl) < 0.01:
+            ctx.report(doc, ("spec", "retry", "budget", "ttl"), f"must be at least 10ms (got {retry.budget.ttl})")
+
+
+def _port(port: int | None) -> str:
+    return "" if port is None else f" port {port}"

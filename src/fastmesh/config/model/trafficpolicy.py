@@ -1,0 +1,94 @@
+"""`fastmesh.io/v1alpha1 TrafficPolicy`: what the Gateway API lacks for resilience, attached to a Service."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fastmesh.config.model.base import KubeObject, Spec
+from fastmesh.config.model.types import ByteCount, Duration, HTTPMethod, Percent, Port, RetryAttempts, RetryStatus
+
+RetryCondition = Literal["connect-failure", "refused-stream", "reset", "gateway-error", "5xx"]
+
+DEFAULT_RETRY_ON: tuple[RetryCondition, ...] = ("connect-failure", "refused-stream", "reset")
+IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+
+class PolicyTargetRef(Spec):
+    """The Service the policy applies to (Gateway API policy attachment)."""
+
+    group: Literal[""] = ""
+    """`""` (core)."""
+    kind: Literal["Service"] = "Service"
+    """Only Services."""
+    name: str
+    """Name of the Service, in the policy's namespace."""
+    port: Port | None = None
+    """Only this Service port; every port when unset. A policy naming the port wins over one naming the Service."""
+
+
+class RetryBackoff(Spec):
+    """Exponential backoff with jitter: retry n waits `min(maxInterval, baseInterval * 2^(n-1))` plus up to 50 %."""
+
+    base_interval: Duration = "25ms"
+    """First wait (HTTPRoute `retry.backoff` overrides it)."""
+    max_interval: Duration | None = None
+    """Longest wait; default 10x `baseInterval` (250ms)."""
+
+
+class RetryBudget(Spec):
+    """Retries allowed over a sliding window: `minRetriesPerSecond * ttl` plus `percent` % of requests."""
+
+    percent: Percent = 20
+    """Share of the requests in the window that may be retried."""
+    min_retries_per_second: int = Field(default=10, ge=0, le=100_000)
+    """Retries allowed whatever the traffic (so low traffic can still retry)."""
+    ttl: Duration = "10s"
+    """The window."""
+
+
+class TrafficRetry(Spec):
+    """Which failed tries are retried, how often, how soon, and within what budget (Envoy's conditions)."""
+
+    attempts: RetryAttempts = 1
+    """Retries after the first try (HTTPRoute `retry.attempts` overrides it)."""
+    retry_on: list[RetryCondition] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
+    """Conditions: `connect-failure`, `refused-stream` (nothing was processed: any method), `reset` (closed or
+    reset before the response headers, or the per-try timeout), `gateway-error` (502, 503, 504, connect
+    failure, refused stream, per-try timeout), `5xx` (any 5xx, resets, per-try timeout)."""
+    codes: list[RetryStatus] = Field(default_factory=list, max_length=32)
+    """Status codes retried as well (HTTPRoute `retry.codes` adds to them)."""
+    per_try_timeout: Duration | None = None
+    """One try to the response headers; none by default (HTTPRoute `timeouts.backendRequest` overrides it)."""
+    backoff: RetryBackoff = RetryBackoff()
+    """Wait before each retry."""
+    budget: RetryBudget = RetryBudget()
+    """Cap on retries (default 20 % of requests plus 10 retries/s over 10 s)."""
+    retryable_methods: list[HTTPMethod] = Field(default_factory=list, max_length=9)
+    """Methods retried besides GET, HEAD, OPTIONS, PUT, DELETE (e.g. POST, if the service can take it twice)."""
+    max_buffered_body: ByteCount = 65536
+    """Request bodies up to this size (with a content-length) are buffered for replay; larger ones are not retried."""
+
+
+class TrafficPolicySpec(Spec):
+    """The policy."""
+
+    target_ref: PolicyTargetRef
+    """The Service (port) whose routes the policy applies to: every rule whose first backendRef is it."""
+    retry: TrafficRetry | None = None
+    """Retries; HTTPRoute `retry` fields override its fields."""
+
+
+class TrafficPolicy(KubeObject):
+    """Resilience settings of a Service the Gateway API has no field for (fastmesh)."""
+
+    API_VERSION = "fastmesh.io/v1alpha1"
+    KIND = "TrafficPolicy"
+
+    api_version: Literal["fastmesh.io/v1alpha1"] = "fastmesh.io/v1alpha1"
+    """API version."""
+    kind: Literal["TrafficPolicy"] = "TrafficPolicy"
+    """Kind."""
+    spec: TrafficPolicySpec
+    """The policy."""

@@ -1,0 +1,104 @@
+"""HTTPRoute `timeouts`/`retry` and TrafficPolicy compile into the route's snapshot fields, HTTPRoute first."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fastmesh.config import compile_snapshot
+from tests.config.test_compile import Load, service, vhost
+
+ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web}}]
+  rules:
+    - backendRefs: [{{name: web, port: 80}}]
+      {rule}
+---
+"""
+
+POLICY = """\
+apiVersion: fastmesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: {name}}}
+spec:
+  targetRef: {target}
+  retry: {retry}
+---
+"""
+
+
+def _route(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return vhost(snapshot, "default/web")["routes"][0]
+
+
+def test_nothing_configured_leaves_the_engine_builtin(load: Load) -> None:
+    route = _route(compile_snapshot(load(service("web", "[{name: http, port: 80}]"))))
+    assert "retry" not in route and "timeouts" not in route
+
+
+def test_gateway_api_timeouts_and_retry_alone(load: Load) -> None:
+    rule = "timeouts: {request: 2s, backendRequest: 500ms}\n      retry: {codes: [503], attempts: 3, backoff: 40ms}"
+    route = _route(compile_snapshot(load(service("web", "[{port: 80}]") + ROUTE.format(rule=rule))))
+    assert route["timeouts"] == {"request_ms": 2000, "per_try_ms": 500}
+    assert route["retry"] == {
+        "attempts": 3,
+        "on": ["connect-failure", "refused-stream", "reset"],
+        "codes": [503],
+        "methods": ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"],
+        "max_body_bytes": 65536,
+        "backoff": {"base_ms": 40, "max_ms": 400},
+        "budget": {"percent": 20, "min_per_s": 10, "window_ms": 10000},
+    }
+
+
+def test_route_fields_override_the_traffic_policy_and_a_port_policy_wins(load: Load) -> None:
+    text = (
+        service("web", "[{name: http, port: 80}]")
+        + POLICY.format(name="all", target="{name: web}", retry="{attempts: 5, retryOn: [5xx]}")
+        + POLICY.format(
+            name="port",
+            target="{name: web, port: 80}",
+            retry="{attempts: 2, retryOn: [gateway-error], codes: [409], perTryTimeout: 300ms, retryableMethods: [POST],"
+            " maxBufferedBody: 1024, backoff: {baseInterval: 10ms, maxInterval: 30ms},"
+            " budget: {percent: 50, minRetriesPerSecond: 1, ttl: 500ms}}",
+        )
+        + ROUTE.format(rule="retry: {codes: [503], attempts: 4}\n      timeouts: {backendRequest: 100ms}")
+    )
+    route = _route(compile_snapshot(load(text)))
+    assert route["timeouts"] == {"request_ms": None, "per_try_ms": 100}
+    assert route["retry"] == {
+        "attempts": 4,
+        "on": ["gateway-error"],
+        "codes": [409, 503],
+        "methods": ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST"],
+        "max_body_bytes": 1024,
+        "backoff": {"base_ms": 10, "max_ms": 30},
+        "budget": {"percent": 50, "min_per_s": 1, "window_ms": 500},
+    }
+
+
+def test_a_service_policy_applies_to_its_default_route(load: Load) -> None:
+    text = service("web", "[{name: http, port: 80}]") + POLICY.format(
+        name="p", target="{name: web}", retry="{perTryTimeout: 1s}"
+    )
+    route = _route(compile_snapshot(load(text)))
+    assert route["timeouts"] == {"request_ms": None, "per_try_ms": 1000}
+    assert route["retry"]["attempts"] == 1
+
+
+def test_the_engine_accepts_what_is_compiled(load: Load) -> None:
+    engine = pytest.importorskip("fastmesh._engine", reason="engine not built (make engine)")
+    text = (
+        service("web", "[{name: http, port: 80}]")
+        + POLICY.format(name="p", target="{name: web}", retry="{retryOn: [5xx, reset], budget: {ttl: 1m}}")
+        + ROUTE.format(rule="retry: {codes: [503]}\n      timeouts: {request: 1s}")
+    )
+    snapshot = compile_snapshot(load(text))
+    snapshot["listeners"] = []
+    assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1
