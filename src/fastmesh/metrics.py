@@ -102,6 +102,29 @@ def connection_families(stats: Stats) -> Iterator[Metric]:
     yield in_flight
 
 
+def resilience_families(stats: Stats) -> Iterator[Metric]:
+    """Retries by route and reason, retries the budget refused, timeouts by route and kind."""
+    retries = CounterMetricFamily(
+        "fastmesh_retries", "Retries sent, by route and the condition that triggered them.", labels=["route", "reason"]
+    )
+    exhausted = CounterMetricFamily(
+        "fastmesh_retry_budget_exhausted", "Retries due but refused by the retry budget, by route.", labels=["route"]
+    )
+    timeouts = CounterMetricFamily(
+        "fastmesh_timeouts", "Timeouts, by route and kind (request: 504 to the client; per_try).", labels=["route", "kind"]
+    )
+    for entry in stats.get("resilience", []):
+        route = entry["route"]
+        for reason, count in sorted(entry.get("retries", {}).items()):
+            retries.add_metric([route, reason], count)
+        exhausted.add_metric([route], entry.get("budget_exhausted", 0))
+        for kind, count in sorted(entry.get("timeouts", {}).items()):
+            timeouts.add_metric([route, kind], count)
+    yield retries
+    yield exhausted
+    yield timeouts
+
+
 def config_families(state: State) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "fastmesh_config_version", "Version of the snapshot being served.", value=state.version
@@ -125,6 +148,7 @@ class EngineCollector(Collector):
         stats = self._stats()
         yield from request_families(stats)
         yield from connection_families(stats)
+        yield from resilience_families(stats)
         yield from config_families(self._state)
 
     def describe(self) -> Iterator[Metric]:
