@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+use crate::balance::outlier::OutlierConfig;
 use crate::error::ConfigError;
 use crate::retry::{Budget, Condition, RetryPolicy, Timeouts};
 use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
@@ -20,8 +21,8 @@ mod wire;
 
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
-    PathModifierType, PathType, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier, RawPool,
-    RawRetry, RawRoute, RawSnapshot, RawTimeouts, ValueType,
+    PathModifierType, PathType, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawOutlier, RawPathModifier,
+    RawPool, RawRetry, RawRoute, RawSnapshot, RawTimeouts, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -60,6 +61,7 @@ pub struct BackendConfig {
     pub lb: LbKind,
     /// `host:port` strings, validated to carry a port.
     pub endpoints: Vec<String>,
+    pub outlier: Option<OutlierConfig>,
 }
 
 #[derive(Debug)]
@@ -114,11 +116,16 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
         for (j, e) in b.endpoints.iter().enumerate() {
             check_endpoint(e).map_err(|m| ConfigError::invalid(format!("{field}.endpoints[{j}]"), m))?;
         }
+        let outlier = match &b.outlier_detection {
+            None => None,
+            Some(o) => Some(outlier(o, &format!("{field}.outlier_detection"))?),
+        };
         backends.push(BackendConfig {
             name: b.name,
             protocol: b.protocol,
             lb: b.lb,
             endpoints: b.endpoints,
+            outlier,
         });
     }
     let mut seen_domains = HashMap::new();
@@ -201,6 +208,34 @@ fn pool(raw: &RawPool) -> Result<PoolConfig, ConfigError> {
         idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
         max_idle_per_endpoint: raw.max_idle_per_endpoint,
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+    })
+}
+
+fn outlier(raw: &RawOutlier, field: &str) -> Result<OutlierConfig, ConfigError> {
+    if raw.max_ejection_percent > 100 {
+        return Err(ConfigError::invalid(
+            format!("{field}.max_ejection_percent"),
+            format!("must be between 0 and 100 (got {})", raw.max_ejection_percent),
+        ));
+    }
+    if raw.interval_ms == 0 {
+        return Err(ConfigError::invalid(
+            format!("{field}.interval_ms"),
+            "must be greater than 0",
+        ));
+    }
+    if raw.consecutive_5xx == 0 && raw.consecutive_gateway_errors == 0 {
+        return Err(ConfigError::invalid(
+            field,
+            "consecutive_5xx and consecutive_gateway_errors are both 0: nothing would be detected",
+        ));
+    }
+    Ok(OutlierConfig {
+        consecutive_5xx: raw.consecutive_5xx,
+        consecutive_gateway_errors: raw.consecutive_gateway_errors,
+        interval: Duration::from_millis(raw.interval_ms),
+        base_ejection: Duration::from_millis(raw.base_ejection_ms),
+        max_ejection_percent: raw.max_ejection_percent,
     })
 }
 

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::balance::{p2c::PeakEwma, Endpoint};
+use crate::balance::{outlier::Health, p2c::PeakEwma, Endpoint};
 use crate::body::ProxyBody;
 use crate::config::{PoolConfig, Protocol};
 use crate::stats::EndpointStats;
@@ -582,6 +582,7 @@ impl Upstreams {
                     client: UpstreamClient::new(connector, protocol, pool),
                     load: PeakEwma::new(tokio::time::Instant::now()),
                     stats,
+                    health: Health::default(),
                 })
             })
             .clone();
@@ -595,10 +596,10 @@ impl Upstreams {
         self.endpoints.lock().retain(|k, _| used.contains(k));
     }
 
-    /// Stats of every endpoint in use, ordered by backend then address.
-    pub fn stats(&self) -> Vec<Arc<EndpointStats>> {
-        let mut out: Vec<_> = self.endpoints.lock().values().map(|e| e.stats.clone()).collect();
-        out.sort_by(|a, b| (&a.backend, &a.endpoint).cmp(&(&b.backend, &b.endpoint)));
+    /// Every endpoint in use (for its stats), ordered by backend then address.
+    pub fn stats(&self) -> Vec<Arc<Endpoint>> {
+        let mut out: Vec<_> = self.endpoints.lock().values().cloned().collect();
+        out.sort_by(|a, b| (&a.stats.backend, &a.stats.endpoint).cmp(&(&b.stats.backend, &b.stats.endpoint)));
         out
     }
 }

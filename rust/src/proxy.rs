@@ -14,7 +14,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::balance::p2c::DEFAULT_RTT;
+use crate::balance::outlier::Outcome;
+use crate::balance::p2c::FAILURE_PENALTY;
 use crate::balance::{Backend, Endpoint};
 use crate::body::{InFlight, ProxyBody};
 use crate::config::Protocol;
@@ -126,7 +127,12 @@ impl Conn {
         match result {
             Ok((resp, pooled)) => {
                 let now = Instant::now();
-                endpoint.load.observe(now - sent, now);
+                if resp.status().is_server_error() {
+                    // Failing fast must not make an endpoint look good to the balancer.
+                    penalize(endpoint, sent);
+                } else {
+                    endpoint.load.observe(now - sent, now);
+                }
                 let (mut parts, body) = resp.into_parts();
                 // Answer in the client's protocol, whatever the upstream spoke.
                 parts.version = version;
@@ -341,6 +347,12 @@ async fn forward<'b>(
         if matches!(answer, Err(TryError::PerTryTimeout)) {
             policy.stats.timeouts_per_try.fetch_add(1, Relaxed);
         }
+        match &answer {
+            Ok((resp, _)) => backend.record(endpoint, Outcome::of_status(resp.status())),
+            // A refused stream says nothing about the endpoint's health.
+            Err(e) if e.failure() == Failure::RefusedStream => {}
+            Err(_) => backend.record(endpoint, Outcome::GatewayError),
+        }
         if replay.is_none() || retries >= retry.attempts {
             return (answer, endpoint, sent);
         }
@@ -426,10 +438,11 @@ fn untried<'b>(backend: &'b Backend, tried: &[&Arc<Endpoint>]) -> Option<&'b Arc
         .or_else(|| backend.endpoints.iter().find(fresh))
 }
 
-/// A failed endpoint looks slow to the balancer for a while.
+/// A failed endpoint looks slow to the balancer for a while (`FAILURE_PENALTY` on top of the
+/// time it took to fail).
 fn penalize(endpoint: &Endpoint, sent: Instant) {
     let now = Instant::now();
-    endpoint.load.observe(now - sent + DEFAULT_RTT, now);
+    endpoint.load.observe(now - sent + FAILURE_PENALTY, now);
 }
 
 /// An HTTP/2 stream the upstream refused or cut with a graceful GOAWAY: it was not processed.

@@ -38,7 +38,15 @@ impl Snapshot {
                     .iter()
                     .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, &mut used))
                     .collect();
-                Arc::new(Backend::new(name, b.protocol, b.lb, endpoints))
+                let backend_stats = stats.backend(&name);
+                Arc::new(Backend::new(
+                    name,
+                    b.protocol,
+                    b.lb,
+                    endpoints,
+                    b.outlier,
+                    backend_stats,
+                ))
             })
             .collect();
         let entries = cfg

@@ -10,6 +10,7 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::balance::Endpoint;
 use crate::retry::Condition;
 
 /// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
@@ -136,6 +137,14 @@ impl ResilienceStats {
     }
 }
 
+/// Decisions about one backend.
+#[derive(Debug)]
+pub struct BackendStats {
+    backend: Arc<str>,
+    /// Picks made while every endpoint was ejected (traffic went to all of them).
+    pub panic: AtomicU64,
+}
+
 /// (route name, backend name); `""` for none.
 type RouteKey = (Arc<str>, Arc<str>);
 
@@ -147,6 +156,7 @@ pub struct Stats {
     pub requests_active: AtomicU64,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     resilience: Mutex<BTreeMap<Arc<str>, Arc<ResilienceStats>>>,
+    backends: Mutex<BTreeMap<Arc<str>, Arc<BackendStats>>>,
     unmatched: Arc<RouteStats>,
 }
 
@@ -162,6 +172,7 @@ impl Default for Stats {
             requests_active: AtomicU64::new(0),
             routes: Mutex::new(routes),
             resilience: Mutex::default(),
+            backends: Mutex::default(),
             unmatched,
         }
     }
@@ -188,15 +199,31 @@ impl Stats {
             .clone()
     }
 
+    /// The counters of a backend, created on first use.
+    pub fn backend(&self, name: &str) -> Arc<BackendStats> {
+        let key: Arc<str> = Arc::from(name);
+        self.backends
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(BackendStats {
+                    backend: key,
+                    panic: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
     /// Requests no route matched (route and backend `""`).
     pub fn unmatched(&self) -> &Arc<RouteStats> {
         &self.unmatched
     }
 
     /// The stats JSON of the contract.
-    pub fn render(&self, version: u64, upstream: &[Arc<EndpointStats>]) -> String {
+    pub fn render(&self, version: u64, upstream: &[Arc<Endpoint>]) -> String {
         let routes = self.routes.lock();
         let resilience = self.resilience.lock();
+        let backends = self.backends.lock();
         let doc = StatsDoc {
             version,
             connections: ConnectionsDoc {
@@ -213,13 +240,23 @@ impl Stats {
             upstream: upstream
                 .iter()
                 .map(|e| UpstreamDoc {
-                    backend: &e.backend,
-                    endpoint: &e.endpoint,
-                    connections_open: e.connections_open.load(Relaxed),
-                    requests_active: e.requests_active.load(Relaxed),
+                    backend: &e.stats.backend,
+                    endpoint: &e.stats.endpoint,
+                    connections_open: e.stats.connections_open.load(Relaxed),
+                    requests_active: e.stats.requests_active.load(Relaxed),
+                    ejected: e.health.currently_ejected(),
+                    ejections: e.health.ejections_total.load(Relaxed),
                 })
                 .collect(),
             resilience: resilience.values().filter_map(|r| r.doc()).collect(),
+            backends: backends
+                .values()
+                .filter(|b| b.panic.load(Relaxed) > 0)
+                .map(|b| BackendDoc {
+                    backend: &b.backend,
+                    panic: b.panic.load(Relaxed),
+                })
+                .collect(),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -236,6 +273,13 @@ struct StatsDoc<'a> {
     routes: Vec<RouteDoc<'a>>,
     upstream: Vec<UpstreamDoc<'a>>,
     resilience: Vec<ResilienceDoc<'a>>,
+    backends: Vec<BackendDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendDoc<'a> {
+    backend: &'a str,
+    panic: u64,
 }
 
 #[derive(Serialize)]
@@ -274,6 +318,8 @@ struct UpstreamDoc<'a> {
     endpoint: &'a str,
     connections_open: u64,
     requests_active: u64,
+    ejected: bool,
+    ejections: u64,
 }
 
 impl<'a> From<&'a RouteStats> for RouteDoc<'a> {

@@ -1,6 +1,7 @@
 //! Picking where a request goes: a rule's weighted backends (`weighted`), then one endpoint of
 //! the backend (`p2c` by default, `rr` as an option).
 
+pub mod outlier;
 pub mod p2c;
 pub mod rr;
 pub mod weighted;
@@ -11,9 +12,13 @@ use std::sync::Arc;
 use http::uri::Authority;
 use tokio::time::Instant;
 
+use parking_lot::Mutex;
+
 use crate::config::{LbKind, Protocol};
 use crate::pool::UpstreamClient;
-use crate::stats::EndpointStats;
+use crate::stats::{BackendStats, EndpointStats};
+
+use self::outlier::{Health, Outcome, OutlierConfig};
 
 /// One upstream address of one backend, with its connection pool and load estimate. It
 /// survives snapshot swaps as long as the backend keeps the address.
@@ -24,6 +29,8 @@ pub struct Endpoint {
     pub client: UpstreamClient,
     pub load: p2c::PeakEwma,
     pub stats: Arc<EndpointStats>,
+    /// Outlier detection state (used when the backend configures it).
+    pub health: Health,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -47,10 +54,21 @@ pub struct Backend {
     pub protocol: Protocol,
     pub endpoints: Box<[Arc<Endpoint>]>,
     lb: Lb,
+    outlier: Option<OutlierConfig>,
+    /// Serialises ejections, so the cap holds.
+    ejecting: Mutex<()>,
+    pub stats: Arc<BackendStats>,
 }
 
 impl Backend {
-    pub fn new(name: Arc<str>, protocol: Protocol, lb: LbKind, endpoints: Vec<Arc<Endpoint>>) -> Self {
+    pub fn new(
+        name: Arc<str>,
+        protocol: Protocol,
+        lb: LbKind,
+        endpoints: Vec<Arc<Endpoint>>,
+        outlier: Option<OutlierConfig>,
+        stats: Arc<BackendStats>,
+    ) -> Self {
         let lb = match lb {
             LbKind::P2cPeakEwma => Lb::P2c,
             LbKind::RoundRobin => Lb::RoundRobin(rr::RoundRobin::default()),
@@ -60,22 +78,67 @@ impl Backend {
             protocol,
             endpoints: endpoints.into_boxed_slice(),
             lb,
+            outlier,
+            ejecting: Mutex::new(()),
+            stats,
         }
     }
 
-    /// The endpoint for the next request; `None` when the backend has no endpoints.
+    /// The endpoint for the next request; `None` when the backend has no endpoints. Ejected
+    /// endpoints are skipped, unless every endpoint is ejected: then all take traffic (panic
+    /// mode, counted).
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
+        let now = Instant::now();
+        if self.outlier.is_some() {
+            let healthy: Vec<usize> = (0..self.endpoints.len())
+                .filter(|&i| !self.endpoints[i].health.is_ejected(now))
+                .collect();
+            if healthy.is_empty() && !self.endpoints.is_empty() {
+                self.stats.panic.fetch_add(1, Relaxed);
+            } else if healthy.len() < self.endpoints.len() {
+                return self.pick_among(&healthy, now).map(|i| &self.endpoints[i]);
+            }
+        }
         let n = self.endpoints.len();
         let i = match &self.lb {
             Lb::RoundRobin(rr) => rr.pick(n)?,
-            Lb::P2c => {
-                let now = Instant::now();
-                p2c::pick(n, |i| {
-                    let e = &self.endpoints[i];
-                    e.load.cost(e.stats.requests_active.load(Relaxed), now)
-                })?
-            }
+            Lb::P2c => p2c::pick(n, |i| self.cost(i, now))?,
         };
         Some(&self.endpoints[i])
+    }
+
+    fn pick_among(&self, among: &[usize], now: Instant) -> Option<usize> {
+        let k = match &self.lb {
+            Lb::RoundRobin(rr) => rr.pick(among.len())?,
+            Lb::P2c => p2c::pick(among.len(), |k| self.cost(among[k], now))?,
+        };
+        Some(among[k])
+    }
+
+    fn cost(&self, i: usize, now: Instant) -> f64 {
+        let e = &self.endpoints[i];
+        e.load.cost(e.stats.requests_active.load(Relaxed), now)
+    }
+
+    /// Feeds one try's outcome at `endpoint` to outlier detection: ejects it when a detector
+    /// fires and the cap (`max_ejection_percent`, at least one endpoint) allows.
+    pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let Some(cfg) = &self.outlier else { return };
+        if !endpoint.health.record(outcome, cfg) {
+            return;
+        }
+        let _one_at_a_time = self.ejecting.lock();
+        let now = Instant::now();
+        if endpoint.health.is_ejected(now) {
+            // Tried in panic mode: the ejection it serves is not extended.
+            endpoint.health.reset();
+            return;
+        }
+        let ejected = self.endpoints.iter().filter(|e| e.health.is_ejected(now)).count();
+        if ejected >= outlier::max_ejected(self.endpoints.len(), cfg.max_ejection_percent) {
+            endpoint.health.reset();
+            return;
+        }
+        endpoint.health.eject(cfg, now);
     }
 }

@@ -71,6 +71,32 @@ pub(super) struct RawBackend {
     pub(super) lb: LbKind,
     #[serde(default)]
     pub(super) endpoints: Vec<String>,
+    /// Absent: no outlier detection.
+    #[serde(default)]
+    pub(super) outlier_detection: Option<RawOutlier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawOutlier {
+    pub(super) consecutive_5xx: u32,
+    pub(super) consecutive_gateway_errors: u32,
+    pub(super) interval_ms: u64,
+    pub(super) base_ejection_ms: u64,
+    pub(super) max_ejection_percent: u32,
+}
+
+impl Default for RawOutlier {
+    /// Istio's defaults.
+    fn default() -> Self {
+        RawOutlier {
+            consecutive_5xx: 5,
+            consecutive_gateway_errors: 0,
+            interval_ms: 10_000,
+            base_ejection_ms: 30_000,
+            max_ejection_percent: 10,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

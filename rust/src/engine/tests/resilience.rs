@@ -281,3 +281,121 @@ fn a_reset_mid_response_is_retried_for_idempotent_requests_only() {
         assert_eq!(statuses.last(), Some(&502), "{statuses:?}");
     });
 }
+
+// === outlier detection and the balancer's failure penalty ===
+
+/// One catch-all route to backend `b` over `endpoints` with `lb` and the backend members `extra`.
+fn backend_with(endpoints: &[SocketAddr], lb: &str, extra: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
+            "backends": [{{"name": "b", "protocol": "http1", "lb": "{lb}", "endpoints": [{}] {extra}}}],
+            "vhosts": [{{"name": "v", "domains": ["*"], "routes": [
+              {{"name": "r", "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#,
+        eps.join(", "),
+    )
+}
+
+fn upstream_stats(engine: &Engine) -> Vec<serde_json::Value> {
+    let stats: serde_json::Value = serde_json::from_str(&engine.stats_json()).unwrap();
+    stats["upstream"].as_array().unwrap().clone()
+}
+
+fn endpoint_entry(engine: &Engine, addr: SocketAddr) -> serde_json::Value {
+    upstream_stats(engine)
+        .into_iter()
+        .find(|u| u["endpoint"] == addr.to_string())
+        .unwrap()
+}
+
+async fn statuses(proxy: SocketAddr, n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(h1(proxy, get("x", "/")).await.status.as_u16());
+    }
+    out
+}
+
+#[test]
+fn consecutive_5xx_eject_an_endpoint_until_its_ejection_time_ends() {
+    run(async {
+        let (bad, bad_hits, _) = counting("bad", Behaviour::Fail(503)).await;
+        let (a, _, _) = counting("a", Behaviour::Ok).await;
+        let (b, _, _) = counting("b", Behaviour::Ok).await;
+        let engine = Engine::new(1).unwrap();
+        let outlier = r#", "outlier_detection": {"consecutive_5xx": 3, "interval_ms": 5000, "base_ejection_ms": 700, "max_ejection_percent": 10}"#;
+        engine
+            .apply(&backend_with(&[bad, a, b], "round_robin", outlier))
+            .unwrap();
+        let proxy = engine.listeners()[0].1;
+        let first = statuses(proxy, 30).await;
+        assert_eq!(bad_hits.load(Relaxed), 3, "ejected after 3 consecutive 503s");
+        assert_eq!(first.iter().filter(|s| **s == 503).count(), 3);
+        assert_eq!(endpoint_entry(&engine, bad)["ejected"], true);
+        assert_eq!(endpoint_entry(&engine, bad)["ejections"], 1);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        statuses(proxy, 30).await;
+        assert_eq!(bad_hits.load(Relaxed), 6, "readmitted after 700 ms, ejected again");
+        assert_eq!(endpoint_entry(&engine, bad)["ejections"], 2);
+        // Second ejection: 2 x 700 ms (no interval in service since the first).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        statuses(proxy, 9).await;
+        assert_eq!(
+            bad_hits.load(Relaxed),
+            6,
+            "still ejected 800 ms into a 1400 ms ejection"
+        );
+    });
+}
+
+#[test]
+fn never_more_than_max_ejection_percent_but_at_least_one_and_panic_when_all_are_out() {
+    run(async {
+        let (bad1, _, _) = counting("bad1", Behaviour::Fail(503)).await;
+        let (bad2, _, _) = counting("bad2", Behaviour::Fail(503)).await;
+        let (good, _, _) = counting("good", Behaviour::Ok).await;
+        let engine = Engine::new(1).unwrap();
+        let outlier =
+            r#", "outlier_detection": {"consecutive_5xx": 2, "base_ejection_ms": 60000, "max_ejection_percent": 10}"#;
+        engine
+            .apply(&backend_with(&[bad1, bad2, good], "round_robin", outlier))
+            .unwrap();
+        statuses(engine.listeners()[0].1, 30).await;
+        let ejected = upstream_stats(&engine).iter().filter(|u| u["ejected"] == true).count();
+        assert_eq!(
+            ejected, 1,
+            "10 % of 3 endpoints rounds down to 0; one is ejected anyway"
+        );
+
+        // One endpoint, ejected: traffic still reaches it (panic mode), and it is counted.
+        let (only, only_hits, _) = counting("only", Behaviour::Fail(503)).await;
+        let engine = Engine::new(1).unwrap();
+        let outlier = r#", "outlier_detection": {"consecutive_5xx": 1, "base_ejection_ms": 60000}"#;
+        engine.apply(&backend_with(&[only], "round_robin", outlier)).unwrap();
+        assert_eq!(
+            statuses(engine.listeners()[0].1, 5).await,
+            [503; 5],
+            "the upstream's 503s, not the engine's"
+        );
+        assert_eq!(only_hits.load(Relaxed), 5);
+        let stats: serde_json::Value = serde_json::from_str(&engine.stats_json()).unwrap();
+        assert_eq!(stats["backends"][0]["backend"], "b");
+        assert_eq!(stats["backends"][0]["panic"], 4);
+    });
+}
+
+#[test]
+fn an_endpoint_failing_fast_does_not_attract_the_load() {
+    run(async {
+        let (bad, bad_hits, _) = counting("bad", Behaviour::Fail(503)).await;
+        let (a, a_hits, _) = counting("a", Behaviour::Slow(5)).await;
+        let (b, b_hits, _) = counting("b", Behaviour::Slow(5)).await;
+        let engine = Engine::new(1).unwrap();
+        engine.apply(&backend_with(&[bad, a, b], "p2c_peak_ewma", "")).unwrap();
+        statuses(engine.listeners()[0].1, 200).await;
+        let (bad, good) = (bad_hits.load(Relaxed), a_hits.load(Relaxed) + b_hits.load(Relaxed));
+        assert_eq!(bad + good, 200);
+        // Without the penalty the 503 endpoint (fastest to answer) would win most draws (~2/3).
+        assert!(bad < 20, "the failing endpoint got {bad} of 200 requests");
+    });
+}
