@@ -123,6 +123,26 @@ def resilience_families(stats: Stats) -> Iterator[Metric]:
     yield retries
     yield exhausted
     yield timeouts
+    ejections = CounterMetricFamily(
+        "fastmesh_outlier_ejections", "Ejections by outlier detection, by backend and endpoint.", labels=["backend", "endpoint"]
+    )
+    ejected = GaugeMetricFamily(
+        "fastmesh_outlier_ejected", "1 while an endpoint is ejected, by backend and endpoint.", labels=["backend", "endpoint"]
+    )
+    for entry in stats.get("upstream", []):
+        labels = [entry["backend"], entry["endpoint"]]
+        ejections.add_metric(labels, entry.get("ejections", 0))
+        ejected.add_metric(labels, 1 if entry.get("ejected") else 0)
+    panic = CounterMetricFamily(
+        "fastmesh_panic_mode",
+        "Requests sent while every endpoint of the backend was ejected (to all of them), by backend.",
+        labels=["backend"],
+    )
+    for entry in stats.get("backends", []):
+        panic.add_metric([entry["backend"]], entry.get("panic", 0))
+    yield ejections
+    yield ejected
+    yield panic
 
 
 def config_families(state: State) -> Iterator[Metric]:

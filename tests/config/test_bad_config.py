@@ -123,6 +123,10 @@ CASES = [
          "spec.retry.retryableMethods[0]", "(got 'FETCH')", label=POLICY_LABEL),
     Case("TrafficPolicy zero per-try timeout", POLICY.format(target="{name: reviews}", spec="retry: {perTryTimeout: 0s}"),
          "spec.retry.perTryTimeout", "must be longer than 0s", label=POLICY_LABEL),
+    Case("TrafficPolicy outlier detection that detects nothing", POLICY.format(target="{name: reviews}", spec="outlierDetection: {consecutive5xxErrors: 0}"),
+         "spec.outlierDetection", "both 0: nothing would be detected", label=POLICY_LABEL),
+    Case("TrafficPolicy max ejection percent", POLICY.format(target="{name: reviews}", spec="outlierDetection: {maxEjectionPercent: 120}"),
+         "spec.outlierDetection.maxEjectionPercent", "120", label=POLICY_LABEL),
     Case("two TrafficPolicies for one target", POLICY.format(target="{name: reviews}", spec="") + "---\n"
          + POLICY.format(target="{name: reviews}", spec="").replace("name: reviews-policy", "name: second"),
          "spec.targetRef", "TrafficPolicy default/reviews-policy already targets this Service", document=6,

@@ -102,3 +102,22 @@ def test_the_engine_accepts_what_is_compiled(load: Load) -> None:
     snapshot = compile_snapshot(load(text))
     snapshot["listeners"] = []
     assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1
+
+
+def test_outlier_detection_compiles_per_backend_with_istio_defaults(load: Load) -> None:
+    text = (
+        service("web", "[{name: http, port: 80}, {name: admin, port: 81}]")
+        + "apiVersion: fastmesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p}\n"
+        "spec: {targetRef: {name: web, port: 80}, outlierDetection: {baseEjectionTime: 5s}}\n"
+    )
+    snapshot = compile_snapshot(load(text))
+    web = next(b for b in snapshot["backends"] if b["name"] == "default/web:80")
+    assert web["outlier_detection"] == {
+        "consecutive_5xx": 5,
+        "consecutive_gateway_errors": 0,
+        "interval_ms": 10000,
+        "base_ejection_ms": 5000,
+        "max_ejection_percent": 10,
+    }
+    admin = next(b for b in snapshot["backends"] if b["name"] == "default/web:81")
+    assert "outlier_detection" not in admin

@@ -35,16 +35,23 @@ def metric(px: Any, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_a_503_endpoint_among_three_costs_no_client_error_over_10000_requests(
+def endpoint_stats(px: Any, address: str) -> dict[str, Any]:
+    return next(u for u in px.stats()["upstream"] if u["endpoint"] == address)
+
+
+def test_a_503_endpoint_among_three_costs_no_client_error_over_10000_requests_and_is_ejected_then_readmitted(
     upstream_factory, proxy_factory, require_tools
 ):
     require_tools("h2load")
     good1, good2 = upstream_factory.many(["good1", "good2"])
     bad = upstream_factory("bad", fail_status=503)
     endpoints = [good1.address, good2.address, bad.address]
+    outlier = {"consecutive5xxErrors": 5, "baseEjectionTime": "1s", "interval": "10s", "maxEjectionPercent": 10}
     config = mesh_config(
-        services=[service("web", endpoints)],
-        extra=[policy("web", attempts=2, retryOn=["5xx"], backoff={"baseInterval": "1ms"})],
+        services=[service("web", endpoints, lb="round-robin")],
+        extra=[{**policy("web", attempts=2, retryOn=["5xx"], backoff={"baseInterval": "1ms"}),
+                "spec": {"targetRef": {"kind": "Service", "name": "web"}, "outlierDetection": outlier,
+                         "retry": {"attempts": 2, "retryOn": ["5xx"], "backoff": {"baseInterval": "1ms"}}}}],
     )
     px = proxy_factory(config)
 
@@ -57,6 +64,23 @@ def test_a_503_endpoint_among_three_costs_no_client_error_over_10000_requests(
     assert retried == at_bad, "every 503 was retried, each on another endpoint"
     assert good1.stats()["requests"] + good2.stats()["requests"] == 10_000
     assert metric(px, "fastmesh_retries_total", route="default/web/default", reason="5xx") == retried
+    ejections = endpoint_stats(px, bad.address)["ejections"]
+    assert ejections >= 1
+    assert at_bad < 10_000 / 3 / 2, f"ejected, the 503 endpoint got {at_bad} of its ~3333 round-robin turns"
+    assert all(endpoint_stats(px, u.address)["ejections"] == 0 for u in (good1, good2))
+
+    # Readmitted once its ejection time is over: it gets traffic again, fails, is ejected again.
+    deadline = time.monotonic() + 30
+    while endpoint_stats(px, bad.address)["ejected"]:
+        assert time.monotonic() < deadline, "still ejected after 30 s"
+        time.sleep(0.1)
+    with px.client() as client:
+        for _ in range(30):
+            assert client.get("/", headers={"host": "web"}).status_code == 200
+    assert bad.stats()["requests"] == at_bad + 5
+    assert endpoint_stats(px, bad.address)["ejections"] == ejections + 1
+    assert endpoint_stats(px, bad.address)["ejected"] is True
+    assert metric(px, "fastmesh_outlier_ejections_total", backend="default/web:8080", endpoint=bad.address) == ejections + 1
 
 
 def test_post_without_opt_in_is_never_retried_and_a_1mib_put_is_not(upstream_factory, proxy_factory):

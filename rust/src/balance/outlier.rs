@@ -72,8 +72,12 @@ impl Health {
         match s.until {
             Some(until) if now < until => true,
             _ => {
+                // Readmitted with a clean streak (failures of requests that were in flight
+                // when it was ejected do not count against it).
                 s.until = None;
                 s.since = Some(now);
+                s.consecutive_5xx = 0;
+                s.consecutive_gateway = 0;
                 self.ejected.store(false, Relaxed);
                 false
             }
@@ -127,8 +131,9 @@ impl Health {
         s.consecutive_gateway = 0;
     }
 
+    /// Whether the endpoint is ejected now (for stats: an ejection that ran out shows as over).
     pub fn currently_ejected(&self) -> bool {
-        self.ejected.load(Relaxed)
+        self.ejected.load(Relaxed) && self.state.lock().until.is_some_and(|until| Instant::now() < until)
     }
 }
 

@@ -29,6 +29,7 @@ def check_traffic_policy(ctx: Context, doc: Document) -> None:
         if (other.namespace, same.name, same.port) == (policy.namespace, target.name, target.port):
             ctx.report(doc, loc, f"TrafficPolicy {other.ref} already targets this Service{_port(target.port)}")
             break
+    _outlier(ctx, doc, policy)
     retry = policy.spec.retry
     if retry is not None:
         backoff = retry.backoff
@@ -44,6 +45,17 @@ def check_traffic_policy(ctx: Context, doc: Document) -> None:
             ctx.report(doc, ("spec", "retry", "perTryTimeout"), "must be longer than 0s (leave it out for none)")
         if parse_duration(retry.budget.ttl) < 0.01:
             ctx.report(doc, ("spec", "retry", "budget", "ttl"), f"must be at least 10ms (got {retry.budget.ttl})")
+
+
+def _outlier(ctx: Context, doc: Document, policy: TrafficPolicy) -> None:
+    o = policy.spec.outlier_detection
+    if o is None:
+        return
+    loc = ("spec", "outlierDetection")
+    if o.consecutive_5xx_errors == 0 and o.consecutive_gateway_errors == 0:
+        ctx.report(doc, loc, "consecutive5xxErrors and consecutiveGatewayErrors are both 0: nothing would be detected")
+    if parse_duration(o.interval) == 0:
+        ctx.report(doc, (*loc, "interval"), "must be longer than 0s")
 
 
 def _port(port: int | None) -> str:

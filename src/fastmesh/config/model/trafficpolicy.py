@@ -71,6 +71,22 @@ class TrafficRetry(Spec):
     """Request bodies up to this size (with a content-length) are buffered for replay; larger ones are not retried."""
 
 
+class OutlierDetection(Spec):
+    """Ejects endpoints that fail in a row (Istio's `outlierDetection`, Envoy's consecutive detectors)."""
+
+    consecutive_5xx_errors: int = Field(default=5, ge=0, le=1000, alias="consecutive5xxErrors")
+    """5xx responses, connect failures, resets and timeouts in a row that eject an endpoint; 0: off."""
+    consecutive_gateway_errors: int = Field(default=0, ge=0, le=1000)
+    """502, 503, 504, connect failures, resets and timeouts in a row that eject an endpoint; 0: off."""
+    interval: Duration = "10s"
+    """Each interval an endpoint spends in service takes one off the multiplier of its next ejection."""
+    base_ejection_time: Duration = "30s"
+    """An ejection lasts this times the number of times the endpoint was ejected (decayed by `interval`)."""
+    max_ejection_percent: int = Field(default=10, ge=0, le=100)
+    """At most this share of the endpoints is ejected at once, but always at least one (as Envoy): with 3
+    endpoints and the default 10 %, one. When every endpoint is ejected, all take traffic (panic mode)."""
+
+
 class TrafficPolicySpec(Spec):
     """The policy."""
 
@@ -78,6 +94,8 @@ class TrafficPolicySpec(Spec):
     """The Service (port) whose routes the policy applies to: every rule whose first backendRef is it."""
     retry: TrafficRetry | None = None
     """Retries; HTTPRoute `retry` fields override its fields."""
+    outlier_detection: OutlierDetection | None = None
+    """Ejection of failing endpoints of the Service port; off when unset."""
 
 
 class TrafficPolicy(KubeObject):

@@ -9,7 +9,8 @@ from fastmesh.config.mesh import MeshConfig
 from fastmesh.config.model import EndpointSlice, Service
 from fastmesh.config.model.httproute import FASTMESH_GROUP, HTTPBackendRef
 from fastmesh.config.model.service import H2C, LB_ANNOTATION, LB_ANNOTATION_VALUES
-from fastmesh.config.model.types import join_hostport
+from fastmesh.config.model.trafficpolicy import OutlierDetection
+from fastmesh.config.model.types import join_hostport, parse_duration
 
 
 def service_backend(namespace: str, name: str, port: int) -> str:
@@ -54,6 +55,16 @@ def _lb(cfg: MeshConfig, service: Service) -> str:
     return LB_ANNOTATION_VALUES.get(annotation or "", cfg.proxy.lb)
 
 
+def _outlier(o: OutlierDetection) -> dict[str, Any]:
+    return {
+        "consecutive_5xx": o.consecutive_5xx_errors,
+        "consecutive_gateway_errors": o.consecutive_gateway_errors,
+        "interval_ms": round(parse_duration(o.interval) * 1000),
+        "base_ejection_ms": round(parse_duration(o.base_ejection_time) * 1000),
+        "max_ejection_percent": o.max_ejection_percent,
+    }
+
+
 def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
     slices: dict[tuple[str, str | None], list[EndpointSlice]] = defaultdict(list)
     for eps in cfg.endpoint_slices:
@@ -61,12 +72,16 @@ def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
     backends = []
     for service in cfg.services:
         for port in service.spec.ports:
-            backends.append({
+            backend = {
                 "name": service_backend(service.namespace, service.name, port.port),
                 "protocol": "h2c" if port.app_protocol == H2C else "http1",
                 "lb": _lb(cfg, service),
                 "endpoints": _endpoints(slices[(service.namespace, service.name)], port.name),
-            })
+            }
+            policy = cfg.traffic_policy(service.namespace, service.name, port.port)
+            if policy is not None and policy.spec.outlier_detection is not None:
+                backend["outlier_detection"] = _outlier(policy.spec.outlier_detection)
+            backends.append(backend)
     for external in cfg.proxy.external_services:
         backends.append({
             "name": external_backend(external.name),
