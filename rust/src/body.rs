@@ -12,7 +12,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::balance::Endpoint;
+use crate::balance::{Endpoint, Slot};
 use crate::pool::Pooled;
 use crate::stats::Stats;
 
@@ -21,6 +21,8 @@ use crate::stats::Stats;
 pub struct InFlight {
     stats: Arc<Stats>,
     endpoint: Option<Arc<Endpoint>>,
+    /// The request's place among its backend's concurrent requests (`limits.max_requests`).
+    slot: Option<Slot>,
 }
 
 impl InFlight {
@@ -29,7 +31,13 @@ impl InFlight {
         InFlight {
             stats: stats.clone(),
             endpoint: None,
+            slot: None,
         }
+    }
+
+    /// Holds the backend slot until the response is done.
+    pub fn hold(&mut self, slot: Slot) {
+        self.slot = Some(slot);
     }
 
     pub fn to_endpoint(&mut self, endpoint: &Arc<Endpoint>) {

@@ -52,6 +52,17 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub connect_timeout: Duration,
+    /// The backend's `limits.max_connections` (HTTP/1.1 connections per endpoint); `None`: no cap.
+    pub max_connections: Option<u64>,
+    /// The backend's `limits.max_pending_requests` (requests waiting for a connection under the cap).
+    pub max_pending: Option<u64>,
+}
+
+/// A backend's limits on concurrent requests and retries (`u64::MAX`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendLimits {
+    pub max_requests: u64,
+    pub max_retries: u64,
 }
 
 #[derive(Debug)]
@@ -62,6 +73,9 @@ pub struct BackendConfig {
     /// `host:port` strings, validated to carry a port.
     pub endpoints: Vec<String>,
     pub outlier: Option<OutlierConfig>,
+    pub limits: BackendLimits,
+    /// The snapshot's pool settings with this backend's connection caps.
+    pub pool: PoolConfig,
 }
 
 #[derive(Debug)]
@@ -120,12 +134,30 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
             None => None,
             Some(o) => Some(outlier(o, &format!("{field}.outlier_detection"))?),
         };
+        let l = &b.limits;
+        for (name, v) in [("max_connections", l.max_connections), ("max_requests", l.max_requests)] {
+            if v == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.limits.{name}"),
+                    "must be greater than 0 (or null: no limit)",
+                ));
+            }
+        }
         backends.push(BackendConfig {
             name: b.name,
             protocol: b.protocol,
             lb: b.lb,
             endpoints: b.endpoints,
             outlier,
+            limits: BackendLimits {
+                max_requests: l.max_requests.unwrap_or(u64::MAX),
+                max_retries: l.max_retries.unwrap_or(u64::MAX),
+            },
+            pool: PoolConfig {
+                max_connections: l.max_connections,
+                max_pending: l.max_pending_requests,
+                ..pool
+            },
         });
     }
     let mut seen_domains = HashMap::new();
@@ -208,6 +240,8 @@ fn pool(raw: &RawPool) -> Result<PoolConfig, ConfigError> {
         idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
         max_idle_per_endpoint: raw.max_idle_per_endpoint,
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        max_connections: None,
+        max_pending: None,
     })
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::balance::outlier::Outcome;
 use crate::balance::p2c::FAILURE_PENALTY;
-use crate::balance::{Backend, Endpoint};
+use crate::balance::{Backend, Endpoint, Slot};
 use crate::body::{InFlight, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
@@ -25,7 +25,7 @@ use crate::retry::{Failure, RetryPolicy, RoutePolicy};
 use crate::route::filters::RequestTarget;
 use crate::route::Route;
 use crate::snapshot::Snapshot;
-use crate::stats::{RouteStats, Stats};
+use crate::stats::{Limit, RouteStats, Stats};
 use crate::tls::Peer;
 
 /// What every connection shares: the live snapshot and the counters.
@@ -104,6 +104,10 @@ impl Conn {
         let Some(backend) = &target.backend else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
+        let Some(slot) = backend.admit() else {
+            return overflow(Limit::MaxRequests, &target.stats, start, inflight);
+        };
+        inflight.hold(slot);
         let Some(endpoint) = backend.pick() else {
             return local(StatusCode::SERVICE_UNAVAILABLE, None, &target.stats, start, inflight);
         };
@@ -142,6 +146,10 @@ impl Conn {
                 }
                 target.stats.record(parts.status, now - start);
                 Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
+            }
+            Err(TryError::Upstream(UpstreamError::Overflow(limit))) => {
+                backend.stats.overflowed(limit);
+                overflow(limit, &target.stats, start, inflight)
             }
             Err(TryError::PerTryTimeout) => {
                 penalize(endpoint, sent);
@@ -335,6 +343,8 @@ async fn forward<'b>(
     let retry = &policy.retry;
     let mut first = Some(req);
     let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
+    // Held while a retry is in flight (dropped when the next one replaces it, or on return).
+    let mut _retrying: Option<Slot> = None;
     let mut retries = 0;
     loop {
         let req = match (first.take(), &replay) {
@@ -348,6 +358,8 @@ async fn forward<'b>(
             policy.stats.timeouts_per_try.fetch_add(1, Relaxed);
         }
         match &answer {
+            // A pool limit answers at once: no retry, and no verdict on the endpoint.
+            Err(TryError::Upstream(UpstreamError::Overflow(_))) => return (answer, endpoint, sent),
             Ok((resp, _)) => backend.record(endpoint, Outcome::of_status(resp.status())),
             // A refused stream says nothing about the endpoint's health.
             Err(e) if e.failure() == Failure::RefusedStream => {}
@@ -368,6 +380,11 @@ async fn forward<'b>(
             policy.stats.budget_exhausted.fetch_add(1, Relaxed);
             return (answer, endpoint, sent);
         }
+        // Held through the retry's try (`limits.max_retries`); overflow: no retry.
+        let Some(slot) = backend.admit_retry() else {
+            return (answer, endpoint, sent);
+        };
+        _retrying = Some(slot);
         policy.stats.retried(reason);
         penalize(endpoint, sent);
         if let Ok((resp, pooled)) = answer {
@@ -488,6 +505,14 @@ fn host_of(authority: &Authority) -> &str {
     // Cut at ASCII bytes, so on char boundaries.
     &s[start..start + end]
 }
+
+/// 503 at once for a request over a connection-pool limit, naming the limit.
+fn overflow(limit: Limit, stats: &RouteStats, start: Instant, inflight: InFlight) -> Response<ProxyBody> {
+    let header = (OVERFLOW, HeaderValue::from_static(limit.name()));
+    local(StatusCode::SERVICE_UNAVAILABLE, Some(header), stats, start, inflight)
+}
+
+const OVERFLOW: HeaderName = HeaderName::from_static("x-fastmesh-overflow");
 
 /// A response the engine makes itself, with an empty body.
 fn local(

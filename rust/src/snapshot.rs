@@ -36,7 +36,7 @@ impl Snapshot {
                 let endpoints = b
                     .endpoints
                     .iter()
-                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, &mut used))
+                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, b.pool, &mut used))
                     .collect();
                 let backend_stats = stats.backend(&name);
                 Arc::new(Backend::new(
@@ -44,7 +44,7 @@ impl Snapshot {
                     b.protocol,
                     b.lb,
                     endpoints,
-                    b.outlier,
+                    (b.outlier, b.limits),
                     backend_stats,
                 ))
             })

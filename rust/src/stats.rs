@@ -137,12 +137,52 @@ impl ResilienceStats {
     }
 }
 
-/// Decisions about one backend.
+/// The connection-pool limits, in the order of `BackendStats::overflow`; their names are the
+/// `x-fastmesh-overflow` header values and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    MaxConnections = 0,
+    MaxPendingRequests = 1,
+    MaxRequests = 2,
+    MaxRetries = 3,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::MaxConnections,
+        Limit::MaxPendingRequests,
+        Limit::MaxRequests,
+        Limit::MaxRetries,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxPendingRequests => "max_pending_requests",
+            Limit::MaxRequests => "max_requests",
+            Limit::MaxRetries => "max_retries",
+        }
+    }
+}
+
+/// Decisions about one backend, and its concurrency counters (the limits read them).
 #[derive(Debug)]
 pub struct BackendStats {
     backend: Arc<str>,
     /// Picks made while every endpoint was ejected (traffic went to all of them).
     pub panic: AtomicU64,
+    /// By `Limit`.
+    overflow: [AtomicU64; 4],
+    /// Requests in flight to the backend (to the end of the response body).
+    pub requests_active: AtomicU64,
+    /// Retries in flight.
+    pub retries_active: AtomicU64,
+}
+
+impl BackendStats {
+    pub fn overflowed(&self, limit: Limit) {
+        self.overflow[limit as usize].fetch_add(1, Relaxed);
+    }
 }
 
 /// (route name, backend name); `""` for none.
@@ -209,6 +249,9 @@ impl Stats {
                 Arc::new(BackendStats {
                     backend: key,
                     panic: AtomicU64::new(0),
+                    overflow: Default::default(),
+                    requests_active: AtomicU64::new(0),
+                    retries_active: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -249,14 +292,7 @@ impl Stats {
                 })
                 .collect(),
             resilience: resilience.values().filter_map(|r| r.doc()).collect(),
-            backends: backends
-                .values()
-                .filter(|b| b.panic.load(Relaxed) > 0)
-                .map(|b| BackendDoc {
-                    backend: &b.backend,
-                    panic: b.panic.load(Relaxed),
-                })
-                .collect(),
+            backends: backends.values().filter_map(|b| b.doc()).collect(),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -280,6 +316,23 @@ struct StatsDoc<'a> {
 struct BackendDoc<'a> {
     backend: &'a str,
     panic: u64,
+    overflow: BTreeMap<&'static str, u64>,
+}
+
+impl BackendStats {
+    fn doc(&self) -> Option<BackendDoc<'_>> {
+        let overflow: BTreeMap<_, _> = Limit::ALL
+            .iter()
+            .map(|l| (l.name(), self.overflow[*l as usize].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let panic = self.panic.load(Relaxed);
+        (panic > 0 || !overflow.is_empty()).then_some(BackendDoc {
+            backend: &self.backend,
+            panic,
+            overflow,
+        })
+    }
 }
 
 #[derive(Serialize)]

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::config::{LbKind, Protocol};
+use crate::config::{BackendLimits, LbKind, Protocol};
 use crate::pool::UpstreamClient;
-use crate::stats::{BackendStats, EndpointStats};
+use crate::stats::{BackendStats, EndpointStats, Limit};
 
 use self::outlier::{Health, Outcome, OutlierConfig};
 
@@ -55,6 +55,7 @@ pub struct Backend {
     pub endpoints: Box<[Arc<Endpoint>]>,
     lb: Lb,
     outlier: Option<OutlierConfig>,
+    limits: BackendLimits,
     /// Serialises ejections, so the cap holds.
     ejecting: Mutex<()>,
     pub stats: Arc<BackendStats>,
@@ -66,7 +67,7 @@ impl Backend {
         protocol: Protocol,
         lb: LbKind,
         endpoints: Vec<Arc<Endpoint>>,
-        outlier: Option<OutlierConfig>,
+        (outlier, limits): (Option<OutlierConfig>, BackendLimits),
         stats: Arc<BackendStats>,
     ) -> Self {
         let lb = match lb {
@@ -79,6 +80,7 @@ impl Backend {
             endpoints: endpoints.into_boxed_slice(),
             lb,
             outlier,
+            limits,
             ejecting: Mutex::new(()),
             stats,
         }
@@ -120,6 +122,27 @@ impl Backend {
         e.load.cost(e.stats.requests_active.load(Relaxed), now)
     }
 
+    /// A place among the backend's concurrent requests (`limits.max_requests`); `None`: overflow
+    /// (counted). Held until the response body ends.
+    pub fn admit(&self) -> Option<Slot> {
+        Slot::take(
+            &self.stats,
+            |s| &s.requests_active,
+            self.limits.max_requests,
+            Limit::MaxRequests,
+        )
+    }
+
+    /// A place among the backend's concurrent retries (`limits.max_retries`); `None`: overflow.
+    pub fn admit_retry(&self) -> Option<Slot> {
+        Slot::take(
+            &self.stats,
+            |s| &s.retries_active,
+            self.limits.max_retries,
+            Limit::MaxRetries,
+        )
+    }
+
     /// Feeds one try's outcome at `endpoint` to outlier detection: ejects it when a detector
     /// fires and the cap (`max_ejection_percent`, at least one endpoint) allows.
     pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
@@ -140,5 +163,38 @@ impl Backend {
             return;
         }
         endpoint.health.eject(cfg, now);
+    }
+}
+
+/// One unit of a backend concurrency counter, given back on drop.
+#[derive(Debug)]
+pub struct Slot {
+    stats: Arc<BackendStats>,
+    counter: fn(&BackendStats) -> &std::sync::atomic::AtomicU64,
+}
+
+impl Slot {
+    fn take(
+        stats: &Arc<BackendStats>,
+        counter: fn(&BackendStats) -> &std::sync::atomic::AtomicU64,
+        max: u64,
+        limit: Limit,
+    ) -> Option<Slot> {
+        let c = counter(stats);
+        if c.fetch_add(1, Relaxed) >= max {
+            c.fetch_sub(1, Relaxed);
+            stats.overflowed(limit);
+            return None;
+        }
+        Some(Slot {
+            stats: stats.clone(),
+            counter,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        (self.counter)(&self.stats).fetch_sub(1, Relaxed);
     }
 }

@@ -74,6 +74,22 @@ pub(super) struct RawBackend {
     /// Absent: no outlier detection.
     #[serde(default)]
     pub(super) outlier_detection: Option<RawOutlier>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+}
+
+/// Connection-pool limits; `None` = unlimited.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    #[serde(default)]
+    pub(super) max_connections: Option<u64>,
+    #[serde(default)]
+    pub(super) max_pending_requests: Option<u64>,
+    #[serde(default)]
+    pub(super) max_requests: Option<u64>,
+    #[serde(default)]
+    pub(super) max_retries: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,6 +16,8 @@ fn records_classes_and_buckets_and_renders_the_contract() {
         idle_timeout: Duration::from_secs(1),
         max_idle_per_endpoint: 1,
         connect_timeout: Duration::from_secs(1),
+        max_connections: None,
+        max_pending: None,
     };
     let upstreams = crate::pool::Upstreams::default();
     let backend: Arc<str> = Arc::from("default/b:80");

@@ -399,3 +399,97 @@ fn an_endpoint_failing_fast_does_not_attract_the_load() {
         assert!(bad < 20, "the failing endpoint got {bad} of 200 requests");
     });
 }
+
+// === connection-pool limits ===
+
+/// `n` concurrent requests; each answer's status, `x-fastmesh-overflow` and time taken.
+async fn concurrent(proxy: SocketAddr, n: usize) -> Vec<(u16, String, Duration)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let a = h1(proxy, get("x", "/")).await;
+                let header = a
+                    .headers
+                    .get("x-fastmesh-overflow")
+                    .map_or(String::new(), |v| v.to_str().unwrap().to_owned());
+                (a.status.as_u16(), header, started.elapsed())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn overflow_count(engine: &Engine, limit: &str) -> u64 {
+    let stats: serde_json::Value = serde_json::from_str(&engine.stats_json()).unwrap();
+    stats["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backend"] == "b")
+        .and_then(|b| b["overflow"][limit].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn requests_over_a_limit_get_503_at_once_naming_the_limit() {
+    run(async {
+        let (slow, hits, _) = counting("slow", Behaviour::Slow(600)).await;
+        for (limits, ok, limit) in [
+            (r#"{"max_requests": 2}"#, 2, "max_requests"),
+            (
+                r#"{"max_connections": 1, "max_pending_requests": 0}"#,
+                1,
+                "max_connections",
+            ),
+            (
+                r#"{"max_connections": 1, "max_pending_requests": 2}"#,
+                3,
+                "max_pending_requests",
+            ),
+        ] {
+            let engine = Engine::new(1).unwrap();
+            engine
+                .apply(&backend_with(
+                    &[slow],
+                    "round_robin",
+                    &format!(r#", "limits": {limits}"#),
+                ))
+                .unwrap();
+            let h0 = hits.load(Relaxed);
+            let answers = concurrent(engine.listeners()[0].1, 8).await;
+            let served: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+            let refused: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+            assert_eq!((served.len(), refused.len()), (ok, 8 - ok), "{limits}: {answers:?}");
+            assert!(refused.iter().all(|a| a.1 == limit), "{limits}: {answers:?}");
+            // Refused without waiting for the upstream (600 ms per request).
+            assert!(
+                refused.iter().all(|a| a.2 < Duration::from_millis(500)),
+                "{limits}: {answers:?}"
+            );
+            assert_eq!(hits.load(Relaxed) - h0, ok);
+            assert_eq!(overflow_count(&engine, limit), (8 - ok) as u64);
+            if limit != "max_requests" {
+                assert!(open_connections(&engine, "b") <= 1, "{limits}");
+            }
+        }
+    });
+}
+
+#[test]
+fn max_retries_caps_concurrent_retries() {
+    run(async {
+        let (bad, hits, _) = counting("bad", Behaviour::Fail(503)).await;
+        let engine = Engine::new(1).unwrap();
+        let json = backend_with(&[bad], "round_robin", r#", "limits": {"max_retries": 0}"#)
+            .replace(r#""weight": 1}]}"#, &format!(r#""weight": 1}}], {RETRY_5XX}}}"#));
+        engine.apply(&json).unwrap();
+        assert_eq!(statuses(engine.listeners()[0].1, 3).await, [503; 3]);
+        assert_eq!(hits.load(Relaxed), 3, "no retry went out");
+        assert_eq!(overflow_count(&engine, "max_retries"), 3);
+    });
+}
