@@ -134,6 +134,12 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
             None => None,
             Some(o) => Some(outlier(o, &format!("{field}.outlier_detection"))?),
         };
+        if b.connect_timeout_ms == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{field}.connect_timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
         let l = &b.limits;
         for (name, v) in [("max_connections", l.max_connections), ("max_requests", l.max_requests)] {
             if v == Some(0) {
@@ -156,6 +162,8 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
             pool: PoolConfig {
                 max_connections: l.max_connections,
                 max_pending: l.max_pending_requests,
+                connect_timeout: b.connect_timeout_ms.map_or(pool.connect_timeout, Duration::from_millis),
+                idle_timeout: b.idle_timeout_ms.map_or(pool.idle_timeout, Duration::from_millis),
                 ..pool
             },
         });

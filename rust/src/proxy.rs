@@ -147,18 +147,7 @@ impl Conn {
                 target.stats.record(parts.status, now - start);
                 Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
             }
-            Err(TryError::Upstream(UpstreamError::Overflow(limit))) => {
-                backend.stats.overflowed(limit);
-                overflow(limit, &target.stats, start, inflight)
-            }
-            Err(TryError::PerTryTimeout) => {
-                penalize(endpoint, sent);
-                local(StatusCode::GATEWAY_TIMEOUT, None, &target.stats, start, inflight)
-            }
-            Err(_) => {
-                penalize(endpoint, sent);
-                local(StatusCode::BAD_GATEWAY, None, &target.stats, start, inflight)
-            }
+            Err(e) => failed(&e, backend, endpoint, sent, &target.stats, start, inflight),
         }
     }
 
@@ -504,6 +493,29 @@ fn host_of(authority: &Authority) -> &str {
     };
     // Cut at ASCII bytes, so on char boundaries.
     &s[start..start + end]
+}
+
+/// The engine's answer when the last try failed: 503 for a pool limit, 504 for a per-try
+/// timeout, else 502.
+fn failed(
+    e: &TryError,
+    backend: &Backend,
+    endpoint: &Endpoint,
+    sent: Instant,
+    stats: &RouteStats,
+    start: Instant,
+    inflight: InFlight,
+) -> Response<ProxyBody> {
+    if let TryError::Upstream(UpstreamError::Overflow(limit)) = e {
+        backend.stats.overflowed(*limit);
+        return overflow(*limit, stats, start, inflight);
+    }
+    penalize(endpoint, sent);
+    let status = match e {
+        TryError::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
+        TryError::Upstream(_) => StatusCode::BAD_GATEWAY,
+    };
+    local(status, None, stats, start, inflight)
 }
 
 /// 503 at once for a request over a connection-pool limit, naming the limit.

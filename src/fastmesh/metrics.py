@@ -138,11 +138,19 @@ def resilience_families(stats: Stats) -> Iterator[Metric]:
         "Requests sent while every endpoint of the backend was ejected (to all of them), by backend.",
         labels=["backend"],
     )
+    overflows = CounterMetricFamily(
+        "fastmesh_overflows",
+        "Requests refused (503, x-fastmesh-overflow) or retries not sent at a connection-pool limit, by backend and limit.",
+        labels=["backend", "limit"],
+    )
     for entry in stats.get("backends", []):
         panic.add_metric([entry["backend"]], entry.get("panic", 0))
+        for limit, count in sorted(entry.get("overflow", {}).items()):
+            overflows.add_metric([entry["backend"], limit], count)
     yield ejections
     yield ejected
     yield panic
+    yield overflows
 
 
 def config_families(state: State) -> Iterator[Metric]:

@@ -127,6 +127,10 @@ CASES = [
          "spec.outlierDetection", "both 0: nothing would be detected", label=POLICY_LABEL),
     Case("TrafficPolicy max ejection percent", POLICY.format(target="{name: reviews}", spec="outlierDetection: {maxEjectionPercent: 120}"),
          "spec.outlierDetection.maxEjectionPercent", "120", label=POLICY_LABEL),
+    Case("TrafficPolicy zero max connections", POLICY.format(target="{name: reviews}", spec="connectionPool: {maxConnections: 0}"),
+         "spec.connectionPool.maxConnections", "greater than or equal to 1", label=POLICY_LABEL),
+    Case("TrafficPolicy zero connect timeout", POLICY.format(target="{name: reviews}", spec="connectTimeout: 0s"),
+         "spec.connectTimeout", "must be longer than 0s", label=POLICY_LABEL),
     Case("two TrafficPolicies for one target", POLICY.format(target="{name: reviews}", spec="") + "---\n"
          + POLICY.format(target="{name: reviews}", spec="").replace("name: reviews-policy", "name: second"),
          "spec.targetRef", "TrafficPolicy default/reviews-policy already targets this Service", document=6,

@@ -121,3 +121,19 @@ def test_outlier_detection_compiles_per_backend_with_istio_defaults(load: Load) 
     }
     admin = next(b for b in snapshot["backends"] if b["name"] == "default/web:81")
     assert "outlier_detection" not in admin
+
+
+def test_connection_pool_and_timeouts_compile_per_backend(load: Load) -> None:
+    text = (
+        service("web", "[{name: http, port: 80}]")
+        + "apiVersion: fastmesh.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p}\n"
+        "spec: {targetRef: {name: web}, connectionPool: {maxConnections: 10, maxPendingRequests: 0, maxRequests: 50},"
+        " connectTimeout: 500ms, idleTimeout: 5s}\n"
+    )
+    web = next(b for b in compile_snapshot(load(text))["backends"] if b["name"] == "default/web:80")
+    assert web["limits"] == {"max_connections": 10, "max_pending_requests": 0, "max_requests": 50}
+    assert (web["connect_timeout_ms"], web["idle_timeout_ms"]) == (500, 5000)
+    engine = pytest.importorskip("fastmesh._engine", reason="engine not built (make engine)")
+    snapshot = compile_snapshot(load(text))
+    snapshot["listeners"] = []
+    assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1

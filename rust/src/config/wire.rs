@@ -76,9 +76,15 @@ pub(super) struct RawBackend {
     pub(super) outlier_detection: Option<RawOutlier>,
     #[serde(default)]
     pub(super) limits: RawLimits,
+    /// Override `pool.connect_timeout_ms` / `pool.idle_timeout_ms` for this backend.
+    #[serde(default)]
+    pub(super) connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) idle_timeout_ms: Option<u64>,
 }
 
 /// Connection-pool limits; `None` = unlimited.
+#[allow(clippy::struct_field_names)] // the contract's field names
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {

@@ -493,3 +493,19 @@ fn max_retries_caps_concurrent_retries() {
         assert_eq!(overflow_count(&engine, "max_retries"), 3);
     });
 }
+
+#[test]
+fn a_backend_idle_timeout_overrides_the_pool_one() {
+    run(async {
+        let (a, _, _) = counting("a", Behaviour::Ok).await;
+        let engine = Engine::new(1).unwrap();
+        engine
+            .apply(&backend_with(&[a], "round_robin", r#", "idle_timeout_ms": 100"#))
+            .unwrap();
+        assert_eq!(h1(engine.listeners()[0].1, get("x", "/")).await.status, 200);
+        assert_eq!(open_connections(&engine, "b"), 1);
+        // The snapshot's pool keeps idle connections 90 s; this backend's, 100 ms.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(open_connections(&engine, "b"), 0);
+    });
+}

@@ -30,6 +30,8 @@ def check_traffic_policy(ctx: Context, doc: Document) -> None:
             ctx.report(doc, loc, f"TrafficPolicy {other.ref} already targets this Service{_port(target.port)}")
             break
     _outlier(ctx, doc, policy)
+    if policy.spec.connect_timeout is not None and parse_duration(policy.spec.connect_timeout) == 0:
+        ctx.report(doc, ("spec", "connectTimeout"), "must be longer than 0s")
     retry = policy.spec.retry
     if retry is not None:
         backoff = retry.backoff

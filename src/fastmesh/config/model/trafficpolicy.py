@@ -87,6 +87,19 @@ class OutlierDetection(Spec):
     endpoints and the default 10 %, one. When every endpoint is ejected, all take traffic (panic mode)."""
 
 
+class ConnectionPool(Spec):
+    """Limits: a request over one is answered 503 at once, with `x-fastmesh-overflow: <limit>`. Unset: no limit."""
+
+    max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
+    """HTTP/1.1 connections to each endpoint (HTTP/2 uses one per endpoint anyway)."""
+    max_pending_requests: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Requests that may wait for a connection when an endpoint is at `maxConnections`; 0: none wait."""
+    max_requests: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Concurrent requests to the Service port (to the end of their responses)."""
+    max_retries: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Concurrent retries to the Service port; over it a failed try is not retried (not a 503)."""
+
+
 class TrafficPolicySpec(Spec):
     """The policy."""
 
@@ -96,6 +109,13 @@ class TrafficPolicySpec(Spec):
     """Retries; HTTPRoute `retry` fields override its fields."""
     outlier_detection: OutlierDetection | None = None
     """Ejection of failing endpoints of the Service port; off when unset."""
+    connection_pool: ConnectionPool | None = None
+    """Concurrency limits of the Service port; none when unset."""
+    connect_timeout: Duration | None = None
+    """Upstream TCP connect timeout for this Service port; the Proxy's `pool.connectTimeout` (2s) when unset."""
+    idle_timeout: Duration | None = None
+    """Idle upstream connections of this Service port close after this; the Proxy's `pool.idleTimeout` (90s)
+    when unset."""
 
 
 class TrafficPolicy(KubeObject):
