@@ -14,7 +14,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use crate::balance::outlier::OutlierConfig;
 use crate::error::ConfigError;
 use crate::retry::{Budget, Condition, RetryPolicy, Timeouts};
-use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
+use crate::route::filters::{Fault, Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
 
 mod wire;
@@ -313,7 +313,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 
 fn route(r: RawRoute, field: &str, backends: &HashMap<String, usize>) -> Result<RouteConfig, ConfigError> {
     let matcher = route_match(r.matches, &format!("{field}.match"))?;
-    let filters = filters(r.filters, field, &matcher)?;
+    let filters = filters(r.filters, field, &matcher, backends)?;
     let mut refs = Vec::with_capacity(r.backends.len());
     for (i, b) in r.backends.into_iter().enumerate() {
         let f = format!("{field}.backends[{i}]");
@@ -552,7 +552,23 @@ fn path_modifier(
     }))
 }
 
-fn filters(raw: Vec<RawFilter>, field: &str, matcher: &RouteMatch) -> Result<Filters, ConfigError> {
+fn percent(p: f64, field: &str) -> Result<f64, ConfigError> {
+    if (0.0..=100.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            format!("must be between 0 and 100 (got {p})"),
+        ))
+    }
+}
+
+fn filters(
+    raw: Vec<RawFilter>,
+    field: &str,
+    matcher: &RouteMatch,
+    backends: &HashMap<String, usize>,
+) -> Result<Filters, ConfigError> {
     let mut out = Filters::default();
     for (i, f) in raw.into_iter().enumerate() {
         let field = format!("{field}.filters[{i}]");
@@ -576,6 +592,43 @@ fn filters(raw: Vec<RawFilter>, field: &str, matcher: &RouteMatch) -> Result<Fil
                     hostname,
                     path: path_modifier(path, &format!("{field}.path"), matcher)?,
                 });
+            }
+            RawFilter::RequestMirror { backend, percent: p } => {
+                if out.mirror.is_some() {
+                    return Err(ConfigError::invalid(field, "only one RequestMirror per route"));
+                }
+                let index = *backends.get(&backend).ok_or_else(|| {
+                    ConfigError::invalid(format!("{field}.backend"), format!("unknown backend {backend:?}"))
+                })?;
+                out.mirror = Some((index, percent(p, &format!("{field}.percent"))?));
+            }
+            RawFilter::Fault { delay, abort } => {
+                if out.fault.is_some() {
+                    return Err(ConfigError::invalid(field, "only one Fault per route"));
+                }
+                let delay = match delay {
+                    None => None,
+                    Some(d) => Some((
+                        percent(d.percent, &format!("{field}.delay.percent"))?,
+                        Duration::from_millis(d.ms),
+                    )),
+                };
+                let abort = match abort {
+                    None => None,
+                    Some(a) => {
+                        let status = StatusCode::from_u16(a.status)
+                            .ok()
+                            .filter(|s| (200..=599).contains(&s.as_u16()))
+                            .ok_or_else(|| {
+                                ConfigError::invalid(
+                                    format!("{field}.abort.status"),
+                                    format!("must be an HTTP status 200..599 (got {})", a.status),
+                                )
+                            })?;
+                        Some((percent(a.percent, &format!("{field}.abort.percent"))?, status))
+                    }
+                };
+                out.fault = Some(Fault { delay, abort });
             }
             RawFilter::RequestRedirect {
                 scheme,

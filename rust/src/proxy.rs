@@ -2,6 +2,7 @@
 //! route, apply its filters, pick a backend and an endpoint, forward, and stream both bodies.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use crate::balance::outlier::Outcome;
@@ -21,8 +22,8 @@ use crate::body::{InFlight, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
 use crate::pool::{Pooled, UpstreamError};
-use crate::retry::{Failure, RetryPolicy, RoutePolicy};
-use crate::route::filters::RequestTarget;
+use crate::retry::{Failure, RetryPolicy, RoutePolicy, DEFAULT_MAX_BODY};
+use crate::route::filters::{hit, RequestTarget};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::stats::{Limit, RouteStats, Stats};
@@ -92,6 +93,9 @@ impl Conn {
                 ),
             };
         }
+        if let Some(status) = inject(route).await {
+            return local(status, None, &route.local_stats, start, inflight);
+        }
         let Some(target) = route.pick() else {
             return local(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,10 +121,14 @@ impl Conn {
         let Some((upstream_req, key)) = self.upstream_request(req, authority, route, backend, endpoint) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
-        let Ok(upstream) = Replay::prepare(upstream_req, key, &policy.retry).await else {
+        let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
+        let Ok(upstream) = Replay::prepare(upstream_req, key, &policy.retry, mirror.is_some()).await else {
             // The client's body failed while it was being buffered.
             return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight);
         };
+        if let Some((to, _)) = mirror {
+            send_mirror(to, backend, &upstream, policy);
+        }
         // Boxed: the forwarding future (pool, connection, retry) is large, and this future is
         // moved whole when hyper stores or spawns it (a task per HTTP/2 stream). Boxing it
         // keeps those moves small (callgrind: memcpy was 18 % of h2c instructions).
@@ -243,6 +251,7 @@ impl Replay {
         req: Request<ProxyBody>,
         authority: Authority,
         policy: &RetryPolicy,
+        mirrored: bool,
     ) -> Result<Upstream, hyper::Error> {
         use http_body::Body as _;
         if req.body().is_end_stream() {
@@ -253,9 +262,15 @@ impl Replay {
                 replay: Some(replay),
             });
         }
+        // A mirrored request is copied whatever its method, up to the larger of the limits.
+        let (limit, wanted) = if mirrored {
+            (policy.max_body.max(DEFAULT_MAX_BODY), true)
+        } else {
+            (policy.max_body, policy.retries_method(req.method()))
+        };
         let hint = req.body().size_hint();
-        let fits = hint.upper() == Some(hint.lower()) && hint.lower() <= policy.max_body;
-        if !fits || !policy.retries_method(req.method()) {
+        let fits = hint.upper() == Some(hint.lower()) && hint.lower() <= limit;
+        if !fits || !wanted {
             return Ok(Upstream {
                 req,
                 authority,
@@ -388,6 +403,47 @@ async fn forward<'b>(
         endpoint = untried(backend, &tried).unwrap_or(endpoint);
         inflight.to_endpoint(endpoint);
     }
+}
+
+/// Fault injection: waits the delay and/or returns the abort status, each for its share of requests.
+async fn inject(route: &Route) -> Option<StatusCode> {
+    let fault = route.filters.fault.as_ref()?;
+    let stats = &route.policy.stats;
+    if let Some((percent, delay)) = fault.delay {
+        if hit(percent) {
+            stats.faults_delay.fetch_add(1, Relaxed);
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let (percent, status) = fault.abort?;
+    hit(percent).then(|| {
+        stats.faults_abort.fetch_add(1, Relaxed);
+        status
+    })
+}
+
+/// Sends a copy of the request to the mirror backend in its own task and ignores the answer
+/// (its body is read and dropped). Skipped (counted) when the request body could not be kept,
+/// or the mirror backend has no endpoint or speaks another protocol than the primary.
+fn send_mirror(to: &Arc<Backend>, primary: &Backend, upstream: &Upstream, policy: &RoutePolicy) {
+    let endpoint = to.pick().filter(|_| to.protocol == primary.protocol);
+    let (Some(endpoint), Some(replay)) = (endpoint, &upstream.replay) else {
+        policy.stats.mirror_skipped.fetch_add(1, Relaxed);
+        return;
+    };
+    policy.stats.mirrored.fetch_add(1, Relaxed);
+    let (endpoint, authority, req) = (endpoint.clone(), upstream.authority.clone(), replay.request());
+    tokio::spawn(async move {
+        if let Ok((resp, pooled)) = endpoint.client.request(&authority, req).await {
+            let mut body = resp.into_body();
+            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                if frame.is_err() {
+                    return;
+                }
+            }
+            pooled.release();
+        }
+    });
 }
 
 /// Runs `forwarding` within the route's request timeout; `None` (counted) when it expired.

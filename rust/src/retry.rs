@@ -86,11 +86,14 @@ impl Condition {
     }
 }
 
-/// What a route does about slow and failing upstreams, with the counters of its decisions.
+/// What a route does about slow and failing upstreams (and its mirror), with the counters of
+/// its decisions.
 #[derive(Debug)]
 pub struct RoutePolicy {
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// `RequestMirror`: where copies go, and the percent of requests copied.
+    pub mirror: Option<(Arc<crate::balance::Backend>, f64)>,
     pub stats: Arc<ResilienceStats>,
 }
 

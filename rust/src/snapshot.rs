@@ -70,6 +70,7 @@ impl Snapshot {
                         let policy = RoutePolicy {
                             timeouts: r.timeouts,
                             retry: r.retry,
+                            mirror: r.filters.mirror.map(|(i, percent)| (backends[i].clone(), percent)),
                             stats: stats.resilience(&r.name),
                         };
                         Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats, policy)

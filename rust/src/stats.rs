@@ -99,6 +99,12 @@ pub struct ResilienceStats {
     pub budget_exhausted: AtomicU64,
     pub timeouts_request: AtomicU64,
     pub timeouts_per_try: AtomicU64,
+    pub faults_delay: AtomicU64,
+    pub faults_abort: AtomicU64,
+    /// Copies sent to the mirror backend, and mirror shares not sent (body not replayable,
+    /// mirror backend without endpoints or of another protocol).
+    pub mirrored: AtomicU64,
+    pub mirror_skipped: AtomicU64,
 }
 
 impl ResilienceStats {
@@ -109,6 +115,10 @@ impl ResilienceStats {
             budget_exhausted: AtomicU64::new(0),
             timeouts_request: AtomicU64::new(0),
             timeouts_per_try: AtomicU64::new(0),
+            faults_delay: AtomicU64::new(0),
+            faults_abort: AtomicU64::new(0),
+            mirrored: AtomicU64::new(0),
+            mirror_skipped: AtomicU64::new(0),
         }
     }
 
@@ -127,12 +137,22 @@ impl ResilienceStats {
             .map(|(k, v)| (k, v.load(Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
+        let faults: BTreeMap<_, _> = [("delay", &self.faults_delay), ("abort", &self.faults_abort)]
+            .into_iter()
+            .map(|(k, v)| (k, v.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         let budget_exhausted = self.budget_exhausted.load(Relaxed);
-        (!retries.is_empty() || !timeouts.is_empty() || budget_exhausted > 0).then_some(ResilienceDoc {
+        let (mirrored, mirror_skipped) = (self.mirrored.load(Relaxed), self.mirror_skipped.load(Relaxed));
+        let any = !retries.is_empty() || !timeouts.is_empty() || !faults.is_empty();
+        (any || budget_exhausted + mirrored + mirror_skipped > 0).then_some(ResilienceDoc {
             route: &self.route,
             retries,
             budget_exhausted,
             timeouts,
+            faults,
+            mirrored,
+            mirror_skipped,
         })
     }
 }
@@ -341,6 +361,9 @@ struct ResilienceDoc<'a> {
     retries: BTreeMap<&'static str, u64>,
     budget_exhausted: u64,
     timeouts: BTreeMap<&'static str, u64>,
+    faults: BTreeMap<&'static str, u64>,
+    mirrored: u64,
+    mirror_skipped: u64,
 }
 
 #[derive(Serialize)]

@@ -182,6 +182,22 @@ fn resilience_fields_are_checked_naming_the_field() {
             "vhosts[0].routes[0].timeouts.request_ms",
         ),
         (r#""retry": {"tries": 1}"#, "unknown field `tries`"),
+        (
+            r#""filters": [{"type": "RequestMirror", "backend": "nope"}]"#,
+            "vhosts[0].routes[0].filters[0].backend: unknown backend \"nope\"",
+        ),
+        (
+            r#""filters": [{"type": "RequestMirror", "backend": "b1", "percent": 101}]"#,
+            "vhosts[0].routes[0].filters[0].percent: must be between 0 and 100",
+        ),
+        (
+            r#""filters": [{"type": "Fault", "abort": {"percent": 5, "status": 99}}]"#,
+            "vhosts[0].routes[0].filters[0].abort.status",
+        ),
+        (
+            r#""filters": [{"type": "Fault", "delay": {"percent": -1, "ms": 5}}]"#,
+            "vhosts[0].routes[0].filters[0].delay.percent",
+        ),
     ] {
         let e = err(&route(body));
         assert!(e.contains(expected), "{e}");

@@ -286,6 +286,17 @@ pub(super) enum RawFilter {
         #[serde(default)]
         path: Option<RawPathModifier>,
     },
+    RequestMirror {
+        backend: String,
+        #[serde(default = "hundred")]
+        percent: f64,
+    },
+    Fault {
+        #[serde(default)]
+        delay: Option<RawDelay>,
+        #[serde(default)]
+        abort: Option<RawAbort>,
+    },
     RequestRedirect {
         #[serde(default)]
         scheme: Option<String>,
@@ -298,6 +309,24 @@ pub(super) enum RawFilter {
         #[serde(default)]
         status_code: Option<u16>,
     },
+}
+
+fn hundred() -> f64 {
+    100.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelay {
+    pub(super) percent: f64,
+    pub(super) ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAbort {
+    pub(super) percent: f64,
+    pub(super) status: u16,
 }
 
 #[derive(Debug, Default, Deserialize)]

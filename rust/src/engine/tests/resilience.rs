@@ -509,3 +509,82 @@ fn a_backend_idle_timeout_overrides_the_pool_one() {
         assert_eq!(open_connections(&engine, "b"), 0);
     });
 }
+
+// === fault injection and mirroring ===
+
+#[test]
+fn faults_match_their_percentages() {
+    run(async {
+        let (a, hits, _) = counting("a", Behaviour::Ok).await;
+        let engine = Engine::new(1).unwrap();
+        let fault = r#"{"type": "Fault", "delay": {"percent": 20, "ms": 30}, "abort": {"percent": 25, "status": 418}}"#;
+        let json = resilient(&[a], "").replace(
+            r#""weight": 1}] }"#,
+            &format!(r#""weight": 1}}], "filters": [{fault}]}}"#),
+        );
+        engine.apply(&json).unwrap();
+        let proxy = engine.listeners()[0].1;
+        let (mut aborted, mut slow) = (0, 0);
+        for _ in 0..1000 {
+            let started = std::time::Instant::now();
+            let status = h1(proxy, get("x", "/")).await.status.as_u16();
+            if status == 418 {
+                aborted += 1;
+            }
+            if started.elapsed() >= Duration::from_millis(30) {
+                slow += 1;
+            }
+        }
+        // Binomial: 250 +- 14 and 200 +- 13 (1 sd); 5 sd of tolerance.
+        assert!((180..=320).contains(&aborted), "{aborted} aborted of 1000");
+        assert!((135..=265).contains(&slow), "{slow} delayed of 1000");
+        assert_eq!(
+            hits.load(Relaxed),
+            1000 - aborted,
+            "an aborted request never reaches the upstream"
+        );
+        let r = resilience(&engine);
+        assert_eq!(r["faults"]["abort"], aborted as u64);
+        assert!(r["faults"]["delay"].as_u64().unwrap() as usize <= slow);
+    });
+}
+
+#[test]
+fn a_mirror_gets_its_share_and_its_answers_are_ignored() {
+    run(async {
+        let (primary, primary_hits, primary_bytes) = counting("primary", Behaviour::Ok).await;
+        let (shadow, shadow_hits, shadow_bytes) = counting("shadow", Behaviour::Fail(500)).await;
+        let engine = Engine::new(1).unwrap();
+        let json = format!(
+            r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
+                "backends": [{{"name": "b", "protocol": "http1", "endpoints": ["{primary}"]}},
+                             {{"name": "m", "protocol": "http1", "endpoints": ["{shadow}"]}}],
+                "vhosts": [{{"name": "v", "domains": ["*"], "routes": [
+                  {{"name": "r", "filters": [{{"type": "RequestMirror", "backend": "m", "percent": 30}}],
+                    "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#
+        );
+        engine.apply(&json).unwrap();
+        let proxy = engine.listeners()[0].1;
+        for i in 0..1000 {
+            let answer = h1(proxy, request(if i % 2 == 0 { Method::GET } else { Method::POST }, 100)).await;
+            assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "primary"));
+        }
+        assert_eq!(primary_hits.load(Relaxed), 1000);
+        assert_eq!(primary_bytes.load(Relaxed), 100_000);
+        // Copies are sent in the background: wait for them to land.
+        let mirrored = resilience(&engine)["mirrored"].as_u64().unwrap() as usize;
+        for _ in 0..100 {
+            if shadow_hits.load(Relaxed) == mirrored {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(shadow_hits.load(Relaxed), mirrored);
+        assert_eq!(
+            shadow_bytes.load(Relaxed),
+            mirrored * 100,
+            "POST bodies are mirrored too"
+        );
+        assert!((230..=370).contains(&mirrored), "{mirrored} mirrored of 1000 (30 %)");
+    });
+}
