@@ -21,8 +21,8 @@ mod wire;
 
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
-    PathModifierType, PathType, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawOutlier, RawPathModifier,
-    RawPool, RawRetry, RawRoute, RawSnapshot, RawTimeouts, ValueType,
+    PathModifierType, PathType, RawAbort, RawDelay, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawOutlier,
+    RawPathModifier, RawPool, RawRetry, RawRoute, RawSnapshot, RawTimeouts, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -563,6 +563,32 @@ fn percent(p: f64, field: &str) -> Result<f64, ConfigError> {
     }
 }
 
+fn fault(delay: Option<RawDelay>, abort: Option<RawAbort>, field: &str) -> Result<Fault, ConfigError> {
+    let delay = match delay {
+        None => None,
+        Some(d) => Some((
+            percent(d.percent, &format!("{field}.delay.percent"))?,
+            Duration::from_millis(d.ms),
+        )),
+    };
+    let abort = match abort {
+        None => None,
+        Some(a) => {
+            let status = StatusCode::from_u16(a.status)
+                .ok()
+                .filter(|s| (200..=599).contains(&s.as_u16()))
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("{field}.abort.status"),
+                        format!("must be an HTTP status 200..599 (got {})", a.status),
+                    )
+                })?;
+            Some((percent(a.percent, &format!("{field}.abort.percent"))?, status))
+        }
+    };
+    Ok(Fault { delay, abort })
+}
+
 fn filters(
     raw: Vec<RawFilter>,
     field: &str,
@@ -606,29 +632,7 @@ fn filters(
                 if out.fault.is_some() {
                     return Err(ConfigError::invalid(field, "only one Fault per route"));
                 }
-                let delay = match delay {
-                    None => None,
-                    Some(d) => Some((
-                        percent(d.percent, &format!("{field}.delay.percent"))?,
-                        Duration::from_millis(d.ms),
-                    )),
-                };
-                let abort = match abort {
-                    None => None,
-                    Some(a) => {
-                        let status = StatusCode::from_u16(a.status)
-                            .ok()
-                            .filter(|s| (200..=599).contains(&s.as_u16()))
-                            .ok_or_else(|| {
-                                ConfigError::invalid(
-                                    format!("{field}.abort.status"),
-                                    format!("must be an HTTP status 200..599 (got {})", a.status),
-                                )
-                            })?;
-                        Some((percent(a.percent, &format!("{field}.abort.percent"))?, status))
-                    }
-                };
-                out.fault = Some(Fault { delay, abort });
+                out.fault = Some(fault(delay, abort, &field)?);
             }
             RawFilter::RequestRedirect {
                 scheme,
