@@ -113,6 +113,13 @@ def resilience_families(stats: Stats) -> Iterator[Metric]:
     timeouts = CounterMetricFamily(
         "fastmesh_timeouts", "Timeouts, by route and kind (request: 504 to the client; per_try).", labels=["route", "kind"]
     )
+    faults = CounterMetricFamily("fastmesh_faults", "Faults injected, by route and kind (delay, abort).", labels=["route", "kind"])
+    mirrored = CounterMetricFamily("fastmesh_mirrored", "Request copies sent to the mirror backend, by route.", labels=["route"])
+    mirror_skipped = CounterMetricFamily(
+        "fastmesh_mirror_skipped",
+        "Requests chosen for mirroring but not copied (body not kept, no mirror endpoint), by route.",
+        labels=["route"],
+    )
     for entry in stats.get("resilience", []):
         route = entry["route"]
         for reason, count in sorted(entry.get("retries", {}).items()):
@@ -120,9 +127,16 @@ def resilience_families(stats: Stats) -> Iterator[Metric]:
         exhausted.add_metric([route], entry.get("budget_exhausted", 0))
         for kind, count in sorted(entry.get("timeouts", {}).items()):
             timeouts.add_metric([route, kind], count)
+        for kind, count in sorted(entry.get("faults", {}).items()):
+            faults.add_metric([route, kind], count)
+        mirrored.add_metric([route], entry.get("mirrored", 0))
+        mirror_skipped.add_metric([route], entry.get("mirror_skipped", 0))
     yield retries
     yield exhausted
     yield timeouts
+    yield faults
+    yield mirrored
+    yield mirror_skipped
     ejections = CounterMetricFamily(
         "fastmesh_outlier_ejections", "Ejections by outlier detection, by backend and endpoint.", labels=["backend", "endpoint"]
     )

@@ -137,3 +137,24 @@ def test_connection_pool_and_timeouts_compile_per_backend(load: Load) -> None:
     snapshot = compile_snapshot(load(text))
     snapshot["listeners"] = []
     assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1
+
+
+def test_mirror_and_fault_filters_compile(load: Load) -> None:
+    text = (
+        service("web", "[{name: http, port: 80}]")
+        + service("shadow", "[{name: http, port: 80}]")
+        + "apiVersion: fastmesh.io/v1alpha1\nkind: FaultInjection\nmetadata: {name: flaky}\n"
+        "spec: {delay: {percentage: {value: 10}, fixedDelay: 100ms}, abort: {percentage: {value: 0.5}, httpStatus: 503}}\n---\n"
+        + ROUTE.format(
+            rule="filters:\n        - {type: ExtensionRef, extensionRef: {group: fastmesh.io, kind: FaultInjection, name: flaky}}\n"
+            "        - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: 1, denominator: 3}}}"
+        )
+    )
+    snapshot = compile_snapshot(load(text))
+    filters = _route(snapshot)["filters"]
+    assert filters[0] == {"type": "Fault", "delay": {"percent": 10, "ms": 100}, "abort": {"percent": 0.5, "status": 503}}
+    assert filters[1]["type"] == "RequestMirror" and filters[1]["backend"] == "default/shadow:80"
+    assert abs(filters[1]["percent"] - 100 / 3) < 1e-9
+    engine = pytest.importorskip("fastmesh._engine", reason="engine not built (make engine)")
+    snapshot["listeners"] = []
+    assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1

@@ -6,7 +6,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from fastmesh.config.model import EndpointSlice, HTTPRoute, KubeObject, Proxy, ProxySpec, Service, TrafficPolicy
+from fastmesh.config.model import (
+    EndpointSlice,
+    FaultInjection,
+    HTTPRoute,
+    KubeObject,
+    Proxy,
+    ProxySpec,
+    Service,
+    TrafficPolicy,
+)
 
 T = TypeVar("T", bound=KubeObject)
 
@@ -89,6 +98,9 @@ class MeshConfig:
     def traffic_policy(self, namespace: str, name: str, port: int) -> TrafficPolicy | None:
         """The TrafficPolicy of a Service port: the one naming the port, else the one naming the Service."""
         return self._policies.get((namespace, name, port)) or self._policies.get((namespace, name, None))
+
+    def fault_injection(self, namespace: str, name: str) -> FaultInjection | None:
+        return next((f for f in self.objects(FaultInjection) if (f.namespace, f.name) == (namespace, name)), None)
 
     def summary(self) -> str:
         """`2 HTTPRoutes, 3 Services, ...` for `fastmesh validate`."""

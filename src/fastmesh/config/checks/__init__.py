@@ -10,7 +10,7 @@ from fastmesh.config.checks.httproute import check_route
 from fastmesh.config.checks.objects import check_objects
 from fastmesh.config.checks.proxy import check_proxy
 from fastmesh.config.checks.service import check_service
-from fastmesh.config.checks.trafficpolicy import check_traffic_policy
+from fastmesh.config.checks.trafficpolicy import check_fault_injection, check_traffic_policy
 from fastmesh.config.errors import Problem
 from fastmesh.config.mesh import Document, MeshConfig
 
@@ -20,6 +20,7 @@ _BY_KIND: dict[str, Callable[[Context, Document], None]] = {
     "EndpointSlice": check_endpoint_slice,
     "Proxy": check_proxy,
     "TrafficPolicy": check_traffic_policy,
+    "FaultInjection": check_fault_injection,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastmesh.config.checks.context import Context, did_you_mean
 from fastmesh.config.mesh import Document
-from fastmesh.config.model import TrafficPolicy
+from fastmesh.config.model import FaultInjection, TrafficPolicy
 from fastmesh.config.model.types import parse_duration
 
 
@@ -62,3 +62,10 @@ def _outlier(ctx: Context, doc: Document, policy: TrafficPolicy) -> None:
 
 def _port(port: int | None) -> str:
     return "" if port is None else f" port {port}"
+
+
+def check_fault_injection(ctx: Context, doc: Document) -> None:
+    fault = doc.obj
+    assert isinstance(fault, FaultInjection)
+    if fault.spec.delay is None and fault.spec.abort is None:
+        ctx.report(doc, ("spec",), "give delay, abort or both")

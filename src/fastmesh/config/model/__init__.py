@@ -2,12 +2,13 @@
 
 from fastmesh.config.model.base import KubeObject, ObjectMeta
 from fastmesh.config.model.endpointslice import EndpointSlice
+from fastmesh.config.model.faultinjection import FaultInjection
 from fastmesh.config.model.httproute import HTTPRoute
 from fastmesh.config.model.proxy import Proxy, ProxySpec
 from fastmesh.config.model.service import Service
 from fastmesh.config.model.trafficpolicy import TrafficPolicy
 
-KINDS: tuple[type[KubeObject], ...] = (HTTPRoute, Service, EndpointSlice, Proxy, TrafficPolicy)
+KINDS: tuple[type[KubeObject], ...] = (HTTPRoute, Service, EndpointSlice, Proxy, TrafficPolicy, FaultInjection)
 """Every kind a config file may hold, in the order docs/config.md presents them."""
 
-__all__ = ["KINDS", "EndpointSlice", "HTTPRoute", "KubeObject", "ObjectMeta", "Proxy", "ProxySpec", "Service", "TrafficPolicy"]
+__all__ = ["KINDS", "EndpointSlice", "FaultInjection", "HTTPRoute", "KubeObject", "ObjectMeta", "Proxy", "ProxySpec", "Service", "TrafficPolicy"]

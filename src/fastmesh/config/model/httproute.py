@@ -132,8 +132,56 @@ class HTTPURLRewriteFilter(Spec):
     """New path; unchanged when unset."""
 
 
-FilterType = Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"]
-UNSUPPORTED_FILTERS = ("RequestMirror", "CORS", "ExtensionRef", "ExternalAuth")
+class Fraction(Spec):
+    """`numerator / denominator` of requests."""
+
+    numerator: int = Field(ge=0)
+    """Numerator."""
+    denominator: int = Field(default=100, ge=1)
+    """Denominator (at least the numerator)."""
+
+
+class HTTPMirrorBackendRef(Spec):
+    """A Service port to mirror to."""
+
+    group: Literal[""] = ""
+    """`""` (core)."""
+    kind: Literal["Service"] = "Service"
+    """Only Services."""
+    name: str
+    """Name of the Service."""
+    namespace: DNSLabel | None = None
+    """Namespace of the Service; the route's when unset."""
+    port: Port
+    """The Service port."""
+
+
+class HTTPRequestMirrorFilter(Spec):
+    """Send a copy of a share of the requests to another backend; its answers are ignored."""
+
+    backend_ref: HTTPMirrorBackendRef
+    """Where copies go (a Service port)."""
+    percent: int | None = Field(default=None, ge=0, le=100)
+    """Share of requests copied (default 100); or `fraction`."""
+    fraction: Fraction | None = None
+    """Share of requests copied, as a fraction; or `percent`."""
+
+
+class LocalObjectReference(Spec):
+    """An object in the route's namespace."""
+
+    group: str
+    """`fastmesh.io`."""
+    kind: str
+    """`FaultInjection`."""
+    name: str
+    """Its name."""
+
+
+FilterType = Literal[
+    "RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "RequestMirror", "ExtensionRef"
+]
+UNSUPPORTED_FILTERS = ("CORS", "ExternalAuth")
 
 
 def _filter_type(value: Any) -> Any:
@@ -146,7 +194,7 @@ class HTTPRouteFilter(Spec):
     """One filter: `type` names it and the field of the same name configures it."""
 
     type: Annotated[FilterType, BeforeValidator(_filter_type)]
-    """Which filter (RequestMirror, CORS and ExtensionRef are not supported)."""
+    """Which filter (CORS and ExternalAuth are not supported; ExtensionRef names a FaultInjection)."""
     request_header_modifier: HTTPHeaderFilter | None = None
     """With `type: RequestHeaderModifier`: edits of request headers."""
     response_header_modifier: HTTPHeaderFilter | None = None
@@ -155,6 +203,11 @@ class HTTPRouteFilter(Spec):
     """With `type: RequestRedirect`: the redirect (the rule may then have no backendRefs)."""
     url_rewrite: HTTPURLRewriteFilter | None = None
     """With `type: URLRewrite`: the rewrite."""
+    request_mirror: HTTPRequestMirrorFilter | None = None
+    """With `type: RequestMirror`: the mirror. Copies carry the body when it has a content-length of at most
+    64 KiB (larger ones are not copied); the mirror must speak the backend's protocol."""
+    extension_ref: LocalObjectReference | None = None
+    """With `type: ExtensionRef`: a `FaultInjection` (group `fastmesh.io`) in the route's namespace."""
 
 
 # === backends and parents ===

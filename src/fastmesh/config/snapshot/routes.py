@@ -12,12 +12,14 @@ from fastmesh.config.model.httproute import (
     HTTPBackendRef,
     HTTPHeaderFilter,
     HTTPPathModifier,
+    HTTPRequestMirrorFilter,
     HTTPRouteFilter,
     HTTPRouteMatch,
     HTTPRouteRetry,
     HTTPRouteRule,
     HTTPRouteTimeouts,
 )
+from fastmesh.config.model.faultinjection import FaultInjection
 from fastmesh.config.model.trafficpolicy import IDEMPOTENT_METHODS, TrafficRetry
 from fastmesh.config.model.types import parse_duration
 
@@ -74,7 +76,36 @@ def _path(modifier: HTTPPathModifier | None) -> dict[str, str] | None:
     return {"type": modifier.type, "value": value or "/"}
 
 
-def _filter(f: HTTPRouteFilter) -> dict[str, Any]:
+def _mirror(namespace: str, mirror: HTTPRequestMirrorFilter) -> dict[str, Any]:
+    ref = mirror.backend_ref
+    if mirror.fraction is not None:
+        percent = 100.0 * mirror.fraction.numerator / mirror.fraction.denominator
+    else:
+        percent = float(100 if mirror.percent is None else mirror.percent)
+    return {
+        "type": "RequestMirror",
+        "backend": service_backend(ref.namespace or namespace, ref.name, ref.port),
+        "percent": percent,
+    }
+
+
+def _fault(fault: FaultInjection) -> dict[str, Any]:
+    spec = fault.spec
+    out: dict[str, Any] = {"type": "Fault"}
+    if spec.delay is not None:
+        out["delay"] = {"percent": spec.delay.percentage.value, "ms": _ms(spec.delay.fixed_delay)}
+    if spec.abort is not None:
+        out["abort"] = {"percent": spec.abort.percentage.value, "status": spec.abort.http_status}
+    return out
+
+
+def _filter(cfg: MeshConfig, namespace: str, f: HTTPRouteFilter) -> dict[str, Any]:
+    if f.type == "RequestMirror" and f.request_mirror is not None:
+        return _mirror(namespace, f.request_mirror)
+    if f.type == "ExtensionRef" and f.extension_ref is not None:
+        fault = cfg.fault_injection(namespace, f.extension_ref.name)
+        assert fault is not None, "checked: the FaultInjection exists"
+        return _fault(fault)
     if f.type == "RequestHeaderModifier":
         return _headers(f.type, f.request_header_modifier)
     if f.type == "ResponseHeaderModifier":
@@ -102,7 +133,7 @@ def render(cfg: MeshConfig, entry: Entry) -> dict[str, Any]:
     return {
         "name": entry.name,
         "match": _match(entry.match),
-        "filters": [_filter(f) for f in rule.filters],
+        "filters": [_filter(cfg, entry.route.namespace, f) for f in rule.filters],
         "backends": [
             {"backend": resolve(cfg, entry.route.namespace, ref), "weight": ref.weight} for ref in rule.backend_refs
         ],
