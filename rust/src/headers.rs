@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use http::header::Entry;
-use http::header::{CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, EXPECT, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -16,14 +16,31 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization`,
 /// `Proxy-Authenticate`, and `TE` unless it asks for `trailers` (then `TE: trailers` stays).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, false);
+}
+
+/// `strip_hop_by_hop` for a request about to go upstream: also removes `Expect`, whose
+/// expectation was met on the downstream side (hyper answers 100 when the body is first
+/// polled, which the upstream client does as it forwards it). Found in the same pass.
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, true);
+}
+
+fn strip(headers: &mut HeaderMap, expect: bool) {
     // One pass over the names (standard names compare as enum tags) notes which hop-by-hop
     // headers are present; only those are then looked up and removed. Most requests have none;
     // most responses only `Connection: keep-alive`.
     let mut present = 0u8;
+    let mut has_expect = false;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
             present |= 1 << i;
+        } else if expect && name == EXPECT {
+            has_expect = true;
         }
+    }
+    if has_expect {
+        headers.remove(EXPECT);
     }
     if present == 0 {
         return;

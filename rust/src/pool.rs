@@ -340,22 +340,17 @@ impl UpstreamClient {
 
     /// Sends `req` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2) on a
     /// connection for `authority`.
+    ///
+    /// The HTTP/1.1 path is written out here rather than in a function of its own: one async
+    /// layer less moves the request and its future one time less per request (callgrind).
     pub async fn request(
-        &self,
-        authority: &Authority,
-        req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Pooled), UpstreamError> {
-        match self.shared.protocol {
-            Protocol::Http1 => self.send_h1(authority, req).await,
-            Protocol::H2c => self.send_h2(authority, req).await,
-        }
-    }
-
-    async fn send_h1(
         &self,
         authority: &Authority,
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Pooled), UpstreamError> {
+        if self.shared.protocol == Protocol::H2c {
+            return self.send_h2(authority, req).await;
+        }
         let shared = &self.shared;
         let mut pending = None;
         let reserved = loop {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, EXPECT, HOST, LOCATION};
+use http::header::{CONTENT_LENGTH, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
@@ -174,10 +174,7 @@ impl Conn {
     ) -> Option<(Request<ProxyBody>, Authority)> {
         let (mut parts, body) = req.into_parts();
         let h = &mut parts.headers;
-        headers::strip_hop_by_hop(h);
-        // The expectation was met on the downstream side: hyper answers 100 when the body is
-        // first polled, which the client does as it forwards it.
-        h.remove(EXPECT);
+        headers::strip_request_hop_by_hop(h);
         headers::set_forwarded(h, &self.client_ip);
         for m in &route.filters.request_headers {
             m.apply(h);

@@ -90,21 +90,29 @@ impl Backend {
     /// endpoints are skipped, unless every endpoint is ejected: then all take traffic (panic
     /// mode, counted).
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        let now = Instant::now();
-        if self.outlier.is_some() {
+        // Only while an endpoint is (or was until now) ejected: the clock, the scan, the list.
+        if self.outlier.is_some() && self.endpoints.iter().any(|e| e.health.flagged()) {
+            let now = Instant::now();
             let healthy: Vec<usize> = (0..self.endpoints.len())
                 .filter(|&i| !self.endpoints[i].health.is_ejected(now))
                 .collect();
-            if healthy.is_empty() && !self.endpoints.is_empty() {
+            if healthy.is_empty() {
                 self.stats.panic.fetch_add(1, Relaxed);
             } else if healthy.len() < self.endpoints.len() {
                 return self.pick_among(&healthy, now).map(|i| &self.endpoints[i]);
             }
         }
         let n = self.endpoints.len();
+        if n == 1 {
+            // Nothing to choose: no clock read, no counter.
+            return self.endpoints.first();
+        }
         let i = match &self.lb {
             Lb::RoundRobin(rr) => rr.pick(n)?,
-            Lb::P2c => p2c::pick(n, |i| self.cost(i, now))?,
+            Lb::P2c => {
+                let now = Instant::now();
+                p2c::pick(n, |i| self.cost(i, now))?
+            }
         };
         Some(&self.endpoints[i])
     }

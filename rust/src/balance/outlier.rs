@@ -131,6 +131,11 @@ impl Health {
         s.consecutive_gateway = 0;
     }
 
+    /// Whether the endpoint was ejected and has not been seen readmitted yet (one atomic load).
+    pub fn flagged(&self) -> bool {
+        self.ejected.load(Relaxed)
+    }
+
     /// Whether the endpoint is ejected now (for stats: an ejection that ran out shows as over).
     pub fn currently_ejected(&self) -> bool {
         self.ejected.load(Relaxed) && self.state.lock().until.is_some_and(|until| Instant::now() < until)

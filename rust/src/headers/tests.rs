@@ -80,3 +80,18 @@ fn request_ids_are_uuid_v4() {
         .bytes()
         .all(|c| c == b'-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
 }
+
+#[test]
+fn expect_is_removed_from_requests_only() {
+    let mut h = map(&[("expect", "100-continue"), ("x-kept", "1")]);
+    strip_hop_by_hop(&mut h);
+    assert!(h.contains_key("expect"), "responses keep it (not hop-by-hop)");
+    strip_request_hop_by_hop(&mut h);
+    assert!(!h.contains_key("expect"));
+    assert!(h.contains_key("x-kept"));
+    // With hop-by-hop names present too.
+    let mut h = map(&[("connection", "close"), ("expect", "100-continue"), ("te", "trailers")]);
+    strip_request_hop_by_hop(&mut h);
+    let left: Vec<_> = h.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap())).collect();
+    assert_eq!(left, [("te", "trailers")]);
+}

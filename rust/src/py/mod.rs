@@ -12,7 +12,7 @@ use crate::error::Error;
 /// The engine's allocations (not Python's) go to mimalloc: per-request headers, futures and
 /// buffers are allocated and freed at a high rate on one thread.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: crate::alloc::MiMalloc = crate::alloc::MiMalloc;
 
 fn to_py(err: Error) -> PyErr {
     match err {
