@@ -497,6 +497,16 @@ def proxy_spec(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "fastmesh.io/v1alpha1", "kind": "Proxy", "metadata": {"name": "proxy"}, "spec": spec}
 
 
+def traffic_policy(target: str, **spec: Any) -> dict[str, Any]:
+    """A TrafficPolicy for Service `target`, e.g. traffic_policy("web", retry={"attempts": 2})."""
+    return {
+        "apiVersion": "fastmesh.io/v1alpha1",
+        "kind": "TrafficPolicy",
+        "metadata": {"name": f"{target}-policy"},
+        "spec": {"targetRef": {"kind": "Service", "name": target}, **spec},
+    }
+
+
 def mesh_config(
     services: Mapping[str, Iterable[str]] | Iterable[list[dict[str, Any]]] = (),
     routes: Iterable[dict[str, Any]] = (),

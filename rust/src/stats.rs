@@ -205,6 +205,16 @@ impl BackendStats {
     }
 }
 
+/// The counters registered under `name`, made by `make` on first use.
+fn registered<T>(map: &Mutex<BTreeMap<Arc<str>, Arc<T>>>, name: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
+    let mut map = map.lock();
+    if let Some(found) = map.get(name) {
+        return found.clone();
+    }
+    let key: Arc<str> = Arc::from(name);
+    map.entry(key.clone()).or_insert_with(|| Arc::new(make(key))).clone()
+}
+
 /// (route name, backend name); `""` for none.
 type RouteKey = (Arc<str>, Arc<str>);
 
@@ -251,30 +261,18 @@ impl Stats {
 
     /// The resilience counters of a route, created on first use.
     pub fn resilience(&self, route: &str) -> Arc<ResilienceStats> {
-        let key: Arc<str> = Arc::from(route);
-        self.resilience
-            .lock()
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(ResilienceStats::new(key)))
-            .clone()
+        registered(&self.resilience, route, ResilienceStats::new)
     }
 
     /// The counters of a backend, created on first use.
     pub fn backend(&self, name: &str) -> Arc<BackendStats> {
-        let key: Arc<str> = Arc::from(name);
-        self.backends
-            .lock()
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(BackendStats {
-                    backend: key,
-                    panic: AtomicU64::new(0),
-                    overflow: Default::default(),
-                    requests_active: AtomicU64::new(0),
-                    retries_active: AtomicU64::new(0),
-                })
-            })
-            .clone()
+        registered(&self.backends, name, |backend| BackendStats {
+            backend,
+            panic: AtomicU64::new(0),
+            overflow: Default::default(),
+            requests_active: AtomicU64::new(0),
+            retries_active: AtomicU64::new(0),
+        })
     }
 
     /// Requests no route matched (route and backend `""`).

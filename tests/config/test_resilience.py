@@ -33,6 +33,12 @@ spec:
 """
 
 
+def assert_engine_accepts(snapshot: dict[str, Any]) -> None:
+    engine = pytest.importorskip("fastmesh._engine", reason="engine not built (make engine)")
+    snapshot = {**snapshot, "listeners": []}
+    assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1
+
+
 def _route(snapshot: dict[str, Any]) -> dict[str, Any]:
     return vhost(snapshot, "default/web")["routes"][0]
 
@@ -93,15 +99,12 @@ def test_a_service_policy_applies_to_its_default_route(load: Load) -> None:
 
 
 def test_the_engine_accepts_what_is_compiled(load: Load) -> None:
-    engine = pytest.importorskip("fastmesh._engine", reason="engine not built (make engine)")
     text = (
         service("web", "[{name: http, port: 80}]")
         + POLICY.format(name="p", target="{name: web}", retry="{retryOn: [5xx, reset], budget: {ttl: 1m}}")
         + ROUTE.format(rule="retry: {codes: [503]}\n      timeouts: {request: 1s}")
     )
-    snapshot = compile_snapshot(load(text))
-    snapshot["listeners"] = []
-    assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1
+    assert_engine_accepts(compile_snapshot(load(text)))
 
 
 def test_outlier_detection_compiles_per_backend_with_istio_defaults(load: Load) -> None:
@@ -133,10 +136,7 @@ def test_connection_pool_and_timeouts_compile_per_backend(load: Load) -> None:
     web = next(b for b in compile_snapshot(load(text))["backends"] if b["name"] == "default/web:80")
     assert web["limits"] == {"max_connections": 10, "max_pending_requests": 0, "max_requests": 50}
     assert (web["connect_timeout_ms"], web["idle_timeout_ms"]) == (500, 5000)
-    engine = pytest.importorskip("fastmesh._engine", reason="engine not built (make engine)")
-    snapshot = compile_snapshot(load(text))
-    snapshot["listeners"] = []
-    assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1
+    assert_engine_accepts(compile_snapshot(load(text)))
 
 
 def test_mirror_and_fault_filters_compile(load: Load) -> None:
@@ -155,6 +155,4 @@ def test_mirror_and_fault_filters_compile(load: Load) -> None:
     assert filters[0] == {"type": "Fault", "delay": {"percent": 10, "ms": 100}, "abort": {"percent": 0.5, "status": 503}}
     assert filters[1]["type"] == "RequestMirror" and filters[1]["backend"] == "default/shadow:80"
     assert abs(filters[1]["percent"] - 100 / 3) < 1e-9
-    engine = pytest.importorskip("fastmesh._engine", reason="engine not built (make engine)")
-    snapshot["listeners"] = []
-    assert engine.Engine(1).apply(json.dumps(snapshot)) >= 1
+    assert_engine_accepts(snapshot)

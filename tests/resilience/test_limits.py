@@ -8,17 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.harness import curl, mesh_config, service
+from tests.harness import curl, mesh_config, service, traffic_policy
 from tests.resilience.test_retries import metric
 
 
 def limited(name: str, **pool: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "fastmesh.io/v1alpha1",
-        "kind": "TrafficPolicy",
-        "metadata": {"name": f"{name}-limits"},
-        "spec": {"targetRef": {"kind": "Service", "name": name}, "connectionPool": pool},
-    }
+    return traffic_policy(name, connectionPool=pool)
 
 
 def test_overload_against_a_connection_limit_answers_503_fast_instead_of_queueing(

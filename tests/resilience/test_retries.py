@@ -8,17 +8,12 @@ from typing import Any
 
 import httpx
 
-from tests.harness import h2load, mesh_config, route, rule, backend, service
+from tests.harness import backend, h2load, mesh_config, route, rule, service, traffic_policy
 from tests.resilience.servers import RawUpstream
 
 
 def policy(target: str, **retry: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "fastmesh.io/v1alpha1",
-        "kind": "TrafficPolicy",
-        "metadata": {"name": f"{target}-policy"},
-        "spec": {"targetRef": {"kind": "Service", "name": target}, "retry": retry},
-    }
+    return traffic_policy(target, retry=retry)
 
 
 def resilience(px: Any, route_name: str) -> dict[str, Any]:
@@ -49,9 +44,8 @@ def test_a_503_endpoint_among_three_costs_no_client_error_over_10000_requests_an
     outlier = {"consecutive5xxErrors": 5, "baseEjectionTime": "1s", "interval": "10s", "maxEjectionPercent": 10}
     config = mesh_config(
         services=[service("web", endpoints, lb="round-robin")],
-        extra=[{**policy("web", attempts=2, retryOn=["5xx"], backoff={"baseInterval": "1ms"}),
-                "spec": {"targetRef": {"kind": "Service", "name": "web"}, "outlierDetection": outlier,
-                         "retry": {"attempts": 2, "retryOn": ["5xx"], "backoff": {"baseInterval": "1ms"}}}}],
+        extra=[traffic_policy("web", outlierDetection=outlier,
+                              retry={"attempts": 2, "retryOn": ["5xx"], "backoff": {"baseInterval": "1ms"}})],
     )
     px = proxy_factory(config)
 
@@ -198,3 +192,27 @@ def test_an_idle_connection_closed_just_as_it_is_reused_is_invisible(proxy_facto
         assert resilience(px, "default/web/default")["retries"]["reset"] == up.broken
     finally:
         up.close()
+
+
+def test_nginx_closing_idle_keepalive_connections_as_they_are_reused_costs_no_error(proxy_factory, tmp_path):
+    """A real peer for the stale-connection race: nginx closes idle keep-alive connections after 40 ms and
+    the requests come 30-50 ms apart, so some land on a connection nginx is closing at that moment."""
+    import random
+
+    from tests.engine.test_reload_full_speed import Nginx
+
+    nginx = Nginx("web", tmp_path, keepalive="40ms")
+    try:
+        px = proxy_factory(mesh_config(services=[service("web", [nginx.address])]))
+        failures = []
+        with px.client() as client:
+            for _ in range(150):
+                r = client.get("/", headers={"host": "web"})
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+                time.sleep(random.uniform(0.030, 0.050))
+        assert failures == [], failures
+        races = resilience(px, "default/web/default").get("retries", {}).get("reset", 0)
+        print(f"\nstale-connection races retried: {races} of 150 requests")
+    finally:
+        nginx.stop()
