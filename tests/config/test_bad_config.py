@@ -131,6 +131,12 @@ CASES = [
          "spec.connectionPool.maxConnections", "greater than or equal to 1", label=POLICY_LABEL),
     Case("TrafficPolicy zero connect timeout", POLICY.format(target="{name: reviews}", spec="connectTimeout: 0s"),
          "spec.connectTimeout", "must be longer than 0s", label=POLICY_LABEL),
+    Case("TrafficPolicy of a missing HTTPRoute", POLICY.format(target="{group: gateway.networking.k8s.io, kind: HTTPRoute, name: reveiws}", spec=""),
+         "spec.targetRef.name", "HTTPRoute default/reveiws not found", label=POLICY_LABEL),
+    Case("TrafficPolicy for an HTTPRoute with endpoint settings",
+         ROUTE + "    - backendRefs: [{name: reviews, port: 9080}]\n---\n"
+         + POLICY.format(target="{group: gateway.networking.k8s.io, kind: HTTPRoute, name: reviews}", spec="outlierDetection: {}"),
+         "spec.outlierDetection", "target the Service, not an HTTPRoute", document=6, label=POLICY_LABEL),
     Case("two TrafficPolicies for one target", POLICY.format(target="{name: reviews}", spec="") + "---\n"
          + POLICY.format(target="{name: reviews}", spec="").replace("name: reviews-policy", "name: second"),
          "spec.targetRef", "TrafficPolicy default/reviews-policy already targets this Service", document=6,

@@ -156,3 +156,16 @@ def test_mirror_and_fault_filters_compile(load: Load) -> None:
     assert filters[1]["type"] == "RequestMirror" and filters[1]["backend"] == "default/shadow:80"
     assert abs(filters[1]["percent"] - 100 / 3) < 1e-9
     assert_engine_accepts(snapshot)
+
+
+def test_a_policy_targeting_the_httproute_wins_over_the_service_one(load: Load) -> None:
+    text = (
+        service("web", "[{name: http, port: 80}]")
+        + POLICY.format(name="svc", target="{name: web}", retry="{attempts: 5}")
+        + POLICY.format(
+            name="route", target="{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}", retry="{attempts: 3, retryOn: [5xx]}"
+        )
+        + ROUTE.format(rule="")
+    )
+    route = _route(compile_snapshot(load(text)))
+    assert (route["retry"]["attempts"], route["retry"]["on"]) == (3, ["5xx"])

@@ -68,7 +68,9 @@ class MeshConfig:
         object.__setattr__(self, "_proxy", proxy if proxy is not None else ProxySpec())
         policies: dict[tuple[str, str, int | None], TrafficPolicy] = {}
         for p in self.objects(TrafficPolicy):
-            policies.setdefault((p.namespace, p.spec.target_ref.name, p.spec.target_ref.port), p)
+            target = p.spec.target_ref
+            name = target.name if target.kind == "Service" else f"HTTPRoute/{target.name}"
+            policies.setdefault((p.namespace, name, target.port), p)
         object.__setattr__(self, "_policies", policies)
 
     def objects(self, kind: type[T]) -> Iterator[T]:
@@ -98,6 +100,10 @@ class MeshConfig:
     def traffic_policy(self, namespace: str, name: str, port: int) -> TrafficPolicy | None:
         """The TrafficPolicy of a Service port: the one naming the port, else the one naming the Service."""
         return self._policies.get((namespace, name, port)) or self._policies.get((namespace, name, None))
+
+    def route_policy(self, route: HTTPRoute) -> TrafficPolicy | None:
+        """The TrafficPolicy targeting an HTTPRoute."""
+        return self._policies.get((route.namespace, f"HTTPRoute/{route.name}", None))
 
     def fault_injection(self, namespace: str, name: str) -> FaultInjection | None:
         return next((f for f in self.objects(FaultInjection) if (f.namespace, f.name) == (namespace, name)), None)

@@ -13,6 +13,11 @@ def check_traffic_policy(ctx: Context, doc: Document) -> None:
     assert isinstance(policy, TrafficPolicy)
     target = policy.spec.target_ref
     loc = ("spec", "targetRef")
+    if target.kind == "HTTPRoute":
+        _route_target(ctx, doc, policy)
+        return
+    if target.group != "":
+        ctx.report(doc, (*loc, "group"), f'a Service target needs group "" (got {target.group!r})')
     service = ctx.cfg.service(policy.namespace, target.name)
     if service is None:
         if not ctx.is_broken("Service", policy.namespace, target.name):
@@ -26,7 +31,11 @@ def check_traffic_policy(ctx: Context, doc: Document) -> None:
         if other is policy:
             break
         same = other.spec.target_ref
-        if (other.namespace, same.name, same.port) == (policy.namespace, target.name, target.port):
+        if same.kind == "Service" and (other.namespace, same.name, same.port) == (
+            policy.namespace,
+            target.name,
+            target.port,
+        ):
             ctx.report(doc, loc, f"TrafficPolicy {other.ref} already targets this Service{_port(target.port)}")
             break
     _outlier(ctx, doc, policy)
@@ -47,6 +56,33 @@ def check_traffic_policy(ctx: Context, doc: Document) -> None:
             ctx.report(doc, ("spec", "retry", "perTryTimeout"), "must be longer than 0s (leave it out for none)")
         if parse_duration(retry.budget.ttl) < 0.01:
             ctx.report(doc, ("spec", "retry", "budget", "ttl"), f"must be at least 10ms (got {retry.budget.ttl})")
+
+
+def _route_target(ctx: Context, doc: Document, policy: TrafficPolicy) -> None:
+    target, loc = policy.spec.target_ref, ("spec", "targetRef")
+    if target.group != "gateway.networking.k8s.io":
+        ctx.report(doc, (*loc, "group"), f"an HTTPRoute target needs group gateway.networking.k8s.io (got {target.group!r})")
+    if target.port is not None:
+        ctx.report(doc, (*loc, "port"), "only for a Service target")
+    routes = [r.name for r in ctx.cfg.routes if r.namespace == policy.namespace]
+    if target.name not in routes and not ctx.is_broken("HTTPRoute", policy.namespace, target.name):
+        ref = f"{policy.namespace}/{target.name}"
+        ctx.report(doc, (*loc, "name"), f"HTTPRoute {ref} not found{did_you_mean(target.name, routes)}")
+    spec = policy.spec
+    for field, value in (
+        ("outlierDetection", spec.outlier_detection),
+        ("connectionPool", spec.connection_pool),
+        ("connectTimeout", spec.connect_timeout),
+        ("idleTimeout", spec.idle_timeout),
+    ):
+        if value is not None:
+            ctx.report(doc, ("spec", field), "applies to a Service's endpoints: target the Service, not an HTTPRoute")
+    for other in ctx.cfg.objects(TrafficPolicy):
+        if other is policy:
+            break
+        if other.namespace == policy.namespace and other.spec.target_ref == target:
+            ctx.report(doc, loc, f"TrafficPolicy {other.ref} already targets this HTTPRoute")
+            break
 
 
 def _outlier(ctx: Context, doc: Document, policy: TrafficPolicy) -> None:

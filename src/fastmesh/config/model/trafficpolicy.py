@@ -16,14 +16,15 @@ IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 
 
 class PolicyTargetRef(Spec):
-    """The Service the policy applies to (Gateway API policy attachment)."""
+    """What the policy applies to (Gateway API policy attachment): a Service (port), or one HTTPRoute."""
 
-    group: Literal[""] = ""
-    """`""` (core)."""
-    kind: Literal["Service"] = "Service"
-    """Only Services."""
+    group: Literal["", "gateway.networking.k8s.io"] = ""
+    """`""` (core) for a Service; `gateway.networking.k8s.io` for an HTTPRoute."""
+    kind: Literal["Service", "HTTPRoute"] = "Service"
+    """`Service`: its routes and backends. `HTTPRoute`: that route's rules only, and only `retry` (the other
+    fields belong to a Service's endpoints); it wins over a Service's policy."""
     name: str
-    """Name of the Service, in the policy's namespace."""
+    """Name of the Service or HTTPRoute, in the policy's namespace."""
     port: Port | None = None
     """Only this Service port; every port when unset. A policy naming the port wins over one naming the Service."""
 
@@ -104,7 +105,8 @@ class TrafficPolicySpec(Spec):
     """The policy."""
 
     target_ref: PolicyTargetRef
-    """The Service (port) whose routes the policy applies to: every rule whose first backendRef is it."""
+    """A Service (port): its default route, every rule whose first backendRef is it, and its endpoints. Or an
+    HTTPRoute: its rules."""
     retry: TrafficRetry | None = None
     """Retries; HTTPRoute `retry` fields override its fields."""
     outlier_detection: OutlierDetection | None = None

@@ -137,7 +137,7 @@ def render(cfg: MeshConfig, entry: Entry) -> dict[str, Any]:
         "backends": [
             {"backend": resolve(cfg, entry.route.namespace, ref), "weight": ref.weight} for ref in rule.backend_refs
         ],
-        **_resilience(rule.timeouts, rule.retry, _traffic_retry(cfg, entry.route.namespace, rule.backend_refs)),
+        **_resilience(rule.timeouts, rule.retry, _traffic_retry(cfg, entry.route, rule.backend_refs)),
     }
 
 
@@ -161,8 +161,13 @@ def _ms(duration: str) -> int:
     return round(parse_duration(duration) * 1000)
 
 
-def _traffic_retry(cfg: MeshConfig, namespace: str, refs: list[HTTPBackendRef]) -> TrafficRetry | None:
-    """The `retry` of the TrafficPolicy of the rule's first backendRef, when it is a Service port."""
+def _traffic_retry(cfg: MeshConfig, route: HTTPRoute, refs: list[HTTPBackendRef]) -> TrafficRetry | None:
+    """The `retry` of the TrafficPolicy targeting the route, else of the one of the rule's first backendRef
+    when it is a Service port."""
+    own = cfg.route_policy(route)
+    if own is not None and own.spec.retry is not None:
+        return own.spec.retry
+    namespace = route.namespace
     ref = refs[0] if refs else None
     if ref is None or (ref.group, ref.kind) != ("", "Service") or ref.port is None:
         return None
