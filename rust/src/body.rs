@@ -140,17 +140,27 @@ impl ProxyBody {
         }
     }
 
-    /// Reads the whole body into memory: its data and trailers.
-    pub async fn collect(mut self) -> Result<(Bytes, Option<HeaderMap>), hyper::Error> {
+    /// Reads the body into memory if it ends within `limit` bytes: `Ok(Ok((data, trailers)))`.
+    /// A longer one: `Ok(Err(body))`, the same body (what was read comes first, then the rest).
+    pub async fn read_up_to(
+        mut self,
+        limit: u64,
+    ) -> Result<Result<(Bytes, Option<HeaderMap>), ProxyBody>, hyper::Error> {
         let mut data = bytes::BytesMut::new();
         let mut trailers = None;
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
             match frame?.into_data() {
-                Ok(chunk) => data.extend_from_slice(&chunk),
+                Ok(chunk) => {
+                    data.extend_from_slice(&chunk);
+                    if data.len() as u64 > limit {
+                        self.buffered = Some(data.freeze());
+                        return Ok(Err(self));
+                    }
+                }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             }
         }
-        Ok((data.freeze(), trailers))
+        Ok(Ok((data.freeze(), trailers)))
     }
 }
 
@@ -160,10 +170,11 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
+        // Data read ahead (a replay copy, or the start of a body too long to keep) comes first.
+        if let Some(data) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         let Some(mut inner) = this.inner.as_pin_mut() else {
-            if let Some(data) = this.buffered.take() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
             if let Some(trailers) = this.trailers.take() {
                 return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
             }
@@ -193,16 +204,24 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Some(inner) => inner.is_end_stream(),
-            None => self.buffered.is_none() && self.trailers.is_none(),
-        }
+        self.buffered.is_none()
+            && match &self.inner {
+                Some(inner) => inner.is_end_stream(),
+                None => self.trailers.is_none(),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(
-            || SizeHint::with_exact(self.buffered.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::size_hint,
-        )
+        let ahead = self.buffered.as_ref().map_or(0, |b| b.len() as u64);
+        let Some(inner) = &self.inner else {
+            return SizeHint::with_exact(ahead);
+        };
+        let rest = inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + ahead);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }

@@ -242,8 +242,8 @@ struct Replay {
 
 impl Replay {
     /// A replayable copy of `req` when its body allows one: no body, or (for a method the policy
-    /// retries) a `content-length` body up to `max_body`, which is read into memory here.
-    /// Larger and unknown-length bodies are streamed and never replayed.
+    /// retries) a body of at most `max_body` bytes, which is read into memory here. Longer
+    /// bodies are streamed and never replayed.
     async fn prepare(
         req: Request<ProxyBody>,
         authority: Authority,
@@ -265,9 +265,10 @@ impl Replay {
         } else {
             (policy.max_body, policy.retries_method(req.method()))
         };
-        let hint = req.body().size_hint();
-        let fits = hint.upper() == Some(hint.lower()) && hint.lower() <= limit;
-        if !fits || !wanted {
+        // A body known to be longer is streamed at once; one of unknown length (chunked, HTTP/2
+        // without content-length) is read up to the limit, then streamed if longer.
+        let too_long = req.body().size_hint().lower() > limit;
+        if too_long || !wanted {
             return Ok(Upstream {
                 req,
                 authority,
@@ -275,7 +276,16 @@ impl Replay {
             });
         }
         let (parts, body) = req.into_parts();
-        let (data, trailers) = body.collect().await?;
+        let (data, trailers) = match body.read_up_to(limit).await? {
+            Ok(read) => read,
+            Err(longer) => {
+                return Ok(Upstream {
+                    req: Request::from_parts(parts, longer),
+                    authority,
+                    replay: None,
+                });
+            }
+        };
         let req = Request::from_parts(parts, ProxyBody::buffered(Some(data.clone()), trailers.clone()));
         let replay = Replay::of(&req, Some(data), trailers);
         Ok(Upstream {

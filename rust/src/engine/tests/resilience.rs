@@ -588,3 +588,45 @@ fn a_mirror_gets_its_share_and_its_answers_are_ignored() {
         assert!((230..=370).contains(&mirrored), "{mirrored} mirrored of 1000 (30 %)");
     });
 }
+
+/// A request body of unknown length (sent chunked): `n` chunks of `size` bytes.
+struct Chunks(Vec<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(if self.0.is_empty() {
+            None
+        } else {
+            Some(Ok(hyper::body::Frame::data(self.0.remove(0))))
+        })
+    }
+}
+
+#[test]
+fn chunked_bodies_are_kept_for_replay_up_to_the_limit_and_streamed_whole_beyond() {
+    run(async {
+        let (bad, hits, bytes) = counting("bad", Behaviour::Fail(503)).await;
+        let engine = Engine::new(1).unwrap();
+        engine.apply(&resilient(&[bad], RETRY_5XX)).unwrap();
+        let proxy = engine.listeners()[0].1;
+        for (chunks, tries) in [(4, 3), (64, 3), (65, 1), (300, 1)] {
+            let (h0, b0) = (hits.load(Relaxed), bytes.load(Relaxed));
+            let body = Chunks((0..chunks).map(|_| Bytes::from(vec![b'x'; 1024])).collect());
+            let req = Request::put("/").header("host", "x").body(body).unwrap();
+            assert!(req.headers().get("content-length").is_none());
+            assert_eq!(h1(proxy, req).await.status, 503);
+            assert_eq!(hits.load(Relaxed) - h0, tries, "{chunks} KiB chunked");
+            assert_eq!(
+                bytes.load(Relaxed) - b0,
+                tries * chunks * 1024,
+                "whole body on every try"
+            );
+        }
+    });
+}

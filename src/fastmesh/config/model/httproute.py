@@ -204,8 +204,8 @@ class HTTPRouteFilter(Spec):
     url_rewrite: HTTPURLRewriteFilter | None = None
     """With `type: URLRewrite`: the rewrite."""
     request_mirror: HTTPRequestMirrorFilter | None = None
-    """With `type: RequestMirror`: the mirror. Copies carry the body when it has a content-length of at most
-    64 KiB (larger ones are not copied); the mirror must speak the backend's protocol."""
+    """With `type: RequestMirror`: the mirror. Copies carry the body when it is at most 64 KiB (longer ones are
+    not copied); the mirror must speak the backend's protocol."""
     extension_ref: LocalObjectReference | None = None
     """With `type: ExtensionRef`: a `FaultInjection` (group `fastmesh.io`) in the route's namespace."""
 

@@ -69,7 +69,7 @@ class TrafficRetry(Spec):
     retryable_methods: list[HTTPMethod] = Field(default_factory=list, max_length=9)
     """Methods retried besides GET, HEAD, OPTIONS, PUT, DELETE (e.g. POST, if the service can take it twice)."""
     max_buffered_body: ByteCount = 65536
-    """Request bodies up to this size (with a content-length) are buffered for replay; larger ones are not retried."""
+    """Request bodies up to this size are buffered for replay; larger ones are streamed and not retried."""
 
 
 class OutlierDetection(Spec):
