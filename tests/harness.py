@@ -170,9 +170,10 @@ class Upstream:
         http2: bool = False,
         *,
         delay_ms: int = 0,
+        fail_status: int = 0,
         log_dir: Path | None = None,
     ) -> Upstream:
-        return cls.start_many([name], http2=http2, delay_ms=delay_ms, log_dir=log_dir)[0]
+        return cls.start_many([name], http2=http2, delay_ms=delay_ms, fail_status=fail_status, log_dir=log_dir)[0]
 
     @classmethod
     def start_many(
@@ -181,6 +182,7 @@ class Upstream:
         http2: bool = False,
         *,
         delay_ms: int = 0,
+        fail_status: int = 0,
         log_dir: Path | None = None,
     ) -> list[Upstream]:
         """Starts several upstreams at once (they boot in parallel) and waits for all."""
@@ -192,6 +194,8 @@ class Upstream:
                 argv.append("--http2")
             if delay_ms:
                 argv += ["--delay-ms", str(delay_ms)]
+            if fail_status:
+                argv += ["--fail-status", str(fail_status)]
             log = log_dir / f"upstream-{name}-{os.getpid()}-{time.monotonic_ns()}.log"
             procs.append(_Process(argv, log, f"upstream {name}"))
         ups = []
@@ -497,6 +501,16 @@ def route(
 def proxy_spec(**spec: Any) -> dict[str, Any]:
     """The fastmesh Proxy document, e.g. proxy_spec(pool={"idleTimeout": "1s"})."""
     return {"apiVersion": "fastmesh.io/v1alpha1", "kind": "Proxy", "metadata": {"name": "proxy"}, "spec": spec}
+
+
+def traffic_policy(target: str, **spec: Any) -> dict[str, Any]:
+    """A TrafficPolicy for Service `target`, e.g. traffic_policy("web", retry={"attempts": 2})."""
+    return {
+        "apiVersion": "fastmesh.io/v1alpha1",
+        "kind": "TrafficPolicy",
+        "metadata": {"name": f"{target}-policy"},
+        "spec": {"targetRef": {"kind": "Service", "name": target}, **spec},
+    }
 
 
 def mesh_config(

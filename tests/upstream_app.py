@@ -14,6 +14,7 @@ Endpoints (any method):
   /upload           reads the whole body and answers {"body_bytes": n}.
   /trailers         body then HTTP/2 trailers x-trailer-one and x-checksum (needs te: trailers).
   /slow/<ms>        waits <ms> then echoes.
+With --fail-status N every request (but /_upstream/stats) answers N; stats count requests by method.
   anything else     200 JSON echo: upstream, method, path, query, headers, body_bytes,
                     body_sha256, http_version, client_port.
 Any request may add response headers with ?header=name:value (repeatable).
@@ -55,6 +56,7 @@ class Counters:
     client_ports: set[int] = field(default_factory=set)
     active: int = 0
     max_active: int = 0
+    methods: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,15 +65,17 @@ class Counters:
             "client_ports": sorted(self.client_ports),
             "active": self.active,
             "max_active": self.max_active,
+            "methods": self.methods,
         }
 
 
 class EchoApp:
     """ASGI app; one instance per upstream process."""
 
-    def __init__(self, name: str, delay_ms: int, on_ready: Callable[[], None]) -> None:
+    def __init__(self, name: str, delay_ms: int, on_ready: Callable[[], None], fail_status: int = 0) -> None:
         self.name = name
         self.delay_s = delay_ms / 1000
+        self.fail_status = fail_status
         self.counters = Counters()
         self._on_ready = on_ready
 
@@ -84,12 +88,17 @@ class EchoApp:
                 await self._json(send, scope, 200, self.counters.as_json())
                 return
             self.counters.requests += 1
+            self.counters.methods[scope["method"]] = self.counters.methods.get(scope["method"], 0) + 1
             self.counters.client_ports.add(scope["client"][1])
             self.counters.active += 1
             self.counters.max_active = max(self.counters.max_active, self.counters.active)
             try:
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                if self.fail_status:
+                    await _drain(receive)
+                    await self._json(send, scope, self.fail_status, {"upstream": self.name})
+                    return
                 await self._http(scope, receive, send)
             finally:
                 self.counters.active -= 1
@@ -245,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--http2", action="store_true", help="h2c is expected (informational: both are served)")
     parser.add_argument("--delay-ms", type=int, default=0, help="added to every request")
+    parser.add_argument("--fail-status", type=int, default=0, help="answer every request with this status")
     args = parser.parse_args(argv)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     config.graceful_timeout = 1
     config.h2_max_concurrent_streams = 256
 
-    app = EchoApp(args.name, args.delay_ms, ready)
+    app = EchoApp(args.name, args.delay_ms, ready, args.fail_status)
     stop = asyncio.Event()
 
     async def run() -> None:

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::balance::Endpoint;
+use crate::balance::{Endpoint, Slot};
 use crate::pool::Pooled;
 use crate::stats::Stats;
 
@@ -20,6 +21,8 @@ use crate::stats::Stats;
 pub struct InFlight {
     stats: Arc<Stats>,
     endpoint: Option<Arc<Endpoint>>,
+    /// The request's place among its backend's concurrent requests (`limits.max_requests`).
+    slot: Option<Slot>,
 }
 
 impl InFlight {
@@ -28,7 +31,13 @@ impl InFlight {
         InFlight {
             stats: stats.clone(),
             endpoint: None,
+            slot: None,
         }
+    }
+
+    /// Holds the backend slot until the response is done.
+    pub fn hold(&mut self, slot: Slot) {
+        self.slot = Some(slot);
     }
 
     pub fn to_endpoint(&mut self, endpoint: &Arc<Endpoint>) {
@@ -52,9 +61,11 @@ pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
         inner: Option<Incoming>,
+        // A request body read into memory so it can be replayed, or a body the engine wrote
+        // itself (an error message); `inner` is `None` then.
+        buffered: Option<Bytes>,
+        trailers: Option<HeaderMap>,
         guard: Option<InFlight>,
-        // A body the engine wrote itself (an error message), sent once.
-        text: Option<Bytes>,
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
         pooled: Option<Pooled>,
@@ -78,8 +89,9 @@ impl ProxyBody {
     pub fn empty(guard: InFlight) -> Self {
         ProxyBody {
             inner: None,
+            buffered: None,
+            trailers: None,
             guard: Some(guard),
-            text: None,
             pooled: None,
         }
     }
@@ -95,8 +107,9 @@ impl ProxyBody {
         };
         ProxyBody {
             inner: Some(body),
+            buffered: None,
+            trailers: None,
             guard: Some(guard),
-            text: None,
             pooled,
         }
     }
@@ -105,8 +118,9 @@ impl ProxyBody {
     pub fn text(text: Bytes, guard: InFlight) -> Self {
         ProxyBody {
             inner: None,
+            buffered: Some(text).filter(|t| !t.is_empty()),
+            trailers: None,
             guard: Some(guard),
-            text: Some(text),
             pooled: None,
         }
     }
@@ -115,20 +129,50 @@ impl ProxyBody {
     pub fn request(body: Incoming) -> Self {
         ProxyBody {
             inner: Some(body),
+            buffered: None,
+            trailers: None,
             guard: None,
-            text: None,
             pooled: None,
         }
     }
 
     /// No body and no guard.
     pub fn none() -> Self {
+        ProxyBody::buffered(None, None)
+    }
+
+    /// A request body already in memory (a replayable copy); `None`: no body.
+    pub fn buffered(data: Option<Bytes>, trailers: Option<HeaderMap>) -> Self {
         ProxyBody {
             inner: None,
+            buffered: data.filter(|d| !d.is_empty()),
+            trailers,
             guard: None,
-            text: None,
             pooled: None,
         }
+    }
+
+    /// Reads the body into memory if it ends within `limit` bytes: `Ok(Ok((data, trailers)))`.
+    /// A longer one: `Ok(Err(body))`, the same body (what was read comes first, then the rest).
+    pub async fn read_up_to(
+        mut self,
+        limit: u64,
+    ) -> Result<Result<(Bytes, Option<HeaderMap>), ProxyBody>, hyper::Error> {
+        let mut data = bytes::BytesMut::new();
+        let mut trailers = None;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
+            match frame?.into_data() {
+                Ok(chunk) => {
+                    data.extend_from_slice(&chunk);
+                    if data.len() as u64 > limit {
+                        self.buffered = Some(data.freeze());
+                        return Ok(Err(self));
+                    }
+                }
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        Ok(Ok((data.freeze(), trailers)))
     }
 }
 
@@ -138,9 +182,13 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
+        // Data read ahead (a replay copy, or the start of a body too long to keep) comes first.
+        if let Some(data) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         let Some(mut inner) = this.inner.as_pin_mut() else {
-            if let Some(text) = this.text.take() {
-                return Poll::Ready(Some(Ok(Frame::data(text))));
+            if let Some(trailers) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
             }
             this.guard.take();
             return Poll::Ready(None);
@@ -168,13 +216,24 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.text.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.buffered.is_none()
+            && match &self.inner {
+                Some(inner) => inner.is_end_stream(),
+                None => self.trailers.is_none(),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(
-            || SizeHint::with_exact(self.text.as_ref().map_or(0, |t| t.len() as u64)),
-            Body::size_hint,
-        )
+        let ahead = self.buffered.as_ref().map_or(0, |b| b.len() as u64);
+        let Some(inner) = &self.inner else {
+            return SizeHint::with_exact(ahead);
+        };
+        let rest = inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + ahead);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }

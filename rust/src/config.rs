@@ -12,8 +12,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::authz::AuthorizationConfig;
+use crate::balance::outlier::OutlierConfig;
 use crate::error::ConfigError;
-use crate::route::filters::{Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
+use crate::retry::{Budget, Condition, RetryPolicy, Timeouts};
+use crate::route::filters::{Fault, Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
 use crate::tls::{TlsMode, UpstreamTls};
 
@@ -22,8 +24,8 @@ mod wire;
 
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
-    PathModifierType, PathType, RawBackendTls, RawFilter, RawHeaderModifier, RawListener, RawMatch, RawPathModifier,
-    RawPool, RawRoute, RawSnapshot, ValueType,
+    PathModifierType, PathType, RawAbort, RawBackendTls, RawDelay, RawFilter, RawHeaderModifier, RawListener, RawMatch,
+    RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSnapshot, RawTimeouts, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -57,6 +59,17 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub connect_timeout: Duration,
+    /// The backend's `limits.max_connections` (HTTP/1.1 connections per endpoint); `None`: no cap.
+    pub max_connections: Option<u64>,
+    /// The backend's `limits.max_pending_requests` (requests waiting for a connection under the cap).
+    pub max_pending: Option<u64>,
+}
+
+/// A backend's limits on concurrent requests and retries (`u64::MAX`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendLimits {
+    pub max_requests: u64,
+    pub max_retries: u64,
 }
 
 #[derive(Debug)]
@@ -68,6 +81,10 @@ pub struct BackendConfig {
     pub endpoints: Vec<String>,
     /// Originate mTLS to the endpoints.
     pub tls: Option<UpstreamTls>,
+    pub outlier: Option<OutlierConfig>,
+    pub limits: BackendLimits,
+    /// The snapshot's pool settings with this backend's connection caps.
+    pub pool: PoolConfig,
 }
 
 #[derive(Debug)]
@@ -84,6 +101,8 @@ pub struct RouteConfig {
     pub matcher: RouteMatch,
     pub filters: Filters,
     pub backends: Vec<WeightedRef>,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
 }
 
 /// One weighted backendRef: an index into `Config::backends`, or `None` for an invalid ref.
@@ -142,12 +161,43 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
                 Some(tls)
             }
         };
+        let outlier = match &b.outlier_detection {
+            None => None,
+            Some(o) => Some(outlier(o, &format!("{field}.outlier_detection"))?),
+        };
+        if b.connect_timeout_ms == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{field}.connect_timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        let l = &b.limits;
+        for (name, v) in [("max_connections", l.max_connections), ("max_requests", l.max_requests)] {
+            if v == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.limits.{name}"),
+                    "must be greater than 0 (or null: no limit)",
+                ));
+            }
+        }
         backends.push(BackendConfig {
             name: b.name,
             protocol: b.protocol,
             lb: b.lb,
             endpoints: b.endpoints,
             tls,
+            outlier,
+            limits: BackendLimits {
+                max_requests: l.max_requests.unwrap_or(u64::MAX),
+                max_retries: l.max_retries.unwrap_or(u64::MAX),
+            },
+            pool: PoolConfig {
+                max_connections: l.max_connections,
+                max_pending: l.max_pending_requests,
+                connect_timeout: b.connect_timeout_ms.map_or(pool.connect_timeout, Duration::from_millis),
+                idle_timeout: b.idle_timeout_ms.map_or(pool.idle_timeout, Duration::from_millis),
+                ..pool
+            },
         });
     }
     let mut seen_domains = HashMap::new();
@@ -280,6 +330,36 @@ fn pool(raw: &RawPool) -> Result<PoolConfig, ConfigError> {
         idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
         max_idle_per_endpoint: raw.max_idle_per_endpoint,
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        max_connections: None,
+        max_pending: None,
+    })
+}
+
+fn outlier(raw: &RawOutlier, field: &str) -> Result<OutlierConfig, ConfigError> {
+    if raw.max_ejection_percent > 100 {
+        return Err(ConfigError::invalid(
+            format!("{field}.max_ejection_percent"),
+            format!("must be between 0 and 100 (got {})", raw.max_ejection_percent),
+        ));
+    }
+    if raw.interval_ms == 0 {
+        return Err(ConfigError::invalid(
+            format!("{field}.interval_ms"),
+            "must be greater than 0",
+        ));
+    }
+    if raw.consecutive_5xx == 0 && raw.consecutive_gateway_errors == 0 {
+        return Err(ConfigError::invalid(
+            field,
+            "consecutive_5xx and consecutive_gateway_errors are both 0: nothing would be detected",
+        ));
+    }
+    Ok(OutlierConfig {
+        consecutive_5xx: raw.consecutive_5xx,
+        consecutive_gateway_errors: raw.consecutive_gateway_errors,
+        interval: Duration::from_millis(raw.interval_ms),
+        base_ejection: Duration::from_millis(raw.base_ejection_ms),
+        max_ejection_percent: raw.max_ejection_percent,
     })
 }
 
@@ -315,7 +395,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 
 fn route(r: RawRoute, field: &str, backends: &HashMap<String, usize>) -> Result<RouteConfig, ConfigError> {
     let matcher = route_match(r.matches, &format!("{field}.match"))?;
-    let filters = filters(r.filters, field, &matcher)?;
+    let filters = filters(r.filters, field, &matcher, backends)?;
     let mut refs = Vec::with_capacity(r.backends.len());
     for (i, b) in r.backends.into_iter().enumerate() {
         let f = format!("{field}.backends[{i}]");
@@ -342,7 +422,90 @@ fn route(r: RawRoute, field: &str, backends: &HashMap<String, usize>) -> Result<
         matcher,
         filters,
         backends: refs,
+        timeouts: timeouts(&r.timeouts, &format!("{field}.timeouts"))?,
+        retry: match r.retry {
+            None => RetryPolicy::default(),
+            Some(raw) => retry(raw, &format!("{field}.retry"))?,
+        },
     })
+}
+
+fn timeouts(raw: &RawTimeouts, field: &str) -> Result<Timeouts, ConfigError> {
+    let ms = |v: Option<u64>, name: &str| match v {
+        Some(0) => Err(ConfigError::invalid(
+            format!("{field}.{name}"),
+            "must be greater than 0 (or null)",
+        )),
+        v => Ok(v.map(Duration::from_millis)),
+    };
+    Ok(Timeouts {
+        request: ms(raw.request_ms, "request_ms")?,
+        per_try: ms(raw.per_try_ms, "per_try_ms")?,
+    })
+}
+
+fn retry(raw: RawRetry, field: &str) -> Result<RetryPolicy, ConfigError> {
+    let mut on = Vec::with_capacity(raw.on.len());
+    for (i, c) in raw.on.iter().enumerate() {
+        let names: Vec<_> = Condition::ALL.iter().map(|c| c.name()).collect();
+        on.push(Condition::parse(c).ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{field}.on[{i}]"),
+                format!("{c:?} is not one of {}", names.join(", ")),
+            )
+        })?);
+    }
+    for (i, c) in raw.codes.iter().enumerate() {
+        if !(400..=599).contains(c) {
+            return Err(ConfigError::invalid(
+                format!("{field}.codes[{i}]"),
+                format!("must be a 4xx or 5xx status (got {c})"),
+            ));
+        }
+    }
+    let mut methods = Vec::with_capacity(raw.methods.len());
+    for (i, m) in raw.methods.iter().enumerate() {
+        methods.push(Method::from_bytes(m.as_bytes()).map_err(|_| {
+            ConfigError::invalid(format!("{field}.methods[{i}]"), format!("{m:?} is not an HTTP method"))
+        })?);
+    }
+    if raw.backoff.max_ms < raw.backoff.base_ms {
+        return Err(ConfigError::invalid(
+            format!("{field}.backoff.max_ms"),
+            format!("must be at least base_ms ({})", raw.backoff.base_ms),
+        ));
+    }
+    if raw.attempts > 20 {
+        return Err(ConfigError::invalid(
+            format!("{field}.attempts"),
+            format!("must be at most 20 (got {})", raw.attempts),
+        ));
+    }
+    let b = &raw.budget;
+    if !(0.0..=1000.0).contains(&b.percent) {
+        return Err(ConfigError::invalid(
+            format!("{field}.budget.percent"),
+            "must be between 0 and 1000",
+        ));
+    }
+    if b.window_ms < 10 {
+        return Err(ConfigError::invalid(
+            format!("{field}.budget.window_ms"),
+            "must be at least 10",
+        ));
+    }
+    Ok(RetryPolicy::new(
+        raw.attempts,
+        &on,
+        raw.codes,
+        methods,
+        raw.max_body_bytes,
+        (
+            Duration::from_millis(raw.backoff.base_ms),
+            Duration::from_millis(raw.backoff.max_ms),
+        ),
+        Budget::new(b.percent, b.min_per_s, Duration::from_millis(b.window_ms)),
+    ))
 }
 
 fn regex(pattern: &str, field: &str) -> Result<regex::Regex, ConfigError> {
@@ -471,7 +634,49 @@ fn path_modifier(
     }))
 }
 
-fn filters(raw: Vec<RawFilter>, field: &str, matcher: &RouteMatch) -> Result<Filters, ConfigError> {
+fn percent(p: f64, field: &str) -> Result<f64, ConfigError> {
+    if (0.0..=100.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            format!("must be between 0 and 100 (got {p})"),
+        ))
+    }
+}
+
+fn fault(delay: Option<RawDelay>, abort: Option<RawAbort>, field: &str) -> Result<Fault, ConfigError> {
+    let delay = match delay {
+        None => None,
+        Some(d) => Some((
+            percent(d.percent, &format!("{field}.delay.percent"))?,
+            Duration::from_millis(d.ms),
+        )),
+    };
+    let abort = match abort {
+        None => None,
+        Some(a) => {
+            let status = StatusCode::from_u16(a.status)
+                .ok()
+                .filter(|s| (200..=599).contains(&s.as_u16()))
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("{field}.abort.status"),
+                        format!("must be an HTTP status 200..599 (got {})", a.status),
+                    )
+                })?;
+            Some((percent(a.percent, &format!("{field}.abort.percent"))?, status))
+        }
+    };
+    Ok(Fault { delay, abort })
+}
+
+fn filters(
+    raw: Vec<RawFilter>,
+    field: &str,
+    matcher: &RouteMatch,
+    backends: &HashMap<String, usize>,
+) -> Result<Filters, ConfigError> {
     let mut out = Filters::default();
     for (i, f) in raw.into_iter().enumerate() {
         let field = format!("{field}.filters[{i}]");
@@ -495,6 +700,21 @@ fn filters(raw: Vec<RawFilter>, field: &str, matcher: &RouteMatch) -> Result<Fil
                     hostname,
                     path: path_modifier(path, &format!("{field}.path"), matcher)?,
                 });
+            }
+            RawFilter::RequestMirror { backend, percent: p } => {
+                if out.mirror.is_some() {
+                    return Err(ConfigError::invalid(field, "only one RequestMirror per route"));
+                }
+                let index = *backends.get(&backend).ok_or_else(|| {
+                    ConfigError::invalid(format!("{field}.backend"), format!("unknown backend {backend:?}"))
+                })?;
+                out.mirror = Some((index, percent(p, &format!("{field}.percent"))?));
+            }
+            RawFilter::Fault { delay, abort } => {
+                if out.fault.is_some() {
+                    return Err(ConfigError::invalid(field, "only one Fault per route"));
+                }
+                out.fault = Some(fault(delay, abort, &field)?);
             }
             RawFilter::RequestRedirect {
                 scheme,

@@ -18,6 +18,7 @@ pub mod headers;
 pub mod listener;
 pub mod pool;
 pub mod proxy;
+pub mod retry;
 pub mod route;
 pub mod snapshot;
 pub mod stats;

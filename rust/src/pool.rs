@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -28,12 +28,12 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
-use crate::balance::{p2c::PeakEwma, Endpoint};
+use crate::balance::{outlier::Health, p2c::PeakEwma, Endpoint};
 use crate::body::ProxyBody;
 use crate::config::{PoolConfig, Protocol};
-use crate::stats::EndpointStats;
+use crate::stats::{EndpointStats, Limit};
 use crate::tls::outbound::{clone_connect_error, TlsConnect};
 use crate::tls::{IdentityMismatch, IdentityStore, Stream, TlsStats, UpstreamTls};
 
@@ -48,10 +48,57 @@ pub struct Connector {
     timeout: Duration,
     stats: Arc<EndpointStats>,
     tls: Option<Arc<TlsConnect>>,
+    /// The endpoint's HTTP/1.1 connection cap (`limits.max_connections`), if any.
+    cap: Option<Arc<ConnCap>>,
+}
+
+/// A cap on an endpoint's HTTP/1.1 connections and on the requests that may wait for one.
+/// Connections are counted in `connections_open` from the moment a connect is reserved.
+pub struct ConnCap {
+    max_connections: u64,
+    max_pending: u64,
+    pending: AtomicU64,
+    /// Signalled when a connection closes or goes idle.
+    freed: Notify,
+}
+
+/// A request waiting under the cap, uncounted on drop.
+struct Pending<'a>(&'a ConnCap);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Connector {
-    async fn connect(&self) -> io::Result<CountedIo> {
+    /// Reserves a connection under the cap: `Some(true)` reserved, `Some(false)` no cap, `None`
+    /// the cap is reached.
+    fn reserve(&self) -> Option<bool> {
+        let Some(cap) = &self.cap else { return Some(false) };
+        let open = &self.stats.connections_open;
+        let mut current = open.load(Relaxed);
+        loop {
+            if current >= cap.max_connections {
+                return None;
+            }
+            match open.compare_exchange_weak(current, current + 1, Relaxed, Relaxed) {
+                Ok(_) => return Some(true),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Connects; `reserved`: the connection was already counted by `reserve`.
+    async fn connect(&self, reserved: bool) -> io::Result<CountedIo> {
+        if !reserved {
+            self.stats.connections_open.fetch_add(1, Relaxed);
+        }
+        // Counted from here: closing (or failing) gives the place back.
+        let counted = Counted {
+            stats: self.stats.clone(),
+            cap: self.cap.clone(),
+        };
         let addr = &*self.addr;
         let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
             Ok(res) => res?,
@@ -75,7 +122,25 @@ impl Connector {
                 }
             },
         };
-        Ok(CountedIo::new(stream, self.stats.clone()))
+        Ok(CountedIo {
+            io: TokioIo::new(stream),
+            counted,
+        })
+    }
+}
+
+/// A connection's place in `connections_open` (and under the cap), given back on drop.
+struct Counted {
+    stats: Arc<EndpointStats>,
+    cap: Option<Arc<ConnCap>>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.stats.connections_open.fetch_sub(1, Relaxed);
+        if let Some(cap) = &self.cap {
+            cap.freed.notify_one();
+        }
     }
 }
 
@@ -84,23 +149,7 @@ pin_project_lite::pin_project! {
     pub struct CountedIo {
         #[pin]
         io: TokioIo<Stream>,
-        stats: Arc<EndpointStats>,
-    }
-
-    impl PinnedDrop for CountedIo {
-        fn drop(this: Pin<&mut Self>) {
-            this.stats.connections_open.fetch_sub(1, Relaxed);
-        }
-    }
-}
-
-impl CountedIo {
-    fn new(stream: Stream, stats: Arc<EndpointStats>) -> Self {
-        stats.connections_open.fetch_add(1, Relaxed);
-        CountedIo {
-            io: TokioIo::new(stream),
-            stats,
-        }
+        counted: Counted,
     }
 }
 
@@ -149,6 +198,8 @@ pub enum UpstreamError {
     Connect(io::Error),
     /// The connection failed while the request was on it.
     Http(hyper::Error),
+    /// A connection-pool limit was reached: nothing was sent.
+    Overflow(Limit),
 }
 
 impl UpstreamError {
@@ -160,7 +211,7 @@ impl UpstreamError {
     pub fn identity_mismatch(&self) -> Option<&IdentityMismatch> {
         match self {
             UpstreamError::Connect(e) => IdentityMismatch::of(e),
-            UpstreamError::Http(_) => None,
+            UpstreamError::Http(_) | UpstreamError::Overflow(_) => None,
         }
     }
 }
@@ -170,6 +221,7 @@ impl std::fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(e) => write!(f, "connect: {e}"),
             UpstreamError::Http(e) => write!(f, "{e}"),
+            UpstreamError::Overflow(limit) => write!(f, "overflow: {}", limit.name()),
         }
     }
 }
@@ -179,6 +231,7 @@ impl std::error::Error for UpstreamError {
         match self {
             UpstreamError::Connect(e) => Some(e),
             UpstreamError::Http(e) => Some(e),
+            UpstreamError::Overflow(_) => None,
         }
     }
 }
@@ -323,20 +376,46 @@ impl UpstreamClient {
             return self.send_h2(authority, req).await;
         }
         let shared = &self.shared;
-        while let Some(mut sender) = shared.take_idle(authority) {
-            if sender.ready().await.is_err() {
-                continue;
+        let mut pending = None;
+        let reserved = loop {
+            while let Some(mut sender) = shared.take_idle(authority) {
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, shared.pooled_h1(authority, sender))),
+                    Err(mut e) => match e.take_message() {
+                        // Refused before it was written (the connection was closing): the next one.
+                        Some(r) => req = r,
+                        None => return Err(UpstreamError::Http(e.into_error())),
+                    },
+                }
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, shared.pooled_h1(authority, sender))),
-                Err(mut e) => match e.take_message() {
-                    // Refused before it was written (the connection was closing): the next one.
-                    Some(r) => req = r,
-                    None => return Err(UpstreamError::Http(e.into_error())),
-                },
+            if let Some(reserved) = shared.connector.reserve() {
+                break reserved;
             }
-        }
-        let io = shared.connector.connect().await.map_err(UpstreamError::Connect)?;
+            // At the connection cap: wait for a connection to close or go idle, if there is
+            // room among the pending requests; else overflow at once.
+            let cap = shared.connector.cap.as_deref().expect("only a cap refuses");
+            if pending.is_none() {
+                if cap.pending.fetch_add(1, Relaxed) >= cap.max_pending {
+                    cap.pending.fetch_sub(1, Relaxed);
+                    return Err(UpstreamError::Overflow(if cap.max_pending == 0 {
+                        Limit::MaxConnections
+                    } else {
+                        Limit::MaxPendingRequests
+                    }));
+                }
+                pending = Some(Pending(cap));
+            }
+            cap.freed.notified().await;
+        };
+        drop(pending);
+        let io = shared
+            .connector
+            .connect(reserved)
+            .await
+            .map_err(UpstreamError::Connect)?;
         let (mut sender, conn) = http1::Builder::new().handshake(io).await.map_err(UpstreamError::Http)?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -430,11 +509,14 @@ impl Shared {
         }
         host.idle.push((sender, Instant::now()));
         self.ensure_reaper(&mut state);
+        if let Some(cap) = &self.connector.cap {
+            cap.freed.notify_one();
+        }
     }
 
     async fn connect_h2(self: Arc<Self>, authority: Authority) {
         let made = async {
-            let io = self.connector.connect().await?;
+            let io = self.connector.connect(false).await?;
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
@@ -615,6 +697,14 @@ impl Upstreams {
                     timeout: pool.connect_timeout,
                     stats: stats.clone(),
                     tls,
+                    cap: pool.max_connections.filter(|_| protocol == Protocol::Http1).map(|max| {
+                        Arc::new(ConnCap {
+                            max_connections: max,
+                            max_pending: pool.max_pending.unwrap_or(u64::MAX),
+                            pending: AtomicU64::new(0),
+                            freed: Notify::new(),
+                        })
+                    }),
                 };
                 Arc::new(Endpoint {
                     addr: key.addr.clone(),
@@ -623,6 +713,7 @@ impl Upstreams {
                     client: UpstreamClient::new(connector, protocol, pool),
                     load: PeakEwma::new(tokio::time::Instant::now()),
                     stats,
+                    health: Health::default(),
                 })
             })
             .clone();
@@ -636,10 +727,10 @@ impl Upstreams {
         self.endpoints.lock().retain(|k, _| used.contains(k));
     }
 
-    /// Stats of every endpoint in use, ordered by backend then address.
-    pub fn stats(&self) -> Vec<Arc<EndpointStats>> {
-        let mut out: Vec<_> = self.endpoints.lock().values().map(|e| e.stats.clone()).collect();
-        out.sort_by(|a, b| (&a.backend, &a.endpoint).cmp(&(&b.backend, &b.endpoint)));
+    /// Every endpoint in use (for its stats), ordered by backend then address.
+    pub fn stats(&self) -> Vec<Arc<Endpoint>> {
+        let mut out: Vec<_> = self.endpoints.lock().values().cloned().collect();
+        out.sort_by(|a, b| (&a.stats.backend, &a.stats.endpoint).cmp(&(&b.stats.backend, &b.stats.endpoint)));
         out
     }
 }

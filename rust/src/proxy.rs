@@ -2,26 +2,31 @@
 //! route, apply its filters, pick a backend and an endpoint, forward, and stream both bodies.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
-use crate::balance::p2c::DEFAULT_RTT;
-use crate::balance::{Backend, Endpoint};
+use crate::balance::outlier::Outcome;
+use crate::balance::p2c::FAILURE_PENALTY;
+use crate::balance::{Backend, Endpoint, Slot};
 use crate::body::{InFlight, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
 use crate::pool::{Pooled, UpstreamError};
-use crate::route::filters::RequestTarget;
+use crate::retry::{Failure, RetryPolicy, RoutePolicy, DEFAULT_MAX_BODY};
+use crate::route::filters::{hit, RequestTarget};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
-use crate::stats::{RouteStats, Stats};
+use crate::stats::{Limit, RouteStats, Stats};
 use crate::tls::Peer;
 
 /// What every connection shares: the live snapshot and the counters.
@@ -102,6 +107,9 @@ impl Conn {
                 ),
             };
         }
+        if let Some(status) = inject(route).await {
+            return local(status, None, &route.local_stats, start, inflight);
+        }
         let Some(target) = route.pick() else {
             return local(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,21 +122,43 @@ impl Conn {
         let Some(backend) = &target.backend else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
+        let Some(slot) = backend.admit() else {
+            return overflow(Limit::MaxRequests, &target.stats, start, inflight);
+        };
+        inflight.hold(slot);
         let Some(endpoint) = backend.pick() else {
             return local(StatusCode::SERVICE_UNAVAILABLE, None, &target.stats, start, inflight);
         };
         inflight.to_endpoint(endpoint);
+        let policy = &route.policy;
+        policy.retry.budget.deposit();
         let Some((upstream_req, key)) = self.upstream_request(req, authority, route, backend, endpoint) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
+        let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
+        let Ok(upstream) = Replay::prepare(upstream_req, key, &policy.retry, mirror.is_some()).await else {
+            // The client's body failed while it was being buffered.
+            return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight);
+        };
+        if let Some((to, _)) = mirror {
+            send_mirror(to, backend, &upstream, policy);
+        }
         // Boxed: the forwarding future (pool, connection, retry) is large, and this future is
         // moved whole when hyper stores or spawns it (a task per HTTP/2 stream). Boxing it
         // keeps those moves small (callgrind: memcpy was 18 % of h2c instructions).
-        let (result, endpoint, sent) = Box::pin(forward(backend, endpoint, key, upstream_req, &mut inflight)).await;
+        let forwarding = Box::pin(forward(backend, endpoint, upstream, policy, &mut inflight));
+        let Some((result, endpoint, sent)) = within(policy, start, forwarding).await else {
+            return local(StatusCode::GATEWAY_TIMEOUT, None, &target.stats, start, inflight);
+        };
         match result {
             Ok((resp, pooled)) => {
                 let now = Instant::now();
-                endpoint.load.observe(now - sent, now);
+                if resp.status().is_server_error() {
+                    // Failing fast must not make an endpoint look good to the balancer.
+                    penalize(endpoint, sent);
+                } else {
+                    endpoint.load.observe(now - sent, now);
+                }
                 let (mut parts, body) = resp.into_parts();
                 // Answer in the client's protocol, whatever the upstream spoke.
                 parts.version = version;
@@ -139,19 +169,7 @@ impl Conn {
                 target.stats.record(parts.status, now - start);
                 Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
             }
-            Err(e) => {
-                penalize(endpoint, sent);
-                if let Some(mismatch) = e.identity_mismatch() {
-                    return local_text(
-                        StatusCode::BAD_GATEWAY,
-                        &mismatch.to_string(),
-                        &target.stats,
-                        start,
-                        inflight,
-                    );
-                }
-                local(StatusCode::BAD_GATEWAY, None, &target.stats, start, inflight)
-            }
+            Err(e) => failed(&e, backend, endpoint, sent, &target.stats, start, inflight),
         }
     }
 
@@ -220,58 +238,299 @@ impl Conn {
     }
 }
 
-/// Sends a request to an endpoint, and once more when that is safe: the request has no body
-/// and its first try provably was not processed. The connection could not be made (then
-/// another endpoint of the backend is tried, if it has one); an HTTP/2 stream was refused or
-/// cut by a graceful GOAWAY; or, for idempotent methods, the connection closed under it (a
-/// keep-alive race). Returns the endpoint that answered and when the request went to it.
+/// A request ready to go upstream: the pool's authority key and, when it can be sent again, a copy.
+struct Upstream {
+    req: Request<ProxyBody>,
+    authority: Authority,
+    replay: Option<Replay>,
+}
+
+/// The parts of a request needed to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Replay {
+    /// A replayable copy of `req` when its body allows one: no body, or (for a method the policy
+    /// retries) a body of at most `max_body` bytes, which is read into memory here. Longer
+    /// bodies are streamed and never replayed.
+    async fn prepare(
+        req: Request<ProxyBody>,
+        authority: Authority,
+        policy: &RetryPolicy,
+        mirrored: bool,
+    ) -> Result<Upstream, hyper::Error> {
+        use http_body::Body as _;
+        if req.body().is_end_stream() {
+            let replay = Replay::of(&req, None, None);
+            return Ok(Upstream {
+                req,
+                authority,
+                replay: Some(replay),
+            });
+        }
+        // A mirrored request is copied whatever its method, up to the larger of the limits.
+        let (limit, wanted) = if mirrored {
+            (policy.max_body.max(DEFAULT_MAX_BODY), true)
+        } else {
+            (policy.max_body, policy.retries_method(req.method()))
+        };
+        // A body known to be longer is streamed at once; one of unknown length (chunked, HTTP/2
+        // without content-length) is read up to the limit, then streamed if longer.
+        let too_long = req.body().size_hint().lower() > limit;
+        if too_long || !wanted {
+            return Ok(Upstream {
+                req,
+                authority,
+                replay: None,
+            });
+        }
+        let (parts, body) = req.into_parts();
+        let (data, trailers) = match body.read_up_to(limit).await? {
+            Ok(read) => read,
+            Err(longer) => {
+                return Ok(Upstream {
+                    req: Request::from_parts(parts, longer),
+                    authority,
+                    replay: None,
+                });
+            }
+        };
+        let req = Request::from_parts(parts, ProxyBody::buffered(Some(data.clone()), trailers.clone()));
+        let replay = Replay::of(&req, Some(data), trailers);
+        Ok(Upstream {
+            req,
+            authority,
+            replay: Some(replay),
+        })
+    }
+
+    fn of<B>(req: &Request<B>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            body,
+            trailers,
+        }
+    }
+
+    fn request(&self) -> Request<ProxyBody> {
+        let mut copy = Request::new(ProxyBody::buffered(self.body.clone(), self.trailers.clone()));
+        *copy.method_mut() = self.method.clone();
+        *copy.uri_mut() = self.uri.clone();
+        *copy.version_mut() = self.version;
+        *copy.headers_mut() = self.headers.clone();
+        copy
+    }
+}
+
+/// Why one try got no usable response.
+#[derive(Debug)]
+enum TryError {
+    Upstream(UpstreamError),
+    /// No response headers within the route's per-try timeout.
+    PerTryTimeout,
+}
+
+impl TryError {
+    fn failure(&self) -> Failure {
+        match self {
+            TryError::PerTryTimeout => Failure::PerTryTimeout,
+            TryError::Upstream(e) if e.is_connect() => Failure::ConnectFailure,
+            TryError::Upstream(e) if refused(e) => Failure::RefusedStream,
+            TryError::Upstream(_) => Failure::Reset,
+        }
+    }
+}
+
+type Answer = Result<(Response<Incoming>, Pooled), TryError>;
+
+/// Sends a request to an endpoint, and again while the route's retry policy says so: the
+/// request is replayable (`Replay`), its failure matches a retry condition (`RetryPolicy::
+/// condition`: unprocessed failures for any method, the others for retryable methods only),
+/// attempts are left and the budget grants one. A retry waits its backoff and goes to an
+/// endpoint not tried yet when the backend has one. Returns the last try's answer, the
+/// endpoint that gave it and when the try started.
 async fn forward<'b>(
     backend: &'b Backend,
     mut endpoint: &'b Arc<Endpoint>,
-    authority: Authority,
-    req: Request<ProxyBody>,
+    upstream: Upstream,
+    policy: &RoutePolicy,
     inflight: &mut InFlight,
-) -> (
-    Result<(Response<Incoming>, Pooled), UpstreamError>,
-    &'b Arc<Endpoint>,
-    Instant,
-) {
-    use http_body::Body as _;
-    let replay = req.body().is_end_stream().then(|| {
-        let mut copy = Request::new(ProxyBody::none());
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        copy
-    });
-    let sent = Instant::now();
-    let again = match (endpoint.client.request(&authority, req).await, replay) {
-        (Err(e), Some(again)) if e.is_connect() => {
-            penalize(endpoint, sent);
-            match backend.pick().filter(|other| !Arc::ptr_eq(other, endpoint)) {
-                Some(other) => {
-                    inflight.to_endpoint(other);
-                    endpoint = other;
-                    again
-                }
-                None => return (Err(e), endpoint, sent),
-            }
+) -> (Answer, &'b Arc<Endpoint>, Instant) {
+    let Upstream { req, authority, replay } = upstream;
+    let retry = &policy.retry;
+    let mut first = Some(req);
+    let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
+    // Held while a retry is in flight (dropped when the next one replaces it, or on return).
+    let mut _retrying: Option<Slot> = None;
+    let mut retries = 0;
+    loop {
+        let req = match (first.take(), &replay) {
+            (Some(req), _) => req,
+            (None, Some(replay)) => replay.request(),
+            (None, None) => unreachable!("only a replayable request is tried again"),
+        };
+        let sent = Instant::now();
+        let answer = try_once(endpoint, &authority, req, policy.timeouts.per_try).await;
+        if matches!(answer, Err(TryError::PerTryTimeout)) {
+            policy.stats.timeouts_per_try.fetch_add(1, Relaxed);
         }
-        (Err(e), Some(again)) if unprocessed(&e, again.method().is_idempotent()) => again,
-        (res, _) => return (res, endpoint, sent),
-    };
-    let sent = Instant::now();
-    (endpoint.client.request(&authority, again).await, endpoint, sent)
+        match &answer {
+            // A pool limit answers at once: no retry, and no verdict on the endpoint.
+            Err(TryError::Upstream(UpstreamError::Overflow(_))) => return (answer, endpoint, sent),
+            Ok((resp, _)) => backend.record(endpoint, Outcome::of_status(resp.status())),
+            // A refused stream says nothing about the endpoint's health.
+            Err(e) if e.failure() == Failure::RefusedStream => {}
+            Err(_) => backend.record(endpoint, Outcome::GatewayError),
+        }
+        if replay.is_none() || retries >= retry.attempts {
+            return (answer, endpoint, sent);
+        }
+        let failure = match &answer {
+            Ok((resp, _)) if resp.status().as_u16() < 400 => return (answer, endpoint, sent),
+            Ok((resp, _)) => Failure::Status(resp.status()),
+            Err(e) => e.failure(),
+        };
+        let Some(reason) = retry.condition(failure, &replay.as_ref().expect("checked").method) else {
+            return (answer, endpoint, sent);
+        };
+        if !retry.budget.withdraw() {
+            policy.stats.budget_exhausted.fetch_add(1, Relaxed);
+            return (answer, endpoint, sent);
+        }
+        // Held through the retry's try (`limits.max_retries`); overflow: no retry.
+        let Some(slot) = backend.admit_retry() else {
+            return (answer, endpoint, sent);
+        };
+        _retrying = Some(slot);
+        policy.stats.retried(reason);
+        penalize(endpoint, sent);
+        if let Ok((resp, pooled)) = answer {
+            discard(resp, pooled);
+        }
+        retries += 1;
+        tried.push(endpoint);
+        let wait = retry.backoff(retries);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        endpoint = untried(backend, &tried).unwrap_or(endpoint);
+        inflight.to_endpoint(endpoint);
+    }
 }
 
-/// A failed endpoint looks slow to the balancer for a while.
+/// Fault injection: waits the delay and/or returns the abort status, each for its share of requests.
+async fn inject(route: &Route) -> Option<StatusCode> {
+    let fault = route.filters.fault.as_ref()?;
+    let stats = &route.policy.stats;
+    if let Some((percent, delay)) = fault.delay {
+        if hit(percent) {
+            stats.faults_delay.fetch_add(1, Relaxed);
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let (percent, status) = fault.abort?;
+    hit(percent).then(|| {
+        stats.faults_abort.fetch_add(1, Relaxed);
+        status
+    })
+}
+
+/// Sends a copy of the request to the mirror backend in its own task and ignores the answer
+/// (its body is read and dropped). Skipped (counted) when the request body could not be kept,
+/// or the mirror backend has no endpoint or speaks another protocol than the primary.
+fn send_mirror(to: &Arc<Backend>, primary: &Backend, upstream: &Upstream, policy: &RoutePolicy) {
+    let endpoint = to.pick().filter(|_| to.protocol == primary.protocol);
+    let (Some(endpoint), Some(replay)) = (endpoint, &upstream.replay) else {
+        policy.stats.mirror_skipped.fetch_add(1, Relaxed);
+        return;
+    };
+    policy.stats.mirrored.fetch_add(1, Relaxed);
+    let (endpoint, authority, req) = (endpoint.clone(), upstream.authority.clone(), replay.request());
+    tokio::spawn(async move {
+        if let Ok((resp, pooled)) = endpoint.client.request(&authority, req).await {
+            let mut body = resp.into_body();
+            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                if frame.is_err() {
+                    return;
+                }
+            }
+            pooled.release();
+        }
+    });
+}
+
+/// Runs `forwarding` within the route's request timeout; `None` (counted) when it expired.
+async fn within<T>(
+    policy: &RoutePolicy,
+    start: Instant,
+    forwarding: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match policy.timeouts.request {
+        None => Some(forwarding.await),
+        Some(limit) => {
+            let done = tokio::time::timeout_at(start + limit, forwarding).await.ok();
+            if done.is_none() {
+                policy.stats.timeouts_request.fetch_add(1, Relaxed);
+            }
+            done
+        }
+    }
+}
+
+async fn try_once(
+    endpoint: &Endpoint,
+    authority: &Authority,
+    req: Request<ProxyBody>,
+    limit: Option<Duration>,
+) -> Answer {
+    let sending = endpoint.client.request(authority, req);
+    match limit {
+        None => sending.await.map_err(TryError::Upstream),
+        Some(limit) => match tokio::time::timeout(limit, sending).await {
+            Ok(res) => res.map_err(TryError::Upstream),
+            Err(_) => Err(TryError::PerTryTimeout),
+        },
+    }
+}
+
+/// A response that will be retried: its connection goes back to the pool when its body has
+/// already ended, else it closes (reading an unknown body to reuse a connection is not worth it).
+fn discard(resp: Response<Incoming>, pooled: Pooled) {
+    use http_body::Body as _;
+    let ended = resp.body().is_end_stream();
+    drop(resp);
+    if ended {
+        pooled.release();
+    }
+}
+
+/// An endpoint of the backend not in `tried`: the balancer's pick when it is one, else the
+/// first untried one; `None` when every endpoint was tried.
+fn untried<'b>(backend: &'b Backend, tried: &[&Arc<Endpoint>]) -> Option<&'b Arc<Endpoint>> {
+    let fresh = |e: &&Arc<Endpoint>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
+    (0..2)
+        .find_map(|_| backend.pick().filter(fresh))
+        .or_else(|| backend.endpoints.iter().find(fresh))
+}
+
+/// A failed endpoint looks slow to the balancer for a while (`FAILURE_PENALTY` on top of the
+/// time it took to fail).
 fn penalize(endpoint: &Endpoint, sent: Instant) {
     let now = Instant::now();
-    endpoint.load.observe(now - sent + DEFAULT_RTT, now);
+    endpoint.load.observe(now - sent + FAILURE_PENALTY, now);
 }
 
-fn unprocessed(err: &UpstreamError, idempotent: bool) -> bool {
+/// An HTTP/2 stream the upstream refused or cut with a graceful GOAWAY: it was not processed.
+fn refused(err: &UpstreamError) -> bool {
     let mut source = std::error::Error::source(err);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
@@ -279,11 +538,6 @@ fn unprocessed(err: &UpstreamError, idempotent: bool) -> bool {
             return h2.is_remote()
                 && (reason == Some(h2::Reason::REFUSED_STREAM)
                     || h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR));
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if idempotent && (h.is_incomplete_message() || h.is_canceled()) {
-                return true;
-            }
         }
         source = e.source();
     }
@@ -318,6 +572,42 @@ fn host_of(authority: &Authority) -> &str {
     // Cut at ASCII bytes, so on char boundaries.
     &s[start..start + end]
 }
+
+/// The engine's answer when the last try failed: 503 for a pool limit, 504 for a per-try
+/// timeout, else 502.
+fn failed(
+    e: &TryError,
+    backend: &Backend,
+    endpoint: &Endpoint,
+    sent: Instant,
+    stats: &RouteStats,
+    start: Instant,
+    inflight: InFlight,
+) -> Response<ProxyBody> {
+    if let TryError::Upstream(UpstreamError::Overflow(limit)) = e {
+        backend.stats.overflowed(*limit);
+        return overflow(*limit, stats, start, inflight);
+    }
+    penalize(endpoint, sent);
+    let status = match e {
+        TryError::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
+        TryError::Upstream(e) => {
+            if let Some(mismatch) = e.identity_mismatch() {
+                return local_text(StatusCode::BAD_GATEWAY, &mismatch.to_string(), stats, start, inflight);
+            }
+            StatusCode::BAD_GATEWAY
+        }
+    };
+    local(status, None, stats, start, inflight)
+}
+
+/// 503 at once for a request over a connection-pool limit, naming the limit.
+fn overflow(limit: Limit, stats: &RouteStats, start: Instant, inflight: InFlight) -> Response<ProxyBody> {
+    let header = (OVERFLOW, HeaderValue::from_static(limit.name()));
+    local(StatusCode::SERVICE_UNAVAILABLE, Some(header), stats, start, inflight)
+}
+
+const OVERFLOW: HeaderName = HeaderName::from_static("x-fastmesh-overflow");
 
 /// A response the engine makes itself, with an empty body.
 fn local(

@@ -8,6 +8,7 @@ use crate::authz::{self, Authorization};
 use crate::balance::Backend;
 use crate::config::Config;
 use crate::pool::{EndpointKey, Upstreams};
+use crate::retry::RoutePolicy;
 use crate::route::{Route, Target, Vhost, VhostTable};
 use crate::stats::Stats;
 
@@ -46,9 +47,17 @@ impl Snapshot {
                 let endpoints = b
                     .endpoints
                     .iter()
-                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, cfg.pool, b.tls.as_ref(), &mut used))
+                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, b.pool, b.tls.as_ref(), &mut used))
                     .collect();
-                Arc::new(Backend::new(name, b.protocol, b.lb, endpoints))
+                let backend_stats = stats.backend(&name);
+                Arc::new(Backend::new(
+                    name,
+                    b.protocol,
+                    b.lb,
+                    endpoints,
+                    (b.outlier, b.limits),
+                    backend_stats,
+                ))
             })
             .collect();
         let entries = cfg
@@ -69,7 +78,13 @@ impl Snapshot {
                             })
                             .collect();
                         let local_stats = stats.route(&r.name, "");
-                        Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats)
+                        let policy = RoutePolicy {
+                            timeouts: r.timeouts,
+                            retry: r.retry,
+                            mirror: r.filters.mirror.map(|(i, percent)| (backends[i].clone(), percent)),
+                            stats: stats.resilience(&r.name),
+                        };
+                        Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats, policy)
                     })
                     .collect();
                 (v.domains, Vhost::new(v.name, routes))

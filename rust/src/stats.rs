@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::tls::{TlsStats, TlsStatsDoc};
+use crate::balance::Endpoint;
+use crate::retry::Condition;
 
 /// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
 pub const LATENCY_BOUNDS_MS: [f64; 14] = [
@@ -89,6 +91,131 @@ impl EndpointStats {
     }
 }
 
+/// The resilience decisions of one route (docs/engine-snapshot.md "Resilience").
+#[derive(Debug)]
+pub struct ResilienceStats {
+    route: Arc<str>,
+    /// By `retry::Condition` (its discriminant).
+    retries: [AtomicU64; 6],
+    pub budget_exhausted: AtomicU64,
+    pub timeouts_request: AtomicU64,
+    pub timeouts_per_try: AtomicU64,
+    pub faults_delay: AtomicU64,
+    pub faults_abort: AtomicU64,
+    /// Copies sent to the mirror backend, and mirror shares not sent (body not replayable,
+    /// mirror backend without endpoints or of another protocol).
+    pub mirrored: AtomicU64,
+    pub mirror_skipped: AtomicU64,
+}
+
+impl ResilienceStats {
+    fn new(route: Arc<str>) -> Self {
+        ResilienceStats {
+            route,
+            retries: Default::default(),
+            budget_exhausted: AtomicU64::new(0),
+            timeouts_request: AtomicU64::new(0),
+            timeouts_per_try: AtomicU64::new(0),
+            faults_delay: AtomicU64::new(0),
+            faults_abort: AtomicU64::new(0),
+            mirrored: AtomicU64::new(0),
+            mirror_skipped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn retried(&self, reason: Condition) {
+        self.retries[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    fn doc(&self) -> Option<ResilienceDoc<'_>> {
+        let retries: BTreeMap<_, _> = Condition::ALL
+            .iter()
+            .map(|c| (c.name(), self.retries[*c as usize].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let timeouts: BTreeMap<_, _> = [("request", &self.timeouts_request), ("per_try", &self.timeouts_per_try)]
+            .into_iter()
+            .map(|(k, v)| (k, v.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let faults: BTreeMap<_, _> = [("delay", &self.faults_delay), ("abort", &self.faults_abort)]
+            .into_iter()
+            .map(|(k, v)| (k, v.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let budget_exhausted = self.budget_exhausted.load(Relaxed);
+        let (mirrored, mirror_skipped) = (self.mirrored.load(Relaxed), self.mirror_skipped.load(Relaxed));
+        let any = !retries.is_empty() || !timeouts.is_empty() || !faults.is_empty();
+        (any || budget_exhausted + mirrored + mirror_skipped > 0).then_some(ResilienceDoc {
+            route: &self.route,
+            retries,
+            budget_exhausted,
+            timeouts,
+            faults,
+            mirrored,
+            mirror_skipped,
+        })
+    }
+}
+
+/// The connection-pool limits, in the order of `BackendStats::overflow`; their names are the
+/// `x-fastmesh-overflow` header values and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    MaxConnections = 0,
+    MaxPendingRequests = 1,
+    MaxRequests = 2,
+    MaxRetries = 3,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::MaxConnections,
+        Limit::MaxPendingRequests,
+        Limit::MaxRequests,
+        Limit::MaxRetries,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxPendingRequests => "max_pending_requests",
+            Limit::MaxRequests => "max_requests",
+            Limit::MaxRetries => "max_retries",
+        }
+    }
+}
+
+/// Decisions about one backend, and its concurrency counters (the limits read them).
+#[derive(Debug)]
+pub struct BackendStats {
+    backend: Arc<str>,
+    /// Picks made while every endpoint was ejected (traffic went to all of them).
+    pub panic: AtomicU64,
+    /// By `Limit`.
+    overflow: [AtomicU64; 4],
+    /// Requests in flight to the backend (to the end of the response body).
+    pub requests_active: AtomicU64,
+    /// Retries in flight.
+    pub retries_active: AtomicU64,
+}
+
+impl BackendStats {
+    pub fn overflowed(&self, limit: Limit) {
+        self.overflow[limit as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// The counters registered under `name`, made by `make` on first use.
+fn registered<T>(map: &Mutex<BTreeMap<Arc<str>, Arc<T>>>, name: &str, make: impl FnOnce(Arc<str>) -> T) -> Arc<T> {
+    let mut map = map.lock();
+    if let Some(found) = map.get(name) {
+        return found.clone();
+    }
+    let key: Arc<str> = Arc::from(name);
+    map.entry(key.clone()).or_insert_with(|| Arc::new(make(key))).clone()
+}
+
 /// (route name, backend name); `""` for none.
 type RouteKey = (Arc<str>, Arc<str>);
 
@@ -104,6 +231,8 @@ pub struct Stats {
     /// Handshakes and their failures, both directions.
     pub tls: Arc<TlsStats>,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
+    resilience: Mutex<BTreeMap<Arc<str>, Arc<ResilienceStats>>>,
+    backends: Mutex<BTreeMap<Arc<str>, Arc<BackendStats>>>,
     unmatched: Arc<RouteStats>,
     /// Requests each authorization policy matched, by (policy name, action).
     authz: Mutex<BTreeMap<PolicyKey, Arc<AtomicU64>>>,
@@ -123,6 +252,8 @@ impl Default for Stats {
             requests_active: AtomicU64::new(0),
             tls: Arc::default(),
             routes: Mutex::new(routes),
+            resilience: Mutex::default(),
+            backends: Mutex::default(),
             unmatched,
             authz: Mutex::default(),
             authz_denied_no_match: Arc::default(),
@@ -141,6 +272,22 @@ impl Stats {
             .clone()
     }
 
+    /// The resilience counters of a route, created on first use.
+    pub fn resilience(&self, route: &str) -> Arc<ResilienceStats> {
+        registered(&self.resilience, route, ResilienceStats::new)
+    }
+
+    /// The counters of a backend, created on first use.
+    pub fn backend(&self, name: &str) -> Arc<BackendStats> {
+        registered(&self.backends, name, |backend| BackendStats {
+            backend,
+            panic: AtomicU64::new(0),
+            overflow: Default::default(),
+            requests_active: AtomicU64::new(0),
+            retries_active: AtomicU64::new(0),
+        })
+    }
+
     /// Requests no route matched (route and backend `""`).
     pub fn unmatched(&self) -> &Arc<RouteStats> {
         &self.unmatched
@@ -156,9 +303,11 @@ impl Stats {
     }
 
     /// The stats JSON of the contract.
-    pub fn render(&self, version: u64, upstream: &[Arc<EndpointStats>]) -> String {
+    pub fn render(&self, version: u64, upstream: &[Arc<Endpoint>]) -> String {
         let routes = self.routes.lock();
         let authz = self.authz.lock();
+        let resilience = self.resilience.lock();
+        let backends = self.backends.lock();
         let doc = StatsDoc {
             version,
             connections: ConnectionsDoc {
@@ -175,10 +324,12 @@ impl Stats {
             upstream: upstream
                 .iter()
                 .map(|e| UpstreamDoc {
-                    backend: &e.backend,
-                    endpoint: &e.endpoint,
-                    connections_open: e.connections_open.load(Relaxed),
-                    requests_active: e.requests_active.load(Relaxed),
+                    backend: &e.stats.backend,
+                    endpoint: &e.stats.endpoint,
+                    connections_open: e.stats.connections_open.load(Relaxed),
+                    requests_active: e.stats.requests_active.load(Relaxed),
+                    ejected: e.health.currently_ejected(),
+                    ejections: e.health.ejections_total.load(Relaxed),
                 })
                 .collect(),
             authz: authz
@@ -192,6 +343,8 @@ impl Stats {
                 .collect(),
             authz_denied_no_match: self.authz_denied_no_match.load(Relaxed),
             tls: self.tls.doc(),
+            resilience: resilience.values().filter_map(|r| r.doc()).collect(),
+            backends: backends.values().filter_map(|b| b.doc()).collect(),
         };
         serde_json::to_string(&doc).expect("stats serialize")
     }
@@ -210,6 +363,8 @@ struct StatsDoc<'a> {
     authz: Vec<AuthzDoc<'a>>,
     authz_denied_no_match: u64,
     tls: TlsStatsDoc,
+    resilience: Vec<ResilienceDoc<'a>>,
+    backends: Vec<BackendDoc<'a>>,
 }
 
 #[derive(Serialize)]
@@ -217,6 +372,40 @@ struct AuthzDoc<'a> {
     policy: &'a str,
     action: &'static str,
     matched: u64,
+}
+
+#[derive(Serialize)]
+struct BackendDoc<'a> {
+    backend: &'a str,
+    panic: u64,
+    overflow: BTreeMap<&'static str, u64>,
+}
+
+impl BackendStats {
+    fn doc(&self) -> Option<BackendDoc<'_>> {
+        let overflow: BTreeMap<_, _> = Limit::ALL
+            .iter()
+            .map(|l| (l.name(), self.overflow[*l as usize].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let panic = self.panic.load(Relaxed);
+        (panic > 0 || !overflow.is_empty()).then_some(BackendDoc {
+            backend: &self.backend,
+            panic,
+            overflow,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct ResilienceDoc<'a> {
+    route: &'a str,
+    retries: BTreeMap<&'static str, u64>,
+    budget_exhausted: u64,
+    timeouts: BTreeMap<&'static str, u64>,
+    faults: BTreeMap<&'static str, u64>,
+    mirrored: u64,
+    mirror_skipped: u64,
 }
 
 #[derive(Serialize)]
@@ -247,6 +436,8 @@ struct UpstreamDoc<'a> {
     endpoint: &'a str,
     connections_open: u64,
     requests_active: u64,
+    ejected: bool,
+    ejections: u64,
 }
 
 impl<'a> From<&'a RouteStats> for RouteDoc<'a> {

@@ -152,6 +152,69 @@ def authz_families(stats: Stats) -> Iterator[Metric]:
         "Requests denied because ALLOW policies apply (or default deny) and none matched.",
         value=stats.get("authz_denied_no_match", 0),
     )
+def resilience_families(stats: Stats) -> Iterator[Metric]:
+    """Retries by route and reason, retries the budget refused, timeouts by route and kind."""
+    retries = CounterMetricFamily(
+        "fastmesh_retries", "Retries sent, by route and the condition that triggered them.", labels=["route", "reason"]
+    )
+    exhausted = CounterMetricFamily(
+        "fastmesh_retry_budget_exhausted", "Retries due but refused by the retry budget, by route.", labels=["route"]
+    )
+    timeouts = CounterMetricFamily(
+        "fastmesh_timeouts", "Timeouts, by route and kind (request: 504 to the client; per_try).", labels=["route", "kind"]
+    )
+    faults = CounterMetricFamily("fastmesh_faults", "Faults injected, by route and kind (delay, abort).", labels=["route", "kind"])
+    mirrored = CounterMetricFamily("fastmesh_mirrored", "Request copies sent to the mirror backend, by route.", labels=["route"])
+    mirror_skipped = CounterMetricFamily(
+        "fastmesh_mirror_skipped",
+        "Requests chosen for mirroring but not copied (body not kept, no mirror endpoint), by route.",
+        labels=["route"],
+    )
+    for entry in stats.get("resilience", []):
+        route = entry["route"]
+        for reason, count in sorted(entry.get("retries", {}).items()):
+            retries.add_metric([route, reason], count)
+        exhausted.add_metric([route], entry.get("budget_exhausted", 0))
+        for kind, count in sorted(entry.get("timeouts", {}).items()):
+            timeouts.add_metric([route, kind], count)
+        for kind, count in sorted(entry.get("faults", {}).items()):
+            faults.add_metric([route, kind], count)
+        mirrored.add_metric([route], entry.get("mirrored", 0))
+        mirror_skipped.add_metric([route], entry.get("mirror_skipped", 0))
+    yield retries
+    yield exhausted
+    yield timeouts
+    yield faults
+    yield mirrored
+    yield mirror_skipped
+    ejections = CounterMetricFamily(
+        "fastmesh_outlier_ejections", "Ejections by outlier detection, by backend and endpoint.", labels=["backend", "endpoint"]
+    )
+    ejected = GaugeMetricFamily(
+        "fastmesh_outlier_ejected", "1 while an endpoint is ejected, by backend and endpoint.", labels=["backend", "endpoint"]
+    )
+    for entry in stats.get("upstream", []):
+        labels = [entry["backend"], entry["endpoint"]]
+        ejections.add_metric(labels, entry.get("ejections", 0))
+        ejected.add_metric(labels, 1 if entry.get("ejected") else 0)
+    panic = CounterMetricFamily(
+        "fastmesh_panic_mode",
+        "Requests sent while every endpoint of the backend was ejected (to all of them), by backend.",
+        labels=["backend"],
+    )
+    overflows = CounterMetricFamily(
+        "fastmesh_overflows",
+        "Requests refused (503, x-fastmesh-overflow) or retries not sent at a connection-pool limit, by backend and limit.",
+        labels=["backend", "limit"],
+    )
+    for entry in stats.get("backends", []):
+        panic.add_metric([entry["backend"]], entry.get("panic", 0))
+        for limit, count in sorted(entry.get("overflow", {}).items()):
+            overflows.add_metric([entry["backend"], limit], count)
+    yield ejections
+    yield ejected
+    yield panic
+    yield overflows
 
 
 def config_families(state: State) -> Iterator[Metric]:
@@ -178,6 +241,7 @@ class EngineCollector(Collector):
         yield from request_families(stats)
         yield from connection_families(stats)
         yield from authz_families(stats)
+        yield from resilience_families(stats)
         yield from config_families(self._state)
 
     def describe(self) -> Iterator[Metric]:

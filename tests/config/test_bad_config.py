@@ -54,6 +54,17 @@ spec:
 """
 
 
+POLICY = """\
+apiVersion: fastmesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: reviews-policy}}
+spec:
+  targetRef: {target}
+  {spec}
+"""
+POLICY_LABEL = "TrafficPolicy default/reviews-policy"
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -95,8 +106,49 @@ CASES = [
          "spec.rules[0].backendRefs[0].name", "required field is missing"),
     Case("string where a number goes", rule("backendRefs: [{name: reviews, port: 9080, weight: '50'}]"),
          "spec.rules[0].backendRefs[0].weight", "must be an integer (got '50')"),
-    Case("unsupported Gateway API field", rule("timeouts: {request: 10s}"),
-         "spec.rules[0].timeouts", "fastmesh does not support yet"),
+    Case("unsupported Gateway API field", rule("sessionPersistence: {type: Cookie}"),
+         "spec.rules[0].sessionPersistence", "fastmesh does not support yet"),
+    # === timeouts, retry, TrafficPolicy ===
+    Case("bad request timeout", rule("timeouts: {request: 10 s}"),
+         "spec.rules[0].timeouts.request", "must be a duration such as 10s, 500ms or 1h30m (got '10 s')"),
+    Case("backendRequest longer than request", rule("timeouts: {request: 1s, backendRequest: 2s}"),
+         "spec.rules[0].timeouts.backendRequest", "must not be longer than timeouts.request (got 2s > 1s)"),
+    Case("retry code out of range", rule("retry: {codes: [503, 200]}"),
+         "spec.rules[0].retry.codes[1]", "must be between 400 and 599 (got 200)"),
+    Case("too many retry attempts", rule("retry: {attempts: 50}"),
+         "spec.rules[0].retry.attempts", "must be between 0 and 20 (got 50)"),
+    Case("TrafficPolicy of a missing Service", POLICY.format(target="{name: reveiws}", spec=""),
+         "spec.targetRef.name", "Service default/reveiws not found (did you mean default/reviews?)", label=POLICY_LABEL),
+    Case("TrafficPolicy port not on the Service", POLICY.format(target="{name: ratings, port: 9091}", spec=""),
+         "spec.targetRef.port", "Service default/ratings has no port 9091 (its ports: 9080, 9090)", label=POLICY_LABEL),
+    Case("TrafficPolicy unknown retry condition", POLICY.format(target="{name: reviews}", spec="retry: {retryOn: [5xx, timeout]}"),
+         "spec.retry.retryOn[1]", "must be 'connect-failure', 'refused-stream', 'reset', 'gateway-error' or '5xx' (got 'timeout')", label=POLICY_LABEL),
+    Case("TrafficPolicy backoff max below base", POLICY.format(target="{name: reviews}", spec="retry: {backoff: {baseInterval: 100ms, maxInterval: 50ms}}"),
+         "spec.retry.backoff.maxInterval", "must be at least baseInterval (100ms; got 50ms)", label=POLICY_LABEL),
+    Case("TrafficPolicy budget percent", POLICY.format(target="{name: reviews}", spec="retry: {budget: {percent: 150}}"),
+         "spec.retry.budget.percent", "must be between 0 and 100 (got 150", label=POLICY_LABEL),
+    Case("TrafficPolicy retryable method", POLICY.format(target="{name: reviews}", spec="retry: {retryableMethods: [FETCH]}"),
+         "spec.retry.retryableMethods[0]", "(got 'FETCH')", label=POLICY_LABEL),
+    Case("TrafficPolicy zero per-try timeout", POLICY.format(target="{name: reviews}", spec="retry: {perTryTimeout: 0s}"),
+         "spec.retry.perTryTimeout", "must be longer than 0s", label=POLICY_LABEL),
+    Case("TrafficPolicy outlier detection that detects nothing", POLICY.format(target="{name: reviews}", spec="outlierDetection: {consecutive5xxErrors: 0}"),
+         "spec.outlierDetection", "both 0: nothing would be detected", label=POLICY_LABEL),
+    Case("TrafficPolicy max ejection percent", POLICY.format(target="{name: reviews}", spec="outlierDetection: {maxEjectionPercent: 120}"),
+         "spec.outlierDetection.maxEjectionPercent", "120", label=POLICY_LABEL),
+    Case("TrafficPolicy zero max connections", POLICY.format(target="{name: reviews}", spec="connectionPool: {maxConnections: 0}"),
+         "spec.connectionPool.maxConnections", "greater than or equal to 1", label=POLICY_LABEL),
+    Case("TrafficPolicy zero connect timeout", POLICY.format(target="{name: reviews}", spec="connectTimeout: 0s"),
+         "spec.connectTimeout", "must be longer than 0s", label=POLICY_LABEL),
+    Case("TrafficPolicy of a missing HTTPRoute", POLICY.format(target="{group: gateway.networking.k8s.io, kind: HTTPRoute, name: reveiws}", spec=""),
+         "spec.targetRef.name", "HTTPRoute default/reveiws not found", label=POLICY_LABEL),
+    Case("TrafficPolicy for an HTTPRoute with endpoint settings",
+         ROUTE + "    - backendRefs: [{name: reviews, port: 9080}]\n---\n"
+         + POLICY.format(target="{group: gateway.networking.k8s.io, kind: HTTPRoute, name: reviews}", spec="outlierDetection: {}"),
+         "spec.outlierDetection", "target the Service, not an HTTPRoute", document=6, label=POLICY_LABEL),
+    Case("two TrafficPolicies for one target", POLICY.format(target="{name: reviews}", spec="") + "---\n"
+         + POLICY.format(target="{name: reviews}", spec="").replace("name: reviews-policy", "name: second"),
+         "spec.targetRef", "TrafficPolicy default/reviews-policy already targets this Service", document=6,
+         label="TrafficPolicy default/second"),
     Case("metadata.name missing", "apiVersion: v1\nkind: Service\nmetadata: {namespace: shop}\nspec: {ports: [{port: 80}]}\n",
          "metadata.name", "required field is missing", label="Service <unnamed>"),
     # === backends ===
@@ -149,8 +201,22 @@ CASES = [
            - {type: RequestRedirect, requestRedirect: {hostname: example.com}}
            - {type: URLRewrite, urlRewrite: {hostname: example.org}}"""),
          "spec.rules[0].filters[1].type", "a rule cannot have both RequestRedirect and URLRewrite"),
-    Case("unsupported filter", rule("filters: [{type: RequestMirror}]"),
-         "spec.rules[0].filters[0].type", "filter type RequestMirror is not supported by fastmesh"),
+    Case("unsupported filter", rule("filters: [{type: CORS}]"),
+         "spec.rules[0].filters[0].type", "filter type CORS is not supported by fastmesh"),
+    Case("mirror to a missing Service", rule("filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 9080}}}]"),
+         "spec.rules[0].filters[0].requestMirror.backendRef.name", "Service default/shadow not found"),
+    Case("mirror percent and fraction", rule("filters: [{type: RequestMirror, requestMirror: {backendRef: {name: reviews, port: 9080}, percent: 5, fraction: {numerator: 1}}}]"),
+         "spec.rules[0].filters[0].requestMirror.fraction", "give percent or fraction, not both"),
+    Case("ExtensionRef to a missing FaultInjection", rule("filters: [{type: ExtensionRef, extensionRef: {group: fastmesh.io, kind: FaultInjection, name: flakey}}]"),
+         "spec.rules[0].filters[0].extensionRef.name", "FaultInjection default/flakey not found"),
+    Case("ExtensionRef to another kind", rule("filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Thing, name: x}}]"),
+         "spec.rules[0].filters[0].extensionRef.kind", "only group fastmesh.io kind FaultInjection is supported"),
+    Case("FaultInjection abort status", "apiVersion: fastmesh.io/v1alpha1\nkind: FaultInjection\nmetadata: {name: f}\nspec: {abort: {percentage: {value: 5}, httpStatus: 99}}\n",
+         "spec.abort.httpStatus", "greater than or equal to 200", label="FaultInjection default/f"),
+    Case("FaultInjection percentage", "apiVersion: fastmesh.io/v1alpha1\nkind: FaultInjection\nmetadata: {name: f}\nspec: {delay: {percentage: {value: 150}, fixedDelay: 1s}}\n",
+         "spec.delay.percentage.value", "must be between 0 and 100 (got 150", label="FaultInjection default/f"),
+    Case("FaultInjection without a fault", "apiVersion: fastmesh.io/v1alpha1\nkind: FaultInjection\nmetadata: {name: f}\nspec: {}\n",
+         "spec", "give delay, abort or both", label="FaultInjection default/f"),
     Case("filter type without its settings", rule("filters: [{type: RequestHeaderModifier}]"),
          "spec.rules[0].filters[0].requestHeaderModifier", "required when type is RequestHeaderModifier"),
     Case("filter settings of another type", rule("filters: [{type: URLRewrite, urlRewrite: {hostname: a.example}, requestRedirect: {scheme: https}}]"),

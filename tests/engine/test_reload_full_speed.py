@@ -24,7 +24,7 @@ daemon off; master_process off; worker_processes 1;
 pid {dir}/nginx.pid; error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off; keepalive_requests 10000000; keepalive_timeout 60s;
+  access_log off; keepalive_requests 10000000; keepalive_timeout {keepalive};
   server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 "{name}\\n"; }} }}
 }}
 """
@@ -35,7 +35,7 @@ class Nginx:
     is taken from the kernel and nginx is started on it; if another process grabbed it meanwhile,
     nginx exits and the next free port is tried."""
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, keepalive: str = "60s") -> None:
         self.dir = workdir / f"nginx-{name}"
         self.dir.mkdir()
         for _attempt in range(5):
@@ -43,7 +43,7 @@ class Nginx:
                 probe.bind(("127.0.0.1", 0))
                 self.port = probe.getsockname()[1]
             conf = self.dir / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port, name=name))
+            conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port, name=name, keepalive=keepalive))
             self.proc = subprocess.Popen(
                 ["nginx", "-c", str(conf), "-p", str(self.dir), "-e", str(self.dir / "error.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

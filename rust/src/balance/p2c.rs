@@ -13,6 +13,9 @@ use tokio::time::Instant;
 
 /// Estimate an endpoint starts with, before it has answered (Linkerd's default).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// Added to the time a failed try took (a 5xx response, a connect failure, a reset): an
+/// endpoint that fails fast must look worse than healthy ones under load, not better.
+pub const FAILURE_PENALTY: Duration = Duration::from_millis(250);
 /// Time constant of the exponential decay.
 pub const DECAY: Duration = Duration::from_secs(10);
 

@@ -205,3 +205,67 @@ fn refuses_unknown_authorization_fields_and_actions() {
     assert!(err(&authz_rule(r#"{"from": [{"principal": ["*"]}]}"#)).contains("unknown field `principal`"));
     assert!(err(&authz_rule(r#"{"when": []}"#)).contains("unknown field `when`"));
 }
+#[test]
+fn resilience_fields_are_checked_naming_the_field() {
+    let ok = route(
+        r#""timeouts": {"request_ms": 1000, "per_try_ms": 100},
+           "retry": {"attempts": 2, "on": ["5xx", "reset"], "codes": [409], "methods": ["GET", "POST"],
+                     "max_body_bytes": 1024, "backoff": {"base_ms": 10, "max_ms": 100},
+                     "budget": {"percent": 20, "min_per_s": 10, "window_ms": 10000}}"#,
+    );
+    let cfg = parse(&ok).unwrap();
+    let r = &cfg.vhosts[0].routes[0];
+    assert_eq!(r.timeouts.per_try, Some(Duration::from_millis(100)));
+    assert_eq!(r.retry.attempts, 2);
+    assert!(r.retry.retries_method(&Method::POST));
+    for (body, expected) in [
+        (
+            r#""retry": {"on": ["sometimes"]}"#,
+            "vhosts[0].routes[0].retry.on[0]: \"sometimes\" is not one of",
+        ),
+        (
+            r#""retry": {"codes": [200]}"#,
+            "vhosts[0].routes[0].retry.codes[0]: must be a 4xx or 5xx status",
+        ),
+        (
+            r#""retry": {"attempts": 99}"#,
+            "vhosts[0].routes[0].retry.attempts: must be at most 20",
+        ),
+        (
+            r#""retry": {"methods": ["G T"]}"#,
+            "vhosts[0].routes[0].retry.methods[0]",
+        ),
+        (
+            r#""retry": {"backoff": {"base_ms": 10, "max_ms": 1}}"#,
+            "vhosts[0].routes[0].retry.backoff.max_ms",
+        ),
+        (
+            r#""retry": {"budget": {"window_ms": 0}}"#,
+            "vhosts[0].routes[0].retry.budget.window_ms",
+        ),
+        (
+            r#""timeouts": {"request_ms": 0}"#,
+            "vhosts[0].routes[0].timeouts.request_ms",
+        ),
+        (r#""retry": {"tries": 1}"#, "unknown field `tries`"),
+        (
+            r#""filters": [{"type": "RequestMirror", "backend": "nope"}]"#,
+            "vhosts[0].routes[0].filters[0].backend: unknown backend \"nope\"",
+        ),
+        (
+            r#""filters": [{"type": "RequestMirror", "backend": "b1", "percent": 101}]"#,
+            "vhosts[0].routes[0].filters[0].percent: must be between 0 and 100",
+        ),
+        (
+            r#""filters": [{"type": "Fault", "abort": {"percent": 5, "status": 99}}]"#,
+            "vhosts[0].routes[0].filters[0].abort.status",
+        ),
+        (
+            r#""filters": [{"type": "Fault", "delay": {"percent": -1, "ms": 5}}]"#,
+            "vhosts[0].routes[0].filters[0].delay.percent",
+        ),
+    ] {
+        let e = err(&route(body));
+        assert!(e.contains(expected), "{e}");
+    }
+}

@@ -153,6 +153,54 @@ pub(super) struct RawBackend {
     pub(super) endpoints: Vec<String>,
     #[serde(default)]
     pub(super) tls: Option<RawBackendTls>,
+    /// Absent: no outlier detection.
+    #[serde(default)]
+    pub(super) outlier_detection: Option<RawOutlier>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    /// Override `pool.connect_timeout_ms` / `pool.idle_timeout_ms` for this backend.
+    #[serde(default)]
+    pub(super) connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) idle_timeout_ms: Option<u64>,
+}
+
+/// Connection-pool limits; `None` = unlimited.
+#[allow(clippy::struct_field_names)] // the contract's field names
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    #[serde(default)]
+    pub(super) max_connections: Option<u64>,
+    #[serde(default)]
+    pub(super) max_pending_requests: Option<u64>,
+    #[serde(default)]
+    pub(super) max_requests: Option<u64>,
+    #[serde(default)]
+    pub(super) max_retries: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawOutlier {
+    pub(super) consecutive_5xx: u32,
+    pub(super) consecutive_gateway_errors: u32,
+    pub(super) interval_ms: u64,
+    pub(super) base_ejection_ms: u64,
+    pub(super) max_ejection_percent: u32,
+}
+
+impl Default for RawOutlier {
+    /// Istio's defaults.
+    fn default() -> Self {
+        RawOutlier {
+            consecutive_5xx: 5,
+            consecutive_gateway_errors: 0,
+            interval_ms: 10_000,
+            base_ejection_ms: 30_000,
+            max_ejection_percent: 10,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +222,80 @@ pub(super) struct RawRoute {
     pub(super) filters: Vec<RawFilter>,
     #[serde(default)]
     pub(super) backends: Vec<RawWeighted>,
+    #[serde(default)]
+    pub(super) timeouts: RawTimeouts,
+    /// Absent: the built-in policy (`RetryPolicy::default`).
+    #[serde(default)]
+    pub(super) retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTimeouts {
+    #[serde(default)]
+    pub(super) request_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) per_try_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRetry {
+    pub(super) attempts: u32,
+    pub(super) on: Vec<String>,
+    pub(super) codes: Vec<u16>,
+    pub(super) methods: Vec<String>,
+    pub(super) max_body_bytes: u64,
+    pub(super) backoff: RawBackoff,
+    pub(super) budget: RawBudget,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            attempts: 1,
+            on: vec!["connect-failure".into(), "refused-stream".into(), "reset".into()],
+            codes: Vec::new(),
+            methods: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"].map(String::from).to_vec(),
+            max_body_bytes: 65_536,
+            backoff: RawBackoff::default(),
+            budget: RawBudget::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBackoff {
+    pub(super) base_ms: u64,
+    pub(super) max_ms: u64,
+}
+
+impl Default for RawBackoff {
+    fn default() -> Self {
+        RawBackoff {
+            base_ms: 25,
+            max_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBudget {
+    pub(super) percent: f64,
+    pub(super) min_per_s: u32,
+    pub(super) window_ms: u64,
+}
+
+impl Default for RawBudget {
+    fn default() -> Self {
+        RawBudget {
+            percent: 20.0,
+            min_per_s: 10,
+            window_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,6 +368,17 @@ pub(super) enum RawFilter {
         #[serde(default)]
         path: Option<RawPathModifier>,
     },
+    RequestMirror {
+        backend: String,
+        #[serde(default = "hundred")]
+        percent: f64,
+    },
+    Fault {
+        #[serde(default)]
+        delay: Option<RawDelay>,
+        #[serde(default)]
+        abort: Option<RawAbort>,
+    },
     RequestRedirect {
         #[serde(default)]
         scheme: Option<String>,
@@ -258,6 +391,24 @@ pub(super) enum RawFilter {
         #[serde(default)]
         status_code: Option<u16>,
     },
+}
+
+fn hundred() -> f64 {
+    100.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelay {
+    pub(super) percent: f64,
+    pub(super) ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAbort {
+    pub(super) percent: f64,
+    pub(super) status: u16,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -711,3 +711,5 @@ fn sequential_requests_reuse_one_upstream_connection_each_way() {
         assert_eq!(open_connections(&s.engine, "two"), 1, "one HTTP/2 upstream connection");
     });
 }
+
+mod resilience;

@@ -134,6 +134,23 @@ pub struct Filters {
     pub response_headers: Vec<HeaderModifier>,
     pub rewrite: Option<UrlRewrite>,
     pub redirect: Option<Redirect>,
+    pub fault: Option<Fault>,
+    /// `RequestMirror`: the backend (an index into the snapshot's backends) and the percent.
+    pub mirror: Option<(usize, f64)>,
+}
+
+/// Fault injection: a share of requests is delayed, a share answered by the engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fault {
+    /// (percent, delay)
+    pub delay: Option<(f64, std::time::Duration)>,
+    /// (percent, status)
+    pub abort: Option<(f64, StatusCode)>,
+}
+
+/// Whether a request falls in `percent` % (drawn at random).
+pub fn hit(percent: f64) -> bool {
+    percent >= 100.0 || percent > 0.0 && fastrand::f64() * 100.0 < percent
 }
 
 #[cfg(test)]

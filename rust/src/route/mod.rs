@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::balance::weighted::SmoothWeighted;
 use crate::balance::Backend;
+use crate::retry::RoutePolicy;
 use crate::stats::RouteStats;
 
 use self::filters::Filters;
@@ -31,6 +32,7 @@ pub struct Route {
     picker: SmoothWeighted,
     /// Counters of responses the engine makes for this route (redirects, 500): backend `""`.
     pub local_stats: Arc<RouteStats>,
+    pub policy: RoutePolicy,
 }
 
 impl Route {
@@ -40,6 +42,7 @@ impl Route {
         filters: Filters,
         targets: Vec<(Target, u32)>,
         local_stats: Arc<RouteStats>,
+        policy: RoutePolicy,
     ) -> Self {
         let weights: Vec<u32> = targets.iter().map(|(_, w)| *w).collect();
         Route {
@@ -49,6 +52,7 @@ impl Route {
             targets: targets.into_iter().map(|(t, _)| t).collect(),
             picker: SmoothWeighted::new(&weights),
             local_stats,
+            policy,
         }
     }
 

@@ -6,7 +6,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from fastmesh.config.model import EndpointSlice, HTTPRoute, KubeObject, Proxy, ProxySpec, Service
+from fastmesh.config.model import (
+    EndpointSlice,
+    FaultInjection,
+    HTTPRoute,
+    KubeObject,
+    Proxy,
+    ProxySpec,
+    Service,
+    TrafficPolicy,
+)
 
 T = TypeVar("T", bound=KubeObject)
 
@@ -42,6 +51,7 @@ class MeshConfig:
     _by_kind: dict[type[KubeObject], tuple[KubeObject, ...]] = field(init=False, repr=False, compare=False)
     _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
     _proxy: ProxySpec = field(init=False, repr=False, compare=False)
+    _policies: dict[tuple[str, str, int | None], TrafficPolicy] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Indexes built once: checks and compile look objects up per route, so a scan of the
@@ -56,6 +66,12 @@ class MeshConfig:
         object.__setattr__(self, "_services", services)
         proxy = next((p.spec for p in self.objects(Proxy)), None)  # a second Proxy is an error
         object.__setattr__(self, "_proxy", proxy if proxy is not None else ProxySpec())
+        policies: dict[tuple[str, str, int | None], TrafficPolicy] = {}
+        for p in self.objects(TrafficPolicy):
+            target = p.spec.target_ref
+            name = target.name if target.kind == "Service" else f"HTTPRoute/{target.name}"
+            policies.setdefault((p.namespace, name, target.port), p)
+        object.__setattr__(self, "_policies", policies)
 
     def objects(self, kind: type[T]) -> Iterator[T]:
         """The objects of one kind (its exact class: the kinds have no subclasses), in file order."""
@@ -80,6 +96,17 @@ class MeshConfig:
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self._services.get((namespace, name))
+
+    def traffic_policy(self, namespace: str, name: str, port: int) -> TrafficPolicy | None:
+        """The TrafficPolicy of a Service port: the one naming the port, else the one naming the Service."""
+        return self._policies.get((namespace, name, port)) or self._policies.get((namespace, name, None))
+
+    def route_policy(self, route: HTTPRoute) -> TrafficPolicy | None:
+        """The TrafficPolicy targeting an HTTPRoute."""
+        return self._policies.get((route.namespace, f"HTTPRoute/{route.name}", None))
+
+    def fault_injection(self, namespace: str, name: str) -> FaultInjection | None:
+        return next((f for f in self.objects(FaultInjection) if (f.namespace, f.name) == (namespace, name)), None)
 
     def summary(self) -> str:
         """`2 HTTPRoutes, 3 Services, ...` for `fastmesh validate`."""

@@ -11,6 +11,7 @@ from fastmesh.config.checks.httproute import check_route
 from fastmesh.config.checks.objects import check_objects
 from fastmesh.config.checks.proxy import check_proxy
 from fastmesh.config.checks.service import check_service
+from fastmesh.config.checks.trafficpolicy import check_fault_injection, check_traffic_policy
 from fastmesh.config.errors import Problem
 from fastmesh.config.mesh import Document, MeshConfig
 
@@ -20,6 +21,8 @@ _BY_KIND: dict[str, Callable[[Context, Document], None]] = {
     "EndpointSlice": check_endpoint_slice,
     "Proxy": check_proxy,
     "AuthorizationPolicy": check_authorization_policy,
+    "TrafficPolicy": check_traffic_policy,
+    "FaultInjection": check_fault_injection,
 }
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from fastmesh.config.checks.context import Context, Loc, did_you_mean, duplicates
 from fastmesh.config.mesh import Document
-from fastmesh.config.model import HTTPRoute
+from fastmesh.config.model import FaultInjection, HTTPRoute
 from fastmesh.config.model.httproute import (
     FASTMESH_GROUP,
     GATEWAY_GROUP,
@@ -15,10 +15,13 @@ from fastmesh.config.model.httproute import (
     HTTPHeaderMatch,
     HTTPPathModifier,
     HTTPQueryParamMatch,
+    HTTPRequestMirrorFilter,
+    LocalObjectReference,
     HTTPRouteMatch,
     HTTPRouteRule,
     ParentReference,
 )
+from fastmesh.config.model.types import parse_duration
 from fastmesh.config.regex import regex_problem
 
 # filter type -> (attribute, YAML field)
@@ -27,6 +30,8 @@ FILTER_FIELDS = {
     "ResponseHeaderModifier": ("response_header_modifier", "responseHeaderModifier"),
     "RequestRedirect": ("request_redirect", "requestRedirect"),
     "URLRewrite": ("url_rewrite", "urlRewrite"),
+    "RequestMirror": ("request_mirror", "requestMirror"),
+    "ExtensionRef": ("extension_ref", "extensionRef"),
 }
 
 
@@ -41,9 +46,23 @@ def check_route(ctx: Context, doc: Document) -> None:
         loc = ("spec", "rules", r)
         for m, match in enumerate(rule.matches):
             _match(ctx, doc, (*loc, "matches", m), match)
-        _filters(ctx, doc, loc, rule)
+        _filters(ctx, doc, route, loc, rule)
+        _timeouts(ctx, doc, loc, rule)
         for b, ref in enumerate(rule.backend_refs):
             _backend(ctx, doc, route, (*loc, "backendRefs", b), ref)
+
+
+def _timeouts(ctx: Context, doc: Document, loc: Loc, rule: HTTPRouteRule) -> None:
+    t = rule.timeouts
+    if t is None or t.request is None or t.backend_request is None:
+        return
+    request, backend = parse_duration(t.request), parse_duration(t.backend_request)
+    if request and (not backend or backend > request):
+        ctx.report(
+            doc,
+            (*loc, "timeouts", "backendRequest"),
+            f"must not be longer than timeouts.request (got {t.backend_request} > {t.request})",
+        )
 
 
 # === parents and hostnames ===
@@ -124,7 +143,26 @@ def _match(ctx: Context, doc: Document, loc: Loc, match: HTTPRouteMatch) -> None
 # === filters ===
 
 
-def _filters(ctx: Context, doc: Document, loc: Loc, rule: HTTPRouteRule) -> None:
+def _mirror(ctx: Context, doc: Document, route: HTTPRoute, loc: Loc, mirror: HTTPRequestMirrorFilter) -> None:
+    ref = mirror.backend_ref
+    _service_port(ctx, doc, (*loc, "backendRef"), ref.namespace or route.namespace, ref.name, ref.port)
+    if mirror.percent is not None and mirror.fraction is not None:
+        ctx.report(doc, (*loc, "fraction"), "give percent or fraction, not both")
+    if mirror.fraction is not None and mirror.fraction.numerator > mirror.fraction.denominator:
+        ctx.report(doc, (*loc, "fraction", "numerator"), "must not be larger than the denominator")
+
+
+def _extension(ctx: Context, doc: Document, route: HTTPRoute, loc: Loc, ref: LocalObjectReference) -> None:
+    if (ref.group, ref.kind) != (FASTMESH_GROUP, "FaultInjection"):
+        ctx.report(doc, (*loc, "kind"), f"only group fastmesh.io kind FaultInjection is supported (got {ref.group}/{ref.kind})")
+    elif ctx.cfg.fault_injection(route.namespace, ref.name) is None and not ctx.is_broken(
+        "FaultInjection", route.namespace, ref.name
+    ):
+        known = [f.name for f in ctx.cfg.objects(FaultInjection) if f.namespace == route.namespace]
+        ctx.report(doc, (*loc, "name"), f"FaultInjection {route.namespace}/{ref.name} not found{did_you_mean(ref.name, known)}")
+
+
+def _filters(ctx: Context, doc: Document, route: HTTPRoute, loc: Loc, rule: HTTPRouteRule) -> None:
     for k, first in duplicates(f.type for f in rule.filters):
         message = f"{rule.filters[k].type} is given twice in this rule (filters[{first}] too)"
         ctx.report(doc, (*loc, "filters", k, "type"), message)
@@ -142,6 +180,10 @@ def _filters(ctx: Context, doc: Document, loc: Loc, rule: HTTPRouteRule) -> None
             modifier = getattr(f, modifier_attr)
             if modifier is not None:
                 _header_filter(ctx, doc, (*floc, modifier_field), modifier)
+        if f.request_mirror is not None:
+            _mirror(ctx, doc, route, (*floc, "requestMirror"), f.request_mirror)
+        if f.extension_ref is not None:
+            _extension(ctx, doc, route, (*floc, "extensionRef"), f.extension_ref)
         target = getattr(f, attr) if f.type in ("RequestRedirect", "URLRewrite") else None
         if target is not None and target.path is not None:
             _path_modifier(ctx, doc, (*floc, field, "path"), target.path, rule)

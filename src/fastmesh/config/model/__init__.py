@@ -3,21 +3,27 @@
 from fastmesh.config.model.authorizationpolicy import AuthorizationPolicy
 from fastmesh.config.model.base import KubeObject, ObjectMeta
 from fastmesh.config.model.endpointslice import EndpointSlice
+from fastmesh.config.model.faultinjection import FaultInjection
 from fastmesh.config.model.httproute import HTTPRoute
 from fastmesh.config.model.proxy import Proxy, ProxySpec
 from fastmesh.config.model.service import Service
+from fastmesh.config.model.trafficpolicy import TrafficPolicy
 
-KINDS: tuple[type[KubeObject], ...] = (HTTPRoute, Service, EndpointSlice, Proxy, AuthorizationPolicy)
+KINDS: tuple[type[KubeObject], ...] = (
+    HTTPRoute, Service, EndpointSlice, Proxy, TrafficPolicy, FaultInjection, AuthorizationPolicy
+)
 """Every kind a config file may hold, in the order docs/config.md presents them."""
 
 __all__ = [
     "KINDS",
     "AuthorizationPolicy",
     "EndpointSlice",
+    "FaultInjection",
     "HTTPRoute",
     "KubeObject",
     "ObjectMeta",
     "Proxy",
     "ProxySpec",
     "Service",
+    "TrafficPolicy",
 ]

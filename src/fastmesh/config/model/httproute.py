@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field
 from fastmesh.config.model.base import KubeObject, Spec
 from fastmesh.config.model.types import (
     DNSLabel,
+    Duration,
     HeaderName,
     HeaderValue,
     Hostname,
@@ -16,6 +17,8 @@ from fastmesh.config.model.types import (
     Port,
     PreciseHostname,
     RedirectStatus,
+    RetryAttempts,
+    RetryStatus,
     Unsupported,
     Weight,
     fail,
@@ -129,8 +132,56 @@ class HTTPURLRewriteFilter(Spec):
     """New path; unchanged when unset."""
 
 
-FilterType = Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"]
-UNSUPPORTED_FILTERS = ("RequestMirror", "CORS", "ExtensionRef", "ExternalAuth")
+class Fraction(Spec):
+    """`numerator / denominator` of requests."""
+
+    numerator: int = Field(ge=0)
+    """Numerator."""
+    denominator: int = Field(default=100, ge=1)
+    """Denominator (at least the numerator)."""
+
+
+class HTTPMirrorBackendRef(Spec):
+    """A Service port to mirror to."""
+
+    group: Literal[""] = ""
+    """`""` (core)."""
+    kind: Literal["Service"] = "Service"
+    """Only Services."""
+    name: str
+    """Name of the Service."""
+    namespace: DNSLabel | None = None
+    """Namespace of the Service; the route's when unset."""
+    port: Port
+    """The Service port."""
+
+
+class HTTPRequestMirrorFilter(Spec):
+    """Send a copy of a share of the requests to another backend; its answers are ignored."""
+
+    backend_ref: HTTPMirrorBackendRef
+    """Where copies go (a Service port)."""
+    percent: int | None = Field(default=None, ge=0, le=100)
+    """Share of requests copied (default 100); or `fraction`."""
+    fraction: Fraction | None = None
+    """Share of requests copied, as a fraction; or `percent`."""
+
+
+class LocalObjectReference(Spec):
+    """An object in the route's namespace."""
+
+    group: str
+    """`fastmesh.io`."""
+    kind: str
+    """`FaultInjection`."""
+    name: str
+    """Its name."""
+
+
+FilterType = Literal[
+    "RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "RequestMirror", "ExtensionRef"
+]
+UNSUPPORTED_FILTERS = ("CORS", "ExternalAuth")
 
 
 def _filter_type(value: Any) -> Any:
@@ -143,7 +194,7 @@ class HTTPRouteFilter(Spec):
     """One filter: `type` names it and the field of the same name configures it."""
 
     type: Annotated[FilterType, BeforeValidator(_filter_type)]
-    """Which filter (RequestMirror, CORS and ExtensionRef are not supported)."""
+    """Which filter (CORS and ExternalAuth are not supported; ExtensionRef names a FaultInjection)."""
     request_header_modifier: HTTPHeaderFilter | None = None
     """With `type: RequestHeaderModifier`: edits of request headers."""
     response_header_modifier: HTTPHeaderFilter | None = None
@@ -152,6 +203,11 @@ class HTTPRouteFilter(Spec):
     """With `type: RequestRedirect`: the redirect (the rule may then have no backendRefs)."""
     url_rewrite: HTTPURLRewriteFilter | None = None
     """With `type: URLRewrite`: the rewrite."""
+    request_mirror: HTTPRequestMirrorFilter | None = None
+    """With `type: RequestMirror`: the mirror. Copies carry the body when it is at most 64 KiB (longer ones are
+    not copied); the mirror must speak the backend's protocol."""
+    extension_ref: LocalObjectReference | None = None
+    """With `type: ExtensionRef`: a `FaultInjection` (group `fastmesh.io`) in the route's namespace."""
 
 
 # === backends and parents ===
@@ -193,6 +249,27 @@ class ParentReference(Spec):
     """Port of the Service; must be one of its ports. Routing is by host, so it does not narrow the route."""
 
 
+class HTTPRouteTimeouts(Spec):
+    """Gateway API timeouts; they end at the response headers (a stalled body is not cut)."""
+
+    request: Duration | None = None
+    """The whole request, every retry and backoff included: 504 after it. Unset or `0s`: none."""
+    backend_request: Duration | None = None
+    """One try to the backend (a per-try timeout; overrides TrafficPolicy `retry.perTryTimeout`); at most
+    `request`. Unset or `0s`: none."""
+
+
+class HTTPRouteRetry(Spec):
+    """Gateway API retry; TrafficPolicy `retry` adds conditions, budget and more, this overrides its fields."""
+
+    codes: list[RetryStatus] = Field(default_factory=list, max_length=32)
+    """Response status codes retried (400-599), in addition to unprocessed requests and connection resets."""
+    attempts: RetryAttempts | None = None
+    """Retries after the first try; default 1 (TrafficPolicy `retry.attempts` when set)."""
+    backoff: Duration | None = None
+    """Base wait before a retry, doubled for each further retry (up to 10x) with up to 50 % jitter; default 25ms."""
+
+
 class HTTPRouteRule(Spec):
     """Matches, filters and weighted backends."""
 
@@ -204,10 +281,11 @@ class HTTPRouteRule(Spec):
     """Applied in order; each type at most once."""
     backend_refs: list[HTTPBackendRef] = Field(default_factory=list, max_length=16)
     """Weighted backends; none (and no redirect) answers 500."""
-    timeouts: Unsupported = None
-    """Not supported yet."""
-    retry: Unsupported = None
-    """Not supported yet."""
+    timeouts: HTTPRouteTimeouts | None = None
+    """Timeouts of the rule's requests; none by default."""
+    retry: HTTPRouteRetry | None = None
+    """Retries of the rule's requests; without it (and without a TrafficPolicy `retry`) only the built-in
+    retry of requests that provably were not processed."""
     session_persistence: Unsupported = None
     """Not supported."""
 

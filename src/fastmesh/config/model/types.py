@@ -33,6 +33,12 @@ def _int_range(lo: int, hi: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _percent(value: float) -> float:
+    if not 0 <= value <= 100:
+        fail(f"must be between 0 and 100 (got {value})")
+    return value
+
+
 def _checked(check: Callable[[str], None]) -> AfterValidator:
     def run(value: str) -> str:
         check(value)
@@ -48,6 +54,10 @@ ListenPort = Annotated[int, _int_range(0, 65535), Doc("port 0..65535 (0: any fre
 Weight = Annotated[int, _int_range(0, 1_000_000), Doc("integer 0..1000000")]
 WorkerThreads = Annotated[int, _int_range(1, 256), Doc("integer 1..256")]
 IdleCap = Annotated[int, _int_range(0, 100_000), Doc("integer 0..100000")]
+RetryAttempts = Annotated[int, _int_range(0, 20), Doc("integer 0..20")]
+RetryStatus = Annotated[int, _int_range(400, 599), Doc("HTTP status 400..599")]
+Percent = Annotated[float, AfterValidator(_percent), Doc("number 0..100")]
+ByteCount = Annotated[int, _int_range(0, 1 << 30), Doc("bytes 0..1073741824")]
 
 
 def _redirect_status(value: int) -> int:

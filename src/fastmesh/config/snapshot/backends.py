@@ -10,7 +10,8 @@ from fastmesh.config.mesh import MeshConfig
 from fastmesh.config.model import EndpointSlice, Service
 from fastmesh.config.model.httproute import FASTMESH_GROUP, HTTPBackendRef
 from fastmesh.config.model.service import H2C, LB_ANNOTATION, LB_ANNOTATION_VALUES
-from fastmesh.config.model.types import join_hostport
+from fastmesh.config.model.trafficpolicy import OutlierDetection, TrafficPolicySpec
+from fastmesh.config.model.types import join_hostport, parse_duration
 
 
 def service_backend(namespace: str, name: str, port: int) -> str:
@@ -66,6 +67,37 @@ def _tls(cfg: MeshConfig, service: Service) -> dict[str, Any] | None:
     }
 
 
+def _outlier(o: OutlierDetection) -> dict[str, Any]:
+    return {
+        "consecutive_5xx": o.consecutive_5xx_errors,
+        "consecutive_gateway_errors": o.consecutive_gateway_errors,
+        "interval_ms": round(parse_duration(o.interval) * 1000),
+        "base_ejection_ms": round(parse_duration(o.base_ejection_time) * 1000),
+        "max_ejection_percent": o.max_ejection_percent,
+    }
+
+
+def _policy(spec: TrafficPolicySpec) -> dict[str, Any]:
+    """The backend fields a TrafficPolicy sets: outlier detection, limits, timeouts."""
+    out: dict[str, Any] = {}
+    if spec.outlier_detection is not None:
+        out["outlier_detection"] = _outlier(spec.outlier_detection)
+    pool = spec.connection_pool
+    if pool is not None:
+        limits = {
+            "max_connections": pool.max_connections,
+            "max_pending_requests": pool.max_pending_requests,
+            "max_requests": pool.max_requests,
+            "max_retries": pool.max_retries,
+        }
+        out["limits"] = {k: v for k, v in limits.items() if v is not None}
+    if spec.connect_timeout is not None:
+        out["connect_timeout_ms"] = round(parse_duration(spec.connect_timeout) * 1000)
+    if spec.idle_timeout is not None:
+        out["idle_timeout_ms"] = round(parse_duration(spec.idle_timeout) * 1000)
+    return out
+
+
 def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
     slices: dict[tuple[str, str | None], list[EndpointSlice]] = defaultdict(list)
     for eps in cfg.endpoint_slices:
@@ -81,6 +113,9 @@ def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
             }
             if tls := _tls(cfg, service):
                 backend["tls"] = tls
+            policy = cfg.traffic_policy(service.namespace, service.name, port.port)
+            if policy is not None:
+                backend.update(_policy(policy.spec))
             backends.append(backend)
     for external in cfg.proxy.external_services:
         backends.append({

@@ -34,7 +34,7 @@ def _service_vhost(
         keyed.sort(key=lambda pair: pair[0])
         routes = [r for _, r in keyed]
     else:
-        routes = [default_route(service)]
+        routes = [default_route(rendered.cfg, service)]
     domains = service.hostnames() if bare_name else service.hostnames()[1:]
     return {"name": service.ref, "domains": domains, "routes": routes}
 
