@@ -78,7 +78,7 @@ class Case:
     label: str = "HTTPRoute default/reviews"
 
 
-POLICY = "AuthorizationPolicy default/p"
+AUTHZ_LABEL = "AuthorizationPolicy default/p"
 
 
 def policy(spec: str) -> str:
@@ -280,39 +280,39 @@ CASES = [
          label="EndpointSlice default/r-2"),
     # === AuthorizationPolicy ===
     Case("policy targets a missing Service", policy("targetRefs: [{kind: Service, name: reviewz}]"),
-         "spec.targetRefs[0].name", "Service default/reviewz not found (did you mean reviews?)", label=POLICY),
+         "spec.targetRefs[0].name", "Service default/reviewz not found (did you mean reviews?)", label=AUTHZ_LABEL),
     Case("policy targets another namespace", policy("targetRefs: [{kind: Service, name: reviews, namespace: prod}]"),
-         "spec.targetRefs[0].namespace", "must be the policy's namespace 'default' (got 'prod')", label=POLICY),
+         "spec.targetRefs[0].namespace", "must be the policy's namespace 'default' (got 'prod')", label=AUTHZ_LABEL),
     Case("policy targets a Deployment", policy("targetRefs: [{kind: Deployment, name: reviews}]"),
-         "spec.targetRefs[0].kind", "must be 'Service' (got 'Deployment')", label=POLICY),
+         "spec.targetRefs[0].kind", "must be 'Service' (got 'Deployment')", label=AUTHZ_LABEL),
     Case("policy action CUSTOM", policy("action: CUSTOM"),
-         "spec.action", "must be 'ALLOW', 'DENY' or 'AUDIT' (got 'CUSTOM')", label=POLICY),
+         "spec.action", "must be 'ALLOW', 'DENY' or 'AUDIT' (got 'CUSTOM')", label=AUTHZ_LABEL),
     Case("policy workload selector", policy("selector: {matchLabels: {app: reviews}}"),
-         "spec.selector", "fastmesh does not support yet", label=POLICY),
+         "spec.selector", "fastmesh does not support yet", label=AUTHZ_LABEL),
     Case("policy when condition", policy("rules: [{when: [{key: 'request.headers[x]', values: [a]}]}]"),
-         "spec.rules[0].when", "fastmesh does not support yet", label=POLICY),
+         "spec.rules[0].when", "fastmesh does not support yet", label=AUTHZ_LABEL),
     Case("policy typo in operation", policy("rules: [{to: [{operation: {method: [GET]}}]}]"),
-         "spec.rules[0].to[0].operation.method", "unknown field 'method' (did you mean 'methods'?)", label=POLICY),
+         "spec.rules[0].to[0].operation.method", "unknown field 'method' (did you mean 'methods'?)", label=AUTHZ_LABEL),
     Case("policy empty source", policy("rules: [{from: [{source: {}}]}]"),
-         "spec.rules[0].from[0].source", "must set at least one of principals", label=POLICY),
+         "spec.rules[0].from[0].source", "must set at least one of principals", label=AUTHZ_LABEL),
     Case("policy empty operation", policy("rules: [{to: [{operation: {}}]}]"),
-         "spec.rules[0].to[0].operation", "must set at least one of hosts, ports, methods, paths", label=POLICY),
+         "spec.rules[0].to[0].operation", "must set at least one of hosts, ports, methods, paths", label=AUTHZ_LABEL),
     Case("policy wildcard in the middle of a path", policy("rules: [{to: [{operation: {paths: [/ok, '/api/*/x']}}]}]"),
-         "spec.rules[0].to[0].operation.paths[1]", 'only "*", a prefix ("abc*") or a suffix ("*abc") wildcard', label=POLICY),
+         "spec.rules[0].to[0].operation.paths[1]", 'only "*", a prefix ("abc*") or a suffix ("*abc") wildcard', label=AUTHZ_LABEL),
     Case("policy path without slash", policy("rules: [{to: [{operation: {notPaths: [api]}}]}]"),
-         "spec.rules[0].to[0].operation.notPaths[0]", "must start with '/' or '*' (got 'api')", label=POLICY),
+         "spec.rules[0].to[0].operation.notPaths[0]", "must start with '/' or '*' (got 'api')", label=AUTHZ_LABEL),
     Case("policy host with port", policy("rules: [{to: [{operation: {hosts: ['reviews:9080']}}]}]"),
-         "spec.rules[0].to[0].operation.hosts[0]", "hosts are matched without port", label=POLICY),
+         "spec.rules[0].to[0].operation.hosts[0]", "hosts are matched without port", label=AUTHZ_LABEL),
     Case("policy port out of range", policy("rules: [{to: [{operation: {ports: ['70000']}}]}]"),
-         "spec.rules[0].to[0].operation.ports[0]", "must be between 1 and 65535 (got 70000)", label=POLICY),
+         "spec.rules[0].to[0].operation.ports[0]", "must be between 1 and 65535 (got 70000)", label=AUTHZ_LABEL),
     Case("policy port that is not a number", policy("rules: [{to: [{operation: {notPorts: [http]}}]}]"),
-         "spec.rules[0].to[0].operation.notPorts[0]", "must be a port number such as 8080", label=POLICY),
+         "spec.rules[0].to[0].operation.notPorts[0]", "must be a port number such as 8080", label=AUTHZ_LABEL),
     Case("policy bad method", policy("rules: [{to: [{operation: {methods: ['GE T']}}]}]"),
-         "spec.rules[0].to[0].operation.methods[0]", "'GE T' is not an HTTP method", label=POLICY),
+         "spec.rules[0].to[0].operation.methods[0]", "'GE T' is not an HTTP method", label=AUTHZ_LABEL),
     Case("policy double-wildcard principal", policy("rules: [{from: [{source: {principals: ['*/ns/*']}}]}]"),
-         "spec.rules[0].from[0].source.principals[0]", 'only "*", a prefix', label=POLICY),
+         "spec.rules[0].from[0].source.principals[0]", 'only "*", a prefix', label=AUTHZ_LABEL),
     Case("policy empty namespace", policy("rules: [{from: [{source: {notNamespaces: ['']}}]}]"),
-         "spec.rules[0].from[0].source.notNamespaces[0]", "must not be empty", label=POLICY),
+         "spec.rules[0].from[0].source.notNamespaces[0]", "must not be empty", label=AUTHZ_LABEL),
     # === identity and mTLS (issue 5) ===
     Case("meshed Service without identity",
          "apiVersion: v1\nkind: Service\nmetadata: {name: details, annotations: {fastmesh.io/service-account: details}}\n"

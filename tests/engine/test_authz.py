@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from fastmesh.ca import CA
 from tests.engine.mtls import client_ssl_context, write_pems
