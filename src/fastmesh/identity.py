@@ -201,8 +201,8 @@ class Identity:
             return None
         if self._ca_fingerprint() != self._ca_seen:
             return "bundle changed"
-        if self._switch_at is not None and now >= self._switch_at:
-            return "ca changed"
+        if self._switch_at is not None:  # a rotation's step 2 is pending: it is the renewal
+            return "ca changed" if now >= self._switch_at else None
         if self._retry_at is not None:
             return "retry"
         if self.current is not None and now >= self.current.renew_at:

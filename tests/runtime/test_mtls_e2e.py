@@ -165,25 +165,33 @@ class Traffic:
         self._thread.join(10)
 
 
+def wait_identity(proxy: Proxy, reason: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The next `identity` event with `reason` (others, e.g. renewals, are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = proxy.wait_event("identity", timeout=max(0.1, deadline - time.monotonic()))
+        if event["reason"] == reason:
+            return event
+
+
 def test_root_rotation_and_renewal_under_traffic_lose_nothing(ca: CA, upstream: Upstream, tmp_path: Path) -> None:
-    server = start_server(ca, upstream, tmp_path, ttl="4s")
+    server = start_server(ca, upstream, tmp_path, ttl="8s")
     # A short idle timeout: the pool opens new mTLS connections all along, across every change.
-    client = Proxy.start(client_config(ca, server, ttl="4s", pool={"idleTimeout": "100ms"}), tmp_path)
+    client = Proxy.start(client_config(ca, server, ttl="8s", pool={"idleTimeout": "100ms"}), tmp_path)
     traffic = Traffic(client)
     try:
-        for proxy in (client, server):  # renewals at two thirds of 4 s
-            proxy.wait_event("identity", timeout=10)  # the start one
-            assert proxy.wait_event("identity", timeout=10)["reason"] == "renewal"
+        for proxy in (client, server):  # a renewal at two thirds of 8 s
+            wait_identity(proxy, "renewal")
         ca_now = CA.load(ca.directory)
         ca_now.rotate_root()
         for proxy in (client, server):
-            while proxy.wait_event("identity", timeout=15)["reason"] != "ca changed":
-                pass
+            wait_identity(proxy, "bundle changed")
+            wait_identity(proxy, "ca changed")
         ca_now.drop_old_roots()
         for proxy in (client, server):
-            while proxy.wait_event("identity", timeout=15)["reason"] != "bundle changed":
-                pass
-        time.sleep(3)  # and a renewal under the new root alone
+            wait_identity(proxy, "bundle changed")
+        for proxy in (client, server):  # and a renewal under the new root alone
+            wait_identity(proxy, "renewal")
     finally:
         traffic.stop()
         client_logs, server_logs = client.stderr_tail(400), server.stderr_tail(400)
@@ -200,7 +208,8 @@ def test_admin_renew_on_a_real_proxy(ca: CA, upstream: Upstream, tmp_path: Path)
     token.write_text("tok-123\n")
     server = start_server(ca, upstream, tmp_path, tokenFile=str(token))
     try:
-        first = server.wait_event("identity")
+        first = next(e for e in server.events if e["event"] == "identity")  # before "ready"
+        assert first["reason"] == "start"
         url = f"{server.admin_url}/identity/renew"
         assert httpx.post(url, timeout=10).status_code == 401
         response = httpx.post(url, headers={"authorization": "Bearer tok-123"}, timeout=10)
