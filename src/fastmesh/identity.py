@@ -1,6 +1,12 @@
 """The proxy's workload identity: issue its certificate from the CA directory, hand it to the
 engine, renew it at two thirds of its lifetime and whenever the CA changes (root rotation).
 
+A root rotation (`fastmesh ca rotate-root`) is taken in two steps, bundle first: when the CA's
+files change, the engine gets the new trust bundle with the certificate it already has (every
+local proxy sees the new files within one poll); only `propagation_s` later is a certificate
+issued under the new intermediate. A peer that has not yet read the new bundle would otherwise
+refuse the new certificate for that moment, and new connections would fail.
+
 Key material goes from the CA straight to `Engine.set_identity`; the copy kept here (to put the
 previous certificate back if a reload fails) is never logged, shown or written anywhere. The CA
 code (and `cryptography`) is imported on the first issue: a proxy without identity never loads it.
@@ -63,11 +69,13 @@ class Identity:
     """One configured identity. `renew()` issues and installs now; `start()` keeps it fresh."""
 
     def __init__(self, settings: IdentitySettings, engine: Engine, emit: Emit,
-                 watch_interval_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+                 watch_interval_s: float = 0.5, clock: Callable[[], float] = time.time,
+                 propagation_s: float | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.emit = emit
         self.watch_interval_s = watch_interval_s
+        self.propagation_s = 4 * watch_interval_s if propagation_s is None else propagation_s
         self.clock = clock
         self.current: Material | None = None
         self.renewals = 0  # successful issues, the first one included
@@ -75,6 +83,7 @@ class Identity:
         self.last_error: str | None = None
         self._ca_seen: tuple[Fingerprint | None, ...] | None = None
         self._retry_at: float | None = None
+        self._switch_at: float | None = None  # issue under the new intermediate (rotation step 2)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -106,23 +115,61 @@ class Identity:
                 issued, bundle = await asyncio.get_running_loop().run_in_executor(None, self._issue)
                 generation = self.engine.set_identity(issued.cert_chain_pem, issued.key_pem, bundle)
             except (CAError, ValueError, OSError, RuntimeError) as e:
-                self.failures += 1
-                self.last_error = f"identity {self.settings.spiffe_id}: {e}"
-                self._retry_at = self.clock() + RETRY_S[min(self.failures, len(RETRY_S)) - 1]
-                self._wake.set()
-                log.error("cannot renew the workload certificate (%s): %s", reason, self.last_error)
-                self.emit("identity_failed", spiffe_id=self.settings.spiffe_id, reason=reason,
-                          error=self.last_error)
-                raise IdentityError(self.last_error) from None
+                raise self._failed(reason, e) from None
             self.current = Material(issued, bundle, generation, reason)
             self._ca_seen = seen
             self.renewals += 1
-            self.failures = 0
-            self.last_error = None
-            self._retry_at = None
-            self._wake.set()  # the loop picks up the new renewal time
-            self._announce(self.current)
+            self._switch_at = None
+            self._succeeded()
             return self.current
+
+    async def refresh_bundle(self) -> None:
+        """The CA's files changed: step 1 of a rotation (see the module doc), or a plain renewal
+        when the current certificate is not trusted by the new bundle."""
+        from fastmesh.ca import CA, CAError
+
+        def read() -> tuple[str, str]:
+            assert self.current is not None
+            ca = CA.load(Path(self.settings.ca_directory))
+            return ca.standing_of(self.current.issued.cert_chain_pem), ca.bundle_pem()
+
+        async with self._lock:
+            seen = self._ca_fingerprint()
+            material = self.current
+            if material is not None:
+                try:
+                    standing, bundle = await asyncio.get_running_loop().run_in_executor(None, read)
+                    if standing != "untrusted":
+                        issued = material.issued
+                        generation = self.engine.set_identity(issued.cert_chain_pem, issued.key_pem, bundle)
+                except (CAError, ValueError, OSError, RuntimeError) as e:
+                    raise self._failed("bundle changed", e) from None
+                if standing != "untrusted":
+                    self.current = Material(material.issued, bundle, generation, "bundle changed")
+                    self._ca_seen = seen
+                    if standing == "trusted":
+                        self._switch_at = self.clock() + self.propagation_s
+                    self._succeeded()
+                    return
+        await self.renew("ca changed")
+
+    def _failed(self, reason: str, error: Exception) -> IdentityError:
+        self.failures += 1
+        self.last_error = f"identity {self.settings.spiffe_id}: {error}"
+        self._retry_at = self.clock() + RETRY_S[min(self.failures, len(RETRY_S)) - 1]
+        self._wake.set()
+        log.error("cannot renew the workload certificate (%s): %s", reason, self.last_error)
+        self.emit("identity_failed", spiffe_id=self.settings.spiffe_id, reason=reason,
+                  error=self.last_error)
+        return IdentityError(self.last_error)
+
+    def _succeeded(self) -> None:
+        assert self.current is not None
+        self.failures = 0
+        self.last_error = None
+        self._retry_at = None
+        self._wake.set()  # the loop picks up the new renewal time
+        self._announce(self.current)
 
     def _announce(self, material: Material) -> None:
         not_after = rfc3339(material.not_after)
@@ -150,17 +197,25 @@ class Identity:
     def _due(self) -> str | None:
         """Why a renewal is due now, or None."""
         now = self.clock()
-        if self._retry_at is not None:
-            return "retry" if now >= self._retry_at else None
+        if self._retry_at is not None and now < self._retry_at:
+            return None
         if self._ca_fingerprint() != self._ca_seen:
-            return "ca changed"
+            return "bundle changed"
+        if self._switch_at is not None:  # a rotation's step 2 is pending: it is the renewal
+            return "ca changed" if now >= self._switch_at else None
+        if self._retry_at is not None:
+            return "retry"
         if self.current is not None and now >= self.current.renew_at:
             return "renewal"
         return None
 
     def _wait_s(self) -> float:
-        until = self._retry_at if self._retry_at is not None else (
-            self.current.renew_at if self.current is not None else self.clock())
+        if self._retry_at is not None:
+            until = self._retry_at
+        elif self.current is not None:
+            until = min(self.current.renew_at, self._switch_at or self.current.renew_at)
+        else:
+            until = self.clock()
         return max(0.0, min(self.watch_interval_s, until - self.clock()))
 
     async def run(self) -> None:
@@ -169,7 +224,10 @@ class Identity:
             reason = self._due()
             if reason is not None:
                 try:
-                    await self.renew(reason)
+                    if reason == "bundle changed":
+                        await self.refresh_bundle()
+                    else:
+                        await self.renew(reason)
                 except IdentityError:
                     pass  # logged, retried after RETRY_S
                 continue

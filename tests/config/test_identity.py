@@ -81,3 +81,9 @@ def test_worker_hands_over_identity_and_token_file_resolved_beside_the_config() 
 def test_relative_config_path_gives_an_absolute_ca_directory() -> None:
     header, _ = compile_content(dedent(PROXY).encode(), "conf/mesh.yaml", Overrides())
     assert header["settings"]["identity"]["ca_directory"] == os.path.abspath("ca")
+
+
+def test_admin_binds_loopback_by_default_and_has_no_token(load: Load) -> None:
+    proxy = load("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n").proxy
+    assert proxy.admin_address == "127.0.0.1:15000"
+    assert proxy.admin.token_file is None

@@ -117,7 +117,7 @@ def test_renews_at_two_thirds_of_the_lifetime(tmp_path: Path, ca: CA) -> None:
     assert core.calls[:2] == ["set_identity", "apply"] and core.calls[2:4] == ["set_identity", "set_identity"]
 
 
-def test_root_rotation_renews_at_once_with_both_roots_then_the_new_one(tmp_path: Path, ca: CA) -> None:
+def test_root_rotation_bundle_first_then_the_new_chain(tmp_path: Path, ca: CA) -> None:
     core = FakeIdentityEngineCore()
     path = write(tmp_path / "mesh.yaml", config(ca.directory, ttl="1h"))
     old_root = ca.root
@@ -127,22 +127,27 @@ def test_root_rotation_renews_at_once_with_both_roots_then_the_new_one(tmp_path:
         assert await runtime.start()
         rotated = CA.load(ca.directory)
         rotated.rotate_root()
-        renewed = await events.wait("identity", 2)
-        assert renewed["reason"] == "ca changed"
-        rotated.drop_old_roots()
+        # Step 1: the new bundle (old and new roots) with the certificate the engine has.
+        assert (await events.wait("identity", 2))["reason"] == "bundle changed"
+        # Step 2, a moment later: a certificate from the new intermediate.
         assert (await events.wait("identity", 3))["reason"] == "ca changed"
+        rotated.drop_old_roots()
+        assert (await events.wait("identity", 4))["reason"] == "bundle changed"
+        await asyncio.sleep(0.3)  # no new certificate: the intermediate did not change
+        assert len(events.lines) == 5  # ready + 4 identity events
         await stop(runtime)
         assert runtime.identity is not None
-        assert runtime.identity.view()["renewals"] == 3
+        assert runtime.identity.view()["renewals"] == 2
 
     run(scenario)
-    _, _, bundle_during = core.identities[1]
-    roots = x509.load_pem_x509_certificates(bundle_during.encode())
-    assert len(roots) == 2 and old_root in roots
-    new_root = next(r for r in roots if r != old_root)
-    chain = x509.load_pem_x509_certificates(core.identities[1][0].encode())
-    assert chain[1].issuer == new_root.subject  # issued by the new intermediate
-    assert x509.load_pem_x509_certificates(core.identities[2][2].encode()) == [new_root]
+    (chain0, key0, bundle0), (chain1, key1, bundle1), (chain2, _, bundle2), (chain3, _, bundle3) = core.identities
+    assert (chain1, key1) == (chain0, key0)  # step 1 kept the certificate ...
+    roots = x509.load_pem_x509_certificates(bundle1.encode())
+    assert len(roots) == 2 and roots[1] == old_root  # ... and trusts both roots
+    new_root = roots[0]
+    assert x509.load_pem_x509_certificates(chain2.encode())[1].issuer == new_root.subject
+    assert bundle2 == bundle1
+    assert chain3 == chain2 and x509.load_pem_x509_certificates(bundle3.encode()) == [new_root]
 
 
 def test_an_engine_without_set_identity_refuses_to_start(tmp_path: Path, ca: CA,

@@ -195,6 +195,19 @@ class CA:
     def bundle_pem(self) -> str:
         return b"".join(_cert_pem(c) for c in self.bundle).decode()
 
+    def standing_of(self, cert_chain_pem: str) -> str:
+        """How a chain issued earlier stands with this CA now: `"current"` (by the current
+        intermediate), `"trusted"` (another intermediate, issued by a root of the bundle: a
+        rotation is under way) or `"untrusted"`."""
+        chain = x509.load_pem_x509_certificates(cert_chain_pem.encode())
+        if len(chain) < 2:
+            return "untrusted"
+        if chain[1] == self.intermediate:
+            return "current"
+        if any(chain[1].issuer == root.subject for root in self.bundle):
+            return "trusted"
+        return "untrusted"
+
     # -- issuing ---------------------------------------------------------------------------------
 
     def issue(self, spiffe_id: str, *, ttl: timedelta = timedelta(hours=24),
