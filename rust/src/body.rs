@@ -2,6 +2,7 @@
 //! nothing (responses the engine makes, a bodiless request replayed). A response body carries
 //! the request's in-flight guard, so a request counts as active until its response is done.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,7 +15,54 @@ use hyper::body::Incoming;
 
 use crate::balance::{Endpoint, Slot};
 use crate::pool::Pooled;
-use crate::stats::Stats;
+use crate::stats::{ResilienceStats, Stats};
+
+/// Why a body stopped before its end.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The peer's body failed (reset, closed early, malformed).
+    Peer(hyper::Error),
+    /// The route's request or per-try timeout expired while the response body was streaming:
+    /// the client's connection (HTTP/1.1) or stream (HTTP/2) is cut, as Envoy does once the
+    /// headers are sent.
+    Timeout,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Peer(e) => write!(f, "{e}"),
+            BodyError::Timeout => f.write_str("response body timed out"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Peer(e) => Some(e),
+            BodyError::Timeout => None,
+        }
+    }
+}
+
+/// The end of a route's timeout for a response body, and the counter it bumps when it fires
+/// (`request` or `per_try`, whichever ends first).
+pub struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    stats: Arc<ResilienceStats>,
+    per_try: bool,
+}
+
+impl Deadline {
+    pub fn new(at: tokio::time::Instant, stats: Arc<ResilienceStats>, per_try: bool) -> Self {
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            stats,
+            per_try,
+        }
+    }
+}
 
 /// Counts a request in `requests_active` (engine-wide, and per endpoint once one is chosen)
 /// until dropped.
@@ -69,6 +117,8 @@ pin_project_lite::pin_project! {
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
         pooled: Option<Pooled>,
+        // A response body must end before the route's timeout (none: no timer at all).
+        deadline: Option<Deadline>,
     }
 
     impl PinnedDrop for ProxyBody {
@@ -93,6 +143,7 @@ impl ProxyBody {
             trailers: None,
             guard: Some(guard),
             pooled: None,
+            deadline: None,
         }
     }
 
@@ -111,6 +162,7 @@ impl ProxyBody {
             trailers: None,
             guard: Some(guard),
             pooled,
+            deadline: None,
         }
     }
 
@@ -122,6 +174,7 @@ impl ProxyBody {
             trailers: None,
             guard: Some(guard),
             pooled: None,
+            deadline: None,
         }
     }
 
@@ -133,6 +186,7 @@ impl ProxyBody {
             trailers: None,
             guard: None,
             pooled: None,
+            deadline: None,
         }
     }
 
@@ -149,15 +203,20 @@ impl ProxyBody {
             trailers,
             guard: None,
             pooled: None,
+            deadline: None,
         }
+    }
+
+    /// Cuts the body (an error to the client, counted) if it has not ended by `deadline`.
+    #[must_use]
+    pub fn until(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Reads the body into memory if it ends within `limit` bytes: `Ok(Ok((data, trailers)))`.
     /// A longer one: `Ok(Err(body))`, the same body (what was read comes first, then the rest).
-    pub async fn read_up_to(
-        mut self,
-        limit: u64,
-    ) -> Result<Result<(Bytes, Option<HeaderMap>), ProxyBody>, hyper::Error> {
+    pub async fn read_up_to(mut self, limit: u64) -> Result<Result<(Bytes, Option<HeaderMap>), ProxyBody>, BodyError> {
         let mut data = bytes::BytesMut::new();
         let mut trailers = None;
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
@@ -178,15 +237,15 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut this = self.project();
         // Data read ahead (a replay copy, or the start of a body too long to keep) comes first.
         if let Some(data) = this.buffered.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        let Some(mut inner) = this.inner.as_pin_mut() else {
+        let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
             if let Some(trailers) = this.trailers.take() {
                 return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
             }
@@ -210,9 +269,27 @@ impl Body for ProxyBody {
                     pooled.release();
                 }
             }
-            _ => {}
+            Poll::Pending => {
+                if let Some(deadline) = this.deadline.as_mut() {
+                    if deadline.sleep.as_mut().poll(cx).is_ready() {
+                        let counter = if deadline.per_try {
+                            &deadline.stats.timeouts_per_try
+                        } else {
+                            &deadline.stats.timeouts_request
+                        };
+                        counter.fetch_add(1, Relaxed);
+                        // The upstream connection closes (its body is unread); the request ends.
+                        this.deadline.take();
+                        this.pooled.take();
+                        this.guard.take();
+                        this.inner.set(None);
+                        return Poll::Ready(Some(Err(BodyError::Timeout)));
+                    }
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => {}
         }
-        frame
+        frame.map(|f| f.map(|r| r.map_err(BodyError::Peer)))
     }
 
     fn is_end_stream(&self) -> bool {

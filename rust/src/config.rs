@@ -24,8 +24,9 @@ mod wire;
 
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
-    PathModifierType, PathType, RawAbort, RawBackendTls, RawDelay, RawFilter, RawHeaderModifier, RawListener, RawMatch,
-    RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSnapshot, RawTimeouts, ValueType,
+    PathModifierType, PathType, RawAbort, RawBackend, RawBackendTls, RawDelay, RawFilter, RawHeaderModifier,
+    RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSnapshot, RawTimeouts,
+    ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -146,59 +147,7 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
                 format!("duplicate backend {:?}", b.name),
             ));
         }
-        for (j, e) in b.endpoints.iter().enumerate() {
-            check_endpoint(e).map_err(|m| ConfigError::invalid(format!("{field}.endpoints[{j}]"), m))?;
-        }
-        let tls = match b.tls {
-            None => None,
-            Some(t) => {
-                let tls = backend_tls(t, &format!("{field}.tls"))?;
-                for (j, e) in b.endpoints.iter().enumerate() {
-                    crate::tls::outbound::server_name(&tls, e).map_err(|m| {
-                        ConfigError::invalid(format!("{field}.endpoints[{j}]"), format!("no TLS server name: {m}"))
-                    })?;
-                }
-                Some(tls)
-            }
-        };
-        let outlier = match &b.outlier_detection {
-            None => None,
-            Some(o) => Some(outlier(o, &format!("{field}.outlier_detection"))?),
-        };
-        if b.connect_timeout_ms == Some(0) {
-            return Err(ConfigError::invalid(
-                format!("{field}.connect_timeout_ms"),
-                "must be greater than 0",
-            ));
-        }
-        let l = &b.limits;
-        for (name, v) in [("max_connections", l.max_connections), ("max_requests", l.max_requests)] {
-            if v == Some(0) {
-                return Err(ConfigError::invalid(
-                    format!("{field}.limits.{name}"),
-                    "must be greater than 0 (or null: no limit)",
-                ));
-            }
-        }
-        backends.push(BackendConfig {
-            name: b.name,
-            protocol: b.protocol,
-            lb: b.lb,
-            endpoints: b.endpoints,
-            tls,
-            outlier,
-            limits: BackendLimits {
-                max_requests: l.max_requests.unwrap_or(u64::MAX),
-                max_retries: l.max_retries.unwrap_or(u64::MAX),
-            },
-            pool: PoolConfig {
-                max_connections: l.max_connections,
-                max_pending: l.max_pending_requests,
-                connect_timeout: b.connect_timeout_ms.map_or(pool.connect_timeout, Duration::from_millis),
-                idle_timeout: b.idle_timeout_ms.map_or(pool.idle_timeout, Duration::from_millis),
-                ..pool
-            },
-        });
+        backends.push(backend(b, &field, pool)?);
     }
     let mut seen_domains = HashMap::new();
     let mut vhosts = Vec::with_capacity(raw.vhosts.len());
@@ -234,6 +183,63 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
         pool,
         backends,
         vhosts,
+    })
+}
+
+/// One backend, its fields checked (`field`: its path, e.g. `backends[3]`).
+fn backend(b: RawBackend, field: &str, pool: PoolConfig) -> Result<BackendConfig, ConfigError> {
+    for (j, e) in b.endpoints.iter().enumerate() {
+        check_endpoint(e).map_err(|m| ConfigError::invalid(format!("{field}.endpoints[{j}]"), m))?;
+    }
+    let tls = match b.tls {
+        None => None,
+        Some(t) => {
+            let tls = backend_tls(t, &format!("{field}.tls"))?;
+            for (j, e) in b.endpoints.iter().enumerate() {
+                crate::tls::outbound::server_name(&tls, e).map_err(|m| {
+                    ConfigError::invalid(format!("{field}.endpoints[{j}]"), format!("no TLS server name: {m}"))
+                })?;
+            }
+            Some(tls)
+        }
+    };
+    let outlier = match &b.outlier_detection {
+        None => None,
+        Some(o) => Some(outlier(o, &format!("{field}.outlier_detection"))?),
+    };
+    if b.connect_timeout_ms == Some(0) {
+        return Err(ConfigError::invalid(
+            format!("{field}.connect_timeout_ms"),
+            "must be greater than 0",
+        ));
+    }
+    let l = &b.limits;
+    for (name, v) in [("max_connections", l.max_connections), ("max_requests", l.max_requests)] {
+        if v == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{field}.limits.{name}"),
+                "must be greater than 0 (or null: no limit)",
+            ));
+        }
+    }
+    Ok(BackendConfig {
+        name: b.name,
+        protocol: b.protocol,
+        lb: b.lb,
+        endpoints: b.endpoints,
+        tls,
+        outlier,
+        limits: BackendLimits {
+            max_requests: l.max_requests.unwrap_or(u64::MAX),
+            max_retries: l.max_retries.unwrap_or(u64::MAX),
+        },
+        pool: PoolConfig {
+            max_connections: l.max_connections,
+            max_pending: l.max_pending_requests,
+            connect_timeout: b.connect_timeout_ms.map_or(pool.connect_timeout, Duration::from_millis),
+            idle_timeout: b.idle_timeout_ms.map_or(pool.idle_timeout, Duration::from_millis),
+            ..pool
+        },
     })
 }
 

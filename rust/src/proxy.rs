@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::balance::outlier::Outcome;
 use crate::balance::p2c::FAILURE_PENALTY;
 use crate::balance::{Backend, Endpoint, Slot};
-use crate::body::{InFlight, ProxyBody};
+use crate::body::{BodyError, Deadline, InFlight, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
 use crate::pool::{Pooled, UpstreamError};
@@ -61,6 +61,7 @@ impl Conn {
         }
     }
 
+    #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
@@ -167,7 +168,11 @@ impl Conn {
                     m.apply(&mut parts.headers);
                 }
                 target.stats.record(parts.status, now - start);
-                Response::from_parts(parts, ProxyBody::upstream(body, inflight, pooled))
+                let mut body = ProxyBody::upstream(body, inflight, pooled);
+                if let Some(deadline) = body_deadline(policy, start, sent) {
+                    body = body.until(deadline);
+                }
+                Response::from_parts(parts, body)
             }
             Err(e) => failed(&e, backend, endpoint, sent, &target.stats, start, inflight),
         }
@@ -264,7 +269,7 @@ impl Replay {
         authority: Authority,
         policy: &RetryPolicy,
         mirrored: bool,
-    ) -> Result<Upstream, hyper::Error> {
+    ) -> Result<Upstream, BodyError> {
         use http_body::Body as _;
         if req.body().is_end_stream() {
             let replay = Replay::of(&req, None, None);
@@ -466,6 +471,26 @@ fn send_mirror(to: &Arc<Backend>, primary: &Backend, upstream: &Upstream, policy
             pooled.release();
         }
     });
+}
+
+/// When a response body must have ended: the earlier of the request timeout (from the
+/// request's start) and the per-try timeout (from the last try's start), as Gateway API's
+/// `timeouts.request` and `timeouts.backendRequest` cover the whole response.
+fn body_deadline(policy: &RoutePolicy, start: Instant, sent: Instant) -> Option<Deadline> {
+    let t = policy.timeouts;
+    let request = t.request.map(|limit| (start + limit, false));
+    let per_try = t.per_try.map(|limit| (sent + limit, true));
+    let (at, is_per_try) = match (request, per_try) {
+        (Some(r), Some(p)) => {
+            if p.0 < r.0 {
+                p
+            } else {
+                r
+            }
+        }
+        (r, p) => r.or(p)?,
+    };
+    Some(Deadline::new(at, policy.stats.clone(), is_per_try))
 }
 
 /// Runs `forwarding` within the route's request timeout; `None` (counted) when it expired.

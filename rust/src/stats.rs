@@ -10,9 +10,9 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::tls::{TlsStats, TlsStatsDoc};
 use crate::balance::Endpoint;
 use crate::retry::Condition;
+use crate::tls::{TlsStats, TlsStatsDoc};
 
 /// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
 pub const LATENCY_BOUNDS_MS: [f64; 14] = [

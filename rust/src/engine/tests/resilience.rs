@@ -630,3 +630,67 @@ fn chunked_bodies_are_kept_for_replay_up_to_the_limit_and_streamed_whole_beyond(
         }
     });
 }
+
+/// An HTTP/1.1 upstream that answers every request with headers and the first 5 of 100 body
+/// bytes, then stalls for 3 s.
+async fn stalling_body() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                read_head(&mut stream).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A raw GET: what the client received until the connection closed (or 1.5 s passed), and when.
+async fn get_until_close(proxy: SocketAddr) -> (String, Duration, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let started = std::time::Instant::now();
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_millis(1500), stream.read_to_end(&mut got))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), started.elapsed(), closed)
+}
+
+#[test]
+fn a_response_body_that_stalls_is_cut_at_the_request_or_per_try_timeout() {
+    run(async {
+        let stall = stalling_body().await;
+        for (policy, kind) in [
+            (r#""timeouts": {"request_ms": 300}"#, "request"),
+            (r#""timeouts": {"per_try_ms": 300}"#, "per_try"),
+            (r#""timeouts": {"request_ms": 1000, "per_try_ms": 300}"#, "per_try"),
+            (r#""timeouts": {"request_ms": 300, "per_try_ms": 1000}"#, "request"),
+        ] {
+            let engine = Engine::new(1).unwrap();
+            engine.apply(&resilient(&[stall], policy)).unwrap();
+            let (got, took, closed) = get_until_close(engine.listeners()[0].1).await;
+            // The head and the first bytes passed; then the connection was cut, not left hanging.
+            assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+            assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+            assert!(closed, "{policy}: still open after {took:?}");
+            assert!(took >= Duration::from_millis(250), "{policy}: cut after {took:?}");
+            let timeouts = &resilience(&engine)["timeouts"];
+            assert_eq!(timeouts[kind], 1, "{policy}: {timeouts}");
+            assert_eq!(timeouts.as_object().map(|o| o.len()), Some(1), "{policy}: {timeouts}");
+        }
+        // Without a timeout the body waits for the upstream.
+        let engine = Engine::new(1).unwrap();
+        engine.apply(&resilient(&[stall], "")).unwrap();
+        let (got, _, closed) = get_until_close(engine.listeners()[0].1).await;
+        assert!(got.ends_with("hello") && !closed, "{got}");
+    });
+}

@@ -250,7 +250,8 @@ class ParentReference(Spec):
 
 
 class HTTPRouteTimeouts(Spec):
-    """Gateway API timeouts; they end at the response headers (a stalled body is not cut)."""
+    """Gateway API timeouts, to the end of the response: before the headers a timeout answers 504 (or retries);
+    once the headers are sent, a body still streaming is cut (HTTP/1.1 connection closed, HTTP/2 stream reset)."""
 
     request: Duration | None = None
     """The whole request, every retry and backoff included: 504 after it. Unset or `0s`: none."""

@@ -61,7 +61,8 @@ class TrafficRetry(Spec):
     codes: list[RetryStatus] = Field(default_factory=list, max_length=32)
     """Status codes retried as well (HTTPRoute `retry.codes` adds to them)."""
     per_try_timeout: Duration | None = None
-    """One try to the response headers; none by default (HTTPRoute `timeouts.backendRequest` overrides it)."""
+    """One try, to the end of its response (a try without headers by then is retried; a body still streaming
+    is cut); none by default (HTTPRoute `timeouts.backendRequest` overrides it)."""
     backoff: RetryBackoff = RetryBackoff()
     """Wait before each retry."""
     budget: RetryBudget = RetryBudget()
