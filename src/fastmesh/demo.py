@@ -183,6 +183,11 @@ class Processes:
         reader.join(START_TIMEOUT_S)
         if found:
             return found[0]
+        if not reader.is_alive():  # its stdout is closed: it is exiting
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         code = child.poll()
         state = f"exited with status {code}" if code is not None else f"did not start in {START_TIMEOUT_S:.0f} s"
         tail = "".join(f"\n  | {line}" for line in self.log(name).read_text(errors="replace").splitlines()[-15:])

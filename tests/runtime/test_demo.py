@@ -228,3 +228,20 @@ def test_demo_runs_until_stopped_then_stops_everything(tmp_path: Path, signum: i
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT are fine
             s.bind(("127.0.0.1", ports[port]))
+
+
+def test_demo_names_a_sidecar_that_fails_to_start_with_its_log(tmp_path: Path) -> None:
+    """reviews-v2's admin port is reviews-v1's inbound port (each free alone, so the demo starts):
+    the second sidecar cannot bind it; the demo says which one, shows its log and stops the rest."""
+    ports = {port: free_port() for port in FIXED_PORTS} | {15017: 0}
+    ports[15017] = ports[15006]
+    result = run_demo(demo_dir(tmp_path / "examples", ports), timeout=90)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "reviews-v1 sidecar ready" in result.stdout and "reviews-v2 sidecar ready" not in result.stdout
+    assert "demo: fastmesh proxy (reviews-v2 sidecar) exited with status 1; the end of its log:" in result.stderr
+    assert f"127.0.0.1:{ports[15006]}" in result.stderr.split("the end of its log:")[1]
+    assert "==> stopping" in result.stdout
+    for port in (15006, 18081, 18082, 15016):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", ports[port]))
