@@ -286,7 +286,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def run(config_dir: Path, once: bool, requests: int) -> int:
     state = Path(tempfile.mkdtemp(prefix="fastmesh-demo-"))
     procs = Processes(state)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop the children and clean up, as on Ctrl-C
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job inherits it ignored
+        signal.signal(signum, _interrupt)  # stop the children and clean up
     try:
         p = plan(copy_configs(config_dir, state))
         check_free(p.addresses)

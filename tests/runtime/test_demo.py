@@ -201,7 +201,9 @@ def test_demo_runs_until_stopped_then_stops_everything(tmp_path: Path, signum: i
     config_dir = demo_dir(tmp_path / "examples", ports)
     child = subprocess.Popen([sys.executable, "-m", "fastmesh.demo", "--config-dir", str(config_dir),
                               "--requests", "100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env(), cwd=REPO)
+                             text=True, env=env(), cwd=REPO,
+                             # started as a shell's background job is: SIGINT ignored, which it must undo
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         assert child.stdout is not None
         lines = []
