@@ -82,20 +82,9 @@ def default_config_dir() -> Path:
     return Path("examples")
 
 
-def copy_configs(source: Path, state: Path) -> list[Path]:
-    """The demo's config files copied into the state directory (where their `ca` directory is made)."""
-    copies = []
-    for name in (CLIENT_FILE, *SERVER_FILES):
-        try:
-            shutil.copyfile(source / name, state / name)
-        except OSError as e:
-            raise DemoError(f"{source / name}: cannot read: {e.strerror or e}") from e
-        copies.append(state / name)
-    return copies
-
-
-def sidecar(path: Path) -> tuple[Sidecar, list[str]]:
-    """The sidecar a config file describes, and the endpoints of its backends."""
+def sidecar(path: Path, state: Path) -> tuple[Sidecar, list[str]]:
+    """The sidecar a config file describes (run from its copy in `state`, where its relative CA
+    directory is made), and the endpoints of its backends. Problems name the original file."""
     from fastmesh import config, spiffe
     from fastmesh.config.model import Proxy
 
@@ -110,22 +99,23 @@ def sidecar(path: Path) -> tuple[Sidecar, list[str]]:
     identity = spec.identity
     listener = spec.listeners[0]
     endpoints = [e for backend in snapshot["backends"] for e in backend["endpoints"]]
+    shutil.copyfile(path, state / path.name)
     return Sidecar(
-        name=proxy.name, config=path, listener=join_hostport(listener.address, listener.port),
+        name=proxy.name, config=state / path.name, listener=join_hostport(listener.address, listener.port),
         admin=spec.admin_address,
         spiffe_id=spiffe.workload_id(identity.trust_domain, identity.namespace, identity.service_account),
-        trust_domain=identity.trust_domain, ca_dir=(path.parent / identity.ca.directory).resolve(),
+        trust_domain=identity.trust_domain, ca_dir=(state / identity.ca.directory).resolve(),
     ), endpoints
 
 
-def plan(copies: Sequence[Path]) -> Plan:
-    """From the config files: the sidecars and the apps behind the server sidecars (one each)."""
-    client, _ = sidecar(copies[0])
+def plan(source: Path, state: Path) -> Plan:
+    """From the config files in `source`: the sidecars and the apps behind the server sidecars (one each)."""
+    client, _ = sidecar(source / CLIENT_FILE, state)
     servers, apps = [], []
-    for path in copies[1:]:
-        server, endpoints = sidecar(path)
+    for name in SERVER_FILES:
+        server, endpoints = sidecar(source / name, state)
         if len(endpoints) != 1:
-            raise DemoError(f"{path}: the demo expects one endpoint (the local app), found {endpoints}")
+            raise DemoError(f"{source / name}: the demo expects one endpoint (the local app), found {endpoints}")
         servers.append(server)
         apps.append(App(server.name, endpoints[0]))
     if len({(s.trust_domain, s.ca_dir) for s in [client, *servers]}) != 1:
@@ -289,7 +279,7 @@ def run(config_dir: Path, once: bool, requests: int) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job inherits it ignored
         signal.signal(signum, _interrupt)  # stop the children and clean up
     try:
-        p = plan(copy_configs(config_dir, state))
+        p = plan(config_dir, state)
         check_free(p.addresses)
         init_ca(p)
         print(f"==> starting {len(p.apps)} demo apps")

@@ -247,3 +247,17 @@ def test_demo_names_a_sidecar_that_fails_to_start_with_its_log(tmp_path: Path) -
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", ports[port]))
+
+
+def test_demo_names_the_file_and_field_of_a_bad_config(tmp_path: Path) -> None:
+    def bad_weight(name: str, docs: Docs) -> None:
+        for doc in docs:
+            if name == demo.CLIENT_FILE and doc["kind"] == "HTTPRoute":
+                doc["spec"]["rules"][-1]["backendRefs"][0]["weight"] = -1
+
+    directory = demo_dir(tmp_path / "examples", {p: free_port() for p in FIXED_PORTS}, bad_weight)
+    result = run_demo(directory, timeout=60)
+    assert result.returncode == 1
+    assert (f"{directory / 'demo.yaml'}: document 7 (HTTPRoute default/reviews): "
+            "spec.rules[1].backendRefs[0].weight: must be between 0 and 1000000 (got -1)") in result.stderr, result.stderr
+    assert "starting" not in result.stdout and "CA" not in result.stdout
