@@ -318,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="exit after the checks (default when CI=true)")
     args.add_argument("--requests", type=int, default=1000, help="requests for the split check")
     opts = args.parse_args(argv)
+    if opts.requests < 1:
+        args.error(f"--requests must be at least 1 (got {opts.requests})")
     once = opts.once or os.environ.get("CI", "").lower() == "true"
     try:
         return run(opts.config_dir or default_config_dir(), once, opts.requests)
