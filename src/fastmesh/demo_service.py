@@ -1,7 +1,9 @@
-"""A tiny HTTP/1.1 service for the demo: answers every request with "hello from NAME".
+"""A tiny HTTP/1.1 service for the demo: answers every request with its name and its caller.
 
     python -m fastmesh.demo_service --name reviews-v1 --address 127.0.0.1:18081
 
+The answer is one line, `hello from NAME, caller CALLER`: CALLER is the SPIFFE ID its sidecar
+verified (the `URI=` of `x-forwarded-client-cert`, which only the sidecar sets), or `none (no mTLS)`.
 Prints one line `listening NAME IP:PORT` on stdout once it accepts connections.
 """
 
@@ -18,12 +20,29 @@ import uvloop
 from fastmesh import http1
 from fastmesh.http1 import Request, Response
 
+NO_CALLER = "none (no mTLS)"
+
+
+def caller(xfcc: str | None) -> str:
+    """The URI of the last element of an `x-forwarded-client-cert` value (Envoy's format:
+    `By=...;Hash=...;URI=spiffe://...`, elements separated by commas), or NO_CALLER."""
+    if not xfcc:
+        return NO_CALLER
+    for pair in xfcc.rsplit(",", 1)[-1].split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip().lower() == "uri" and value.strip().strip('"'):
+            return value.strip().strip('"')
+    return NO_CALLER
+
+
+def answer_line(name: str, xfcc: str | None) -> str:
+    return f"hello from {name}, caller {caller(xfcc)}"
+
 
 def handler(name: str) -> http1.Handler:
-    body = f"hello from {name}\n".encode()
-
     async def answer(request: Request) -> Response:
-        return Response(200, body, headers=[("x-served-by", name)])
+        body = answer_line(name, request.headers.get("x-forwarded-client-cert")) + "\n"
+        return Response(200, body.encode(), headers=[("x-served-by", name)])
 
     return answer
 

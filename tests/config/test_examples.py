@@ -26,14 +26,19 @@ def test_example_validates_and_compiles(path: Path) -> None:
     assert snapshot["vhosts"] and snapshot["backends"]
 
 
-def test_demo_splits_reviews_90_10_with_a_v2_pin() -> None:
+def test_demo_splits_reviews_90_10_with_a_v2_pin_over_mtls() -> None:
+    """examples/demo.yaml: productpage's sidecar; both versions are meshed, reached at their sidecars."""
     cfg = load_file(EXAMPLES / "demo.yaml")
     assert cfg.proxy.admin_address == "127.0.0.1:15000"
-    assert [(li.name, li.address, li.port) for li in cfg.proxy.listeners] == [("outbound", "127.0.0.1", 15001)]
+    assert [(li.name, li.address, li.port, li.mtls) for li in cfg.proxy.listeners] == [
+        ("outbound", "127.0.0.1", 15001, "DISABLE")]
+    assert cfg.proxy.identity is not None and cfg.proxy.identity.service_account == "productpage"
     snapshot = compile_snapshot(cfg)
-    endpoints = {b["name"]: b["endpoints"] for b in snapshot["backends"]}
-    assert endpoints["default/reviews-v1:9080"] == ["127.0.0.1:18081"]
-    assert endpoints["default/reviews-v2:9080"] == ["127.0.0.1:18082"]
+    backends = {b["name"]: b for b in snapshot["backends"]}
+    for version, port in (("v1", 15006), ("v2", 15007)):
+        backend = backends[f"default/reviews-{version}:9080"]
+        assert backend["endpoints"] == [f"127.0.0.1:{port}"]
+        assert backend["tls"]["identities"] == [f"spiffe://cluster.local/ns/default/sa/reviews-{version}"]
     reviews = next(v for v in snapshot["vhosts"] if v["name"] == "default/reviews")
     assert "reviews" in reviews["domains"]
     pin, split = reviews["routes"]
@@ -44,6 +49,23 @@ def test_demo_splits_reviews_90_10_with_a_v2_pin() -> None:
         {"backend": "default/reviews-v1:9080", "weight": 90},
         {"backend": "default/reviews-v2:9080", "weight": 10},
     ]
+
+
+@pytest.mark.parametrize(("version", "port", "app"), [("v1", 15006, 18081), ("v2", 15007, 18082)])
+def test_demo_reviews_sidecars_are_strict_and_let_only_productpage_in(version: str, port: int, app: int) -> None:
+    cfg = load_file(EXAMPLES / f"demo-reviews-{version}.yaml")
+    assert cfg.proxy.identity is not None and cfg.proxy.identity.service_account == f"reviews-{version}"
+    assert cfg.proxy.identity.ca.directory == load_file(EXAMPLES / "demo.yaml").proxy.identity.ca.directory  # type: ignore[union-attr]
+    snapshot = compile_snapshot(cfg)
+    (listener,) = snapshot["listeners"]
+    assert (listener["address"], listener["tls"]) == (f"127.0.0.1:{port}", {"mode": "STRICT"})
+    assert listener["authorization"]["policies"] == [{
+        "name": "default/reviews-from-productpage", "action": "ALLOW",
+        "rules": [{"from": [{"principals": ["spiffe://cluster.local/ns/default/sa/productpage"]}]}],
+    }]
+    assert [b["endpoints"] for b in snapshot["backends"]] == [[f"127.0.0.1:{app}"]]
+    (vhost,) = snapshot["vhosts"]
+    assert "reviews" in vhost["domains"]  # requests keep Host: reviews from the client
 
 
 def test_gateway_hosts_redirects_and_rewrites() -> None:

@@ -1,9 +1,16 @@
-"""`make demo` (python -m fastmesh.demo): the demo services, the split check and its failure modes."""
+"""`make demo` (python -m fastmesh.demo): the demo apps, the whole mesh run non-interactively
+(split, caller identity over mTLS, pin, plaintext refused, AuthorizationPolicy), and its failure modes.
+
+The end-to-end runs use copies of the three examples/demo*.yaml moved to free ports: the demo
+starts real processes (two apps, three `fastmesh proxy`) and checks them with real requests.
+"""
 
 from __future__ import annotations
 
 import http.client
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -15,42 +22,60 @@ import pytest
 import yaml
 
 from fastmesh import demo
-from tests.harness import REPO, Proxy
+from tests.harness import REPO, curl
 
-DEMO_YAML = REPO / "examples" / "demo.yaml"
+EXAMPLES = REPO / "examples"
+FILES = (demo.CLIENT_FILE, *demo.SERVER_FILES)
+FIXED_PORTS = (15000, 15001, 15006, 15007, 15016, 15017, 18081, 18082)
+PRODUCTPAGE = "spiffe://cluster.local/ns/default/sa/productpage"
+
+Docs = list[dict[str, Any]]
 
 
 def free_port() -> int:
-    """A port free right now. Only for the demo, whose config names fixed ports by design."""
+    """A port free right now. Only for the demo, whose configs name fixed ports by design."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def demo_config(ports: dict[int, int], weights: tuple[int, int] | None = None) -> str:
-    """examples/demo.yaml with its ports replaced (old -> new) and optionally other split weights."""
-    docs = list(yaml.safe_load_all(DEMO_YAML.read_text()))
+def moved(docs: Docs, ports: dict[int, int]) -> Docs:
+    """The documents with every fixed port (admin, listeners, endpoints) replaced (old -> new)."""
     for doc in docs:
         if doc["kind"] == "Proxy":
             spec = doc["spec"]
-            spec["admin"]["address"] = f"127.0.0.1:{ports[15000]}"
+            host, port = spec["admin"]["address"].rsplit(":", 1)
+            spec["admin"]["address"] = f"{host}:{ports[int(port)]}"
             for listener in spec["listeners"]:
                 listener["port"] = ports[listener["port"]]
         if doc["kind"] == "EndpointSlice":
             for port in doc["ports"]:
                 port["port"] = ports[port["port"]]
-        if doc["kind"] == "HTTPRoute" and weights is not None:
-            split = doc["spec"]["rules"][-1]["backendRefs"]
-            split[0]["weight"], split[1]["weight"] = weights
-    return str(yaml.safe_dump_all(docs, sort_keys=False))
+    return docs
+
+
+def demo_dir(directory: Path, ports: dict[int, int], edit: Callable[[str, Docs], None] | None = None) -> Path:
+    """The three demo configs moved to `ports`, optionally edited (edit(file name, documents)), in `directory`."""
+    directory.mkdir()
+    for name in FILES:
+        docs = moved(list(yaml.safe_load_all((EXAMPLES / name).read_text())), ports)
+        if edit:
+            edit(name, docs)
+        (directory / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return directory
 
 
 def env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", CI="")
 
 
+def run_demo(config_dir: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fastmesh.demo", "--once", "--config-dir", str(config_dir), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env(), cwd=REPO)
+
+
 @pytest.fixture
-def demo_services() -> Iterator[Callable[[str], str]]:
+def demo_app() -> Iterator[Callable[[str], str]]:
     """Starts `python -m fastmesh.demo_service --name N` on port 0; returns its address."""
     children: list[subprocess.Popen[str]] = []
 
@@ -71,52 +96,80 @@ def demo_services() -> Iterator[Callable[[str], str]]:
         child.wait(10)
 
 
-def config_for(v1: str, v2: str, weights: tuple[int, int] | None = None) -> str:
-    ports = {18081: int(v1.rsplit(":", 1)[1]), 18082: int(v2.rsplit(":", 1)[1]), 15001: 0, 15000: 0}
-    return demo_config(ports, weights)
-
-
-def test_demo_service_answers_with_its_name_on_keep_alive(demo_services: Callable[[str], str]) -> None:
-    address = demo_services("reviews-v1")
-    host, port = address.rsplit(":", 1)
+def test_demo_app_answers_with_its_name_and_the_caller_from_xfcc(demo_app: Callable[[str], str]) -> None:
+    host, port = demo_app("reviews-v1").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    for _ in range(3):  # one connection, three requests
-        conn.request("GET", "/anything")
+    xfcc = f"By=spiffe://cluster.local/ns/default/sa/reviews-v1;Hash=ab12;URI={PRODUCTPAGE}"
+    answers = []
+    for headers in ({}, {"x-forwarded-client-cert": xfcc}, {}):  # one keep-alive connection
+        conn.request("GET", "/anything", headers=headers)
         response = conn.getresponse()
-        assert (response.status, response.read()) == (200, b"hello from reviews-v1\n")
+        answers.append((response.status, response.read()))
     conn.close()
-
-
-def test_check_passes_on_the_demo_split(
-    demo_services: Callable[[str], str], proxy_factory: Callable[..., Proxy], capsys: Any
-) -> None:
-    px = proxy_factory(config_for(demo_services("reviews-v1"), demo_services("reviews-v2")))
-    assert demo.check(px.address, 1000) is True
-    out = capsys.readouterr().out
-    assert "900  hello from reviews-v1" in out
-    assert "100  hello from reviews-v2" in out
-    assert "pin to reviews-v2: ok" in out
-
-
-def test_check_fails_when_the_split_is_off(
-    demo_services: Callable[[str], str], proxy_factory: Callable[..., Proxy], capsys: Any
-) -> None:
-    px = proxy_factory(config_for(demo_services("reviews-v1"), demo_services("reviews-v2"), (50, 50)))
-    assert demo.check(px.address, 200) is False
-    assert "NOT within 85..95 %" in capsys.readouterr().out
+    assert answers == [
+        (200, b"hello from reviews-v1, caller none (no mTLS)\n"),
+        (200, f"hello from reviews-v1, caller {PRODUCTPAGE}\n".encode()),
+        (200, b"hello from reviews-v1, caller none (no mTLS)\n"),
+    ]
 
 
 def test_demo_once_end_to_end(tmp_path: Path) -> None:
-    """What `make demo` runs in CI, on a copy of examples/demo.yaml moved to free ports."""
-    ports = {port: free_port() for port in (18081, 18082, 15001, 15000)}
-    config = tmp_path / "demo.yaml"
-    config.write_text(demo_config(ports))
-    result = subprocess.run([sys.executable, "-m", "fastmesh.demo", "--once", "--config", str(config)],
-                            capture_output=True, text=True, timeout=120, env=env(), cwd=REPO)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "reviews-v1 got 90.0 % (ok within 85..95 %)" in result.stdout
-    assert "pin to reviews-v2: ok" in result.stdout
-    assert f"curl -s -H 'Host: reviews' -H 'x-version: v2' http://127.0.0.1:{ports[15001]}/" in result.stdout
+    """What `make demo` runs in CI: CA, two apps, three sidecars, every check passing."""
+    ports = {port: free_port() for port in FIXED_PORTS}
+    result = run_demo(demo_dir(tmp_path / "examples", ports))
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "==> CA for trust domain cluster.local in " in out
+    for name in ("reviews-v1", "reviews-v2", "productpage"):
+        assert f"  {name} sidecar ready: spiffe://cluster.local/ns/default/sa/{name}" in out
+    # the split, and the identity the apps got in x-forwarded-client-cert from their sidecars
+    assert f"  900  hello from reviews-v1, caller {PRODUCTPAGE}" in out
+    assert f"  100  hello from reviews-v2, caller {PRODUCTPAGE}" in out
+    assert "reviews-v1 got 90.0 % (ok within 85..95 %)" in out
+    assert f"the apps saw the caller {PRODUCTPAGE}: ok" in out
+    assert f"  100  hello from reviews-v2, caller {PRODUCTPAGE}\n  pin to reviews-v2: ok" in out
+    for strict in (15006, 15007):
+        assert f"127.0.0.1:{ports[strict]}: closed without an answer: ok" in out
+    assert "HTTP 403 RBAC: access denied: no ALLOW policy matched: ok" in out
+    assert "==> 4 of 4 checks passed" in out
+    assert f"curl -s -H 'Host: reviews' -H 'x-version: v2' http://127.0.0.1:{ports[15001]}/" in out
+    # the temporary directory (CA keys included) is gone once the demo stops
+    state = re.search(r"configs and logs \(edit a config: its sidecar reloads it\): (\S+)", out)
+    assert state is not None and "fastmesh-demo-" in state[1]
+    assert not Path(state[1]).exists()
+
+
+def test_demo_once_reports_each_broken_promise(tmp_path: Path) -> None:
+    """The checks fail when the mesh does not do what the demo says: a 50/50 split, reviews-v2
+    reached in plaintext (not meshed, its listener not STRICT, no policy) and a policy on reviews-v1
+    allowing any identity."""
+
+    def break_it(name: str, docs: Docs) -> None:
+        if name == "demo-reviews-v2.yaml":
+            docs[:] = [doc for doc in docs if doc["kind"] != "AuthorizationPolicy"]
+        for doc in docs:
+            if name == demo.CLIENT_FILE and doc["kind"] == "HTTPRoute":
+                split = doc["spec"]["rules"][-1]["backendRefs"]
+                split[0]["weight"], split[1]["weight"] = 50, 50
+            if name == demo.CLIENT_FILE and doc["kind"] == "Service" and doc["metadata"]["name"] == "reviews-v2":
+                del doc["metadata"]["annotations"]
+            if name == "demo-reviews-v2.yaml" and doc["kind"] == "Proxy":
+                doc["spec"]["listeners"][0]["mtls"] = "DISABLE"
+            if name == "demo-reviews-v1.yaml" and doc["kind"] == "AuthorizationPolicy":
+                doc["spec"]["rules"][0]["from"][0]["source"]["principals"] = ["*"]
+
+    ports = {port: free_port() for port in FIXED_PORTS}
+    result = run_demo(demo_dir(tmp_path / "examples", ports, break_it), "--requests", "200")
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert "reviews-v1 got 50.0 % (NOT within 85..95 %)" in out
+    assert "hello from reviews-v2, caller none (no mTLS)" in out
+    assert f"the apps saw the caller {PRODUCTPAGE}: NOT in every answer" in out
+    assert "pin to reviews-v2: FAILED" in out
+    assert f"127.0.0.1:{ports[15006]}: closed without an answer: ok" in out
+    assert f"127.0.0.1:{ports[15007]}: NOT refused: HTTP 200" in out
+    assert f"HTTP 200 hello from reviews-v1, caller spiffe://cluster.local/ns/default/sa/{demo.OTHER_ACCOUNT}: NOT" in out
+    assert "==> 0 of 4 checks passed" in out
 
 
 def test_demo_names_a_taken_port(tmp_path: Path) -> None:
@@ -125,11 +178,86 @@ def test_demo_names_a_taken_port(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {18081: port, 18082: free_port(), 15001: free_port(), 15000: free_port()}
-        config = tmp_path / "demo.yaml"
-        config.write_text(demo_config(ports))
-        result = subprocess.run([sys.executable, "-m", "fastmesh.demo", "--once", "--config", str(config)],
-                                capture_output=True, text=True, timeout=60, env=env(), cwd=REPO)
+        ports = {p: free_port() for p in FIXED_PORTS} | {18081: port}
+        result = run_demo(demo_dir(tmp_path / "examples", ports), timeout=60)
     assert result.returncode == 1
     assert f"port 127.0.0.1:{port} is already in use" in result.stderr
-    assert "starting" not in result.stdout  # nothing was started
+    assert "starting" not in result.stdout and "CA" not in result.stdout  # nothing was made or started
+
+
+def test_demo_names_a_missing_config(tmp_path: Path) -> None:
+    directory = demo_dir(tmp_path / "examples", {p: free_port() for p in FIXED_PORTS})
+    (directory / "demo-reviews-v2.yaml").unlink()
+    result = run_demo(directory, timeout=60)
+    assert result.returncode == 1
+    assert f"{directory / 'demo-reviews-v2.yaml'}: cannot read: No such file or directory" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_runs_until_stopped_then_stops_everything(tmp_path: Path, signum: int) -> None:
+    """Without --once the mesh keeps serving after the checks; Ctrl-C (or SIGTERM) stops every
+    process it started and removes its directory (the CA keys with it)."""
+    ports = {port: free_port() for port in FIXED_PORTS}
+    config_dir = demo_dir(tmp_path / "examples", ports)
+    child = subprocess.Popen([sys.executable, "-m", "fastmesh.demo", "--config-dir", str(config_dir),
+                              "--requests", "100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env(), cwd=REPO,
+                             # started as a shell's background job is: SIGINT ignored, which it must undo
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert child.stdout is not None
+        lines = []
+        for line in child.stdout:  # bounded: the demo gives up on a process after 30 s
+            lines.append(line)
+            if line.startswith("==> running"):
+                break
+        out = "".join(lines)
+        assert "==> 4 of 4 checks passed" in out, out
+        state = re.search(r"configs and logs \(edit a config: its sidecar reloads it\): (\S+)", out)
+        assert state is not None
+        answer = curl("-H", "Host: reviews", "-H", "x-version: v2", f"http://127.0.0.1:{ports[15001]}/", timeout=20)
+        assert answer.stdout == f"hello from reviews-v2, caller {PRODUCTPAGE}\n", answer.stderr
+        child.send_signal(signum)
+        rest, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, rest + err
+    assert "==> stopping" in rest
+    assert not Path(state[1]).exists()
+    for port in FIXED_PORTS:  # every app and sidecar is gone: its port is free again
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT are fine
+            s.bind(("127.0.0.1", ports[port]))
+
+
+def test_demo_names_a_sidecar_that_fails_to_start_with_its_log(tmp_path: Path) -> None:
+    """reviews-v2's admin port is reviews-v1's inbound port (each free alone, so the demo starts):
+    the second sidecar cannot bind it; the demo says which one, shows its log and stops the rest."""
+    ports = {port: free_port() for port in FIXED_PORTS} | {15017: 0}
+    ports[15017] = ports[15006]
+    result = run_demo(demo_dir(tmp_path / "examples", ports), timeout=90)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "reviews-v1 sidecar ready" in result.stdout and "reviews-v2 sidecar ready" not in result.stdout
+    assert "demo: fastmesh proxy (reviews-v2 sidecar) exited with status 1; the end of its log:" in result.stderr
+    assert f"127.0.0.1:{ports[15006]}" in result.stderr.split("the end of its log:")[1]
+    assert "==> stopping" in result.stdout
+    for port in (15006, 18081, 18082, 15016):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", ports[port]))
+
+
+def test_demo_names_the_file_and_field_of_a_bad_config(tmp_path: Path) -> None:
+    def bad_weight(name: str, docs: Docs) -> None:
+        for doc in docs:
+            if name == demo.CLIENT_FILE and doc["kind"] == "HTTPRoute":
+                doc["spec"]["rules"][-1]["backendRefs"][0]["weight"] = -1
+
+    directory = demo_dir(tmp_path / "examples", {p: free_port() for p in FIXED_PORTS}, bad_weight)
+    result = run_demo(directory, timeout=60)
+    assert result.returncode == 1
+    assert (f"{directory / 'demo.yaml'}: document 7 (HTTPRoute default/reviews): "
+            "spec.rules[1].backendRefs[0].weight: must be between 0 and 1000000 (got -1)") in result.stderr, result.stderr
+    assert "starting" not in result.stdout and "CA" not in result.stdout
