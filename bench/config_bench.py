@@ -256,8 +256,14 @@ def measure_rss(name: str, config_text: str, workdir: Path, registry: Registry) 
         registry.stop(proc)
 
 
-def demo_config() -> str:
-    return (REPO / "examples" / "demo.yaml").read_text()
+def demo_config(workdir: Path) -> str:
+    """The demo's client sidecar (examples/demo.yaml: mTLS, identity), with its CA made in `workdir`."""
+    from fastmesh.ca import CA
+    from fastmesh.demo import CLIENT_FILE, plan
+
+    demo = plan(REPO / "examples", workdir)
+    CA.init(demo.client.ca_dir, demo.client.trust_domain)
+    return (REPO / "examples" / CLIENT_FILE).read_text()
 
 
 # === report ===
@@ -361,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = Registry()
         try:
             with tempfile.TemporaryDirectory(prefix="fastmesh-config-bench-") as tmp:
-                for name, text in (("demo", demo_config()),
+                for name, text in (("demo", demo_config(Path(tmp))),
                                    ("bench", fastmesh_config(UNUSED_PORT)),
                                    ("bench + 1000 routes", fastmesh_config(UNUSED_PORT, 1000)),
                                    ("bench + 10000 routes", fastmesh_config(UNUSED_PORT, 10000))):

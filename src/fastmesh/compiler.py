@@ -66,7 +66,7 @@ def with_version(snapshot_json: str, version: int) -> str:
     return f'{{"version":{int(version)},{snapshot_json[1:]}'
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The environment, with this fastmesh first on the path (the proxy may run from a checkout)."""
     root = str(Path(fastmesh.__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH", "")
@@ -88,7 +88,7 @@ async def compile_config(content: bytes, source: str, overrides: Overrides) -> C
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_child_env(),
+        env=child_env(),
     )
     out, err = await child.communicate(content)
     newline = out.find(b"\n")
