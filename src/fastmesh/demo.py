@@ -138,6 +138,14 @@ def check_free(addresses: Sequence[str]) -> None:
                 ) from e
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the demo dies, even by SIGKILL (Linux prctl)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class Processes:
     """Child processes, their stderr in log files; stopped in reverse order of start."""
 
@@ -148,7 +156,8 @@ class Processes:
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log(name), "w") as stderr:
-            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+                                     preexec_fn=_die_with_parent)
         self.children.append(child)
         return child
 

@@ -6,6 +6,7 @@ Events for machines go to stdout as one JSON object per line (docs/operations.md
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -40,11 +41,21 @@ class EventWriter:
     """Machine-readable events, one JSON line each, flushed: tests and supervisors wait on them."""
 
     def __init__(self, out: TextIO) -> None:
-        self.out = out
+        self.out: TextIO | None = out
 
     def __call__(self, event: str, **fields: Any) -> None:
-        self.out.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
-        self.out.flush()
+        if self.out is None:
+            return
+        try:
+            self.out.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            # Whoever read the events is gone (a supervisor killed, a closed pipe): the proxy goes
+            # on serving without them, and the interpreter must not fail flushing at exit.
+            out, self.out = self.out, None
+            if out is sys.stdout:
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 class Runtime:

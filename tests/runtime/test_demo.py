@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 import yaml
 
 from fastmesh import demo
-from tests.harness import REPO, curl
+from tests.harness import REPO, curl, wait_until
 
 EXAMPLES = REPO / "examples"
 FILES = (demo.CLIENT_FILE, *demo.SERVER_FILES)
@@ -193,10 +194,11 @@ def test_demo_names_a_missing_config(tmp_path: Path) -> None:
     assert f"{directory / 'demo-reviews-v2.yaml'}: cannot read: No such file or directory" in result.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
 def test_demo_runs_until_stopped_then_stops_everything(tmp_path: Path, signum: int) -> None:
     """Without --once the mesh keeps serving after the checks; Ctrl-C (or SIGTERM) stops every
-    process it started and removes its directory (the CA keys with it)."""
+    process it started and removes its directory (the CA keys with it). Killed outright, the demo
+    cannot clean up, but its processes still stop (they get SIGTERM when it dies)."""
     ports = {port: free_port() for port in FIXED_PORTS}
     config_dir = demo_dir(tmp_path / "examples", ports)
     child = subprocess.Popen([sys.executable, "-m", "fastmesh.demo", "--config-dir", str(config_dir),
@@ -223,13 +225,25 @@ def test_demo_runs_until_stopped_then_stops_everything(tmp_path: Path, signum: i
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert child.returncode == 0, rest + err
-    assert "==> stopping" in rest
-    assert not Path(state[1]).exists()
-    for port in FIXED_PORTS:  # every app and sidecar is gone: its port is free again
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT are fine
-            s.bind(("127.0.0.1", ports[port]))
+    if signum == signal.SIGKILL:
+        assert child.returncode == -signal.SIGKILL
+        shutil.rmtree(state[1])
+    else:
+        assert child.returncode == 0, rest + err
+        assert "==> stopping" in rest
+        assert not Path(state[1]).exists()
+
+    def all_free() -> bool:  # every app and sidecar is gone: its port is free again
+        for port in FIXED_PORTS:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT are fine
+                try:
+                    s.bind(("127.0.0.1", ports[port]))
+                except OSError:
+                    return False
+        return True
+
+    wait_until(all_free, timeout=30, what="the demo's processes to stop")
 
 
 def test_demo_names_a_sidecar_that_fails_to_start_with_its_log(tmp_path: Path) -> None:

@@ -318,3 +318,38 @@ def test_reload_whose_listener_cannot_bind_is_refused(
     assert str(px.config_path) in failed["error"]
     assert admin_json(px, "/config")["last_reload_error"]["error"] == failed["error"]
     assert answers(px, 5) == Counter({"v1": 5})  # version 1 still serving, weights unchanged
+
+
+def test_the_proxy_keeps_serving_when_whoever_read_its_events_is_gone(tmp_path: Path) -> None:
+    """A supervisor killed hard closes the read end of the proxy's stdout: the next event (here a
+    reload's) meets a broken pipe. The proxy goes on serving, and stops cleanly without a traceback."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from tests.harness import REPO
+
+    config = tmp_path / "mesh.yaml"
+    config.write_text(mesh_config(services={"reviews": []}))
+    stderr = tmp_path / "stderr.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO / "src"))
+    argv = [sys.executable, "-m", "fastmesh", "proxy", "--config", str(config),
+            "--admin-address", "127.0.0.1:0", "--listener", "outbound=127.0.0.1:0"]
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        ready = next(e for e in map(json.loads, proc.stdout) if e["event"] == "ready")
+        proc.stdout.close()
+        config.write_text(mesh_config(services={"reviews": [], "ratings": []}))
+        proc.send_signal(signal.SIGHUP)  # a reload: its event goes to the closed pipe
+        admin = f"http://{ready['admin']}"
+        wait_until(lambda: httpx.get(f"{admin}/config", timeout=5).json()["version"] == 2, timeout=15)
+        assert httpx.get(f"{admin}/ready", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, stderr.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in stderr.read_text(), stderr.read_text()
