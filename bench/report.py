@@ -106,7 +106,16 @@ def build(info: dict[str, Any], scenarios: list[Scenario], targets: list[str], s
             r["x_haproxy"] = _ratio(r["cpu_us"], by.get("haproxy", {}).get("cpu_us"))
             direct_p99 = by.get("direct", {}).get("p99")
             r["p99_over_direct"] = r["p99"] - direct_p99 if r["p99"] is not None and direct_p99 is not None else None
-        out_scenarios.append({"name": sc.name, "title": sc.title, "rate": sc.rate, "routes": sc.routes, "rows": rows})
+        out_scenarios.append({"name": sc.name, "title": sc.title, "rate": sc.rate, "routes": sc.routes,
+                              "baseline": "", "rows": rows})
+    # CPU/req over the same target's in the baseline scenario (TLS over plaintext), when it ran.
+    by_name = {o["name"]: o for o in out_scenarios}
+    for sc, out in zip(scenarios, out_scenarios):
+        if sc.baseline in by_name:
+            out["baseline"] = sc.baseline
+            base = {r["target"]: r["cpu_us"] for r in by_name[sc.baseline]["rows"]}
+            for r in out["rows"]:
+                r["x_baseline"] = _ratio(r["cpu_us"], base.get(r["target"]))
     result = {
         "info": info,
         "scenarios": out_scenarios,
@@ -172,7 +181,9 @@ def scenario_table(sc: dict[str, Any]) -> str:
     fixed_rate = bool(sc["rate"])
     head = ["target", "req/s", "p50 ms", "p99 ms", "p99.9 ms"]
     head += ["p99 over direct ms"] if fixed_rate else []
-    head += ["CPU us/req (user/sys)", "× nginx", "× HAProxy", "upstream us/req", "syscalls/req", "peak RSS MB", "errors"]
+    head += ["CPU us/req (user/sys)", "× nginx", "× HAProxy"]
+    head += [f"× {sc['baseline']}"] if sc.get("baseline") else []
+    head += ["upstream us/req", "syscalls/req", "peak RSS MB", "errors"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sc["rows"]:
         cells = [r["target"], _f(r["rps"], ",.0f"), _f(r["p50"], ".3f"), _f(r["p99"], ".3f"), _f(r["p999"], ".3f")]
@@ -180,7 +191,8 @@ def scenario_table(sc: dict[str, Any]) -> str:
             cells.append(_f(r["p99_over_direct"], "+.3f"))
         cells += [
             f"{r['cpu_us']:.1f} ({r['user_us']:.1f}/{r['sys_us']:.1f})",
-            _f(r["x_nginx"], ".2f"), _f(r["x_haproxy"], ".2f"), _f(r["upstream_us"], ".1f"),
+            _f(r["x_nginx"], ".2f"), _f(r["x_haproxy"], ".2f"),
+            *([_f(r.get("x_baseline"), ".2f")] if sc.get("baseline") else []), _f(r["upstream_us"], ".1f"),
             _f(r.get("syscalls_per_req"), ".2f"), f"{r['peak_rss_mb']:.1f}", str(r["errors"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
