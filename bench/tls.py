@@ -30,44 +30,28 @@ FASTMESH_IDENTITY = {"trustDomain": TRUST_DOMAIN, "namespace": "bench", "service
 
 @dataclass(frozen=True)
 class Pki:
-    """Files under `directory`: the CA (fastmesh's `spec.identity.ca.directory`), the server's and
-    the client's chain (leaf, then intermediate) and key, and HAProxy's chain+key in one file."""
+    """The files: the CA (fastmesh's `spec.identity.ca.directory`) and its bundle, the server's
+    and the client's chain (leaf, then intermediate) and key, HAProxy's chain+key in one file."""
 
-    directory: Path
+    ca_dir: Path
+    bundle: Path
+    server_chain: Path
+    server_key: Path
+    server_combined: Path
+    client_chain: Path
+    client_key: Path
 
-    @property
-    def ca_dir(self) -> Path:
-        return self.directory / "ca"
-
-    @property
-    def bundle(self) -> Path:
-        return self.ca_dir / "bundle.pem"
-
-    @property
-    def server_chain(self) -> Path:
-        return self.directory / "server.pem"
-
-    @property
-    def server_key(self) -> Path:
-        return self.directory / "server-key.pem"
-
-    @property
-    def server_combined(self) -> Path:
-        return self.directory / "server-haproxy.pem"
-
-    @property
-    def client_chain(self) -> Path:
-        return self.directory / "client.pem"
-
-    @property
-    def client_key(self) -> Path:
-        return self.directory / "client-key.pem"
+    @classmethod
+    def under(cls, directory: Path) -> Pki:
+        return cls(directory / "ca", directory / "ca" / "bundle.pem", directory / "server.pem",
+                   directory / "server-key.pem", directory / "server-haproxy.pem", directory / "client.pem",
+                   directory / "client-key.pem")
 
 
 def make_pki(directory: Path, env: dict[str, str]) -> Pki:
     """`fastmesh ca init`, then `fastmesh ca issue` for the server and the client (ttl 24 h: longer
     than any run, so nothing renews or expires during one)."""
-    pki = Pki(directory)
+    pki = Pki.under(directory)
     directory.mkdir(parents=True, exist_ok=True)
     fastmesh = [sys.executable, "-m", "fastmesh", "ca"]
     steps = [
