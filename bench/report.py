@@ -271,17 +271,18 @@ def has_matplotlib() -> bool:
     return True
 
 
-def plot(result: dict[str, Any], png: Path) -> None:
-    """Grouped bars: CPU us/request of each target in each scenario, user and sys stacked."""
-    import matplotlib
+def split_by_scale(scenarios: list[dict[str, Any]], factor: float = 5.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the scenarios, those whose largest CPU/req is over `factor` x the median scenario's largest):
+    the latter (a handshake per request) get their own axis so they do not flatten the rest."""
+    peak = {sc["name"]: max((r["cpu_us"] for r in sc["rows"]), default=0.0) for sc in scenarios}
+    limit = factor * statistics.median(peak.values()) if peak else 0.0
+    large = [sc for sc in scenarios if peak[sc["name"]] > limit]
+    return [sc for sc in scenarios if sc not in large], large
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    scenarios = result["scenarios"]
-    targets = [t for t in COLORS if any(r["target"] == t for sc in scenarios for r in sc["rows"])]
+def _bars(ax: Any, scenarios: list[dict[str, Any]], targets: list[str]) -> None:
+    """Grouped bars on one axis: user solid, sys hatched on top, the sum written above."""
     width = 0.8 / max(1, len(targets))
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(scenarios) + 2), 4.5), dpi=120)
     for i, t in enumerate(targets):
         xs, user, system = [], [], []
         for j, sc in enumerate(scenarios):
@@ -296,12 +297,30 @@ def plot(result: dict[str, Any], png: Path) -> None:
             ax.annotate(f"{u + s:.1f}", (bar.get_x() + bar.get_width() / 2, u + s), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 1), textcoords="offset points")
     ax.set_xticks(range(len(scenarios)), [sc["name"] for sc in scenarios])
-    ax.set_ylabel("CPU µs per request (solid user, hatched sys)")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot(result: dict[str, Any], png: Path) -> None:
+    """Grouped bars: CPU us/request of each target in each scenario, user and sys stacked; scenarios
+    an order of magnitude above the rest on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = result["scenarios"]
+    targets = [t for t in COLORS if any(r["target"] == t for sc in scenarios for r in sc["rows"])]
+    small, large = split_by_scale(scenarios)
+    panels = [group for group in (small, large) if group]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 1.8 * len(scenarios) + 2), 4.5), dpi=120,
+                             squeeze=False, gridspec_kw={"width_ratios": [len(g) for g in panels]})
+    for ax, group in zip(axes[0], panels):
+        _bars(ax, group, targets)
+    axes[0][0].set_ylabel("CPU µs per request (solid user, hatched sys)")
     info = result["info"]
     commit = (info["versions"]["commit"] or "").split(" ")[0]  # without "(with uncommitted changes)"
-    ax.set_title(f"Proxy CPU per request — {info['date']}, {commit}", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Proxy CPU per request — {info['date']}, {commit}", fontsize=10)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)

@@ -114,8 +114,10 @@ SCENARIOS = [
              pki=True, tls=True, baseline="tls-plain", default=True),
     Scenario("tls-new", "HTTP/1.1 over mTLS 1.3, a new connection and full handshake per request, fortio -c10",
              "fortio", 10, pki=True, tls=True, keepalive=False, baseline="tls-plain", default=True),
+    Scenario("h2plain", "HTTP/2 cleartext (prior knowledge), fortio -h2 -c10 (the base of h2tls)", "fortio", 10,
+             pki=True, h2c=True, h2=True),
     Scenario("h2tls", "HTTP/2 over mTLS 1.3 (ALPN h2), keep-alive, fortio -h2 -c10 (Go's client, one stream "
-             "per connection at a time)", "fortio", 10, pki=True, tls=True, h2=True),
+             "per connection at a time)", "fortio", 10, pki=True, tls=True, h2=True, baseline="h2plain"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 

@@ -20,7 +20,7 @@ from bench.measure import (
     parse_wrk,
     percentile,
 )
-from bench.report import Sample, SyscallSample, build, markdown
+from bench.report import Sample, SyscallSample, build, markdown, split_by_scale
 from bench.scenarios import BY_NAME, select, with_fortio, with_pki
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -311,3 +311,14 @@ def test_tls_rows_carry_cpu_over_the_same_targets_plaintext_whatever_the_order()
     # without the baseline in the run: no column
     alone = build(_info(), [BY_NAME["tls"]], ["nginx"], samples[2:3], [], {})
     assert alone["scenarios"][0]["baseline"] == "" and "× tls-plain" not in markdown(alone, None)
+
+
+def test_a_scenario_an_order_of_magnitude_above_the_rest_is_plotted_on_its_own_axis():
+    def sc(name: str, *cpu: float) -> dict:
+        return {"name": name, "rows": [{"target": "nginx", "cpu_us": c} for c in cpu]}
+
+    scenarios = [sc("tls-plain", 21, 27), sc("tls", 28, 30), sc("tls-new", 426, 1178), sc("h2tls", 35)]
+    small, large = split_by_scale(scenarios)
+    assert [s["name"] for s in small] == ["tls-plain", "tls", "h2tls"] and [s["name"] for s in large] == ["tls-new"]
+    small, large = split_by_scale(scenarios[:2] + scenarios[3:])
+    assert len(small) == 3 and large == []
