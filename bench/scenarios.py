@@ -105,9 +105,9 @@ SCENARIOS = [
     Scenario("large", "HTTP/1.1, 1 MiB response, 10 connections", "wrk", 10, path=LARGE_PATH),
     Scenario("routes10k", "HTTP/1.1, c50, 10,000 extra prefix routes /r<i>; requests to / fall through to the catch-all", "wrk", 50,
              routes=10_000),
-    # Issue 5: the CPU mTLS adds. wrk and h2load cannot present a client certificate, so these
-    # three run fortio (the same client for all, so the ratios to `tls-plain` compare like with
-    # like); bench/tls.py sets every target up to do the same TLS work.
+    # Issue 5: the CPU mTLS adds. wrk and h2load cannot present a client certificate, so the TLS
+    # scenarios and their plaintext bases all run fortio (one client, so the ratios to the bases
+    # compare like with like); bench/tls.py sets every target up to do the same TLS work.
     Scenario("tls-plain", "HTTP/1.1 plaintext, fortio -c50 max rate (the base of the TLS ratios)", "fortio", 50,
              pki=True, default=True),
     Scenario("tls", "HTTP/1.1 over mTLS 1.3 (client certificate), keep-alive, fortio -c50", "fortio", 50,
