@@ -92,7 +92,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def build(info: dict[str, Any], scenarios: list[Scenario], targets: list[str], samples: list[Sample],
           syscalls: list[SyscallSample], idle_rss: dict[tuple[int, str], int]) -> dict[str, Any]:
-    out_scenarios = []
+    out_scenarios: list[dict[str, Any]] = []
     for sc in scenarios:
         rows = []
         for t in targets:

@@ -101,7 +101,7 @@ HAPROXY_GLOBAL = "    tune.ssl.cachesize 0\n"
 def fastmesh_tls(pki: Pki) -> tuple[dict[str, object], list[dict[str, object]]]:
     """fastmesh's `spec.identity` and its listeners: the plaintext `outbound` and the `inbound`
     listener with `mtls: STRICT` (ports come from `--listener NAME=ADDR` overrides)."""
-    identity = dict(FASTMESH_IDENTITY, ca={"directory": str(pki.ca_dir)})
+    identity: dict[str, object] = {**FASTMESH_IDENTITY, "ca": {"directory": str(pki.ca_dir)}}
     listeners: list[dict[str, object]] = [{"name": "outbound", "port": 15001},
                                           {"name": "inbound", "port": 15006, "mtls": "STRICT"}]
     return identity, listeners
