@@ -92,7 +92,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def build(info: dict[str, Any], scenarios: list[Scenario], targets: list[str], samples: list[Sample],
           syscalls: list[SyscallSample], idle_rss: dict[tuple[int, str], int]) -> dict[str, Any]:
-    out_scenarios = []
+    out_scenarios: list[dict[str, Any]] = []
     for sc in scenarios:
         rows = []
         for t in targets:
@@ -106,7 +106,16 @@ def build(info: dict[str, Any], scenarios: list[Scenario], targets: list[str], s
             r["x_haproxy"] = _ratio(r["cpu_us"], by.get("haproxy", {}).get("cpu_us"))
             direct_p99 = by.get("direct", {}).get("p99")
             r["p99_over_direct"] = r["p99"] - direct_p99 if r["p99"] is not None and direct_p99 is not None else None
-        out_scenarios.append({"name": sc.name, "title": sc.title, "rate": sc.rate, "routes": sc.routes, "rows": rows})
+        out_scenarios.append({"name": sc.name, "title": sc.title, "rate": sc.rate, "routes": sc.routes,
+                              "baseline": "", "rows": rows})
+    # CPU/req over the same target's in the baseline scenario (TLS over plaintext), when it ran.
+    by_name = {o["name"]: o for o in out_scenarios}
+    for sc, out in zip(scenarios, out_scenarios):
+        if sc.baseline in by_name:
+            out["baseline"] = sc.baseline
+            base = {r["target"]: r["cpu_us"] for r in by_name[sc.baseline]["rows"]}
+            for r in out["rows"]:
+                r["x_baseline"] = _ratio(r["cpu_us"], base.get(r["target"]))
     result = {
         "info": info,
         "scenarios": out_scenarios,
@@ -172,7 +181,9 @@ def scenario_table(sc: dict[str, Any]) -> str:
     fixed_rate = bool(sc["rate"])
     head = ["target", "req/s", "p50 ms", "p99 ms", "p99.9 ms"]
     head += ["p99 over direct ms"] if fixed_rate else []
-    head += ["CPU us/req (user/sys)", "× nginx", "× HAProxy", "upstream us/req", "syscalls/req", "peak RSS MB", "errors"]
+    head += ["CPU us/req (user/sys)", "× nginx", "× HAProxy"]
+    head += [f"× {sc['baseline']}"] if sc.get("baseline") else []
+    head += ["upstream us/req", "syscalls/req", "peak RSS MB", "errors"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sc["rows"]:
         cells = [r["target"], _f(r["rps"], ",.0f"), _f(r["p50"], ".3f"), _f(r["p99"], ".3f"), _f(r["p999"], ".3f")]
@@ -180,7 +191,8 @@ def scenario_table(sc: dict[str, Any]) -> str:
             cells.append(_f(r["p99_over_direct"], "+.3f"))
         cells += [
             f"{r['cpu_us']:.1f} ({r['user_us']:.1f}/{r['sys_us']:.1f})",
-            _f(r["x_nginx"], ".2f"), _f(r["x_haproxy"], ".2f"), _f(r["upstream_us"], ".1f"),
+            _f(r["x_nginx"], ".2f"), _f(r["x_haproxy"], ".2f"),
+            *([_f(r.get("x_baseline"), ".2f")] if sc.get("baseline") else []), _f(r["upstream_us"], ".1f"),
             _f(r.get("syscalls_per_req"), ".2f"), f"{r['peak_rss_mb']:.1f}", str(r["errors"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -259,17 +271,18 @@ def has_matplotlib() -> bool:
     return True
 
 
-def plot(result: dict[str, Any], png: Path) -> None:
-    """Grouped bars: CPU us/request of each target in each scenario, user and sys stacked."""
-    import matplotlib
+def split_by_scale(scenarios: list[dict[str, Any]], factor: float = 5.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the scenarios, those whose largest CPU/req is over `factor` x the median scenario's largest):
+    the latter (a handshake per request) get their own axis so they do not flatten the rest."""
+    peak = {sc["name"]: max((r["cpu_us"] for r in sc["rows"]), default=0.0) for sc in scenarios}
+    limit = factor * statistics.median(peak.values()) if peak else 0.0
+    large = [sc for sc in scenarios if peak[sc["name"]] > limit]
+    return [sc for sc in scenarios if sc not in large], large
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    scenarios = result["scenarios"]
-    targets = [t for t in COLORS if any(r["target"] == t for sc in scenarios for r in sc["rows"])]
+def _bars(ax: Any, scenarios: list[dict[str, Any]], targets: list[str]) -> None:
+    """Grouped bars on one axis: user solid, sys hatched on top, the sum written above."""
     width = 0.8 / max(1, len(targets))
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(scenarios) + 2), 4.5), dpi=120)
     for i, t in enumerate(targets):
         xs, user, system = [], [], []
         for j, sc in enumerate(scenarios):
@@ -284,12 +297,30 @@ def plot(result: dict[str, Any], png: Path) -> None:
             ax.annotate(f"{u + s:.1f}", (bar.get_x() + bar.get_width() / 2, u + s), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 1), textcoords="offset points")
     ax.set_xticks(range(len(scenarios)), [sc["name"] for sc in scenarios])
-    ax.set_ylabel("CPU µs per request (solid user, hatched sys)")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot(result: dict[str, Any], png: Path) -> None:
+    """Grouped bars: CPU us/request of each target in each scenario, user and sys stacked; scenarios
+    an order of magnitude above the rest on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = result["scenarios"]
+    targets = [t for t in COLORS if any(r["target"] == t for sc in scenarios for r in sc["rows"])]
+    small, large = split_by_scale(scenarios)
+    panels = [group for group in (small, large) if group]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 1.8 * len(scenarios) + 2), 4.5), dpi=120,
+                             squeeze=False, gridspec_kw={"width_ratios": [len(g) for g in panels]})
+    for ax, group in zip(axes[0], panels):
+        _bars(ax, group, targets)
+    axes[0][0].set_ylabel("CPU µs per request (solid user, hatched sys)")
     info = result["info"]
     commit = (info["versions"]["commit"] or "").split(" ")[0]  # without "(with uncommitted changes)"
-    ax.set_title(f"Proxy CPU per request — {info['date']}, {commit}", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Proxy CPU per request — {info['date']}, {commit}", fontsize=10)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)

@@ -25,6 +25,17 @@ class Scenario:
     routes: int = 0  # extra routes in every target's config
     default: bool = False  # part of a run without --scenarios
     binary: str = ""  # the load generator's path when not on PATH (fortio: built into a cache)
+    # The TLS scenarios (bench/tls.py). `pki`: the targets of its run carry TLS listeners and key
+    # material (also the plaintext base scenario, so all run against the same processes); `tls`:
+    # the load goes to the TLS listener, the client presenting `client_cert`/`client_key`;
+    # `keepalive` False: one connection (and handshake) per request; `h2`: HTTP/2 over TLS (ALPN).
+    pki: bool = False
+    tls: bool = False
+    keepalive: bool = True
+    h2: bool = False
+    client_cert: str = ""
+    client_key: str = ""
+    baseline: str = ""  # another scenario: the table adds CPU/req over the same target's there
 
     def command(self, url: str, duration_s: float, quick: bool, log_file: Path) -> list[str]:
         """The load generator's argv for one run of `duration_s` (h2load -n: a request count)."""
@@ -32,6 +43,8 @@ class Scenario:
         if self.tool == "wrk":
             return ["wrk", "-t1", f"-c{self.connections}", f"-d{seconds}s", "--latency",
                     "-s", str(WRK_SCRIPT), url]
+        if self.tool == "fortio" and not self.rate:
+            return self._fortio_max(url, seconds, log_file)
         if self.tool == "fortio":
             # -uniform: connection i starts i/c of a period late, so requests leave evenly spaced
             # (every 1 ms at 1,000/s), not c at a time. -nocatchup: a connection that falls behind
@@ -49,6 +62,23 @@ class Scenario:
         full = H2LOAD_REQUESTS // 10 if quick else H2LOAD_REQUESTS
         requests = max(1000, int(full * min(1.0, duration_s / (2 if quick else 10))))
         return [*base, "-n", str(requests), "-m", str(self.streams), url]
+
+    def _fortio_max(self, url: str, seconds: int, log_file: Path) -> list[str]:
+        """fortio as fast as it goes (-qps 0: closed loop, like wrk), over TLS with a client
+        certificate when `tls` (wrk and h2load cannot present one). -k: the server's chain is not
+        verified by the client (its cost is on the load generator's CPU, not the proxy's; the
+        servers' certificates carry a SPIFFE URI, no name or IP to check)."""
+        argv = [self.binary or "fortio", "load", "-qps", "0", "-c", str(self.connections), "-t", f"{seconds}s",
+                "-r", "0.00001", "-p", "50,90,99,99.9", "-loglevel", "Warning", "-json", str(log_file)]
+        if self.tls:
+            if not (self.client_cert and self.client_key):
+                raise ValueError(f"scenario {self.name}: no client certificate (with_pki was not applied)")
+            argv += ["-cert", self.client_cert, "-key", self.client_key, "-k"]
+        if not self.keepalive:
+            argv.append("-keepalive=false")
+        if self.h2:
+            argv.append("-h2")
+        return [*argv, url]
 
     def parse(self, stdout: str, log_file: Path) -> LoadResult:
         if self.tool == "wrk":
@@ -75,6 +105,19 @@ SCENARIOS = [
     Scenario("large", "HTTP/1.1, 1 MiB response, 10 connections", "wrk", 10, path=LARGE_PATH),
     Scenario("routes10k", "HTTP/1.1, c50, 10,000 extra prefix routes /r<i>; requests to / fall through to the catch-all", "wrk", 50,
              routes=10_000),
+    # Issue 5: the CPU mTLS adds. wrk and h2load cannot present a client certificate, so the TLS
+    # scenarios and their plaintext bases all run fortio (one client, so the ratios to the bases
+    # compare like with like); bench/tls.py sets every target up to do the same TLS work.
+    Scenario("tls-plain", "HTTP/1.1 plaintext, fortio -c50 max rate (the base of the TLS ratios)", "fortio", 50,
+             pki=True, default=True),
+    Scenario("tls", "HTTP/1.1 over mTLS 1.3 (client certificate), keep-alive, fortio -c50", "fortio", 50,
+             pki=True, tls=True, baseline="tls-plain", default=True),
+    Scenario("tls-new", "HTTP/1.1 over mTLS 1.3, a new connection and full handshake per request, fortio -c10",
+             "fortio", 10, pki=True, tls=True, keepalive=False, baseline="tls-plain", default=True),
+    Scenario("h2plain", "HTTP/2 cleartext (prior knowledge), fortio -h2 -c10 (the base of h2tls)", "fortio", 10,
+             pki=True, h2c=True, h2=True),
+    Scenario("h2tls", "HTTP/2 over mTLS 1.3 (ALPN h2), keep-alive, fortio -h2 -c10 (Go's client, one stream "
+             "per connection at a time)", "fortio", 10, pki=True, tls=True, h2=True, baseline="h2plain"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -89,10 +132,16 @@ H2LOAD_RATE = {
 
 
 def with_fortio(scenarios: list[Scenario], fortio: Path | None) -> list[Scenario]:
-    """The scenarios with fortio's path, or with h2load for the rate scenarios when it is None."""
+    """The scenarios with fortio's path, or when it is None: h2load for the rate scenarios and
+    none of the TLS ones (no other load generator here presents a client certificate)."""
     if fortio is None:
-        return [H2LOAD_RATE.get(s.name, s) if s.tool == "fortio" else s for s in scenarios]
+        return [H2LOAD_RATE.get(s.name, s) for s in scenarios if not s.pki]
     return [replace(s, binary=str(fortio)) if s.tool == "fortio" else s for s in scenarios]
+
+
+def with_pki(scenarios: list[Scenario], client_cert: Path, client_key: Path) -> list[Scenario]:
+    """The TLS scenarios with the client's certificate and key."""
+    return [replace(s, client_cert=str(client_cert), client_key=str(client_key)) if s.tls else s for s in scenarios]
 
 
 def select(spec: str | None) -> list[Scenario]:

@@ -20,8 +20,8 @@ from bench.measure import (
     parse_wrk,
     percentile,
 )
-from bench.report import Sample, SyscallSample, build, markdown
-from bench.scenarios import BY_NAME, with_fortio
+from bench.report import Sample, SyscallSample, build, markdown, split_by_scale
+from bench.scenarios import BY_NAME, select, with_fortio, with_pki
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -250,3 +250,75 @@ def test_fixed_rate_scenarios_report_added_latency_over_direct():
     rows = {r["target"]: r for r in result["scenarios"][0]["rows"]}
     assert rows["fastmesh"]["p99_over_direct"] == pytest.approx(0.30)
     assert result["checks"] == ["added p99 over direct at 1,000 req/s <= nginx's: MISSED (+0.300 vs +0.150 ms)"]
+
+
+# === TLS scenarios (issue 5) ===
+
+
+def _tls_scenarios():
+    built = with_fortio([BY_NAME[n] for n in ("tls-plain", "tls", "tls-new", "h2tls")], Path("/c/fortio"))
+    return {s.name: s for s in with_pki(built, Path("/p/client.pem"), Path("/p/client-key.pem"))}
+
+
+def test_tls_scenarios_run_fortio_at_full_speed_with_the_client_certificate():
+    sc = _tls_scenarios()
+    tls = sc["tls"].command("https://127.0.0.1:1/", 10, False, Path("out.json"))
+    assert tls[:2] == ["/c/fortio", "load"] and tls[-1] == "https://127.0.0.1:1/"
+    assert tls[tls.index("-qps") + 1] == "0" and tls[tls.index("-c") + 1] == "50"
+    assert tls[tls.index("-cert") + 1] == "/p/client.pem" and tls[tls.index("-key") + 1] == "/p/client-key.pem"
+    assert "-k" in tls and tls[tls.index("-json") + 1] == "out.json"
+    # closed loop: no schedule flags, keep-alive (fortio's default), HTTP/1.1
+    assert not {"-uniform", "-nocatchup", "-keepalive=false", "-h2"} & set(tls)
+    plain = sc["tls-plain"].command("http://127.0.0.1:1/", 10, False, Path("out.json"))
+    assert plain == [a for a in tls if a not in ("-cert", "/p/client.pem", "-key", "/p/client-key.pem", "-k")][:-1] + [
+        "http://127.0.0.1:1/"]
+    new = sc["tls-new"].command("https://127.0.0.1:1/", 10, False, Path("out.json"))
+    assert "-keepalive=false" in new and new[new.index("-c") + 1] == "10"
+    assert "-h2" in sc["h2tls"].command("https://127.0.0.1:1/", 10, False, Path("out.json"))
+
+
+def test_a_tls_scenario_without_the_client_certificate_is_an_error():
+    (bare,) = with_fortio([BY_NAME["tls"]], Path("/c/fortio"))
+    with pytest.raises(ValueError, match="no client certificate"):
+        bare.command("https://127.0.0.1:1/", 10, False, Path("out.json"))
+
+
+def test_without_fortio_the_tls_scenarios_are_dropped():
+    left = with_fortio([BY_NAME[n] for n in ("h1", "tls-plain", "tls", "tls-new", "rate1k")], None)
+    assert [s.name for s in left] == ["h1", "rate1k"] and left[1].tool == "h2load"
+
+
+def test_make_bench_runs_the_tls_scenarios_but_not_h2tls():
+    assert [s.name for s in select(None)] == ["h1", "h2c", "tls-plain", "tls", "tls-new"]
+
+
+def test_tls_rows_carry_cpu_over_the_same_targets_plaintext_whatever_the_order():
+    samples = [_sample("nginx", 5000, 15000, scenario="tls-plain"),  # 20 us/req
+               _sample("fastmesh", 10000, 15000, scenario="tls-plain"),  # 25
+               _sample("nginx", 10000, 20000, scenario="tls"),  # 30
+               _sample("fastmesh", 10000, 20000, scenario="tls")]  # 30
+    order = [BY_NAME["tls"], BY_NAME["tls-plain"]]  # the baseline listed after
+    result = build(_info(), order, ["nginx", "fastmesh"], samples, [], {})
+    tls, plain = result["scenarios"]
+    assert tls["baseline"] == "tls-plain" and plain["baseline"] == ""
+    rows = {r["target"]: r for r in tls["rows"]}
+    assert rows["nginx"]["x_baseline"] == pytest.approx(1.5)
+    assert rows["fastmesh"]["x_baseline"] == pytest.approx(1.2)
+    assert rows["fastmesh"]["x_nginx"] == pytest.approx(1.0)
+    text = markdown(result, None)
+    assert "| CPU us/req (user/sys) | × nginx | × HAProxy | × tls-plain | upstream us/req |" in text
+    assert "| fastmesh | 1,000 | 0.500 | 1.000 | 2.000 | 30.0 (10.0/20.0) | 1.00 | — | 1.20 | 8.0 |" in text
+    # without the baseline in the run: no column
+    alone = build(_info(), [BY_NAME["tls"]], ["nginx"], samples[2:3], [], {})
+    assert alone["scenarios"][0]["baseline"] == "" and "× tls-plain" not in markdown(alone, None)
+
+
+def test_a_scenario_an_order_of_magnitude_above_the_rest_is_plotted_on_its_own_axis():
+    def sc(name: str, *cpu: float) -> dict:
+        return {"name": name, "rows": [{"target": "nginx", "cpu_us": c} for c in cpu]}
+
+    scenarios = [sc("tls-plain", 21, 27), sc("tls", 28, 30), sc("tls-new", 426, 1178), sc("h2tls", 35)]
+    small, large = split_by_scale(scenarios)
+    assert [s["name"] for s in small] == ["tls-plain", "tls", "h2tls"] and [s["name"] for s in large] == ["tls-new"]
+    small, large = split_by_scale(scenarios[:2] + scenarios[3:])
+    assert len(small) == 3 and large == []
