@@ -186,7 +186,7 @@ def start(directory: Path = DEFAULT_DIR, timeout: float = 180.0) -> Cluster:
     bins = toolchain.build()
     version = toolchain.pinned_kubernetes_version()
     directory = directory.resolve()
-    with contextlib.suppress(ClusterError):
+    if (directory / "cluster.json").exists():
         old = Cluster.load(directory)
         if any(old.alive().values()):
             raise ClusterError(f"a test cluster already runs from {directory} (pids {old.pids}): stop it first")
