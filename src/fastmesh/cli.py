@@ -68,8 +68,6 @@ def parser() -> argparse.ArgumentParser:
     proxy.add_argument("--kube-context", metavar="NAME", help="with --kubernetes: kubeconfig context (default: current)")
     proxy.add_argument("--kube-namespace", metavar="NAME",
                        help="with --kubernetes: read only this namespace (default: all namespaces)")
-    proxy.add_argument("--kube-poll-interval", type=float, default=2.0, metavar="SECONDS",
-                       help="with --kubernetes: how often the objects are listed again")
     proxy.add_argument("--admin-address", type=_address, metavar="IP:PORT",
                        help="admin API address, overrides spec.admin.address (port 0: any free port)")
     proxy.add_argument("--listener", type=_listener, action="append", default=[],
@@ -132,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastmesh proxy: {e}", file=sys.stderr)
         return 2
     kube = KubeSource(connection, args.kube_namespace)
-    return run_proxy(None, overrides, kube=kube, kube_poll_interval_s=args.kube_poll_interval)
+    return run_proxy(None, overrides, kube=kube)
 
 
 if __name__ == "__main__":

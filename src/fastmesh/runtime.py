@@ -29,7 +29,8 @@ from fastmesh.reload import FileWatcher, fingerprint
 from fastmesh.state import AppliedConfig, ReloadError, State
 
 if TYPE_CHECKING:  # the Kubernetes client (http.client, ssl) is imported only with --kubernetes
-    from fastmesh.kube.source import KubePoller, KubeSource
+    from fastmesh.kube.source import KubeSource
+    from fastmesh.kube.watch import KubeWatcher
 
 log = logging.getLogger("fastmesh")
 
@@ -61,9 +62,8 @@ class Runtime:
         watch_interval_s: float = 0.5,
         handle_signals: bool = True,
         kube: KubeSource | None = None,
-        kube_poll_interval_s: float = 2.0,
     ) -> None:
-        """Serve `config_path` (a file, watched), or with `kube` the objects of a cluster (polled)."""
+        """Serve `config_path` (a file, watched), or with `kube` the objects of a cluster (watched)."""
         self.path = config_path
         self.kube = kube
         self.label = kube.label if kube is not None else str(config_path)
@@ -72,11 +72,11 @@ class Runtime:
         self.engine_factory = engine_factory
         self.emit = EventWriter(events or sys.stdout)
         self.state = State(source=self.label)
-        self.watcher: FileWatcher | KubePoller
+        self.watcher: FileWatcher | KubeWatcher
         if kube is not None:
-            from fastmesh.kube.source import KubePoller
+            from fastmesh.kube.watch import KubeWatcher
 
-            self.watcher = KubePoller(kube, self._on_file_change, interval_s=kube_poll_interval_s)
+            self.watcher = KubeWatcher(kube, self._on_file_change)
         else:
             assert config_path is not None
             self.watcher = FileWatcher(config_path, self._on_file_change, interval_s=watch_interval_s)
@@ -318,12 +318,11 @@ def setup_logging() -> None:
     )
 
 
-def run_proxy(config_path: Path | None, overrides: Overrides, kube: KubeSource | None = None,
-              kube_poll_interval_s: float = 2.0) -> int:
+def run_proxy(config_path: Path | None, overrides: Overrides, kube: KubeSource | None = None) -> int:
     """Entry point of `fastmesh proxy`: the orchestrator on uvloop; returns the exit status."""
     setup_logging()
 
     async def main() -> int:
-        return await Runtime(config_path, overrides, kube=kube, kube_poll_interval_s=kube_poll_interval_s).run()
+        return await Runtime(config_path, overrides, kube=kube).run()
 
     return uvloop.run(main())

@@ -60,8 +60,7 @@ def test_proxy_routes_per_an_httproute_of_the_cluster(
     v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
     for doc in _mesh(namespace, loopback_fqdn, v1, v2):
         create_object(kube_api, namespace, doc)
-    px = Proxy.start_kubernetes(kube_cluster.kubeconfig, namespace, tmp_path,
-                                extra_args=["--kube-poll-interval", "0.5"])
+    px = Proxy.start_kubernetes(kube_cluster.kubeconfig, namespace, tmp_path)
     kube_proxies.append(px)
     assert _served_by(px, 10) == {"v1": 10}
     assert _served_by(px, 5, **{"x-version": "v2"}) == {"v2": 5}

@@ -4,26 +4,20 @@ which are YAML), so the file loader checks and compiles them exactly as it does 
 
 Kubernetes objects carry what fastmesh does not proxy: Service and EndpointSlice ports that are not TCP
 are left out, and so are `ExternalName` Services and slices left with no port. A kind whose API is not
-served (Gateway API or fastmesh CRDs not installed) reads as none. Each read is a full list (paginated);
-watches come next.
+served (Gateway API or fastmesh CRDs not installed) reads as none. `read()` is a full list (paginated);
+fastmesh.kube.watch keeps the same documents current with watches.
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastmesh.kube import KubeError
 from fastmesh.kube.kubeconfig import Connection
-from fastmesh.reload import digest
-
-log = logging.getLogger("fastmesh.kube")
 
 # (kind, apiVersion, plural): the order of the documents (Services before what refers to them).
 RESOURCES: tuple[tuple[str, str, str], ...] = (
@@ -53,21 +47,29 @@ class Client:
         self._host, self._port = url.hostname or "", url.port or (443 if self._https else 80)
         self.timeout_s = timeout_s
 
-    def _open(self) -> http.client.HTTPConnection:
+    def open(self, read_timeout_s: float | None = None) -> http.client.HTTPConnection:
+        timeout = read_timeout_s or self.timeout_s
         if self._https:
             return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.timeout_s, context=self.connection.ssl_context()
+                self._host, self._port, timeout=timeout, context=self.connection.ssl_context()
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def get(self, conn: http.client.HTTPConnection, path: str) -> tuple[int, dict[str, Any]]:
+    def request(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
+        """Send a GET; the response with its body unread (a watch streams it)."""
         headers = {"Accept": "application/json"}
         token = self.connection.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
             conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            raise KubeError(f"GET {self.connection.server}{path}: {e}") from None
+
+    def get(self, conn: http.client.HTTPConnection, path: str) -> tuple[int, dict[str, Any]]:
+        response = self.request(conn, path)
+        try:
             body = response.read()
         except (OSError, http.client.HTTPException) as e:
             raise KubeError(f"GET {self.connection.server}{path}: {e}") from None
@@ -77,12 +79,14 @@ class Client:
             data = {"message": body[:200].decode(errors="replace")}
         return response.status, data
 
-    def list(self, api_version: str, plural: str, namespace: str | None = None) -> list[dict[str, Any]] | None:
-        """Every object of a collection (None when the API does not serve it), paginated."""
+    def list_with_version(
+        self, api_version: str, plural: str, namespace: str | None = None
+    ) -> tuple[list[dict[str, Any]], str] | None:
+        """(objects, the list's resourceVersion to watch from), or None when the API does not serve it."""
         path = collection_path(api_version, plural, namespace)
         items: list[dict[str, Any]] = []
         token = ""
-        conn = self._open()
+        conn = self.open()
         try:
             while True:
                 query = urllib.parse.urlencode({"limit": PAGE, **({"continue": token} if token else {})})
@@ -92,9 +96,10 @@ class Client:
                 if status != 200:
                     raise KubeError(f"GET {self.connection.server}{path}: {status} {data.get('message', data)}")
                 items += data.get("items") or []
-                token = (data.get("metadata") or {}).get("continue") or ""
+                meta = data.get("metadata") or {}
+                token = meta.get("continue") or ""
                 if not token:
-                    return items
+                    return items, str(meta.get("resourceVersion", ""))
         finally:
             conn.close()
 
@@ -137,55 +142,28 @@ class KubeSource:
 
     def objects(self) -> list[dict[str, Any]]:
         client = Client(self.connection)
-        docs: list[dict[str, Any]] = []
+        listed: dict[str, list[dict[str, Any]]] = {}
         for kind, api_version, plural in RESOURCES:
-            items = client.list(api_version, plural, self.namespace) or []
-            projected = (project(kind, api_version, item) for item in items)
-            kept = [d for d in projected if d is not None]
-            kept.sort(key=lambda d: (d["metadata"].get("namespace", ""), d["metadata"].get("name", "")))
-            docs += kept
-        return docs
+            found = client.list_with_version(api_version, plural, self.namespace)
+            listed[kind] = found[0] if found is not None else []
+        return documents(listed)
 
     def read(self) -> bytes:
         """The objects as multi-document config text (stable order, so equal state gives equal bytes)."""
-        parts = [json.dumps(d, sort_keys=True, separators=(",", ":")) for d in self.objects()]
-        return ("\n---\n".join(parts) + "\n").encode()
+        return render(self.objects())
 
 
-class KubePoller:
-    """Re-reads the cluster every `interval_s` and calls `on_change(content)` when the objects changed.
+def documents(listed: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Raw objects by kind -> config documents, in RESOURCES order then namespace/name."""
+    docs: list[dict[str, Any]] = []
+    for kind, api_version, _ in RESOURCES:
+        projected = (project(kind, api_version, item) for item in listed.get(kind, []))
+        kept = [d for d in projected if d is not None]
+        kept.sort(key=lambda d: (d["metadata"].get("namespace", ""), d["metadata"].get("name", "")))
+        docs += kept
+    return docs
 
-    The first slice: a full list per poll. List+watch from a resourceVersion replaces it next.
-    """
 
-    def __init__(
-        self, source: KubeSource, on_change: Callable[[bytes], Awaitable[None]], interval_s: float = 2.0
-    ) -> None:
-        self.source = source
-        self.on_change = on_change
-        self.interval_s = interval_s
-        self._digest: str | None = None
-
-    def seen(self, content: bytes) -> None:
-        self._digest = digest(content)
-
-    async def poll_once(self) -> bool:
-        content = await asyncio.to_thread(self.source.read)
-        content_digest = digest(content)
-        if content_digest == self._digest:
-            return False
-        self._digest = content_digest
-        await self.on_change(content)
-        return True
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.poll_once()
-            except asyncio.CancelledError:
-                raise
-            except KubeError as e:
-                log.warning("reading %s failed: %s", self.source.label, e)
-            except Exception:  # keep polling whatever a single read hit
-                log.exception("reading %s failed", self.source.label)
+def render(docs: list[dict[str, Any]]) -> bytes:
+    parts = [json.dumps(d, sort_keys=True, separators=(",", ":")) for d in docs]
+    return ("\n---\n".join(parts) + "\n").encode()
