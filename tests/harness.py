@@ -275,23 +275,15 @@ class Proxy:
         config_path = tmp_path / f"mesh-{cls._seq}.yaml"
         text = Path(config).read_text() if isinstance(config, Path) else config
         config_path.write_text(text)
-        return cls._launch(["--config", str(config_path)], config_path, tmp_path, listeners, extra_args, ready_timeout)
+        return cls._launch(["--config", str(config_path)], config_path, tmp_path,
+                           listeners=listeners, extra_args=extra_args, ready_timeout=ready_timeout)
 
     @classmethod
-    def start_kubernetes(
-        cls,
-        kubeconfig: str | Path,
-        namespace: str,
-        tmp_path: Path,
-        *,
-        listeners: Iterable[str] = ("outbound",),
-        extra_args: Sequence[str] = (),
-        ready_timeout: float = 30.0,
-    ) -> Proxy:
-        """Starts `fastmesh proxy --kubernetes` on one namespace of a cluster and waits for "ready"."""
+    def start_kubernetes(cls, kubeconfig: str | Path, namespace: str, tmp_path: Path, **options: Any) -> Proxy:
+        """`fastmesh proxy --kubernetes` on one namespace of a cluster (options as for `start`), once "ready"."""
         cls._seq += 1
         source = ["--kubernetes", "--kubeconfig", str(kubeconfig), "--kube-namespace", namespace]
-        return cls._launch(source, Path(kubeconfig), tmp_path, listeners, extra_args, ready_timeout)
+        return cls._launch(source, Path(kubeconfig), tmp_path, **options)
 
     @classmethod
     def _launch(
@@ -299,9 +291,10 @@ class Proxy:
         source: list[str],
         config_path: Path,
         tmp_path: Path,
-        listeners: Iterable[str],
-        extra_args: Sequence[str],
-        ready_timeout: float,
+        *,
+        listeners: Iterable[str] = ("outbound",),
+        extra_args: Sequence[str] = (),
+        ready_timeout: float = 30.0,
     ) -> Proxy:
         argv = [PYTHON, "-m", "fastmesh", "proxy", *source, "--admin-address", "127.0.0.1:0"]
         for name in listeners:
