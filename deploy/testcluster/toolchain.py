@@ -192,7 +192,7 @@ class _Progress:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            log(f"{self.what}: {self.done}/{self.total} packages compiled, {self.elapsed()} elapsed")
+            log(f"{self.what}: {min(self.done, self.total)}/{self.total} packages compiled, {self.elapsed()} elapsed")
 
     def __enter__(self) -> _Progress:
         self._thread.start()
@@ -224,9 +224,10 @@ def build(force: bool = False) -> dict[str, Path]:
     log(f"downloading modules for k8s.io/kubernetes {version} (first run only)")
     started = time.monotonic()
     run_go(["mod", "download"], GOMOD_DIR)
-    deps = run_go(["list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", *packages], GOMOD_DIR)
+    deps = run_go(["list", "-deps", "-f", "{{.ImportPath}}", *packages], GOMOD_DIR)  # `-v` names std ones too
     total = len([line for line in deps.splitlines() if line.strip()])
-    what = f"building kube-apiserver, kubectl and etcd for Kubernetes {version} (first run only, ~20 min on 2 cores)"
+    what = (f"building kube-apiserver, kubectl and etcd for Kubernetes {version} (first run only: ~10 CPU-minutes,"
+            " 6 to 25 min on 2 shared cores)")
     log(what)
     staging = out.parent / "bin.partial"
     shutil.rmtree(staging, ignore_errors=True)
