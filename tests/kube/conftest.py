@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client, config
 
 from deploy.testcluster import cluster as testcluster
+from fastmesh.config.crds import plural
 
 
 LOOPBACK_FQDN = "localhost.fastmesh.test"
@@ -83,11 +84,4 @@ def create_object(kube_api: client.ApiClient, namespace: str, body: dict[str, An
     if api_version == "discovery.k8s.io/v1" and kind == "EndpointSlice":
         return client.DiscoveryV1Api(kube_api).create_namespaced_endpoint_slice(namespace, body).to_dict()
     group, version = api_version.split("/")
-    plural = testcluster_plural(kind)
-    return custom(kube_api).create_namespaced_custom_object(group, version, namespace, plural, body)
-
-
-def testcluster_plural(kind: str) -> str:
-    from fastmesh.config.crds import plural
-
-    return plural(kind)
+    return custom(kube_api).create_namespaced_custom_object(group, version, namespace, plural(kind), body)
