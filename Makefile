@@ -13,12 +13,14 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUST_SRC := $(shell find rust/src -name '*.rs' 2>/dev/null) rust/Cargo.toml
 ENGINE   := $(VENV)/.engine-built
 
-.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench fortio clean
+.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench fortio clean \
+        testcluster-build testcluster testcluster-stop
 
 help:
 	@echo "make demo   - set up, build the engine (release) and run the demo mesh"
 	@echo "make test   - set up and run every test (Rust and Python)"
 	@echo "make bench  - benchmarks against nginx and HAProxy (bench/)"
+	@echo "make testcluster - start kube-apiserver + etcd on loopback (deploy/testcluster/); testcluster-stop stops it"
 
 system-deps:
 	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "fastmesh needs Python >= 3.11 as python3 (found $$(python3 -V 2>&1))"; exit 1; }
@@ -28,6 +30,9 @@ system-deps:
 	if [ -n "$$missing" ]; then echo "==> apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	  $(SUDO) systemctl disable --now nginx haproxy >/dev/null 2>&1 || true; fi
+	@# The Kubernetes tests' upstreams: an apiserver refuses loopback IPs in EndpointSlices, and a FQDN needs a dot.
+	@grep -qs '^127.0.0.1 localhost.fastmesh.test$$' /etc/hosts || { echo "==> /etc/hosts: 127.0.0.1 localhost.fastmesh.test"; \
+	  echo '127.0.0.1 localhost.fastmesh.test' | $(SUDO) tee -a /etc/hosts >/dev/null; }
 	@command -v cargo >/dev/null || { echo "==> installing Rust (rustup)"; \
 	  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null; }
 
@@ -55,7 +60,19 @@ stubtest: engine
 	@echo "==> checking src/fastmesh/_engine.pyi against the built module"
 	$(PY) -m mypy.stubtest fastmesh._engine
 
-test-python: engine
+# kube-apiserver, etcd and kubectl from the Go module proxy, once per Kubernetes version (cached in $(CACHE)).
+TESTCLUSTER := FASTMESH_CACHE=$(CACHE) $(PY) deploy/testcluster/cluster.py
+testcluster-build: setup $(VENV)/.deps
+	@echo "==> kube-apiserver, etcd, kubectl for the Kubernetes tests (deploy/testcluster/)"
+	$(TESTCLUSTER) build
+
+testcluster: engine testcluster-build
+	$(TESTCLUSTER) start
+
+testcluster-stop:
+	$(TESTCLUSTER) stop
+
+test-python: engine testcluster-build
 	@echo "==> Python tests"
 	$(PY) -m pytest -q
 

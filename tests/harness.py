@@ -275,7 +275,28 @@ class Proxy:
         config_path = tmp_path / f"mesh-{cls._seq}.yaml"
         text = Path(config).read_text() if isinstance(config, Path) else config
         config_path.write_text(text)
-        argv = [PYTHON, "-m", "fastmesh", "proxy", "--config", str(config_path), "--admin-address", "127.0.0.1:0"]
+        return cls._launch(["--config", str(config_path)], config_path, tmp_path,
+                           listeners=listeners, extra_args=extra_args, ready_timeout=ready_timeout)
+
+    @classmethod
+    def start_kubernetes(cls, kubeconfig: str | Path, namespace: str, tmp_path: Path, **options: Any) -> Proxy:
+        """`fastmesh proxy --kubernetes` on one namespace of a cluster (options as for `start`), once "ready"."""
+        cls._seq += 1
+        source = ["--kubernetes", "--kubeconfig", str(kubeconfig), "--kube-namespace", namespace]
+        return cls._launch(source, Path(kubeconfig), tmp_path, **options)
+
+    @classmethod
+    def _launch(
+        cls,
+        source: list[str],
+        config_path: Path,
+        tmp_path: Path,
+        *,
+        listeners: Iterable[str] = ("outbound",),
+        extra_args: Sequence[str] = (),
+        ready_timeout: float = 30.0,
+    ) -> Proxy:
+        argv = [PYTHON, "-m", "fastmesh", "proxy", *source, "--admin-address", "127.0.0.1:0"]
         for name in listeners:
             argv += ["--listener", f"{name}=127.0.0.1:0"]
         argv += list(extra_args)
@@ -411,10 +432,12 @@ def service(
     namespace: str = "default",
     ready: bool = True,
     service_account: str | None = None,
+    address_type: str = "IPv4",
 ) -> list[dict[str, Any]]:
     """A Service with one port ("http") plus one EndpointSlice per endpoint "ip:port".
 
     Endpoints on loopback differ by port, and a slice has one port list, hence one slice each.
+    `address_type="FQDN"` with "localhost:port" endpoints: an apiserver refuses loopback IPs in slices.
     """
     port_spec: dict[str, Any] = {"name": "http", "port": port}
     if h2c:
@@ -439,7 +462,7 @@ def service(
                     "namespace": namespace,
                     "labels": {"kubernetes.io/service-name": name},
                 },
-                "addressType": "IPv4",
+                "addressType": address_type,
                 "ports": [{"name": "http", "port": int(ep_port), "protocol": "TCP"}],
                 "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}}],
             }

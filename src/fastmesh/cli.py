@@ -56,10 +56,18 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    proxy = commands.add_parser("proxy", help="run the proxy with a config file (hot reloaded)",
+    proxy = commands.add_parser("proxy", help="run the proxy with a config file (hot reloaded) or a cluster's objects",
                                 formatter_class=_HelpFormatter)
-    proxy.add_argument("--config", required=True, type=Path, metavar="FILE",
-                       help="multi-document YAML config (see docs/config.md)")
+    source = proxy.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, metavar="FILE",
+                        help="multi-document YAML config (see docs/config.md)")
+    source.add_argument("--kubernetes", action="store_true",
+                        help="read Services, EndpointSlices, HTTPRoutes and fastmesh.io objects from the API server")
+    proxy.add_argument("--kubeconfig", type=Path, metavar="FILE",
+                       help="with --kubernetes: kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    proxy.add_argument("--kube-context", metavar="NAME", help="with --kubernetes: kubeconfig context (default: current)")
+    proxy.add_argument("--kube-namespace", metavar="NAME",
+                       help="with --kubernetes: read only this namespace (default: all namespaces)")
     proxy.add_argument("--admin-address", type=_address, metavar="IP:PORT",
                        help="admin API address, overrides spec.admin.address (port 0: any free port)")
     proxy.add_argument("--listener", type=_listener, action="append", default=[],
@@ -111,7 +119,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastmesh.runtime import Overrides, run_proxy
 
     overrides = Overrides(admin_address=args.admin_address, listeners=dict(args.listener))
-    return run_proxy(args.config, overrides)
+    if not args.kubernetes:
+        return run_proxy(args.config, overrides)
+    from fastmesh.kube.kubeconfig import KubeConfigError, connect
+    from fastmesh.kube.source import KubeSource
+
+    try:
+        connection = connect(args.kubeconfig, args.kube_context)
+    except KubeConfigError as e:
+        print(f"fastmesh proxy: {e}", file=sys.stderr)
+        return 2
+    kube = KubeSource(connection, args.kube_namespace)
+    return run_proxy(None, overrides, kube=kube)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,12 @@ def _crashed(source: str, status: int | None, stderr: bytes) -> ConfigError:
     return ConfigError([Problem(source, f"the config compiler ({WORKER}) failed with status {status}: {why}")])
 
 
-async def compile_config(content: bytes, source: str, overrides: Overrides) -> Compiled:
-    """Check and compile `content` (read from `source`); ConfigError or OverrideError if it is refused."""
-    argv = [sys.executable, "-m", WORKER, f"--source={source}"]
+async def compile_config(content: bytes, source: str, overrides: Overrides, cluster: bool = False) -> Compiled:
+    """Check and compile `content` (read from `source`); ConfigError or OverrideError if it is refused.
+
+    `cluster`: the objects come from a Kubernetes cluster, where a backendRef to a missing Service is
+    not an error (Gateway API: that backend answers 500)."""
+    argv = [sys.executable, "-m", WORKER, f"--source={source}"] + (["--cluster"] if cluster else [])
     argv += [f"--listener={name}={address}" for name, address in overrides.listeners.items()]
     child = await asyncio.create_subprocess_exec(
         *argv,

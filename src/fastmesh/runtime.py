@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import uvloop
 
@@ -24,9 +24,14 @@ from fastmesh.compiler import Compiled, IdentitySettings, compile_config, with_v
 from fastmesh.config.errors import ConfigError
 from fastmesh.engine import Engine, EngineNotBuilt
 from fastmesh.identity import Identity, IdentityError
+from fastmesh.kube import KubeError
 from fastmesh.overrides import OverrideError, Overrides
 from fastmesh.reload import FileWatcher, fingerprint
 from fastmesh.state import AppliedConfig, ReloadError, State
+
+if TYPE_CHECKING:  # the Kubernetes client (http.client, ssl) is imported only with --kubernetes
+    from fastmesh.kube.source import KubeSource
+    from fastmesh.kube.watch import KubeWatcher
 
 log = logging.getLogger("fastmesh")
 
@@ -61,20 +66,31 @@ class EventWriter:
 class Runtime:
     def __init__(
         self,
-        config_path: Path,
+        config_path: Path | None,
         overrides: Overrides | None = None,
         engine_factory: EngineFactory = Engine.start,
         events: TextIO | None = None,
         watch_interval_s: float = 0.5,
         handle_signals: bool = True,
+        kube: KubeSource | None = None,
     ) -> None:
+        """Serve `config_path` (a file, watched), or with `kube` the objects of a cluster (watched)."""
         self.path = config_path
+        self.kube = kube
+        self.label = kube.label if kube is not None else str(config_path)
         self.handle_signals = handle_signals  # False in unit tests: they call stop() and reload()
         self.overrides = overrides or Overrides()
         self.engine_factory = engine_factory
         self.emit = EventWriter(events or sys.stdout)
-        self.state = State(source=str(config_path))
-        self.watcher = FileWatcher(config_path, self._on_file_change, interval_s=watch_interval_s)
+        self.state = State(source=self.label)
+        self.watcher: FileWatcher | KubeWatcher
+        if kube is not None:
+            from fastmesh.kube.watch import KubeWatcher
+
+            self.watcher = KubeWatcher(kube, self._on_file_change)
+        else:
+            assert config_path is not None
+            self.watcher = FileWatcher(config_path, self._on_file_change, interval_s=watch_interval_s)
         self.engine: Engine | None = None
         self.admin: Admin | None = None
         self.admin_requested = ""  # as configured (may have port 0)
@@ -91,6 +107,12 @@ class Runtime:
     # === loading ===
 
     def _read(self) -> bytes:
+        if self.kube is not None:
+            assert not isinstance(self.watcher, FileWatcher)
+            content = self.kube.read()
+            self.watcher.seen(content)
+            return content
+        assert self.path is not None and isinstance(self.watcher, FileWatcher)
         fp = fingerprint(self.path)  # before the read: a write landing in between is still seen
         content = self.path.read_bytes()
         self.watcher.seen(content, fp)
@@ -98,7 +120,7 @@ class Runtime:
 
     async def _load(self, content: bytes) -> Compiled:
         """Parse, validate and compile (in a child process); ConfigError or OverrideError say what is wrong."""
-        return await compile_config(content, str(self.path), self.overrides)
+        return await compile_config(content, self.label, self.overrides, cluster=self.kube is not None)
 
     async def _apply(self, loaded: Compiled) -> int:
         assert self.engine is not None
@@ -148,7 +170,10 @@ class Runtime:
         try:
             loaded = await self._load(self._read())
         except OSError as e:
-            log.error("cannot read %s: %s", self.path, e.strerror or e)
+            log.error("cannot read %s: %s", self.label, e.strerror or e)
+            return False
+        except KubeError as e:
+            log.error("%s", e)
             return False
         except (ConfigError, OverrideError) as e:
             log.error("%s", e)
@@ -172,15 +197,15 @@ class Runtime:
         try:
             await self._apply_with_identity(loaded)
         except IdentityError as e:
-            log.error("%s: %s", self.path, e)
+            log.error("%s: %s", self.label, e)
             return False
         except (ValueError, OSError) as e:
-            log.error("%s: the engine refused the config: %s", self.path, e)
+            log.error("%s: the engine refused the config: %s", self.label, e)
             return False
         listeners = self.engine.listeners()
         log.info(
             "serving %s (version %d): admin %s, listeners %s",
-            self.path, self.state.version, self.admin_address, listeners,
+            self.label, self.state.version, self.admin_address, listeners,
         )
         self.emit(
             "ready",
@@ -202,19 +227,19 @@ class Runtime:
                 loaded = await self._load(content if content is not None else self._read())
                 self._check_restart_only(loaded)
                 version = await self._apply_with_identity(loaded)
-            except (ConfigError, OverrideError, IdentityError) as e:
+            except (ConfigError, OverrideError, IdentityError, KubeError) as e:
                 self._refuse(str(e))
                 return False
             except ValueError as e:
-                self._refuse(f"{self.path}: the engine refused the config: {e}")
+                self._refuse(f"{self.label}: the engine refused the config: {e}")
                 return False
             except OSError as e:  # reading the file, or binding a new listener
                 what = e.strerror if e.filename else f"the engine could not apply the config: {e}"
-                self._refuse(f"{self.path}: {what}")
+                self._refuse(f"{self.label}: {what}")
                 return False
             self.state.reloads += 1
             self.state.last_reload_error = None
-            log.info("reloaded %s (%s): version %d", self.path, reason, version)
+            log.info("reloaded %s (%s): version %d", self.label, reason, version)
             self.emit("reloaded", version=version)
             return True
 
@@ -304,11 +329,11 @@ def setup_logging() -> None:
     )
 
 
-def run_proxy(config_path: Path, overrides: Overrides) -> int:
+def run_proxy(config_path: Path | None, overrides: Overrides, kube: KubeSource | None = None) -> int:
     """Entry point of `fastmesh proxy`: the orchestrator on uvloop; returns the exit status."""
     setup_logging()
 
     async def main() -> int:
-        return await Runtime(config_path, overrides).run()
+        return await Runtime(config_path, overrides, kube=kube).run()
 
     return uvloop.run(main())

@@ -4,7 +4,7 @@ The proxy process runs this for every load and reload (fastmesh.compiler), so it
 pydantic, PyYAML and the models: they would stay resident for the life of the proxy (~13 MiB),
 when they are only needed for the second a config takes to check.
 
-    python -m fastmesh.config.worker --source FILE [--listener NAME=ADDR ...] < FILE
+    python -m fastmesh.config.worker --source FILE [--listener NAME=ADDR ...] [--cluster] < FILE
 
 stdin is the file's content (bytes). stdout is one JSON header line, then, on success only, the
 snapshot as compact JSON (without "version", listener overrides applied) on the second line:
@@ -42,7 +42,9 @@ def _beside(source: str, path: str) -> str:
     return os.path.abspath(os.path.join(os.path.dirname(source), os.path.expanduser(path)))
 
 
-def compile_content(content: bytes, source: str, overrides: Overrides) -> tuple[dict[str, Any], str | None]:
+def compile_content(
+    content: bytes, source: str, overrides: Overrides, cluster: bool = False
+) -> tuple[dict[str, Any], str | None]:
     """(header, snapshot JSON or None), as written to stdout."""
     try:
         text = content.decode("utf-8")
@@ -53,7 +55,7 @@ def compile_content(content: bytes, source: str, overrides: Overrides) -> tuple[
     from fastmesh.config.model.types import parse_duration
 
     try:
-        cfg = load_text(text, source)
+        cfg = load_text(text, source, allow_invalid_backends=cluster)
         snapshot = compile_snapshot(cfg)
         overrides.apply(snapshot)
     except ConfigError as e:
@@ -61,6 +63,8 @@ def compile_content(content: bytes, source: str, overrides: Overrides) -> tuple[
     except OverrideError as e:
         return {"override_error": str(e)}, None
     proxy = cfg.proxy
+    if cluster:  # paths in a Proxy object of a cluster are relative to the proxy's working directory
+        source = os.path.join(os.getcwd(), "cluster")
     settings: dict[str, Any] = {
         "admin_address": proxy.admin_address,
         "worker_threads": proxy.worker_threads,
@@ -81,9 +85,11 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdou
     parser = argparse.ArgumentParser(prog="python -m fastmesh.config.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True, help="the file name used in messages")
     parser.add_argument("--listener", type=_listener, action="append", default=[], metavar="NAME=IP:PORT")
+    parser.add_argument("--cluster", action="store_true",
+                        help="objects read from a cluster: backendRefs to missing Services answer 500")
     args = parser.parse_args(argv)
     content = (stdin or sys.stdin.buffer).read()
-    header, snapshot = compile_content(content, args.source, Overrides(listeners=dict(args.listener)))
+    header, snapshot = compile_content(content, args.source, Overrides(listeners=dict(args.listener)), args.cluster)
     out = stdout or sys.stdout
     out.write(json.dumps(header) + "\n")
     if snapshot is not None:

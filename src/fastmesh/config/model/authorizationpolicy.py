@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from fastmesh.config.model.base import KubeObject, Spec
-from fastmesh.config.model.types import Doc, Port, Unsupported, fail
+from fastmesh.config.model.types import Doc, Port, Unsupported, fail, schema
 
 SPIFFE = "spiffe://"
 
@@ -41,7 +41,7 @@ def _port(value: Any) -> Any:
     return value
 
 
-PortString = Annotated[Port, BeforeValidator(_port)]
+PortString = Annotated[Port, BeforeValidator(_port), schema(**{"x-kubernetes-int-or-string": True})]
 
 
 class Source(Spec):

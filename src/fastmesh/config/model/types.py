@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NoReturn
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 
@@ -33,6 +34,15 @@ def _int_range(lo: int, hi: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+def schema(**constraints: Any) -> FieldInfo:
+    """OpenAPI constraints of a type, for the CRDs (deploy/crds/): validation stays with the AfterValidator."""
+    return Field(json_schema_extra=constraints)
+
+
+def _bounded(lo: int, hi: int) -> tuple[AfterValidator, FieldInfo]:
+    return _int_range(lo, hi), schema(minimum=lo, maximum=hi)
+
+
 def _percent(value: float) -> float:
     if not 0 <= value <= 100:
         fail(f"must be between 0 and 100 (got {value})")
@@ -49,15 +59,15 @@ def _checked(check: Callable[[str], None]) -> AfterValidator:
 
 # === numbers ===
 
-Port = Annotated[int, _int_range(1, 65535), Doc("port 1..65535")]
-ListenPort = Annotated[int, _int_range(0, 65535), Doc("port 0..65535 (0: any free port)")]
-Weight = Annotated[int, _int_range(0, 1_000_000), Doc("integer 0..1000000")]
-WorkerThreads = Annotated[int, _int_range(1, 256), Doc("integer 1..256")]
-IdleCap = Annotated[int, _int_range(0, 100_000), Doc("integer 0..100000")]
-RetryAttempts = Annotated[int, _int_range(0, 20), Doc("integer 0..20")]
-RetryStatus = Annotated[int, _int_range(400, 599), Doc("HTTP status 400..599")]
-Percent = Annotated[float, AfterValidator(_percent), Doc("number 0..100")]
-ByteCount = Annotated[int, _int_range(0, 1 << 30), Doc("bytes 0..1073741824")]
+Port = Annotated[int, *_bounded(1, 65535), Doc("port 1..65535")]
+ListenPort = Annotated[int, *_bounded(0, 65535), Doc("port 0..65535 (0: any free port)")]
+Weight = Annotated[int, *_bounded(0, 1_000_000), Doc("integer 0..1000000")]
+WorkerThreads = Annotated[int, *_bounded(1, 256), Doc("integer 1..256")]
+IdleCap = Annotated[int, *_bounded(0, 100_000), Doc("integer 0..100000")]
+RetryAttempts = Annotated[int, *_bounded(0, 20), Doc("integer 0..20")]
+RetryStatus = Annotated[int, *_bounded(400, 599), Doc("HTTP status 400..599")]
+Percent = Annotated[float, AfterValidator(_percent), schema(minimum=0, maximum=100), Doc("number 0..100")]
+ByteCount = Annotated[int, *_bounded(0, 1 << 30), Doc("bytes 0..1073741824")]
 
 
 def _redirect_status(value: int) -> int:
@@ -66,7 +76,7 @@ def _redirect_status(value: int) -> int:
     return value
 
 
-RedirectStatus = Annotated[int, AfterValidator(_redirect_status), Doc("301 | 302 | 303 | 307 | 308")]
+RedirectStatus = Annotated[int, AfterValidator(_redirect_status), schema(enum=[301, 302, 303, 307, 308]), Doc("301 | 302 | 303 | 307 | 308")]
 
 
 def _int_or_string(value: Any) -> int | str:
@@ -75,7 +85,7 @@ def _int_or_string(value: Any) -> int | str:
     return value
 
 
-IntOrString = Annotated[int | str, BeforeValidator(_int_or_string), Doc("integer or string")]
+IntOrString = Annotated[int | str, BeforeValidator(_int_or_string), schema(**{"x-kubernetes-int-or-string": True}), Doc("integer or string")]
 
 # === names ===
 
@@ -150,12 +160,12 @@ def _header_value(value: str) -> None:
         fail(f"must not contain CR, LF or NUL (got {value!r})")
 
 
-DNSLabel = Annotated[str, _checked(_dns_label), Doc("DNS label")]
-ObjectName = Annotated[str, _checked(_object_name), Doc("DNS-1123 subdomain")]
-Hostname = Annotated[str, _checked(_hostname), Doc("hostname, may start with `*.`")]
-PreciseHostname = Annotated[str, _checked(_precise_hostname), Doc("hostname")]
-HeaderName = Annotated[str, _checked(_header_name), Doc("header name")]
-HeaderValue = Annotated[str, _checked(_header_value), Doc("string (max 4096)")]
+DNSLabel = Annotated[str, _checked(_dns_label), schema(maxLength=63, pattern=_DNS_LABEL.pattern), Doc("DNS label")]
+ObjectName = Annotated[str, _checked(_object_name), schema(maxLength=253, pattern=_DNS_SUBDOMAIN.pattern), Doc("DNS-1123 subdomain")]
+Hostname = Annotated[str, _checked(_hostname), schema(maxLength=253, pattern=_HOSTNAME.pattern), Doc("hostname, may start with `*.`")]
+PreciseHostname = Annotated[str, _checked(_precise_hostname), schema(maxLength=253, pattern=_DNS_SUBDOMAIN.pattern), Doc("hostname")]
+HeaderName = Annotated[str, _checked(_header_name), schema(maxLength=256, pattern=_TOKEN.pattern), Doc("header name")]
+HeaderValue = Annotated[str, _checked(_header_value), schema(maxLength=4096), Doc("string (max 4096)")]
 
 # === addresses ===
 
@@ -240,7 +250,7 @@ def _duration(value: str) -> None:
         fail(f"must be a duration such as 10s, 500ms or 1h30m (got {value!r})")
 
 
-Duration = Annotated[str, _checked(_duration), Doc("duration (`10s`, `500ms`, `1h30m`)")]
+Duration = Annotated[str, _checked(_duration), schema(pattern=_DURATION.pattern), Doc("duration (`10s`, `500ms`, `1h30m`)")]
 
 HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 

@@ -1,0 +1,233 @@
+"""Keeping the cluster's documents current: list, then watch from the list's resourceVersion (client-go's
+reflector, in small), one thread per kind; the event loop renders and reloads, debounced.
+
+- A watch asks for bookmarks (`allowWatchBookmarks`), which move the resourceVersion on without a change,
+  and ends after `watch_timeout_s` (the server closes it); the next one starts from the last version seen.
+- `410 Gone` (the version was compacted away), as an answer or as an ERROR event, relists.
+- Any other failure (connection, 5xx, 429) waits an exponential backoff with jitter (capped) and watches
+  again from the last version; a success resets it.
+- A kind whose API is not served (CRDs not installed) counts as empty and is listed again every
+  `not_served_retry_s`, so installing the CRDs later is noticed.
+- Changes landing within `debounce_s` of each other make one reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastmesh.kube import KubeError
+from fastmesh.kube.source import RESOURCES, Client, KubeSource, collection_path, documents, render
+from fastmesh.reload import digest
+
+log = logging.getLogger("fastmesh.kube")
+
+
+class Gone(KubeError):
+    """410: the resourceVersion is too old; relist."""
+
+
+class Backoff:
+    """`base * 2^n` capped at `cap`, each delay drawn from its upper half (jitter)."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0) -> None:
+        self.base_s, self.cap_s = base_s, cap_s
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap_s, self.base_s * (2**self.attempt))
+        self.attempt += 1
+        return delay * (0.5 + random.random() / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+class Reflector:
+    """One kind of one cluster (or namespace), kept in `items`; `changed()` is called from its thread."""
+
+    def __init__(
+        self,
+        client: Client,
+        kind: str,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        changed: Callable[[], None],
+        *,
+        backoff: Backoff | None = None,
+        watch_timeout_s: int = 300,
+        not_served_retry_s: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.kind, self.api_version, self.plural, self.namespace = kind, api_version, plural, namespace
+        self.changed = changed
+        self.backoff = backoff or Backoff()
+        self.watch_timeout_s = watch_timeout_s
+        self.not_served_retry_s = not_served_retry_s
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.resource_version = ""
+        self.synced = threading.Event()
+        self.lists = 0
+        self.watches = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._conn: Any = None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.items.values())
+
+    def stop(self) -> None:
+        """Ends the thread soon: a watch waiting for its next event is woken by shutting its socket down
+        (closing it would wait for the reader's lock)."""
+        self._stopped.set()
+        sock = getattr(self._conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP socket under TLS, lock-free
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                if not self.resource_version:
+                    if not self._list():
+                        self._stopped.wait(self.not_served_retry_s)
+                        continue
+                self._watch()
+                self.backoff.reset()
+            except Gone:
+                log.info("%s: resourceVersion %s is gone: listing again", self.kind, self.resource_version)
+                self.resource_version = ""
+            except (KubeError, OSError, ValueError) as e:
+                if self._stopped.is_set():
+                    return
+                delay = self.backoff.next()
+                log.warning("%s: %s; watching again in %.1fs", self.kind, e, delay)
+                self._stopped.wait(delay)
+
+    def _list(self) -> bool:
+        """Replace the items with a fresh list; False when the API is not served."""
+        listed = self.client.list_with_version(self.api_version, self.plural, self.namespace)
+        self.lists += 1
+        items, version = listed if listed is not None else ([], "")
+        with self._lock:
+            self.items = {_key(obj): obj for obj in items}
+            self.resource_version = version
+        self.synced.set()
+        self.changed()
+        return listed is not None
+
+    def _watch(self) -> None:
+        path = collection_path(self.api_version, self.plural, self.namespace)
+        query = urllib.parse.urlencode({
+            "watch": "1", "resourceVersion": self.resource_version, "allowWatchBookmarks": "true",
+            "timeoutSeconds": self.watch_timeout_s,
+        })
+        conn = self._conn = self.client.open(read_timeout_s=self.watch_timeout_s + 30)
+        try:
+            response = self.client.request(conn, f"{path}?{query}")
+            self.watches += 1
+            if response.status == 410:
+                raise Gone(f"{path}: 410")
+            if response.status != 200:
+                raise KubeError(f"watch {path}: {response.status} {response.read()[:200]!r}")
+            for line in response:
+                if self._stopped.is_set():
+                    return
+                if line.strip():
+                    self._event(json.loads(line))
+        finally:
+            self._conn = None
+            conn.close()
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone(str(obj.get("message", "410")))
+            raise KubeError(f"watch error: {obj.get('code')} {obj.get('message')}")
+        version = str((obj.get("metadata") or {}).get("resourceVersion", self.resource_version))
+        with self._lock:
+            self.resource_version = version
+            if kind in ("ADDED", "MODIFIED"):
+                self.items[_key(obj)] = obj
+            elif kind == "DELETED":
+                self.items.pop(_key(obj), None)
+            else:  # BOOKMARK: only the version moves on
+                return
+        self.changed()
+
+
+class KubeWatcher:
+    """Calls `on_change(content)` when the cluster's documents differ from the last content it was told of."""
+
+    def __init__(
+        self,
+        source: KubeSource,
+        on_change: Callable[[bytes], Awaitable[None]],
+        *,
+        debounce_s: float = 0.1,
+        backoff_base_s: float = 0.5,
+        watch_timeout_s: int = 300,
+    ) -> None:
+        self.source = source
+        self.on_change = on_change
+        self.debounce_s = debounce_s
+        self.backoff_base_s = backoff_base_s
+        self.watch_timeout_s = watch_timeout_s
+        self.reflectors: list[Reflector] = []
+        self._digest: str | None = None
+
+    def seen(self, content: bytes) -> None:
+        self._digest = digest(content)
+
+    def content(self) -> bytes:
+        return render(documents({r.kind: r.snapshot() for r in self.reflectors}))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        dirty = asyncio.Event()
+
+        def changed() -> None:  # from a reflector's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed while a reflector was stopping
+                loop.call_soon_threadsafe(dirty.set)
+
+        client = Client(self.source.connection)
+        self.reflectors = [
+            Reflector(client, kind, api_version, plural, self.source.namespace,
+                      changed,
+                      backoff=Backoff(self.backoff_base_s), watch_timeout_s=self.watch_timeout_s)
+            for kind, api_version, plural in RESOURCES
+        ]
+        threads = [threading.Thread(target=r.run, name=f"kube-{r.plural}", daemon=True) for r in self.reflectors]
+        for thread in threads:
+            thread.start()
+        try:
+            while not all(r.synced.is_set() for r in self.reflectors):
+                await asyncio.sleep(0.05)
+            while True:
+                await dirty.wait()
+                await asyncio.sleep(self.debounce_s)  # let a burst of events land
+                dirty.clear()
+                content = self.content()
+                content_digest = digest(content)
+                if content_digest != self._digest:
+                    self._digest = content_digest
+                    await self.on_change(content)
+        finally:
+            for reflector in self.reflectors:
+                reflector.stop()

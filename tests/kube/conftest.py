@@ -1,0 +1,87 @@
+"""A real kube-apiserver + etcd for the Kubernetes tests (deploy/testcluster/), one per session.
+
+FASTMESH_TEST_CLUSTER=DIR uses a cluster already started with `cluster.py start --dir DIR` (left running);
+otherwise the session starts one in a temporary directory and stops it at the end. A toolchain or start
+failure fails these tests: it never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from deploy.testcluster import cluster as testcluster
+from fastmesh.config.crds import plural
+
+
+LOOPBACK_FQDN = "localhost.fastmesh.test"
+"""An EndpointSlice address for upstreams on 127.0.0.1: the apiserver refuses loopback IPs, and a FQDN
+needs two labels; `make system-deps` maps this name in /etc/hosts."""
+
+
+@pytest.fixture(scope="session")
+def loopback_fqdn() -> str:
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(LOOPBACK_FQDN, 80, socket.AF_INET, socket.SOCK_STREAM)}
+    except socket.gaierror as err:
+        pytest.fail(f"{LOOPBACK_FQDN} does not resolve ({err}): run `make system-deps` (adds it to /etc/hosts)")
+    assert found == {"127.0.0.1"}, f"{LOOPBACK_FQDN} resolves to {found}, not 127.0.0.1"
+    return LOOPBACK_FQDN
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testcluster.Cluster]:
+    existing = os.environ.get("FASTMESH_TEST_CLUSTER")
+    if existing:
+        running = testcluster.Cluster.load(Path(existing))
+        if not running.pids or not all(running.alive().values()):
+            pytest.fail(f"FASTMESH_TEST_CLUSTER={existing}: the cluster there is not running ({running.pids})")
+        yield running
+        return
+    try:
+        started = testcluster.start(tmp_path_factory.mktemp("kube"))
+    except (testcluster.ClusterError, testcluster.toolchain.BuildError) as err:
+        pytest.fail(f"the test cluster did not start: {err}")
+    yield started
+    pids = dict(started.pids)
+    started.stop()
+    left = [f"{name} (pid {pid})" for name, pid in pids.items() if testcluster._pid_alive(pid)]
+    assert not left, f"still running after stop: {left}"
+
+
+@pytest.fixture(scope="session")
+def kube_api(kube_cluster: testcluster.Cluster) -> client.ApiClient:
+    """A `kubernetes` client authenticated with the admin token of the kubeconfig."""
+    return config.new_client_from_config(config_file=kube_cluster.kubeconfig)
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (its objects go with it)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube_api)
+
+
+def create_object(kube_api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create one object given as a manifest (core, discovery, Gateway API or fastmesh.io kinds)."""
+    api_version, kind = body["apiVersion"], body["kind"]
+    if api_version == "v1" and kind == "Service":
+        return client.CoreV1Api(kube_api).create_namespaced_service(namespace, body).to_dict()
+    if api_version == "discovery.k8s.io/v1" and kind == "EndpointSlice":
+        return client.DiscoveryV1Api(kube_api).create_namespaced_endpoint_slice(namespace, body).to_dict()
+    group, version = api_version.split("/")
+    return custom(kube_api).create_namespaced_custom_object(group, version, namespace, plural(kind), body)
