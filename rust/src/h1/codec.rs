@@ -65,10 +65,16 @@ pub struct ResponseHead {
 /// Parses a response head from the start of `buf` and removes it from there; `Ok(None)`: the
 /// head is not complete yet. Informational (1xx) heads are returned too (framing `Empty`), the
 /// caller skips them. `head_request`: the response to a HEAD has no body whatever it says.
-pub fn parse_response(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<ResponseHead>> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut raw);
-    let len = match parsed.parse(buf) {
+/// `spans`: scratch space kept by the caller (no large array zeroed per response).
+pub fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+    spans: &mut Vec<[usize; 4]>,
+) -> io::Result<Option<ResponseHead>> {
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut raw);
+    let len = match parsing {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(invalid("response head too large")),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -81,18 +87,18 @@ pub fn parse_response(buf: &mut BytesMut, head_request: bool) -> io::Result<Opti
     } else {
         Version::HTTP_11
     };
-    let count = parsed.headers.len();
-    // The head's bytes stay shared by the header values (no copy per value).
+    // The head's bytes stay shared by the header values (no copy per value): note where each
+    // name and value is, then cut the head off the buffer.
     let start = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+    spans.clear();
+    spans.extend(parsed.headers.iter().map(|h| {
         let n = h.name.as_ptr() as usize - start;
         let v = h.value.as_ptr() as usize - start;
-        *span = (n, n + h.name.len(), v, v + h.value.len());
-    }
+        [n, n + h.name.len(), v, v + h.value.len()]
+    }));
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n0, n1, v0, v1) in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &[n0, n1, v0, v1] in spans.iter() {
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| invalid("invalid header value"))?;
         headers.append(name, value);
@@ -303,7 +309,7 @@ mod tests {
 
     fn parse(bytes: &[u8], head: bool) -> io::Result<Option<ResponseHead>> {
         let mut buf = BytesMut::from(bytes);
-        parse_response(&mut buf, head)
+        parse_response(&mut buf, head, &mut Vec::new())
     }
 
     #[test]

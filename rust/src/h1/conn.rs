@@ -29,6 +29,8 @@ pub struct RawConn {
     read_size: usize,
     /// The request head being written (reused).
     head: Vec<u8>,
+    /// Where the response head's names and values are (reused).
+    spans: Vec<[usize; 4]>,
 }
 
 impl RawConn {
@@ -39,6 +41,7 @@ impl RawConn {
             buf: BytesMut::new(),
             read_size: INITIAL_READ,
             head: Vec::with_capacity(512),
+            spans: Vec::new(),
         }
     }
 
@@ -88,7 +91,7 @@ impl RawConn {
     pub async fn read_head(&mut self, head_request: bool) -> io::Result<ResponseHead> {
         loop {
             if !self.buf.is_empty() {
-                if let Some(head) = codec::parse_response(&mut self.buf, head_request)? {
+                if let Some(head) = codec::parse_response(&mut self.buf, head_request, &mut self.spans)? {
                     if head.status.is_informational() {
                         continue; // skipped, as hyper's client does
                     }

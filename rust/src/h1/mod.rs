@@ -14,7 +14,7 @@ pub mod conn;
 use std::sync::OnceLock;
 
 /// Default when `FASTMESH_H1_FASTPATH` is not set.
-const DEFAULT_ON: bool = false;
+const DEFAULT_ON: bool = true;
 
 /// Whether the fast path is on (read once per process).
 pub fn enabled() -> bool {
