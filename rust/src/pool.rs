@@ -450,9 +450,8 @@ impl UpstreamClient {
             }
         };
         drop(pending);
-        let io = shared
-            .connector
-            .connect(reserved)
+        // Boxed, as in `send_raw`: rare, and large inline.
+        let io = Box::pin(shared.connector.connect(reserved))
             .await
             .map_err(UpstreamError::Connect)?;
         let (mut sender, conn) = http1::Builder::new().handshake(io).await.map_err(UpstreamError::Http)?;
@@ -491,9 +490,9 @@ impl UpstreamClient {
             match shared.room(&mut pending)? {
                 Some(reserved) => {
                     drop(pending);
-                    let mut conn = shared
-                        .connector
-                        .connect_raw(reserved)
+                    // Boxed: connecting (TCP, maybe TLS) is rare and its future large; inline,
+                    // it would make every request's future larger to move (callgrind).
+                    let mut conn = Box::pin(shared.connector.connect_raw(reserved))
                         .await
                         .map_err(UpstreamError::Connect)?;
                     conn.send(&parts.method, target, &parts.headers, body.as_ref())
@@ -522,7 +521,7 @@ impl UpstreamClient {
             authority: authority.clone(),
         };
         let body = RawBody::new(conn, head.framing, head.keep_alive, back);
-        let mut resp = Response::new(PeerBody::Raw(body));
+        let mut resp = Response::new(PeerBody::Raw(Box::new(body)));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
