@@ -247,9 +247,8 @@ impl std::fmt::Display for UpstreamError {
 impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            UpstreamError::Connect(e) => Some(e),
+            UpstreamError::Connect(e) | UpstreamError::Io(e) => Some(e),
             UpstreamError::Http(e) => Some(e),
-            UpstreamError::Io(e) => Some(e),
             UpstreamError::Overflow(_) => None,
         }
     }
@@ -445,7 +444,7 @@ impl UpstreamClient {
                         .expect("only a cap refuses")
                         .freed
                         .notified()
-                        .await
+                        .await;
                 }
             }
         };
@@ -508,7 +507,7 @@ impl UpstreamClient {
                         .expect("only a cap refuses")
                         .freed
                         .notified()
-                        .await
+                        .await;
                 }
             }
         };
