@@ -436,16 +436,7 @@ impl UpstreamClient {
             }
             match shared.room(&mut pending)? {
                 Some(reserved) => break reserved,
-                None => {
-                    shared
-                        .connector
-                        .cap
-                        .as_deref()
-                        .expect("only a cap refuses")
-                        .freed
-                        .notified()
-                        .await;
-                }
+                None => shared.freed().await,
             }
         };
         drop(pending);
@@ -499,16 +490,7 @@ impl UpstreamClient {
                         .map_err(UpstreamError::Io)?;
                     break conn;
                 }
-                None => {
-                    shared
-                        .connector
-                        .cap
-                        .as_deref()
-                        .expect("only a cap refuses")
-                        .freed
-                        .notified()
-                        .await;
-                }
+                None => shared.freed().await,
             }
         };
         let head = conn
@@ -586,6 +568,12 @@ impl UpstreamClient {
 }
 
 impl Shared {
+    /// Resolves when a connection under the cap closes or goes idle.
+    async fn freed(&self) {
+        let cap = self.connector.cap.as_deref().expect("only a cap refuses");
+        cap.freed.notified().await;
+    }
+
     /// Room for one more connection: `Some(reserved)` (see `Connector::reserve`), `None` at
     /// the cap with this request among the pending ones (wait for `freed`), an overflow
     /// error when no more may wait.

@@ -103,6 +103,17 @@ async fn scripted() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
+/// An engine with one route to a `scripted` upstream: the engine, its listener, the upstream's count.
+async fn engine_before_scripted() -> (Engine, SocketAddr, Arc<AtomicUsize>) {
+    let (up, accepted) = scripted().await;
+    let engine = Engine::new(1).unwrap();
+    engine
+        .apply(&one_route(&format!(r#""protocol": "http1", "endpoints": ["{up}"]"#)))
+        .unwrap();
+    let proxy = engine.listeners()[0].1;
+    (engine, proxy, accepted)
+}
+
 fn req(method: Method, path: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .method(method)
@@ -115,12 +126,7 @@ fn req(method: Method, path: &str) -> Request<Full<Bytes>> {
 #[test]
 fn every_response_framing_is_relayed_and_decides_reuse() {
     run(async {
-        let (up, accepted) = scripted().await;
-        let engine = Engine::new(1).unwrap();
-        engine
-            .apply(&one_route(&format!(r#""protocol": "http1", "endpoints": ["{up}"]"#)))
-            .unwrap();
-        let proxy = engine.listeners()[0].1;
+        let (engine, proxy, accepted) = engine_before_scripted().await;
         let conns = || accepted.load(SeqCst);
         // Chunked (split across writes, with an extension and trailers): ends where it says,
         // so the connection is reused.
@@ -163,12 +169,7 @@ fn every_response_framing_is_relayed_and_decides_reuse() {
 #[test]
 fn an_idle_connection_the_upstream_closed_is_not_used_for_the_next_request() {
     run(async {
-        let (up, accepted) = scripted().await;
-        let engine = Engine::new(1).unwrap();
-        engine
-            .apply(&one_route(&format!(r#""protocol": "http1", "endpoints": ["{up}"]"#)))
-            .unwrap();
-        let proxy = engine.listeners()[0].1;
+        let (engine, proxy, accepted) = engine_before_scripted().await;
         assert_eq!(h1(proxy, req(Method::GET, "/idle-close")).await.body, "ok");
         tokio::time::sleep(Duration::from_millis(200)).await;
         // POST is not retried after a reset: it succeeds only if the closed connection is
