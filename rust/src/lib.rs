@@ -14,6 +14,7 @@ pub mod config;
 pub mod drain;
 pub mod engine;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod listener;
 pub mod pool;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,8 +31,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use crate::balance::{outlier::Health, p2c::PeakEwma, Endpoint};
-use crate::body::ProxyBody;
+use crate::body::{PeerBody, ProxyBody};
 use crate::config::{PoolConfig, Protocol};
+use crate::h1::body::RawBody;
+use crate::h1::conn::RawConn;
 use crate::stats::{EndpointStats, Limit};
 use crate::tls::outbound::{clone_connect_error, TlsConnect};
 use crate::tls::{IdentityMismatch, IdentityStore, Stream, TlsStats, UpstreamTls};
@@ -91,6 +93,22 @@ impl Connector {
 
     /// Connects; `reserved`: the connection was already counted by `reserve`.
     async fn connect(&self, reserved: bool) -> io::Result<CountedIo> {
+        let (stream, counted) = self.connect_stream(reserved).await?;
+        Ok(CountedIo {
+            io: TokioIo::new(stream),
+            counted,
+        })
+    }
+
+    /// A plaintext connection for the engine's own HTTP/1.1 client (`h1`).
+    async fn connect_raw(&self, reserved: bool) -> io::Result<RawConn> {
+        match self.connect_stream(reserved).await? {
+            (Stream::Plain(tcp), counted) => Ok(RawConn::new(tcp, counted)),
+            _ => Err(io::Error::other("the HTTP/1.1 fast path is for plaintext upstreams")),
+        }
+    }
+
+    async fn connect_stream(&self, reserved: bool) -> io::Result<(Stream, Counted)> {
         if !reserved {
             self.stats.connections_open.fetch_add(1, Relaxed);
         }
@@ -122,15 +140,12 @@ impl Connector {
                 }
             },
         };
-        Ok(CountedIo {
-            io: TokioIo::new(stream),
-            counted,
-        })
+        Ok((stream, counted))
     }
 }
 
 /// A connection's place in `connections_open` (and under the cap), given back on drop.
-struct Counted {
+pub struct Counted {
     stats: Arc<EndpointStats>,
     cap: Option<Arc<ConnCap>>,
 }
@@ -200,6 +215,8 @@ pub enum UpstreamError {
     Http(hyper::Error),
     /// A connection-pool limit was reached: nothing was sent.
     Overflow(Limit),
+    /// The connection failed while the request was on it (the engine's own HTTP/1.1 client).
+    Io(io::Error),
 }
 
 impl UpstreamError {
@@ -211,7 +228,7 @@ impl UpstreamError {
     pub fn identity_mismatch(&self) -> Option<&IdentityMismatch> {
         match self {
             UpstreamError::Connect(e) => IdentityMismatch::of(e),
-            UpstreamError::Http(_) | UpstreamError::Overflow(_) => None,
+            UpstreamError::Http(_) | UpstreamError::Overflow(_) | UpstreamError::Io(_) => None,
         }
     }
 }
@@ -222,6 +239,7 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Connect(e) => write!(f, "connect: {e}"),
             UpstreamError::Http(e) => write!(f, "{e}"),
             UpstreamError::Overflow(limit) => write!(f, "overflow: {}", limit.name()),
+            UpstreamError::Io(e) => write!(f, "{e}"),
         }
     }
 }
@@ -229,7 +247,7 @@ impl std::fmt::Display for UpstreamError {
 impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            UpstreamError::Connect(e) => Some(e),
+            UpstreamError::Connect(e) | UpstreamError::Io(e) => Some(e),
             UpstreamError::Http(e) => Some(e),
             UpstreamError::Overflow(_) => None,
         }
@@ -244,6 +262,9 @@ pub struct UpstreamClient {
 struct Shared {
     connector: Connector,
     protocol: Protocol,
+    /// HTTP/1.1 requests whose body is in memory go through the engine's own client (`h1`):
+    /// the fast path is on and the upstream is plaintext.
+    raw: bool,
     idle_timeout: Duration,
     max_idle: usize,
     state: Mutex<PoolState>,
@@ -263,6 +284,8 @@ struct HostPool {
     authority: Authority,
     /// HTTP/1.1 idle connections, most recently used last.
     idle: Vec<(http1::SendRequest<ProxyBody>, Instant)>,
+    /// Idle connections of the engine's own HTTP/1.1 client (`h1`), most recently used last.
+    raw: Vec<(RawConn, Instant)>,
     h2: H2Slot,
 }
 
@@ -290,6 +313,7 @@ impl PoolState {
                 self.hosts.push(HostPool {
                     authority: authority.clone(),
                     idle: Vec::new(),
+                    raw: Vec::new(),
                     h2: H2Slot::None,
                 });
                 self.hosts.len() - 1
@@ -317,6 +341,18 @@ pub struct Pooled {
 enum PooledConn {
     H1(Option<http1::SendRequest<ProxyBody>>),
     H2(u64),
+}
+
+/// Where a connection of the engine's own HTTP/1.1 client goes back when its response ends.
+pub struct Return {
+    shared: Arc<Shared>,
+    authority: Authority,
+}
+
+impl Return {
+    pub fn give(self, conn: RawConn) {
+        self.shared.put_raw_idle(&self.authority, conn);
+    }
 }
 
 impl Pooled {
@@ -353,6 +389,7 @@ impl UpstreamClient {
     fn new(connector: Connector, protocol: Protocol, pool: PoolConfig) -> Self {
         UpstreamClient {
             shared: Arc::new(Shared {
+                raw: protocol == Protocol::Http1 && connector.tls.is_none() && crate::h1::enabled(),
                 connector,
                 protocol,
                 idle_timeout: pool.idle_timeout,
@@ -371,11 +408,17 @@ impl UpstreamClient {
         &self,
         authority: &Authority,
         mut req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Pooled), UpstreamError> {
+    ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         if self.shared.protocol == Protocol::H2c {
-            return self.send_h2(authority, req).await;
+            let (resp, pooled) = self.send_h2(authority, req).await?;
+            return Ok((resp.map(PeerBody::Hyper), pooled));
         }
         let shared = &self.shared;
+        if shared.raw {
+            if let Some(body) = req.body_mut().known() {
+                return self.send_raw(authority, req, body).await;
+            }
+        }
         let mut pending = None;
         let reserved = loop {
             while let Some(mut sender) = shared.take_idle(authority) {
@@ -383,7 +426,7 @@ impl UpstreamClient {
                     continue;
                 }
                 match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp, shared.pooled_h1(authority, sender))),
+                    Ok(resp) => return Ok((resp.map(PeerBody::Hyper), shared.pooled_h1(authority, sender))),
                     Err(mut e) => match e.take_message() {
                         // Refused before it was written (the connection was closing): the next one.
                         Some(r) => req = r,
@@ -391,29 +434,14 @@ impl UpstreamClient {
                     },
                 }
             }
-            if let Some(reserved) = shared.connector.reserve() {
-                break reserved;
+            match shared.room(&mut pending)? {
+                Some(reserved) => break reserved,
+                None => shared.freed().await,
             }
-            // At the connection cap: wait for a connection to close or go idle, if there is
-            // room among the pending requests; else overflow at once.
-            let cap = shared.connector.cap.as_deref().expect("only a cap refuses");
-            if pending.is_none() {
-                if cap.pending.fetch_add(1, Relaxed) >= cap.max_pending {
-                    cap.pending.fetch_sub(1, Relaxed);
-                    return Err(UpstreamError::Overflow(if cap.max_pending == 0 {
-                        Limit::MaxConnections
-                    } else {
-                        Limit::MaxPendingRequests
-                    }));
-                }
-                pending = Some(Pending(cap));
-            }
-            cap.freed.notified().await;
         };
         drop(pending);
-        let io = shared
-            .connector
-            .connect(reserved)
+        // Boxed, as in `send_raw`: rare, and large inline.
+        let io = Box::pin(shared.connector.connect(reserved))
             .await
             .map_err(UpstreamError::Connect)?;
         let (mut sender, conn) = http1::Builder::new().handshake(io).await.map_err(UpstreamError::Http)?;
@@ -421,7 +449,70 @@ impl UpstreamClient {
             let _ = conn.await;
         });
         let resp = sender.send_request(req).await.map_err(UpstreamError::Http)?;
-        Ok((resp, shared.pooled_h1(authority, sender)))
+        Ok((resp.map(PeerBody::Hyper), shared.pooled_h1(authority, sender)))
+    }
+
+    /// The fast path (`h1`): a request whose body is in memory, on a connection this task
+    /// drives. A reused connection that fails while the request is written is dropped and the
+    /// next one tried (nothing reached the upstream that it could have processed); a failure
+    /// after that is the request's (`UpstreamError::Io`, a reset to the retry policy).
+    async fn send_raw(
+        &self,
+        authority: &Authority,
+        req: Request<ProxyBody>,
+        body: Option<Bytes>,
+    ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
+        let shared = &self.shared;
+        let (parts, _) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut pending = None;
+        let mut conn = loop {
+            if let Some(mut conn) = shared.take_raw_idle(authority) {
+                if conn
+                    .send(&parts.method, target, &parts.headers, body.as_ref())
+                    .await
+                    .is_ok()
+                {
+                    break conn;
+                }
+                continue;
+            }
+            match shared.room(&mut pending)? {
+                Some(reserved) => {
+                    drop(pending);
+                    // Boxed: connecting (TCP, maybe TLS) is rare and its future large; inline,
+                    // it would make every request's future larger to move (callgrind).
+                    let mut conn = Box::pin(shared.connector.connect_raw(reserved))
+                        .await
+                        .map_err(UpstreamError::Connect)?;
+                    conn.send(&parts.method, target, &parts.headers, body.as_ref())
+                        .await
+                        .map_err(UpstreamError::Io)?;
+                    break conn;
+                }
+                None => shared.freed().await,
+            }
+        };
+        let head = conn
+            .read_head(parts.method == Method::HEAD)
+            .await
+            .map_err(UpstreamError::Io)?;
+        let back = Return {
+            shared: shared.clone(),
+            authority: authority.clone(),
+        };
+        let body = RawBody::new(conn, head.framing, head.keep_alive, back);
+        let mut resp = Response::new(PeerBody::Raw(Box::new(body)));
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        // The body gives the connection back itself.
+        let pooled = Pooled {
+            shared: shared.clone(),
+            authority: authority.clone(),
+            conn: PooledConn::H1(None),
+        };
+        Ok((resp, pooled))
     }
 
     async fn send_h2(
@@ -477,6 +568,60 @@ impl UpstreamClient {
 }
 
 impl Shared {
+    /// Resolves when a connection under the cap closes or goes idle.
+    async fn freed(&self) {
+        let cap = self.connector.cap.as_deref().expect("only a cap refuses");
+        cap.freed.notified().await;
+    }
+
+    /// Room for one more connection: `Some(reserved)` (see `Connector::reserve`), `None` at
+    /// the cap with this request among the pending ones (wait for `freed`), an overflow
+    /// error when no more may wait.
+    fn room<'a>(&'a self, pending: &mut Option<Pending<'a>>) -> Result<Option<bool>, UpstreamError> {
+        if let Some(reserved) = self.connector.reserve() {
+            return Ok(Some(reserved));
+        }
+        let cap = self.connector.cap.as_deref().expect("only a cap refuses");
+        if pending.is_none() {
+            if cap.pending.fetch_add(1, Relaxed) >= cap.max_pending {
+                cap.pending.fetch_sub(1, Relaxed);
+                return Err(UpstreamError::Overflow(if cap.max_pending == 0 {
+                    Limit::MaxConnections
+                } else {
+                    Limit::MaxPendingRequests
+                }));
+            }
+            *pending = Some(Pending(cap));
+        }
+        Ok(None)
+    }
+
+    /// The most recently used idle raw connection still open and not expired.
+    fn take_raw_idle(&self, authority: &Authority) -> Option<RawConn> {
+        let mut state = self.state.lock();
+        let host = state.hosts.iter_mut().find(|h| same(&h.authority, authority))?;
+        let now = Instant::now();
+        while let Some((mut conn, since)) = host.raw.pop() {
+            if now.saturating_duration_since(since) < self.idle_timeout && conn.usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_raw_idle(self: &Arc<Self>, authority: &Authority, conn: RawConn) {
+        let mut state = self.state.lock();
+        let host = state.host(authority);
+        if host.raw.len() >= self.max_idle {
+            return; // dropped: the connection closes
+        }
+        host.raw.push((conn, Instant::now()));
+        self.ensure_reaper(&mut state);
+        if let Some(cap) = &self.connector.cap {
+            cap.freed.notify_one();
+        }
+    }
+
     fn pooled_h1(self: &Arc<Self>, authority: &Authority, sender: http1::SendRequest<ProxyBody>) -> Pooled {
         Pooled {
             shared: self.clone(),
@@ -611,6 +756,7 @@ impl Shared {
         for host in &mut state.hosts {
             host.idle
                 .retain(|(sender, since)| !sender.is_closed() && !expired(*since));
+            host.raw.retain_mut(|(conn, since)| !expired(*since) && conn.usable());
             let close_h2 = match &host.h2 {
                 H2Slot::Ready {
                     sender,
@@ -626,7 +772,7 @@ impl Shared {
         }
         state
             .hosts
-            .retain(|h| !h.idle.is_empty() || !matches!(h.h2, H2Slot::None));
+            .retain(|h| !h.idle.is_empty() || !h.raw.is_empty() || !matches!(h.h2, H2Slot::None));
         state.reaper = !state.hosts.is_empty();
         state.reaper
     }

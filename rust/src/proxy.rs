@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::balance::outlier::Outcome;
 use crate::balance::p2c::FAILURE_PENALTY;
 use crate::balance::{Backend, Endpoint, Slot};
-use crate::body::{BodyError, Deadline, InFlight, ProxyBody};
+use crate::body::{BodyError, Deadline, InFlight, PeerBody, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
 use crate::pool::{Pooled, UpstreamError};
@@ -355,7 +355,7 @@ impl TryError {
     }
 }
 
-type Answer = Result<(Response<Incoming>, Pooled), TryError>;
+type Answer = Result<(Response<PeerBody>, Pooled), TryError>;
 
 /// Sends a request to an endpoint, and again while the route's retry policy says so: the
 /// request is replayable (`Replay`), its failure matches a retry condition (`RetryPolicy::
@@ -529,7 +529,7 @@ async fn try_once(
 
 /// A response that will be retried: its connection goes back to the pool when its body has
 /// already ended, else it closes (reading an unknown body to reuse a connection is not worth it).
-fn discard(resp: Response<Incoming>, pooled: Pooled) {
+fn discard(resp: Response<PeerBody>, pooled: Pooled) {
     use http_body::Body as _;
     let ended = resp.body().is_end_stream();
     drop(resp);
