@@ -22,11 +22,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastmesh.compiler import IdentitySettings, child_env
 from fastmesh.engine import Engine
+from fastmesh.issued import Issued
 from fastmesh.reload import Fingerprint, fingerprint
 from fastmesh.state import rfc3339
 
@@ -45,17 +47,6 @@ class IdentityError(Exception):
 
 class CAWorkerError(Exception):
     """The CA child (`fastmesh.ca.worker`) refused or failed; the message says why."""
-
-
-@dataclass(frozen=True)
-class Issued:
-    """A workload certificate as the CA child gave it (times in seconds since the epoch)."""
-
-    cert_chain_pem: str
-    key_pem: str = field(repr=False)  # never in a repr, a log line or a traceback
-    spiffe_id: str
-    not_before: float
-    not_after: float
 
 
 async def ca_worker(*args: str, stdin: str = "") -> dict[str, Any]:
@@ -88,11 +79,11 @@ class Material:
 
     @property
     def not_before(self) -> float:
-        return self.issued.not_before
+        return self.issued.not_before.timestamp()
 
     @property
     def not_after(self) -> float:
-        return self.issued.not_after
+        return self.issued.not_after.timestamp()
 
     @property
     def renew_at(self) -> float:
@@ -133,6 +124,8 @@ class Identity:
         s = self.settings
         answer = await ca_worker("issue", s.ca_directory, s.spiffe_id, repr(s.cert_ttl_s))
         bundle = answer.pop("bundle_pem")
+        for when in ("not_before", "not_after"):
+            answer[when] = datetime.fromtimestamp(answer[when], UTC)
         return Issued(**answer), bundle
 
     async def renew(self, reason: str) -> Material:

@@ -11,7 +11,6 @@ Keys are PKCS#8, mode 0600; certificates mode 0644.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fastmesh import spiffe
+from fastmesh.issued import Issued
 from fastmesh.ca.files import CERT_MODE, KEY_MODE, write_atomic
 
 ROOT = "root.pem"
@@ -36,17 +36,6 @@ _CA_BACKDATE = timedelta(minutes=5)
 
 class CAError(Exception):
     """A CA operation failed; the message says why and, where it helps, what to do."""
-
-
-@dataclass(frozen=True)
-class Issued:
-    """A workload certificate: the chain (leaf, then intermediate) and its private key."""
-
-    cert_chain_pem: str
-    key_pem: str = field(repr=False)  # never in a repr, a log line or a traceback
-    spiffe_id: str
-    not_before: datetime
-    not_after: datetime
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:

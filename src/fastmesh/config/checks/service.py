@@ -33,7 +33,7 @@ def check_service(ctx: Context, doc: Document) -> None:
         )
     account = service.service_account
     if account is not None:
-        loc = ("metadata", "annotations", SERVICE_ACCOUNT_ANNOTATION)
+        loc: tuple[str | int, ...] = ("metadata", "annotations", SERVICE_ACCOUNT_ANNOTATION)
         if problem := spiffe.service_account_problem(account):
             ctx.report(doc, loc, problem)
         elif ctx.cfg.proxy.identity is None:

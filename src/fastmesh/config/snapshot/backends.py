@@ -105,7 +105,7 @@ def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
     backends = []
     for service in cfg.services:
         for port in service.spec.ports:
-            backend = {
+            backend: dict[str, Any] = {
                 "name": service_backend(service.namespace, service.name, port.port),
                 "protocol": "h2c" if port.app_protocol == H2C else "http1",
                 "lb": _lb(cfg, service),
