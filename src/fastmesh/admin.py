@@ -50,7 +50,7 @@ class Admin:
         self.engine = engine
         self.identity = identity
         self.token_file = token_file
-        self.registry = metrics.make_registry(engine.stats, state)
+        self.registry = metrics.make_registry(engine.stats, state, self._identity_figures)
         self._server: asyncio.Server | None = None
         self._routes = {
             "/ready": self.ready,
@@ -62,6 +62,10 @@ class Admin:
         self._actions: dict[str, Callable[[], Awaitable[Response]]] = {
             "/identity/renew": self.renew_identity,
         }
+
+    def _identity_figures(self) -> dict[str, Any] | None:
+        identity = self.identity()
+        return identity.figures() if identity is not None else None
 
     async def start(self, address: str) -> str:
         """Listen on `address`; returns the bound ip:port. OSError if it cannot bind."""

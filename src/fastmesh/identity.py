@@ -271,6 +271,14 @@ class Identity:
 
     # === what the admin API shows (no key material) ===
 
+    def figures(self) -> dict[str, Any] | None:
+        """For /metrics: times in seconds since the epoch; None before the first certificate."""
+        m = self.current
+        if m is None:
+            return None
+        return {"spiffe_id": self.settings.spiffe_id, "not_after": m.not_after, "renew_at": m.renew_at,
+                "renewals": self.renewals, "renewal_failures": self.failures}
+
     def view(self) -> dict[str, Any]:
         m = self.current
         return {

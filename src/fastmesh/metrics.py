@@ -161,7 +161,7 @@ def resilience_families(stats: Stats) -> Iterator[Metric]:
         "fastmesh_retry_budget_exhausted", "Retries due but refused by the retry budget, by route.", labels=["route"]
     )
     timeouts = CounterMetricFamily(
-        "fastmesh_timeouts", "Timeouts, by route and kind (request: 504 to the client; per_try).", labels=["route", "kind"]
+        "fastmesh_timeouts", "Timeouts, by route and kind (request: 504 to the client, or a response body cut; per_try).", labels=["route", "kind"]
     )
     faults = CounterMetricFamily("fastmesh_faults", "Faults injected, by route and kind (delay, abort).", labels=["route", "kind"])
     mirrored = CounterMetricFamily("fastmesh_mirrored", "Request copies sent to the mirror backend, by route.", labels=["route"])
@@ -231,10 +231,46 @@ def config_families(state: State) -> Iterator[Metric]:
     )
 
 
+IdentityView = Callable[[], "dict[str, Any] | None"]
+"""The workload identity's figures (`Identity.figures()`), or None without one."""
+
+
+def _no_identity() -> dict[str, Any] | None:
+    return None
+
+
+def identity_families(view: dict[str, Any] | None) -> Iterator[Metric]:
+    """The workload certificate: when it expires and is renewed, renewals and failures (Istio's
+    citadel/istio-agent expose the same; alert on expiry minus now)."""
+    if view is None:
+        return
+    labels = ["spiffe_id"]
+    spiffe_id = [view["spiffe_id"]]
+
+    def gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, help_text, labels=labels)
+        family.add_metric(spiffe_id, value)
+        return family
+
+    yield gauge("fastmesh_identity_cert_expiry_timestamp_seconds",
+                "When the workload certificate expires (Unix time).", view["not_after"])
+    yield gauge("fastmesh_identity_cert_renewal_timestamp_seconds",
+                "When the workload certificate is due for renewal (Unix time).", view["renew_at"])
+    renewals = CounterMetricFamily("fastmesh_identity_renewals", "Workload certificates issued and installed.",
+                                   labels=labels)
+    renewals.add_metric(spiffe_id, view["renewals"])
+    yield renewals
+    failures = GaugeMetricFamily("fastmesh_identity_renewal_failures",
+                                 "Consecutive failed renewals (0 after a success).", labels=labels)
+    failures.add_metric(spiffe_id, view["renewal_failures"])
+    yield failures
+
+
 class EngineCollector(Collector):
-    def __init__(self, stats: Callable[[], Stats], state: State) -> None:
+    def __init__(self, stats: Callable[[], Stats], state: State, identity: IdentityView = _no_identity) -> None:
         self._stats = stats
         self._state = state
+        self._identity = identity
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
@@ -243,14 +279,15 @@ class EngineCollector(Collector):
         yield from authz_families(stats)
         yield from resilience_families(stats)
         yield from config_families(self._state)
+        yield from identity_families(self._identity())
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # names are not known before a scrape; do not read the engine on register
 
 
-def make_registry(stats: Callable[[], Stats], state: State) -> CollectorRegistry:
+def make_registry(stats: Callable[[], Stats], state: State, identity: IdentityView = _no_identity) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(stats, state))
+    registry.register(EngineCollector(stats, state, identity))
     return registry
 
 

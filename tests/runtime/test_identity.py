@@ -9,12 +9,14 @@ import asyncio
 import logging
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cryptography import x509
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from fastmesh.ca import CA
 from fastmesh.runtime import Runtime
@@ -260,6 +262,14 @@ def test_admin_shows_the_identity_never_the_key_and_renew_needs_the_token(
             assert shown["spiffe_id"] == CART and shown["generation"] == 1
             assert shown["not_after"].endswith("Z")
             assert (await client.get("/stats")).json()["orchestrator"]["identity"]["spiffe_id"] == CART
+            # The certificate's expiry and renewal time as gauges to alert on (Unix time).
+            families = {f.name: f for f in text_string_to_metric_families(pages["/metrics"])}
+            (expiry,) = families["fastmesh_identity_cert_expiry_timestamp_seconds"].samples
+            (renewal,) = families["fastmesh_identity_cert_renewal_timestamp_seconds"].samples
+            assert expiry.labels == {"spiffe_id": CART}
+            assert abs(expiry.value - datetime.fromisoformat(shown["not_after"]).timestamp()) < 0.01
+            assert abs(renewal.value - datetime.fromisoformat(shown["renew_at"]).timestamp()) < 0.01
+            assert families["fastmesh_identity_renewals"].samples[0].value == 1
 
             renew = "/identity/renew"
             assert (await client.post(renew)).status_code == 401
