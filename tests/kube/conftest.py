@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import httpx
 from kubernetes import client, config
 
 from deploy.testcluster import cluster as testcluster
 from fastmesh.config.crds import plural
+from tests.harness import Proxy, Upstream, backend, proxy_spec, route, rule, service
 
 
 LOOPBACK_FQDN = "localhost.fastmesh.test"
@@ -85,3 +87,37 @@ def create_object(kube_api: client.ApiClient, namespace: str, body: dict[str, An
         return client.DiscoveryV1Api(kube_api).create_namespaced_endpoint_slice(namespace, body).to_dict()
     group, version = api_version.split("/")
     return custom(kube_api).create_namespaced_custom_object(group, version, namespace, plural(kind), body)
+
+
+@pytest.fixture
+def kube_proxies(tmp_path: Path) -> Iterator[list[Proxy]]:
+    started: list[Proxy] = []
+    yield started
+    for px in started:
+        px.terminate(timeout=15)
+
+
+def mesh(namespace: str, host: str, v1: Upstream, v2: Upstream,
+          weights: tuple[int, int] = (100, 0)) -> list[dict[str, Any]]:
+    """reviews (GAMMA): x-version: v2 pins reviews-v2, the rest is split by `weights`."""
+    docs = [proxy_spec(listeners=[{"name": "outbound", "port": 15001}])]
+    docs += service("reviews", namespace=namespace, port=9080)
+    # FQDN endpoints: the apiserver refuses loopback IPs in EndpointSlices, and the tests have only loopback.
+    docs += service("reviews-v1", [f"{host}:{v1.port}"], namespace=namespace, address_type="FQDN")
+    docs += service("reviews-v2", [f"{host}:{v2.port}"], namespace=namespace, address_type="FQDN")
+    docs.append(route("reviews", [
+        rule(backend("reviews-v2"), matches=[{"headers": [{"name": "x-version", "value": "v2"}]}]),
+        rule(backend("reviews-v1", weights[0]), backend("reviews-v2", weights[1])),
+    ], parent="reviews", namespace=namespace))
+    return docs
+
+
+def served_by(px: Proxy, n: int, host: str = "reviews", **headers: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with httpx.Client(timeout=10) as http:
+        for _ in range(n):
+            response = http.get(f"{px.url}/", headers={"host": host, **headers})
+            assert response.status_code == 200, response.text
+            who = response.json()["upstream"]
+            counts[who] = counts.get(who, 0) + 1
+    return counts
