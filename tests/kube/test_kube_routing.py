@@ -4,6 +4,7 @@ in its status while the rest keeps serving. Real proxy processes, real upstreams
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -201,3 +202,40 @@ def test_an_invalid_httproute_is_left_out_and_told_why(
     _wait_status(kube_api, namespace, "reviews-regex", ACCEPTED)
     response = httpx.get(f"{px.url}/v1/x", headers={"host": "reviews"}, timeout=5)
     assert response.json()["upstream"] == "v1"
+
+
+def test_without_rbac_for_status_the_proxy_serves_and_writes_none(
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
+    upstream_factory: Callable[..., Upstream], kube_proxies: list[Proxy], tmp_path: Path, loopback_fqdn: str,
+) -> None:
+    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
+    for doc in mesh(namespace, loopback_fqdn, v1, v2):
+        create_object(kube_api, namespace, doc)
+    # A ServiceAccount that may read the mesh's kinds, not write status.
+    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "proxy"}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "mesh-reader"}, "rules": [
+        {"apiGroups": ["", "discovery.k8s.io", "gateway.networking.k8s.io", "fastmesh.io"], "resources": ["*"],
+         "verbs": ["get", "list", "watch"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "proxy-reads-mesh"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mesh-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "proxy", "namespace": namespace}]})
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    config = json.loads(Path(kube_cluster.kubeconfig).read_text())
+    config["users"][0]["user"]["token"] = core.create_namespaced_service_account_token("proxy", namespace, request).status.token
+    kubeconfig = tmp_path / "proxy.kubeconfig"
+    kubeconfig.write_text(json.dumps(config))
+
+    px = Proxy.start_kubernetes(kubeconfig, namespace, tmp_path)
+    kube_proxies.append(px)
+    assert served_by(px, 10) == {"v1": 10}
+    deadline = time.monotonic() + 20
+    while "no RBAC to write HTTPRoute status" not in px.stderr_tail(200):
+        assert time.monotonic() < deadline, px.stderr_tail()
+        time.sleep(0.1)
+    _patch_route(kube_api, namespace, "reviews", _weights(0, 100))  # it still follows the cluster
+    _until_only(px, "v2", deadline_s=20)
+    obj = custom(kube_api).get_namespaced_custom_object_status(*GATEWAY, namespace, "httproutes", "reviews")
+    assert not (obj.get("status") or {}).get("parents"), obj["status"]
+    assert px.stderr_tail(200).count("no RBAC to write HTTPRoute status") == 1  # said once, not per load
