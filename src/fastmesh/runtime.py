@@ -259,7 +259,7 @@ class Runtime:
             return True
 
     def _write_status(self, loaded: Compiled) -> None:
-        """From a cluster: report on the HTTPRoutes of the config just applied (fastmesh.kube.status)."""
+        """From a cluster: report on the objects of the config just applied (fastmesh.kube.status)."""
         reports = list(loaded.objects)
         for report in reports:
             if report["left_out"]:
@@ -267,12 +267,14 @@ class Runtime:
                 log.warning("%s %s/%s left out: %s", report["kind"], report["namespace"], report["name"], problems)
         if self.kube is None or self.status is None or not self.status.enabled:
             return
-        routes = list(self.kube.listed.get("HTTPRoute", []))
+        own = self.kube.proxy_namespace
+        listed = {kind: [o for o in objects if kind != "Proxy" or own is None or o["metadata"].get("namespace") == own]
+                  for kind, objects in self.kube.listed.items()}  # other proxies' settings are not ours
 
         async def write() -> None:
             async with self._status_lock:  # in order: a later load's status is written last
                 assert self.status is not None
-                await asyncio.to_thread(self.status.write, routes, reports)
+                await asyncio.to_thread(self.status.write, listed, reports)
 
         self._spawn(write())
 

@@ -17,7 +17,7 @@ from kubernetes import client
 
 from deploy.testcluster import cluster as testcluster
 from fastmesh.kube.status import CONTROLLER
-from tests.harness import Proxy, Upstream, backend, route, rule, service
+from tests.harness import Proxy, Upstream, backend, route, rule, service, traffic_policy
 from tests.kube.conftest import create_object, custom, mesh, served_by
 
 GATEWAY = ("gateway.networking.k8s.io", "v1")
@@ -146,6 +146,14 @@ def _route_status(kube_api: client.ApiClient, namespace: str, name: str) -> dict
     return {c["type"]: c for c in parents[0]["conditions"] if c["observedGeneration"] == generation}
 
 
+def _conditions(kube_api: client.ApiClient, plural: str, namespace: str, name: str) -> tuple[str, str] | None:
+    """(status, reason) of the Accepted condition of a fastmesh.io object, for its current generation."""
+    obj = custom(kube_api).get_namespaced_custom_object_status("fastmesh.io", "v1alpha1", namespace, plural, name)
+    found = [c for c in (obj.get("status") or {}).get("conditions") or []
+             if c["type"] == "Accepted" and c["observedGeneration"] == obj["metadata"]["generation"]]
+    return (found[0]["status"], found[0]["reason"]) if found else None
+
+
 def _wait_status(kube_api: client.ApiClient, namespace: str, name: str,
                  want: dict[str, tuple[str, str]], timeout: float = 20) -> dict[str, dict[str, Any]]:
     """Poll until the conditions are `want` ({type: (status, reason)})."""
@@ -196,6 +204,16 @@ def test_an_invalid_httproute_is_left_out_and_told_why(
     _patch_route(kube_api, namespace, "reviews", _weights(0, 100))
     _until_only(px, "v2", deadline_s=20)
 
+    # fastmesh.io objects get an Accepted condition too.
+    create_object(kube_api, namespace, {**traffic_policy("nowhere", retry={"attempts": 2}),
+                                        "metadata": {"name": "to-nowhere"}})
+    create_object(kube_api, namespace, traffic_policy("reviews-v1", retry={"attempts": 2}))
+    for name, want in (("to-nowhere", ("False", "Invalid")), ("reviews-v1-policy", ("True", "Accepted"))):
+        end = time.monotonic() + 20
+        while (got := _conditions(kube_api, "trafficpolicies", namespace, name)) != want:
+            assert time.monotonic() < end, (name, got)
+            time.sleep(0.1)
+
     # Fixed, the route is taken and its status says so.
     _patch_route(kube_api, namespace, "reviews-regex", {"spec": {"rules": [rule(backend("reviews-v1"), matches=[
         {"path": {"type": "PathPrefix", "value": "/v1"}}])]}})
@@ -231,11 +249,11 @@ def test_without_rbac_for_status_the_proxy_serves_and_writes_none(
     kube_proxies.append(px)
     assert served_by(px, 10) == {"v1": 10}
     deadline = time.monotonic() + 20
-    while "no RBAC to write HTTPRoute status" not in px.stderr_tail(200):
+    while "no RBAC to write status" not in px.stderr_tail(200):
         assert time.monotonic() < deadline, px.stderr_tail()
         time.sleep(0.1)
     _patch_route(kube_api, namespace, "reviews", _weights(0, 100))  # it still follows the cluster
     _until_only(px, "v2", deadline_s=20)
     obj = custom(kube_api).get_namespaced_custom_object_status(*GATEWAY, namespace, "httproutes", "reviews")
     assert not (obj.get("status") or {}).get("parents"), obj["status"]
-    assert px.stderr_tail(200).count("no RBAC to write HTTPRoute status") == 1  # said once, not per load
+    assert px.stderr_tail(200).count("no RBAC to write status") == 1  # said once, not per load

@@ -1,4 +1,5 @@
-"""HTTPRoute status: whether the proxy took each route, written with the status subresource.
+"""Object status: whether the proxy took each HTTPRoute and fastmesh.io object, written with the status
+subresource.
 
 For each Service parentRef of an HTTPRoute (GAMMA), `status.parents[]` gets one entry of controller
 `fastmesh.io/mesh` with two conditions (Gateway API route conditions):
@@ -9,9 +10,11 @@ For each Service parentRef of an HTTPRoute (GAMMA), `status.parents[]` gets one 
 - `ResolvedRefs`: True (`ResolvedRefs`), or False when a backendRef does not resolve: `BackendNotFound`
   (no such Service, port or external service: that backend answers 500) or `InvalidKind`.
 
-Entries of other controllers are kept. A route is written only when its conditions (or generation)
+Entries of other controllers are kept. The fastmesh.io objects get `status.conditions` with one `Accepted` condition: True (`Accepted`), or
+False (`Invalid`, the problems in its message) when it was left out; the Proxy only of the proxy's own
+namespace. An object is written only when its conditions (or generation)
 differ from what it holds, so a steady cluster sees no writes; `lastTransitionTime` moves only when a
-condition's status does. The writes need RBAC `patch` on `httproutes/status`: a 403 turns the writer
+condition's status does. The writes need RBAC `patch` on `httproutes/status` and the `<kind>/status` of the fastmesh.io kinds: a 403 turns the writer
 off with one warning (`fastmesh proxy --no-kube-status` turns it off from the start). One writer per
 cluster: run the others with `--no-kube-status`.
 """
@@ -23,13 +26,12 @@ import time
 from typing import Any
 
 from fastmesh.kube import KubeError
-from fastmesh.kube.source import Client, collection_path
+from fastmesh.kube.source import RESOURCES, Client, collection_path
 
 log = logging.getLogger("fastmesh.kube")
 
 CONTROLLER = "fastmesh.io/mesh"
 REF_REASONS = frozenset({"BackendNotFound", "InvalidKind", "RefNotPermitted"})
-API_VERSION, PLURAL = "gateway.networking.k8s.io/v1", "httproutes"
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, generation: int, now: str) -> dict[str, Any]:
@@ -94,6 +96,14 @@ def _key(entry: dict[str, Any]) -> tuple[Any, ...]:
     return (ref.get("namespace"), ref.get("name"), ref.get("port"))
 
 
+def object_conditions(report: dict[str, Any] | None, generation: int, now: str) -> list[dict[str, Any]]:
+    """`Accepted` of a fastmesh.io object: True (`Accepted`), or False (`Invalid`) when it was left out."""
+    if report and report["left_out"]:
+        return [_condition("Accepted", False, "Invalid", f"left out of the config: {_describe(report['problems'])}",
+                           generation, now)]
+    return [_condition("Accepted", True, "Accepted", "", generation, now)]
+
+
 class StatusWriter:
     """Writes the HTTPRoute conditions after each load; `enabled` goes False on a 403."""
 
@@ -102,40 +112,61 @@ class StatusWriter:
         self.enabled = True
         self.writes = 0
 
-    def write(self, routes: list[dict[str, Any]], reports: list[dict[str, Any]]) -> None:
-        """`routes`: the raw HTTPRoutes the config was made of; `reports`: the worker's object reports."""
-        by_route = {(r["namespace"], r["name"]): r for r in reports if r["kind"] == "HTTPRoute"}
+    def write(self, listed: dict[str, list[dict[str, Any]]], reports: list[dict[str, Any]]) -> None:
+        """`listed`: the raw objects by kind the config was made of (the Proxy only of the proxy's
+        namespace); `reports`: the worker's object reports."""
+        by_object = {(r["kind"], r["namespace"], r["name"]): r for r in reports}
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         conn = None
         try:
-            for route in routes:
-                if not self.enabled:
-                    return
-                meta = route["metadata"]
-                key = (meta.get("namespace", "default"), meta["name"])
-                ours = [{"parentRef": ref, "controllerName": CONTROLLER,
-                         "conditions": conditions(by_route.get(key), int(meta.get("generation", 0)), now)}
-                        for ref in _parent_refs(route)]
-                held = (route.get("status") or {}).get("parents") or []
-                others = [e for e in held if e.get("controllerName") != CONTROLLER]
-                mine = [e for e in held if e.get("controllerName") == CONTROLLER]
-                if _same(ours, mine):
-                    continue
-                _keep_transition_times(ours, mine)
-                conn = conn or self.client.open()
-                self._patch(conn, key, {"status": {"parents": others + ours}})
+            for kind, api_version, plural in RESOURCES:
+                for obj in listed.get(kind, []) if kind == "HTTPRoute" or api_version.startswith("fastmesh.io/") else []:
+                    if not self.enabled:
+                        return
+                    meta = obj["metadata"]
+                    key = (meta.get("namespace", "default"), meta["name"])
+                    report, generation = by_object.get((kind, *key)), int(meta.get("generation", 0))
+                    if kind == "HTTPRoute":
+                        body = self._route_status(obj, conditions(report, generation, now))
+                    else:
+                        body = self._object_status(obj, object_conditions(report, generation, now))
+                    if body is not None:
+                        conn = conn or self.client.open()
+                        self._patch(conn, api_version, plural, key, {"status": body})
         except KubeError as e:
-            log.warning("HTTPRoute status not written: %s", e)
+            log.warning("status not written: %s", e)
         finally:
             if conn is not None:
                 conn.close()
 
-    def _patch(self, conn: Any, key: tuple[str, str], body: dict[str, Any]) -> None:
-        path = f"{collection_path(API_VERSION, PLURAL, key[0])}/{key[1]}/status"
+    @staticmethod
+    def _route_status(route: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The route's new status, or None when ours is what it holds."""
+        ours = [{"parentRef": ref, "controllerName": CONTROLLER, "conditions": [dict(c) for c in conditions]}
+                for ref in _parent_refs(route)]
+        held = (route.get("status") or {}).get("parents") or []
+        others = [e for e in held if e.get("controllerName") != CONTROLLER]
+        mine = [e for e in held if e.get("controllerName") == CONTROLLER]
+        if _same(ours, mine):
+            return None
+        _keep_transition_times(ours, mine)
+        return {"parents": others + ours}
+
+    @staticmethod
+    def _object_status(obj: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """A fastmesh.io object's new status (`conditions`), or None when it holds them already."""
+        entry, held = {"conditions": conditions}, {"conditions": (obj.get("status") or {}).get("conditions") or []}
+        if _same([entry], [held]):
+            return None
+        _keep_transition_times([entry], [held])
+        return entry
+
+    def _patch(self, conn: Any, api_version: str, plural: str, key: tuple[str, str], body: dict[str, Any]) -> None:
+        path = f"{collection_path(api_version, plural, key[0])}/{key[1]}/status"
         status, answer = self.client.call(conn, path, "PATCH", body, "application/merge-patch+json")
         if status == 403:
             self.enabled = False
-            log.warning("no RBAC to write HTTPRoute status (%s): not writing it", answer.get("message", status))
+            log.warning("no RBAC to write status (%s): not writing it", answer.get("message", status))
         elif status == 404:
             return  # deleted meanwhile
         elif status >= 300:
