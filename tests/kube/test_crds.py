@@ -65,7 +65,7 @@ def test_every_fastmesh_kind_of_the_examples_is_accepted(kube_api: client.ApiCli
             except ApiException as err:
                 pytest.fail(f"{example.name}: {doc['kind']} {doc['metadata']['name']}: {err.status} {err.body}")
             tried.add(doc["kind"])
-    assert tried == {kind.KIND for kind in CRD_KINDS} - {"AuthorizationPolicy"}  # no example has one yet
+    assert tried == {kind.KIND for kind in CRD_KINDS}
 
 
 def test_authorization_policy_is_accepted_and_validated(kube_api: client.ApiClient, namespace: str) -> None:
