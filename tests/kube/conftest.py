@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +64,24 @@ def kube_api(kube_cluster: testcluster.Cluster) -> client.ApiClient:
     return config.new_client_from_config(config_file=kube_cluster.kubeconfig)
 
 
-@pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (its objects go with it)."""
+def _fresh_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (its objects go with it)."""
+    yield from _fresh_namespace(kube_api)
+
+
+@pytest.fixture
+def other_namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A second fresh namespace."""
+    yield from _fresh_namespace(kube_api)
 
 
 def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
@@ -121,3 +131,18 @@ def served_by(px: Proxy, n: int, host: str = "reviews", **headers: str) -> dict[
             who = response.json()["upstream"]
             counts[who] = counts.get(who, 0) + 1
     return counts
+
+
+@pytest.fixture
+def reviews_mesh(kube_api: client.ApiClient, namespace: str, upstream_factory: Callable[..., Upstream],
+                 loopback_fqdn: str) -> Callable[..., tuple[Upstream, Upstream]]:
+    """reviews_mesh(weights=(100, 0)) -> (v1, v2): the objects of `mesh` created in the test's namespace,
+    reviews-v1 and reviews-v2 served by two real upstreams answering "v1" and "v2"."""
+
+    def create(weights: tuple[int, int] = (100, 0)) -> tuple[Upstream, Upstream]:
+        v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
+        for doc in mesh(namespace, loopback_fqdn, v1, v2, weights):
+            create_object(kube_api, namespace, doc)
+        return v1, v2
+
+    return create

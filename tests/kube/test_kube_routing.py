@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from kubernetes import client
 from deploy.testcluster import cluster as testcluster
 from fastmesh.kube.status import CONTROLLER
 from tests.harness import Proxy, Upstream, backend, route, rule, service, traffic_policy
-from tests.kube.conftest import create_object, custom, mesh, served_by
+from tests.kube.conftest import create_object, custom, served_by
 
 GATEWAY = ("gateway.networking.k8s.io", "v1")
 
@@ -54,11 +53,9 @@ def _until_only(px: Proxy, who: str, deadline_s: float, host: str = "reviews") -
 
 def test_a_weight_change_shifts_live_traffic(
     kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
-    upstream_factory: Callable[..., Upstream], kube_proxies: list[Proxy], tmp_path: Path, loopback_fqdn: str,
+    reviews_mesh: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    for doc in mesh(namespace, loopback_fqdn, v1, v2, weights=(100, 0)):
-        create_object(kube_api, namespace, doc)
+    reviews_mesh()
     px = Proxy.start_kubernetes(kube_cluster.kubeconfig, namespace, tmp_path)
     kube_proxies.append(px)
     assert served_by(px, 10) == {"v1": 10}
@@ -98,23 +95,12 @@ def test_removing_an_endpoint_stops_traffic_to_it(
     assert served_by(px, 30, host="web") == {"a": 30}
 
 
-@pytest.fixture
-def other_namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
-
-
 def test_a_consumer_route_applies_only_in_its_namespace(
     kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, other_namespace: str,
-    upstream_factory: Callable[..., Upstream], kube_proxies: list[Proxy], tmp_path: Path, loopback_fqdn: str,
+    reviews_mesh: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
 ) -> None:
     producer_ns, consumer_ns = namespace, other_namespace
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    for doc in mesh(producer_ns, loopback_fqdn, v1, v2, weights=(100, 0)):  # the producer route: all to v1
-        create_object(kube_api, producer_ns, doc)
+    reviews_mesh()  # the producer route: all to v1
     consumer = route("reviews-canary", [rule(backend("reviews-v2", namespace=producer_ns))],
                      parent="reviews", namespace=consumer_ns)
     consumer["spec"]["parentRefs"][0]["namespace"] = producer_ns
@@ -172,10 +158,10 @@ ACCEPTED = {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "Resolved
 
 def test_an_invalid_httproute_is_left_out_and_told_why(
     kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
-    upstream_factory: Callable[..., Upstream], kube_proxies: list[Proxy], tmp_path: Path, loopback_fqdn: str,
+    reviews_mesh: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    for doc in mesh(namespace, loopback_fqdn, v1, v2, weights=(100, 0)) + service("ratings", namespace=namespace):
+    reviews_mesh()
+    for doc in service("ratings", namespace=namespace):
         create_object(kube_api, namespace, doc)
     px = Proxy.start_kubernetes(kube_cluster.kubeconfig, namespace, tmp_path)
     kube_proxies.append(px)
@@ -224,11 +210,9 @@ def test_an_invalid_httproute_is_left_out_and_told_why(
 
 def test_without_rbac_for_status_the_proxy_serves_and_writes_none(
     kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
-    upstream_factory: Callable[..., Upstream], kube_proxies: list[Proxy], tmp_path: Path, loopback_fqdn: str,
+    reviews_mesh: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    for doc in mesh(namespace, loopback_fqdn, v1, v2):
-        create_object(kube_api, namespace, doc)
+    reviews_mesh()
     # A ServiceAccount that may read the mesh's kinds, not write status.
     core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "proxy"}})

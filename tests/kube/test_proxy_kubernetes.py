@@ -20,12 +20,10 @@ from tests.kube.conftest import create_object, mesh as _mesh, served_by as _serv
 
 
 def test_proxy_routes_per_an_httproute_of_the_cluster(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
-    upstream_factory: Callable[..., Upstream], kube_proxies: list[Proxy], tmp_path: Path, loopback_fqdn: str,
+    kube_cluster: testcluster.Cluster, namespace: str, reviews_mesh: Callable[..., Any],
+    kube_proxies: list[Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    for doc in _mesh(namespace, loopback_fqdn, v1, v2):
-        create_object(kube_api, namespace, doc)
+    reviews_mesh()
     px = Proxy.start_kubernetes(kube_cluster.kubeconfig, namespace, tmp_path)
     kube_proxies.append(px)
     assert _served_by(px, 10) == {"v1": 10}
