@@ -279,10 +279,12 @@ class Proxy:
                            listeners=listeners, extra_args=extra_args, ready_timeout=ready_timeout)
 
     @classmethod
-    def start_kubernetes(cls, kubeconfig: str | Path, namespace: str, tmp_path: Path, **options: Any) -> Proxy:
-        """`fastmesh proxy --kubernetes` on one namespace of a cluster (options as for `start`), once "ready"."""
+    def start_kubernetes(cls, kubeconfig: str | Path, namespace: str | None, tmp_path: Path, **options: Any) -> Proxy:
+        """`fastmesh proxy --kubernetes` on one namespace of a cluster (None: all of them; options as for
+        `start`), once "ready"."""
         cls._seq += 1
-        source = ["--kubernetes", "--kubeconfig", str(kubeconfig), "--kube-namespace", namespace]
+        source = ["--kubernetes", "--kubeconfig", str(kubeconfig)]
+        source += ["--kube-namespace", namespace] if namespace else []
         return cls._launch(source, Path(kubeconfig), tmp_path, **options)
 
     @classmethod

@@ -68,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
     proxy.add_argument("--kube-context", metavar="NAME", help="with --kubernetes: kubeconfig context (default: current)")
     proxy.add_argument("--kube-namespace", metavar="NAME",
                        help="with --kubernetes: read only this namespace (default: all namespaces)")
+    proxy.add_argument("--namespace", metavar="NAME",
+                       help="the proxy's own namespace: GAMMA consumer routes of it apply (default $POD_NAMESPACE,"
+                            " else --kube-namespace, else the Proxy document's)")
+    proxy.add_argument("--no-kube-status", dest="kube_status", action="store_false",
+                       help="with --kubernetes: do not write HTTPRoute status (default: write it while RBAC allows)")
     proxy.add_argument("--admin-address", type=_address, metavar="IP:PORT",
                        help="admin API address, overrides spec.admin.address (port 0: any free port)")
     proxy.add_argument("--listener", type=_listener, action="append", default=[],
@@ -119,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastmesh.runtime import Overrides, run_proxy
 
     overrides = Overrides(admin_address=args.admin_address, listeners=dict(args.listener))
+    namespace = args.namespace or os.environ.get("POD_NAMESPACE") or None
     if not args.kubernetes:
-        return run_proxy(args.config, overrides)
+        return run_proxy(args.config, overrides, namespace=namespace)
     from fastmesh.kube.kubeconfig import KubeConfigError, connect
     from fastmesh.kube.source import KubeSource
 
@@ -129,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KubeConfigError as e:
         print(f"fastmesh proxy: {e}", file=sys.stderr)
         return 2
-    kube = KubeSource(connection, args.kube_namespace)
-    return run_proxy(None, overrides, kube=kube)
+    namespace = namespace or args.kube_namespace
+    kube = KubeSource(connection, args.kube_namespace, proxy_namespace=namespace, write_status=args.kube_status)
+    return run_proxy(None, overrides, kube=kube, namespace=namespace)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ class Compiled:
     settings: ProxySettings
     snapshot_json: str
     """The snapshot as compact JSON, without "version" (see `with_version`)."""
+    objects: tuple[dict[str, Any], ...] = ()
+    """From a cluster: the objects left out or with unresolved refs (fastmesh.config.cluster.ObjectReport)."""
 
 
 def with_version(snapshot_json: str, version: int) -> str:
@@ -79,12 +81,16 @@ def _crashed(source: str, status: int | None, stderr: bytes) -> ConfigError:
     return ConfigError([Problem(source, f"the config compiler ({WORKER}) failed with status {status}: {why}")])
 
 
-async def compile_config(content: bytes, source: str, overrides: Overrides, cluster: bool = False) -> Compiled:
+async def compile_config(
+    content: bytes, source: str, overrides: Overrides, cluster: bool = False, namespace: str | None = None
+) -> Compiled:
     """Check and compile `content` (read from `source`); ConfigError or OverrideError if it is refused.
 
-    `cluster`: the objects come from a Kubernetes cluster, where a backendRef to a missing Service is
-    not an error (Gateway API: that backend answers 500)."""
+    `cluster`: the objects come from a Kubernetes cluster: an invalid object is left out (and reported
+    in `Compiled.objects`), a backendRef to a missing Service answers 500 (Gateway API).
+    `namespace`: the proxy's own namespace (GAMMA consumer routes); None: the Proxy document's."""
     argv = [sys.executable, "-m", WORKER, f"--source={source}"] + (["--cluster"] if cluster else [])
+    argv += [f"--namespace={namespace}"] if namespace else []
     argv += [f"--listener={name}={address}" for name, address in overrides.listeners.items()]
     child = await asyncio.create_subprocess_exec(
         *argv,
@@ -108,4 +114,4 @@ async def compile_config(content: bytes, source: str, overrides: Overrides, clus
     end = len(out) - 1 if out.endswith(b"\n") else len(out)
     # Decoded straight from the output buffer: a large snapshot is copied once, not three times.
     snapshot_json = str(memoryview(out)[newline + 1 : end], "utf-8")
-    return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json)
+    return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json, tuple(header.get("objects", ())))

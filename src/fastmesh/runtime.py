@@ -31,6 +31,7 @@ from fastmesh.state import AppliedConfig, ReloadError, State
 
 if TYPE_CHECKING:  # the Kubernetes client (http.client, ssl) is imported only with --kubernetes
     from fastmesh.kube.source import KubeSource
+    from fastmesh.kube.status import StatusWriter
     from fastmesh.kube.watch import KubeWatcher
 
 log = logging.getLogger("fastmesh")
@@ -73,9 +74,12 @@ class Runtime:
         watch_interval_s: float = 0.5,
         handle_signals: bool = True,
         kube: KubeSource | None = None,
+        namespace: str | None = None,
     ) -> None:
-        """Serve `config_path` (a file, watched), or with `kube` the objects of a cluster (watched)."""
+        """Serve `config_path` (a file, watched), or with `kube` the objects of a cluster (watched).
+        `namespace`: the proxy's own (GAMMA consumer routes); None: the Proxy document's."""
         self.path = config_path
+        self.namespace = namespace
         self.kube = kube
         self.label = kube.label if kube is not None else str(config_path)
         self.handle_signals = handle_signals  # False in unit tests: they call stop() and reload()
@@ -91,6 +95,13 @@ class Runtime:
         else:
             assert config_path is not None
             self.watcher = FileWatcher(config_path, self._on_file_change, interval_s=watch_interval_s)
+        self.status: StatusWriter | None = None
+        if kube is not None and kube.write_status:
+            from fastmesh.kube.source import Client
+            from fastmesh.kube.status import StatusWriter
+
+            self.status = StatusWriter(Client(kube.connection))
+        self._status_lock = asyncio.Lock()
         self.engine: Engine | None = None
         self.admin: Admin | None = None
         self.admin_requested = ""  # as configured (may have port 0)
@@ -120,7 +131,9 @@ class Runtime:
 
     async def _load(self, content: bytes) -> Compiled:
         """Parse, validate and compile (in a child process); ConfigError or OverrideError say what is wrong."""
-        return await compile_config(content, self.label, self.overrides, cluster=self.kube is not None)
+        return await compile_config(
+            content, self.label, self.overrides, cluster=self.kube is not None, namespace=self.namespace
+        )
 
     async def _apply(self, loaded: Compiled) -> int:
         assert self.engine is not None
@@ -202,6 +215,7 @@ class Runtime:
         except (ValueError, OSError) as e:
             log.error("%s: the engine refused the config: %s", self.label, e)
             return False
+        self._write_status(loaded)
         listeners = self.engine.listeners()
         log.info(
             "serving %s (version %d): admin %s, listeners %s",
@@ -237,11 +251,32 @@ class Runtime:
                 what = e.strerror if e.filename else f"the engine could not apply the config: {e}"
                 self._refuse(f"{self.label}: {what}")
                 return False
+            self._write_status(loaded)
             self.state.reloads += 1
             self.state.last_reload_error = None
             log.info("reloaded %s (%s): version %d", self.label, reason, version)
             self.emit("reloaded", version=version)
             return True
+
+    def _write_status(self, loaded: Compiled) -> None:
+        """From a cluster: report on the objects of the config just applied (fastmesh.kube.status)."""
+        reports = list(loaded.objects)
+        for report in reports:
+            if report["left_out"]:
+                problems = "; ".join(f"{p['path']}: {p['message']}" for p in report["problems"])
+                log.warning("%s %s/%s left out: %s", report["kind"], report["namespace"], report["name"], problems)
+        if self.kube is None or self.status is None or not self.status.enabled:
+            return
+        own = self.kube.proxy_namespace
+        listed = {kind: [o for o in objects if kind != "Proxy" or own is None or o["metadata"].get("namespace") == own]
+                  for kind, objects in self.kube.listed.items()}  # other proxies' settings are not ours
+
+        async def write() -> None:
+            async with self._status_lock:  # in order: a later load's status is written last
+                assert self.status is not None
+                await asyncio.to_thread(self.status.write, listed, reports)
+
+        self._spawn(write())
 
     def _check_restart_only(self, loaded: Compiled) -> None:
         """Settings bound at start cannot change by reload: say so instead of silently ignoring them."""
@@ -329,11 +364,13 @@ def setup_logging() -> None:
     )
 
 
-def run_proxy(config_path: Path | None, overrides: Overrides, kube: KubeSource | None = None) -> int:
+def run_proxy(
+    config_path: Path | None, overrides: Overrides, kube: KubeSource | None = None, namespace: str | None = None
+) -> int:
     """Entry point of `fastmesh proxy`: the orchestrator on uvloop; returns the exit status."""
     setup_logging()
 
     async def main() -> int:
-        return await Runtime(config_path, overrides, kube=kube).run()
+        return await Runtime(config_path, overrides, kube=kube, namespace=namespace).run()
 
     return uvloop.run(main())

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from fastmesh.config import MeshConfig, compile_snapshot, load_text
 
 Load = Callable[[str], MeshConfig]
@@ -182,19 +184,19 @@ def test_gamma_routes_replace_the_default_route_of_their_service_only(load: Load
         + """
         apiVersion: gateway.networking.k8s.io/v1
         kind: HTTPRoute
-        metadata: {name: reviews, namespace: shop}
+        metadata: {name: reviews, namespace: default}
         spec:
-          parentRefs: [{group: "", kind: Service, name: reviews, namespace: default}]
+          parentRefs: [{group: "", kind: Service, name: reviews}]
           rules:
             - backendRefs:
                 - {name: reviews, namespace: default, port: 8080, weight: 90}
                 - {name: reviews-v2, namespace: default, port: 8080, weight: 10}
-                - {name: details, port: 8080, weight: 0}
+                - {name: details, namespace: shop, port: 8080, weight: 0}
         """.replace("\n        ", "\n")
     )
     snapshot = compile_snapshot(cfg)
     reviews = vhost(snapshot, "default/reviews")
-    assert [r["name"] for r in reviews["routes"]] == ["shop/reviews/rule/0"]
+    assert [r["name"] for r in reviews["routes"]] == ["default/reviews/rule/0"]
     assert reviews["routes"][0]["backends"] == [
         {"backend": "default/reviews:8080", "weight": 90},
         {"backend": "default/reviews-v2:8080", "weight": 10},
@@ -203,6 +205,53 @@ def test_gamma_routes_replace_the_default_route_of_their_service_only(load: Load
     assert [r["name"] for r in vhost(snapshot, "default/reviews-v2")["routes"]] == ["default/reviews-v2/default"]
     assert [r["name"] for r in vhost(snapshot, "shop/details")["routes"]] == ["shop/details/default"]
     assert {v["name"] for v in snapshot["vhosts"]} == {"default/reviews", "default/reviews-v2", "shop/details"}
+
+
+GAMMA_ROUTES = (
+    service("reviews") + service("reviews-v2") + service("reviews-v3")
+    + """
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {name: producer, namespace: default}
+    spec:
+      parentRefs: [{group: "", kind: Service, name: reviews}]
+      rules: [{backendRefs: [{name: reviews-v2, port: 8080}]}]
+    ---
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {name: consumer, namespace: shop}
+    spec:
+      parentRefs: [{group: "", kind: Service, name: reviews, namespace: default}]
+      rules: [{backendRefs: [{name: reviews-v3, namespace: default, port: 8080}]}]
+    ---
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {name: consumer, namespace: books}
+    spec:
+      parentRefs: [{group: "", kind: Service, name: reviews, namespace: default}]
+      rules: [{backendRefs: [{name: reviews, namespace: default, port: 8080}]}]
+    """.replace("\n    ", "\n")
+)
+
+
+@pytest.mark.parametrize(("namespace", "expected"), [
+    (None, "default/producer/rule/0"),  # no Proxy document: the proxy is in `default`
+    ("default", "default/producer/rule/0"),  # the Service's own namespace: producer routes
+    ("shop", "shop/consumer/rule/0"),  # its consumer route replaces the producer route
+    ("books", "books/consumer/rule/0"),
+    ("elsewhere", "default/producer/rule/0"),  # no consumer route there: the producer route
+])
+def test_gamma_consumer_routes_apply_only_in_their_namespace(namespace: str | None, expected: str) -> None:
+    snapshot = compile_snapshot(load_text(GAMMA_ROUTES, "mesh.yaml", namespace=namespace))
+    assert [r["name"] for r in vhost(snapshot, "default/reviews")["routes"]] == [expected]
+
+
+def test_the_proxy_documents_namespace_is_the_proxys_namespace() -> None:
+    proxy = "apiVersion: fastmesh.io/v1alpha1\nkind: Proxy\nmetadata: {name: p, namespace: shop}\n---\n"
+    snapshot = compile_snapshot(load_text(proxy + GAMMA_ROUTES, "mesh.yaml"))
+    assert [r["name"] for r in vhost(snapshot, "default/reviews")["routes"]] == ["shop/consumer/rule/0"]
+    snapshot = compile_snapshot(load_text(proxy + GAMMA_ROUTES, "mesh.yaml", namespace="default"))  # --namespace wins
+    assert [r["name"] for r in vhost(snapshot, "default/reviews")["routes"]] == ["default/producer/rule/0"]
 
 
 def test_a_bare_name_shared_by_two_namespaces_routes_only_qualified(load: Load) -> None:

@@ -70,22 +70,22 @@ def test_ties_go_to_the_oldest_route_then_name_then_rule_then_match(load: Load) 
         route("zeta-old", same, created="2024-01-01T00:00:00Z")
         + route("alpha-new", same, created="2025-06-01T00:00:00Z")
         + route("beta-unstamped", same + same)
-        + route("alpha-unstamped", same, ns="other")
-        + route("alpha-unstamped", same, ns="a-ns")
+        + route("gamma-unstamped", same)  # GAMMA: routes of other namespaces are consumer routes, not here
+        + route("alpha-unstamped", same)
     )
     assert order(load, text) == [
         ("default/zeta-old/rule/0", "PathPrefix /x"),
         ("default/zeta-old/rule/0", "PathPrefix /y"),
         ("default/alpha-new/rule/0", "PathPrefix /x"),
         ("default/alpha-new/rule/0", "PathPrefix /y"),
-        ("a-ns/alpha-unstamped/rule/0", "PathPrefix /x"),
-        ("a-ns/alpha-unstamped/rule/0", "PathPrefix /y"),
+        ("default/alpha-unstamped/rule/0", "PathPrefix /x"),
+        ("default/alpha-unstamped/rule/0", "PathPrefix /y"),
         ("default/beta-unstamped/rule/0", "PathPrefix /x"),
         ("default/beta-unstamped/rule/0", "PathPrefix /y"),
         ("default/beta-unstamped/rule/1", "PathPrefix /x"),
         ("default/beta-unstamped/rule/1", "PathPrefix /y"),
-        ("other/alpha-unstamped/rule/0", "PathPrefix /x"),
-        ("other/alpha-unstamped/rule/0", "PathPrefix /y"),
+        ("default/gamma-unstamped/rule/0", "PathPrefix /x"),
+        ("default/gamma-unstamped/rule/0", "PathPrefix /y"),
     ]
 
 

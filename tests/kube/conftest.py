@@ -10,15 +10,17 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import httpx
 from kubernetes import client, config
 
 from deploy.testcluster import cluster as testcluster
 from fastmesh.config.crds import plural
+from tests.harness import Proxy, Upstream, backend, proxy_spec, route, rule, service
 
 
 LOOPBACK_FQDN = "localhost.fastmesh.test"
@@ -62,14 +64,24 @@ def kube_api(kube_cluster: testcluster.Cluster) -> client.ApiClient:
     return config.new_client_from_config(config_file=kube_cluster.kubeconfig)
 
 
-@pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (its objects go with it)."""
+def _fresh_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (its objects go with it)."""
+    yield from _fresh_namespace(kube_api)
+
+
+@pytest.fixture
+def other_namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A second fresh namespace."""
+    yield from _fresh_namespace(kube_api)
 
 
 def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
@@ -85,3 +97,52 @@ def create_object(kube_api: client.ApiClient, namespace: str, body: dict[str, An
         return client.DiscoveryV1Api(kube_api).create_namespaced_endpoint_slice(namespace, body).to_dict()
     group, version = api_version.split("/")
     return custom(kube_api).create_namespaced_custom_object(group, version, namespace, plural(kind), body)
+
+
+@pytest.fixture
+def kube_proxies(tmp_path: Path) -> Iterator[list[Proxy]]:
+    started: list[Proxy] = []
+    yield started
+    for px in started:
+        px.terminate(timeout=15)
+
+
+def mesh(namespace: str, host: str, v1: Upstream, v2: Upstream,
+          weights: tuple[int, int] = (100, 0)) -> list[dict[str, Any]]:
+    """reviews (GAMMA): x-version: v2 pins reviews-v2, the rest is split by `weights`."""
+    docs = [proxy_spec(listeners=[{"name": "outbound", "port": 15001}])]
+    docs += service("reviews", namespace=namespace, port=9080)
+    # FQDN endpoints: the apiserver refuses loopback IPs in EndpointSlices, and the tests have only loopback.
+    docs += service("reviews-v1", [f"{host}:{v1.port}"], namespace=namespace, address_type="FQDN")
+    docs += service("reviews-v2", [f"{host}:{v2.port}"], namespace=namespace, address_type="FQDN")
+    docs.append(route("reviews", [
+        rule(backend("reviews-v2"), matches=[{"headers": [{"name": "x-version", "value": "v2"}]}]),
+        rule(backend("reviews-v1", weights[0]), backend("reviews-v2", weights[1])),
+    ], parent="reviews", namespace=namespace))
+    return docs
+
+
+def served_by(px: Proxy, n: int, host: str = "reviews", **headers: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with httpx.Client(timeout=10) as http:
+        for _ in range(n):
+            response = http.get(f"{px.url}/", headers={"host": host, **headers})
+            assert response.status_code == 200, response.text
+            who = response.json()["upstream"]
+            counts[who] = counts.get(who, 0) + 1
+    return counts
+
+
+@pytest.fixture
+def reviews_mesh(kube_api: client.ApiClient, namespace: str, upstream_factory: Callable[..., Upstream],
+                 loopback_fqdn: str) -> Callable[..., tuple[Upstream, Upstream]]:
+    """reviews_mesh(weights=(100, 0)) -> (v1, v2): the objects of `mesh` created in the test's namespace,
+    reviews-v1 and reviews-v2 served by two real upstreams answering "v1" and "v2"."""
+
+    def create(weights: tuple[int, int] = (100, 0)) -> tuple[Upstream, Upstream]:
+        v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
+        for doc in mesh(namespace, loopback_fqdn, v1, v2, weights):
+            create_object(kube_api, namespace, doc)
+        return v1, v2
+
+    return create

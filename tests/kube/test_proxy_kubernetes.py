@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,51 +15,15 @@ from kubernetes import client
 from deploy.testcluster import cluster as testcluster
 from fastmesh.kube.kubeconfig import load_kubeconfig
 from fastmesh.kube.source import KubeSource
-from tests.harness import Proxy, Upstream, backend, proxy_spec, route, rule, service
-from tests.kube.conftest import create_object
-
-
-@pytest.fixture
-def kube_proxies(tmp_path: Path) -> Iterator[list[Proxy]]:
-    started: list[Proxy] = []
-    yield started
-    for px in started:
-        px.terminate(timeout=15)
-
-
-def _mesh(namespace: str, host: str, v1: Upstream, v2: Upstream,
-          weights: tuple[int, int] = (100, 0)) -> list[dict[str, Any]]:
-    """reviews (GAMMA): x-version: v2 pins reviews-v2, the rest is split by `weights`."""
-    docs = [proxy_spec(listeners=[{"name": "outbound", "port": 15001}])]
-    docs += service("reviews", namespace=namespace, port=9080)
-    # FQDN endpoints: the apiserver refuses loopback IPs in EndpointSlices, and the tests have only loopback.
-    docs += service("reviews-v1", [f"{host}:{v1.port}"], namespace=namespace, address_type="FQDN")
-    docs += service("reviews-v2", [f"{host}:{v2.port}"], namespace=namespace, address_type="FQDN")
-    docs.append(route("reviews", [
-        rule(backend("reviews-v2"), matches=[{"headers": [{"name": "x-version", "value": "v2"}]}]),
-        rule(backend("reviews-v1", weights[0]), backend("reviews-v2", weights[1])),
-    ], parent="reviews", namespace=namespace))
-    return docs
-
-
-def _served_by(px: Proxy, n: int, **headers: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    with httpx.Client(timeout=10) as http:
-        for _ in range(n):
-            response = http.get(f"{px.url}/", headers={"host": "reviews", **headers})
-            assert response.status_code == 200, response.text
-            who = response.json()["upstream"]
-            counts[who] = counts.get(who, 0) + 1
-    return counts
+from tests.harness import Proxy, Upstream
+from tests.kube.conftest import create_object, mesh as _mesh, served_by as _served_by
 
 
 def test_proxy_routes_per_an_httproute_of_the_cluster(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
-    upstream_factory: Callable[..., Upstream], kube_proxies: list[Proxy], tmp_path: Path, loopback_fqdn: str,
+    kube_cluster: testcluster.Cluster, namespace: str, reviews_mesh: Callable[..., Any],
+    kube_proxies: list[Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    for doc in _mesh(namespace, loopback_fqdn, v1, v2):
-        create_object(kube_api, namespace, doc)
+    reviews_mesh()
     px = Proxy.start_kubernetes(kube_cluster.kubeconfig, namespace, tmp_path)
     kube_proxies.append(px)
     assert _served_by(px, 10) == {"v1": 10}

@@ -114,6 +114,7 @@ def crd(kind: type[KubeObject]) -> dict[str, Any]:
                     "name": version,
                     "served": True,
                     "storage": True,
+                    "subresources": {"status": {}},  # conditions written by the proxy (fastmesh.kube.status)
                     "schema": {
                         "openAPIV3Schema": {
                             "description": _description(kind.__doc__ or kind.KIND),

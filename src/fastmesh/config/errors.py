@@ -43,6 +43,9 @@ class Problem:
     """1-based line, for YAML syntax errors."""
     column: int | None = None
     """1-based column, for YAML syntax errors."""
+    reason: str = ""
+    """For objects read from a cluster: the Gateway API condition reason it is reported with
+    (`BackendNotFound`, `InvalidKind`, `NoMatchingParent`; empty: `UnsupportedValue`)."""
 
     def __str__(self) -> str:
         parts = [self.source]

@@ -34,13 +34,16 @@ def load_file(path: str | Path, *, allow_invalid_backends: bool = False) -> Mesh
 
 
 @without_gc
-def load_text(text: str, source: str = "<string>", *, allow_invalid_backends: bool = False) -> MeshConfig:
+def load_text(
+    text: str, source: str = "<string>", *, allow_invalid_backends: bool = False, namespace: str | None = None
+) -> MeshConfig:
     """Check a config given as text; `source` names it in messages. Raises ConfigError.
 
     `allow_invalid_backends`: accept backendRefs to missing Services or ports (compiled to `null`,
     which answers 500), as Gateway API does for objects read from a cluster.
+    `namespace`: the proxy's own namespace (GAMMA consumer routes); None: the Proxy document's.
     """
-    parsed = parse_documents(read_documents(text, source), source)
+    parsed = parse_documents(read_documents(text, source), source, namespace)
     return check_parsed(parsed, allow_invalid_backends=allow_invalid_backends)
 
 
@@ -54,7 +57,7 @@ class Parsed:
     problems: list[Problem]
 
 
-def parse_documents(raw_documents: list[tuple[int, Any]], source: str) -> Parsed:
+def parse_documents(raw_documents: list[tuple[int, Any]], source: str, namespace: str | None = None) -> Parsed:
     """The schema phase of `load_text`: each YAML document into its model."""
     problems: list[Problem] = []
     documents: list[Document] = []
@@ -65,7 +68,7 @@ def parse_documents(raw_documents: list[tuple[int, Any]], source: str) -> Parsed
             documents.append(Document(index, obj))
         elif obj is not None:
             broken.add(obj)
-    return Parsed(MeshConfig(source, tuple(documents)), frozenset(broken), problems)
+    return Parsed(MeshConfig(source, tuple(documents), namespace), frozenset(broken), problems)
 
 
 def check_parsed(parsed: Parsed, *, allow_invalid_backends: bool = False) -> MeshConfig:

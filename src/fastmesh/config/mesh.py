@@ -48,6 +48,8 @@ class MeshConfig:
     """The file it was read from."""
     documents: tuple[Document, ...]
     """Every object, in file order."""
+    own_namespace: str | None = None
+    """The namespace the proxy runs in (`--namespace`); None: the Proxy document's, else `default`."""
     _by_kind: dict[type[KubeObject], tuple[KubeObject, ...]] = field(init=False, repr=False, compare=False)
     _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
     _proxy: ProxySpec = field(init=False, repr=False, compare=False)
@@ -81,6 +83,14 @@ class MeshConfig:
     def proxy(self) -> ProxySpec:
         """Proxy settings: the Proxy document's spec, or every default when there is none."""
         return self._proxy
+
+    @property
+    def namespace(self) -> str:
+        """The proxy's own namespace: GAMMA consumer routes of this namespace apply to its callers."""
+        if self.own_namespace is not None:
+            return self.own_namespace
+        proxy = next(self.objects(Proxy), None)
+        return proxy.namespace if proxy is not None else "default"
 
     @property
     def services(self) -> list[Service]:

@@ -4,7 +4,7 @@ The proxy process runs this for every load and reload (fastmesh.compiler), so it
 pydantic, PyYAML and the models: they would stay resident for the life of the proxy (~13 MiB),
 when they are only needed for the second a config takes to check.
 
-    python -m fastmesh.config.worker --source FILE [--listener NAME=ADDR ...] [--cluster] < FILE
+    python -m fastmesh.config.worker --source FILE [--listener NAME=ADDR ...] [--cluster] [--namespace NS] < FILE
 
 stdin is the file's content (bytes). stdout is one JSON header line, then, on success only, the
 snapshot as compact JSON (without "version", listener overrides applied) on the second line:
@@ -13,6 +13,9 @@ snapshot as compact JSON (without "version", listener overrides applied) on the 
                   "identity": {"spiffe_id": ..., "ca_directory": "/abs/ca", "cert_ttl_s": 86400.0}}}
     {"problems": [{"source": ..., "message": ..., "document": 3, "label": ..., "path": ..., ...}]}
     {"override_error": "--listener x=127.0.0.1:0: the config has no listener named 'x' (...)"}
+With --cluster the settings header also has "objects": what was left out or has unresolved backendRefs
+    [{"kind": "HTTPRoute", "namespace": ..., "name": ..., "left_out": true,
+      "problems": [{"path": "spec.rules[0]...", "message": ..., "reason": "UnsupportedValue"}]}]
 The exit status is 0 in all three cases; anything else is a crash (its traceback on stderr).
 """
 
@@ -43,9 +46,12 @@ def _beside(source: str, path: str) -> str:
 
 
 def compile_content(
-    content: bytes, source: str, overrides: Overrides, cluster: bool = False
+    content: bytes, source: str, overrides: Overrides, cluster: bool = False, namespace: str | None = None
 ) -> tuple[dict[str, Any], str | None]:
-    """(header, snapshot JSON or None), as written to stdout."""
+    """(header, snapshot JSON or None), as written to stdout.
+
+    `cluster`: objects read from a cluster, each checked on its own (fastmesh.config.cluster): an
+    invalid one is left out and reported in the header's "objects" instead of refusing the config."""
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -54,8 +60,15 @@ def compile_content(
     from fastmesh.config import compile_snapshot, load_text
     from fastmesh.config.model.types import parse_duration
 
+    reports: list[dict[str, Any]] = []
     try:
-        cfg = load_text(text, source, allow_invalid_backends=cluster)
+        if cluster:
+            from fastmesh.config.cluster import load_cluster_text
+
+            cfg, found = load_cluster_text(text, source, namespace)
+            reports = [r.to_json() for r in found]
+        else:
+            cfg = load_text(text, source, namespace=namespace)
         snapshot = compile_snapshot(cfg)
         overrides.apply(snapshot)
     except ConfigError as e:
@@ -78,7 +91,10 @@ def compile_content(
             "ca_directory": _beside(source, proxy.identity.ca.directory),
             "cert_ttl_s": parse_duration(proxy.identity.cert_ttl),
         }
-    return {"settings": settings}, json.dumps(snapshot, separators=(",", ":"))
+    header: dict[str, Any] = {"settings": settings}
+    if cluster:
+        header["objects"] = reports
+    return header, json.dumps(snapshot, separators=(",", ":"))
 
 
 def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdout: TextIO | None = None) -> int:
@@ -86,10 +102,12 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdou
     parser.add_argument("--source", required=True, help="the file name used in messages")
     parser.add_argument("--listener", type=_listener, action="append", default=[], metavar="NAME=IP:PORT")
     parser.add_argument("--cluster", action="store_true",
-                        help="objects read from a cluster: backendRefs to missing Services answer 500")
+                        help="objects read from a cluster: an invalid one is left out (reported in \"objects\")")
+    parser.add_argument("--namespace", help="the proxy's own namespace (GAMMA consumer routes)")
     args = parser.parse_args(argv)
     content = (stdin or sys.stdin.buffer).read()
-    header, snapshot = compile_content(content, args.source, Overrides(listeners=dict(args.listener)), args.cluster)
+    overrides = Overrides(listeners=dict(args.listener))
+    header, snapshot = compile_content(content, args.source, overrides, args.cluster, args.namespace)
     out = stdout or sys.stdout
     out.write(json.dumps(header) + "\n")
     if snapshot is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastmesh.kube import KubeError
@@ -55,28 +55,41 @@ class Client:
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def request(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
-        """Send a GET; the response with its body unread (a watch streams it)."""
+    def request(
+        self, conn: http.client.HTTPConnection, path: str, method: str = "GET", body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> http.client.HTTPResponse:
+        """Send a request; the response with its body unread (a watch streams it)."""
         headers = {"Accept": "application/json"}
         token = self.connection.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = content_type
         try:
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=data, headers=headers)
             return conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
-            raise KubeError(f"GET {self.connection.server}{path}: {e}") from None
+            raise KubeError(f"{method} {self.connection.server}{path}: {e}") from None
 
     def get(self, conn: http.client.HTTPConnection, path: str) -> tuple[int, dict[str, Any]]:
-        response = self.request(conn, path)
+        return self.call(conn, path)
+
+    def call(
+        self, conn: http.client.HTTPConnection, path: str, method: str = "GET", body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, dict[str, Any]]:
+        """(status, JSON body) of one request."""
+        response = self.request(conn, path, method, body, content_type)
         try:
-            body = response.read()
+            raw = response.read()
         except (OSError, http.client.HTTPException) as e:
-            raise KubeError(f"GET {self.connection.server}{path}: {e}") from None
+            raise KubeError(f"{method} {self.connection.server}{path}: {e}") from None
         try:
-            data = json.loads(body) if body else {}
+            data = json.loads(raw) if raw else {}
         except ValueError:
-            data = {"message": body[:200].decode(errors="replace")}
+            data = {"message": raw[:200].decode(errors="replace")}
         return response.status, data
 
     def list_with_version(
@@ -112,7 +125,8 @@ def project(kind: str, api_version: str, obj: dict[str, Any]) -> dict[str, Any] 
     """The object as a config document (apiVersion and kind set, status dropped), or None to leave it out."""
     doc = {"apiVersion": api_version, "kind": kind, **{k: v for k, v in obj.items() if k != "status"}}
     meta = doc.get("metadata") or {}
-    doc["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    # resourceVersion moves on with every write, status ones too (ours): it must not make a reload.
+    doc["metadata"] = {k: v for k, v in meta.items() if k not in ("managedFields", "resourceVersion")}
     if kind == "Service":
         spec = dict(doc.get("spec") or {})
         if spec.get("type") == "ExternalName":
@@ -134,6 +148,12 @@ class KubeSource:
 
     connection: Connection
     namespace: str | None = None
+    proxy_namespace: str | None = None
+    """The proxy's own namespace: only the Proxy object of it counts (None: any one)."""
+    write_status: bool = True
+    """Write the status of the HTTPRoutes (fastmesh.kube.status); off by `--no-kube-status`."""
+    listed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """The raw objects by kind of the last content read (by `read` or the watcher), status included."""
 
     @property
     def label(self) -> str:
@@ -146,19 +166,23 @@ class KubeSource:
         for kind, api_version, plural in RESOURCES:
             found = client.list_with_version(api_version, plural, self.namespace)
             listed[kind] = found[0] if found is not None else []
-        return documents(listed)
+        self.listed = listed
+        return documents(listed, self.proxy_namespace)
 
     def read(self) -> bytes:
         """The objects as multi-document config text (stable order, so equal state gives equal bytes)."""
         return render(self.objects())
 
 
-def documents(listed: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Raw objects by kind -> config documents, in RESOURCES order then namespace/name."""
+def documents(listed: dict[str, list[dict[str, Any]]], proxy_namespace: str | None = None) -> list[dict[str, Any]]:
+    """Raw objects by kind -> config documents, in RESOURCES order then namespace/name. With
+    `proxy_namespace`, Proxy objects of other namespaces (other proxies' settings) are left out."""
     docs: list[dict[str, Any]] = []
     for kind, api_version, _ in RESOURCES:
         projected = (project(kind, api_version, item) for item in listed.get(kind, []))
         kept = [d for d in projected if d is not None]
+        if kind == "Proxy" and proxy_namespace is not None:
+            kept = [d for d in kept if d["metadata"].get("namespace") == proxy_namespace]
         kept.sort(key=lambda d: (d["metadata"].get("namespace", ""), d["metadata"].get("name", "")))
         docs += kept
     return docs

@@ -196,7 +196,9 @@ class KubeWatcher:
         self._digest = digest(content)
 
     def content(self) -> bytes:
-        return render(documents({r.kind: r.snapshot() for r in self.reflectors}))
+        listed = {r.kind: r.snapshot() for r in self.reflectors}
+        self.source.listed = listed
+        return render(documents(listed, self.source.proxy_namespace))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

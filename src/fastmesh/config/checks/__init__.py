@@ -30,11 +30,18 @@ def check(
     cfg: MeshConfig, broken: frozenset[tuple[str, str, str]] = frozenset(), allow_invalid_backends: bool = False
 ) -> list[Problem]:
     """Every problem of a config whose documents passed the schema."""
+    return checked(cfg, broken, allow_invalid_backends).problems
+
+
+def checked(
+    cfg: MeshConfig, broken: frozenset[tuple[str, str, str]] = frozenset(), allow_invalid_backends: bool = False
+) -> Context:
+    """The checks run: `.problems`, and `.unresolved` backendRefs when they are allowed."""
     ctx = Context(cfg, broken, allow_invalid_backends)
     check_objects(ctx)
     for doc in cfg.documents:
         _BY_KIND[doc.obj.KIND](ctx, doc)
-    return ctx.problems
+    return ctx
 
 
-__all__ = ["check"]
+__all__ = ["check", "checked"]

@@ -24,9 +24,18 @@ class Context:
     """Accept backendRefs to missing Services or ports (they compile to `null`: 500), as Gateway API
     does for objects read from a cluster; a file is the whole world, so by default they are errors."""
     problems: list[Problem] = field(default_factory=list)
+    unresolved: list[Problem] = field(default_factory=list)
+    """With `allow_invalid_backends`: the backendRefs that do not resolve (not errors: they answer 500)."""
 
-    def report(self, doc: Document, loc: Loc, message: str) -> None:
-        self.problems.append(Problem(self.cfg.source, message, doc.index, doc.label, field_path(loc)))
+    def report(self, doc: Document, loc: Loc, message: str, reason: str = "") -> None:
+        self.problems.append(Problem(self.cfg.source, message, doc.index, doc.label, field_path(loc), reason=reason))
+
+    def report_backend(self, doc: Document, loc: Loc, message: str, reason: str = "BackendNotFound") -> None:
+        """A backendRef that does not resolve: an error in a file, only a condition in a cluster."""
+        if not self.allow_invalid_backends:
+            self.report(doc, loc, message, reason)
+            return
+        self.unresolved.append(Problem(self.cfg.source, message, doc.index, doc.label, field_path(loc), reason=reason))
 
     @cached_property
     def service_hostnames(self) -> dict[str, Service]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastmesh.config.checks.context import Context, Loc, did_you_mean, duplicates
 from fastmesh.config.mesh import Document
@@ -81,19 +81,22 @@ def _parent(ctx: Context, doc: Document, route: HTTPRoute, loc: Loc, parent: Par
         )
         return
     namespace = parent.namespace or route.namespace
-    _service_port(ctx, doc, loc, namespace, parent.name, parent.port)
+    _service_port(ctx, doc, loc, namespace, parent.name, parent.port, ctx.report, "NoMatchingParent")
 
 
-def _service_port(ctx: Context, doc: Document, loc: Loc, namespace: str, name: str, port: int | None) -> None:
+def _service_port(
+    ctx: Context, doc: Document, loc: Loc, namespace: str, name: str, port: int | None,
+    report: Callable[[Document, Loc, str, str], None], reason: str,
+) -> None:
     service = ctx.cfg.service(namespace, name)
     if service is None:
         if not ctx.is_broken("Service", namespace, name):
             ref = f"{namespace}/{name}"
             hint = did_you_mean(ref, [s.ref for s in ctx.cfg.services])
-            ctx.report(doc, (*loc, "name"), f"Service {ref} not found{hint}")
+            report(doc, (*loc, "name"), f"Service {ref} not found{hint}", reason)
     elif port is not None and service.port(port) is None:
         ports = ", ".join(str(p.port) for p in service.spec.ports)
-        ctx.report(doc, (*loc, "port"), f"Service {service.ref} has no port {port} (its ports: {ports})")
+        report(doc, (*loc, "port"), f"Service {service.ref} has no port {port} (its ports: {ports})", reason)
 
 
 def _hostnames(ctx: Context, doc: Document, route: HTTPRoute) -> None:
@@ -145,7 +148,8 @@ def _match(ctx: Context, doc: Document, loc: Loc, match: HTTPRouteMatch) -> None
 
 def _mirror(ctx: Context, doc: Document, route: HTTPRoute, loc: Loc, mirror: HTTPRequestMirrorFilter) -> None:
     ref = mirror.backend_ref
-    _service_port(ctx, doc, (*loc, "backendRef"), ref.namespace or route.namespace, ref.name, ref.port)
+    namespace = ref.namespace or route.namespace
+    _service_port(ctx, doc, (*loc, "backendRef"), namespace, ref.name, ref.port, ctx.report, "BackendNotFound")
     if mirror.percent is not None and mirror.fraction is not None:
         ctx.report(doc, (*loc, "fraction"), "give percent or fraction, not both")
     if mirror.fraction is not None and mirror.fraction.numerator > mirror.fraction.denominator:
@@ -241,24 +245,26 @@ def _backend(ctx: Context, doc: Document, route: HTTPRoute, loc: Loc, ref: HTTPB
     if (group, kind) == ("", "Service"):
         if ref.port is None:
             ctx.report(doc, (*loc, "port"), "required for a Service backend (the Service's port)")
-        if not ctx.allow_invalid_backends:
-            _service_port(ctx, doc, loc, ref.namespace or route.namespace, ref.name, ref.port)
+        namespace = ref.namespace or route.namespace
+        _service_port(ctx, doc, loc, namespace, ref.name, ref.port, ctx.report_backend, "BackendNotFound")
     elif (group, kind) == (FASTMESH_GROUP, "ExternalService"):
         for field, value in (("port", ref.port), ("namespace", ref.namespace)):
             if value is not None:
                 ctx.report(doc, (*loc, field), "not used with an ExternalService (its endpoints are host:port)")
         names = [e.name for e in ctx.cfg.proxy.external_services]
-        if ref.name not in names and not ctx.allow_invalid_backends and not ctx.is_broken("Proxy"):
+        if ref.name not in names and not ctx.is_broken("Proxy"):
             hint = did_you_mean(ref.name, names)
             message = f"external service {ref.name!r} not found in Proxy spec.externalServices{hint}"
-            ctx.report(doc, (*loc, "name"), message)
+            ctx.report_backend(doc, (*loc, "name"), message)
     elif kind == "Service":
-        ctx.report(doc, (*loc, "group"), f'a Service backend needs group "" (the core API group; got {group!r})')
+        ctx.report(doc, (*loc, "group"), f'a Service backend needs group "" (the core API group; got {group!r})', "InvalidKind")
     elif kind == "ExternalService":
-        ctx.report(doc, (*loc, "group"), f"an ExternalService backend needs group {FASTMESH_GROUP!r} (got {group!r})")
+        message = f"an ExternalService backend needs group {FASTMESH_GROUP!r} (got {group!r})"
+        ctx.report(doc, (*loc, "group"), message, "InvalidKind")
     else:
         ctx.report(
             doc,
             (*loc, "kind"),
             f"unsupported backend kind {kind!r} (group {group!r}): use a Service or a fastmesh.io ExternalService",
+            "InvalidKind",
         )

@@ -76,14 +76,29 @@ class _HostIndex:
         return sorted(found.values(), key=lambda r: self.position[id(r)])
 
 
+def gamma_routes(routes: list[HTTPRoute], own_namespace: str) -> dict[tuple[str, str], list[HTTPRoute]]:
+    """(namespace, name) of a Service -> the routes its callers here get (GAMMA, GEP-1294).
+
+    A route in the Service's namespace is a producer route: it applies to every caller. A route in
+    another namespace is a consumer route: it applies only to callers in its own namespace, and for
+    them it replaces the Service's producer routes. A consumer route of a third namespace is not ours.
+    """
+    producer: dict[tuple[str, str], list[HTTPRoute]] = defaultdict(list)
+    consumer: dict[tuple[str, str], list[HTTPRoute]] = defaultdict(list)
+    for route in routes:
+        for parent in dict.fromkeys((ns, name) for ns, name, _ in route.service_parents()):
+            if route.namespace == parent[0]:
+                producer[parent].append(route)
+            elif route.namespace == own_namespace:
+                consumer[parent].append(route)
+    return {**producer, **consumer}
+
+
 def compile_vhosts(cfg: MeshConfig) -> list[dict[str, Any]]:
     services = cfg.services
     routes = cfg.routes
     rendered = _Rendered(cfg)
-    attached: dict[tuple[str, str], list[HTTPRoute]] = defaultdict(list)
-    for route in routes:
-        for parent in dict.fromkeys((ns, name) for ns, name, _ in route.service_parents()):
-            attached[parent].append(route)
+    attached = gamma_routes(routes, cfg.namespace)
     # A bare Service name is ambiguous when two namespaces have a Service of that name: only the
     # qualified names route then.
     name_counts = Counter(s.name for s in services)

@@ -1,0 +1,74 @@
+"""Objects read from a cluster are checked one by one: an invalid object is left out, the rest serves.
+
+A file is one edit by one author, so any problem refuses it whole (`load_text`). A cluster is many
+objects written by many hands at different times; refusing everything for one bad HTTPRoute would let
+any namespace's mistake freeze routing for the whole mesh. So `load_cluster_text` leaves out every
+object with a problem and checks the rest again (an object left out may leave others dangling: an
+HTTPRoute whose parent Service was left out goes too), until what remains is valid. What was left
+out, and the backendRefs that do not resolve (kept: they answer 500, as Gateway API says), come back
+as `ObjectReport`s, which the proxy writes into the objects' status (fastmesh.kube.status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastmesh.config.checks import checked
+from fastmesh.config.errors import ConfigError, Problem
+from fastmesh.config.gcpause import without_gc
+from fastmesh.config.loader import _identity, parse_documents
+from fastmesh.config.mesh import MeshConfig
+from fastmesh.config.yamlfile import read_documents
+
+
+@dataclass(frozen=True)
+class ObjectReport:
+    """What is wrong with one object of the cluster."""
+
+    kind: str
+    namespace: str
+    name: str
+    left_out: bool
+    """True: the object is not in the config (its problems are errors); False: only unresolved refs."""
+    problems: tuple[Problem, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind, "namespace": self.namespace, "name": self.name, "left_out": self.left_out,
+            "problems": [{"path": p.path, "message": p.message, "reason": p.reason} for p in self.problems],
+        }
+
+
+@without_gc
+def load_cluster_text(text: str, source: str, namespace: str | None = None) -> tuple[MeshConfig, list[ObjectReport]]:
+    """The valid part of a cluster's objects, and a report per object with a problem."""
+    raw = read_documents(text, source)
+    identity = {index: _identity(doc) if isinstance(doc, dict) else ("?", None, None) for index, doc in raw}
+    parsed = parse_documents(raw, source, namespace)
+    errors: dict[int | None, list[Problem]] = {}
+    for problem in parsed.problems:
+        errors.setdefault(problem.document, []).append(problem)
+    documents = parsed.config.documents
+    while True:
+        cfg = MeshConfig(source, documents, namespace)
+        ctx = checked(cfg, frozenset(), allow_invalid_backends=True)  # what failed the schema is absent
+        for problem in ctx.problems:
+            errors.setdefault(problem.document, []).append(problem)
+        if None in errors:  # not an object's problem: nothing to leave out
+            raise ConfigError(errors[None])
+        if not ctx.problems:
+            break
+        bad = {p.document for p in ctx.problems}
+        documents = tuple(d for d in documents if d.index not in bad)
+    unresolved: dict[int, list[Problem]] = {}
+    for problem in ctx.unresolved:
+        assert problem.document is not None
+        unresolved.setdefault(problem.document, []).append(problem)
+    reports = []
+    for index in sorted({*errors, *unresolved}, key=lambda i: i or 0):
+        assert index is not None
+        kind, ns, name = identity[index]
+        left_out = index in errors
+        problems = errors[index] if left_out else unresolved[index]
+        reports.append(ObjectReport(kind, ns or "default", name or "", left_out, tuple(problems)))
+    return cfg, reports
