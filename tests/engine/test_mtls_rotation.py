@@ -76,6 +76,7 @@ def test_workload_and_root_rotation_under_load_drop_nothing(ca, mtls_engines, up
     assert httpx.get(f"{url}/long").json()["headers"]["x-forwarded-client-cert"] == xfcc(BACK_ID, first_front)
 
     phases: list[tuple[str, int]] = []
+    after_rotation: dict[str, dict[str, int]] = {}
 
     def new_handshakes(phase: str) -> None:
         start = back.tls("handshakes")
@@ -101,6 +102,13 @@ def test_workload_and_root_rotation_under_load_drop_nothing(ca, mtls_engines, up
         assert ca.drop_old_roots() == 1
         set_both(ca.bundle_pem())
         new_handshakes("old root dropped")
+        # Read while the load still runs: when wrk and h2load stop, the front cancels the requests
+        # they had in flight, and a TLS handshake to the back cut short then counts as a failure
+        # there (seen once in ~5,900 on a loaded machine). What the clients saw is checked below.
+        after_rotation.update({
+            "back": {c: back.tls(c) for c in ("handshake_failures", "plaintext_rejected")},
+            "front": {c: front.tls(c) for c in ("identity_mismatch", "upstream_handshake_failures")},
+        })
 
     loads = Loads(Target(url), "reviews", LOAD_S, wrk_conns=2, h2_conns=1, h2_streams=4)  # type: ignore[arg-type]
     wrk_out, h2_out = loads.finish(during=rotate)
@@ -116,10 +124,10 @@ def test_workload_and_root_rotation_under_load_drop_nothing(ca, mtls_engines, up
     assert wrk["requests"] > 0 and wrk["non_2xx_3xx"] == 0 and wrk["socket_errors"] == 0, wrk_out
     assert h2["done"] > 0 and h2["2xx"] == h2["done"], h2_out
     assert h2["failed"] == h2["errored"] == h2["timeout"] == 0, h2_out
-    for engine, counters in ((back, ("handshake_failures", "plaintext_rejected")),
-                             (front, ("identity_mismatch", "upstream_handshake_failures"))):
-        for counter in counters:
-            assert engine.tls(counter) == 0, (counter, engine.stats()["tls"])
+    assert after_rotation == {
+        "back": {"handshake_failures": 0, "plaintext_rejected": 0},
+        "front": {"identity_mismatch": 0, "upstream_handshake_failures": 0},
+    }, (back.stats()["tls"], front.stats()["tls"])
     assert front.core.identity()["generation"] == back.core.identity()["generation"] == 5
 
     # The connection made before the rotations still serves, after the old root was dropped.
