@@ -122,7 +122,9 @@ def test_workload_and_root_rotation_under_load_drop_nothing(ca, mtls_engines, up
         "old root dropped",
     ], phases
     assert wrk["requests"] > 0 and wrk["non_2xx_3xx"] == 0 and wrk["socket_errors"] == 0, wrk_out
-    assert h2["done"] > 0 and h2["2xx"] == h2["done"], h2_out
+    # h2load counts the status of responses whose stream it had not finished when the time was up
+    # ("13127 2xx" for "13125 done"): every answer was a 2xx.
+    assert h2["done"] > 0 and h2["2xx"] >= h2["done"] and h2["3xx"] == h2["4xx"] == h2["5xx"] == 0, h2_out
     assert h2["failed"] == h2["errored"] == h2["timeout"] == 0, h2_out
     assert after_rotation == {
         "back": {"handshake_failures": 0, "plaintext_rejected": 0},
