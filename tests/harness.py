@@ -171,9 +171,11 @@ class Upstream:
         *,
         delay_ms: int = 0,
         fail_status: int = 0,
+        fail_every: int = 1,
         log_dir: Path | None = None,
     ) -> Upstream:
-        return cls.start_many([name], http2=http2, delay_ms=delay_ms, fail_status=fail_status, log_dir=log_dir)[0]
+        return cls.start_many([name], http2=http2, delay_ms=delay_ms, fail_status=fail_status,
+                              fail_every=fail_every, log_dir=log_dir)[0]
 
     @classmethod
     def start_many(
@@ -183,6 +185,7 @@ class Upstream:
         *,
         delay_ms: int = 0,
         fail_status: int = 0,
+        fail_every: int = 1,
         log_dir: Path | None = None,
     ) -> list[Upstream]:
         """Starts several upstreams at once (they boot in parallel) and waits for all."""
@@ -195,7 +198,7 @@ class Upstream:
             if delay_ms:
                 argv += ["--delay-ms", str(delay_ms)]
             if fail_status:
-                argv += ["--fail-status", str(fail_status)]
+                argv += ["--fail-status", str(fail_status), "--fail-every", str(fail_every)]
             log = log_dir / f"upstream-{name}-{os.getpid()}-{time.monotonic_ns()}.log"
             procs.append(_Process(argv, log, f"upstream {name}"))
         ups = []

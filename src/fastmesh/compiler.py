@@ -57,6 +57,8 @@ class Compiled:
     settings: ProxySettings
     snapshot_json: str
     """The snapshot as compact JSON, without "version" (see `with_version`)."""
+    rollouts: tuple[dict[str, Any], ...] = ()
+    """The Rollouts' plans (fastmesh.config.snapshot.rollouts), for the rollout controller."""
 
 
 def with_version(snapshot_json: str, version: int) -> str:
@@ -108,4 +110,4 @@ async def compile_config(content: bytes, source: str, overrides: Overrides, clus
     end = len(out) - 1 if out.endswith(b"\n") else len(out)
     # Decoded straight from the output buffer: a large snapshot is copied once, not three times.
     snapshot_json = str(memoryview(out)[newline + 1 : end], "utf-8")
-    return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json)
+    return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json, tuple(header.get("rollouts", ())))
