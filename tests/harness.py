@@ -282,6 +282,13 @@ class Proxy:
                            listeners=listeners, extra_args=extra_args, ready_timeout=ready_timeout)
 
     @classmethod
+    def start_file(cls, config_path: Path, tmp_path: Path, **options: Any) -> Proxy:
+        """The proxy on `config_path` itself (not a copy): a restart on the same file sees what the last
+        one left beside it (e.g. `<config>.rollout-state.json`)."""
+        cls._seq += 1
+        return cls._launch(["--config", str(config_path)], config_path, tmp_path, **options)
+
+    @classmethod
     def start_kubernetes(cls, kubeconfig: str | Path, namespace: str, tmp_path: Path, **options: Any) -> Proxy:
         """`fastmesh proxy --kubernetes` on one namespace of a cluster (options as for `start`), once "ready"."""
         cls._seq += 1
