@@ -240,6 +240,17 @@ class RolloutController:
         self.rollouts = current
         self._save()
 
+    def applied(self) -> None:
+        """The engine now serves `weights()`: the windows of steps that begin start here."""
+        waiting = [p for p in self.rollouts.values() if p.phase == PROGRESSING and p.started is None]
+        if not waiting:
+            return
+        stats, now = self.stats(), time.monotonic()
+        for p in waiting:
+            p.started = now
+            p.base_canary = window(stats, p.plan["route"], p.plan["canary"])
+            p.base_stable = window(stats, p.plan["route"], p.plan["stable"])
+
     def weights(self) -> dict[str, dict[str, int]]:
         """route name -> backend -> weight, for every rollout."""
         out: dict[str, dict[str, int]] = {}

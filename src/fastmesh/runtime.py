@@ -136,6 +136,8 @@ class Runtime:
             self._rollout_base = loaded if loaded.rollouts else None
         snapshot_json = with_version(snapshot_json, self.state.version + 1)
         applied = await self.engine.apply_json(snapshot_json)
+        if self.rollouts is not None:
+            self.rollouts.applied()
         self.state.applied = AppliedConfig(applied, snapshot_json, time.time())  # the only copy kept
         self.drain_timeout_s = loaded.settings.drain_timeout_s
         self.admin_token_file = loaded.settings.admin_token_file

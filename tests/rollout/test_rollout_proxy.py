@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.harness import Proxy, Upstream, backend, mesh_config, route, rule, service
+from tests.harness import Proxy, Upstream, backend, fastmesh_cli, mesh_config, route, rule, service
 
 LOAD_MAX_S = 90.0  # a load stops by itself after this, whatever the test does
 
@@ -160,6 +160,9 @@ def test_a_canary_answering_5_percent_503_is_rolled_back_at_the_step_that_expose
     [view] = rollouts(px)
     assert (view["phase"], view["canary_weight"]) == ("Failed", 0)
     assert view["reason"] == failed["reason"]
+    shown = fastmesh_cli("rollout", "status", "--admin", px.admin_address)
+    assert "  step 0  10% [....................] FAILED" in shown.stdout.splitlines()
+    assert f"  reason: {failed['reason']}" in shown.stdout.splitlines()
     assert state(px)["phase"] == "Failed" and state(px)["reason"] == failed["reason"]
 
 
@@ -175,10 +178,19 @@ def test_too_little_traffic_holds_the_step(
     first = wait_decision(px, "hold", "advanced", "rolled_back")
     second = wait_decision(px, "hold", "advanced", "rolled_back")
     assert (first["decision"], second["decision"]) == ("hold", "hold"), px.events
-    assert second["canary_requests"] <= 5 and second["reason"].endswith("the step needs 30")
+    assert second["canary_requests"] == 5 and second["reason"].endswith("the step needs 30")
     [view] = rollouts(px)
     assert (view["phase"], view["step"], view["canary_weight"], view["last"]["decision"]) == ("Progressing", 0, 50, "hold")
     assert served_weights(px) == [(V1, 50), (V2, 50)]
+    shown = fastmesh_cli("rollout", "status", "--admin", px.admin_address)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"default/reviews  Progressing  canary 50%  ({V2} vs stable {V1})"
+    assert lines[1].startswith("  step 0  50% [") and lines[1].endswith("s/0.5s")
+    assert lines[2] == "  step 1 100% [....................]"
+    assert lines[3] == "  gates: minSuccessRate 99.0, minRequests 30"
+    assert lines[4].startswith("  last window: hold (") and "the step needs 30" in lines[4]
+    assert lines[5].startswith("    canary ") and lines[5].startswith("    canary 5 responses, success 100.00%, p99 ")
     # the window keeps what it held: with traffic, the same step is judged and passes
     with load(px, clients=2):
         moved = wait_decision(px, "promoted", "rolled_back", timeout=60)
@@ -216,3 +228,20 @@ def test_a_restart_resumes_the_rollout_at_the_step_it_was_on(
     finally:
         again.terminate()
     assert yaml.safe_load_all(config.read_text())  # the config file itself is left as it was
+
+
+def test_a_canary_whose_p99_doubles_is_rolled_back(
+    upstream_factory: Callable[..., Any], proxy_factory: Callable[..., Proxy]
+) -> None:
+    # 30 ms and 60 ms sit in different buckets of the engine's histogram (25..50, 50..100 ms):
+    # its bounds are what p99 can tell apart (docs/engine-snapshot.md latency_bounds_ms)
+    v1 = upstream_factory("v1", delay_ms=30)
+    v2 = upstream_factory("v2", delay_ms=60)
+    px = proxy_factory(rollout_config(v1, v2, steps=[20, 50, 100],
+                                      gates={"maxP99Ratio": 1.5, "minRequests": 20}))
+    with load(px, clients=8):
+        failed = wait_decision(px, "rolled_back", "advanced", "promoted", timeout=60)
+    assert failed["decision"] == "rolled_back", px.events
+    assert failed["step"] == 0 and "(maxP99Ratio)" in failed["reason"]
+    assert failed["canary_p99_ms"] > 1.5 * failed["stable_p99_ms"]
+    assert served_weights(px) == [(V1, 100), (V2, 0)]
