@@ -127,7 +127,10 @@ def test_a_healthy_canary_is_promoted_through_every_step(
         after = time.monotonic() + 0.5
         time.sleep(1.5)
         tail = running.since(after)
+        everything = running.since(0.0)
     assert promoted["decision"] == "promoted", px.events
+    # four snapshot swaps under load, and not one request lost or failed
+    assert everything and {status for _, status in everything} == {200}
     moves = [d for d in decisions(px) if d[0] not in ("hold",)]
     assert moves == [("started", 0), ("advanced", 0), ("advanced", 1), ("advanced", 2), ("promoted", 3)]
     for event in px.events:  # every judged step had enough canary responses and passed
