@@ -171,9 +171,11 @@ class Upstream:
         *,
         delay_ms: int = 0,
         fail_status: int = 0,
+        fail_every: int = 1,
         log_dir: Path | None = None,
     ) -> Upstream:
-        return cls.start_many([name], http2=http2, delay_ms=delay_ms, fail_status=fail_status, log_dir=log_dir)[0]
+        return cls.start_many([name], http2=http2, delay_ms=delay_ms, fail_status=fail_status,
+                              fail_every=fail_every, log_dir=log_dir)[0]
 
     @classmethod
     def start_many(
@@ -183,6 +185,7 @@ class Upstream:
         *,
         delay_ms: int = 0,
         fail_status: int = 0,
+        fail_every: int = 1,
         log_dir: Path | None = None,
     ) -> list[Upstream]:
         """Starts several upstreams at once (they boot in parallel) and waits for all."""
@@ -195,7 +198,7 @@ class Upstream:
             if delay_ms:
                 argv += ["--delay-ms", str(delay_ms)]
             if fail_status:
-                argv += ["--fail-status", str(fail_status)]
+                argv += ["--fail-status", str(fail_status), "--fail-every", str(fail_every)]
             log = log_dir / f"upstream-{name}-{os.getpid()}-{time.monotonic_ns()}.log"
             procs.append(_Process(argv, log, f"upstream {name}"))
         ups = []
@@ -277,6 +280,13 @@ class Proxy:
         config_path.write_text(text)
         return cls._launch(["--config", str(config_path)], config_path, tmp_path,
                            listeners=listeners, extra_args=extra_args, ready_timeout=ready_timeout)
+
+    @classmethod
+    def start_file(cls, config_path: Path, tmp_path: Path, **options: Any) -> Proxy:
+        """The proxy on `config_path` itself (not a copy): a restart on the same file sees what the last
+        one left beside it (e.g. `<config>.rollout-state.json`)."""
+        cls._seq += 1
+        return cls._launch(["--config", str(config_path)], config_path, tmp_path, **options)
 
     @classmethod
     def start_kubernetes(cls, kubeconfig: str | Path, namespace: str | None, tmp_path: Path, **options: Any) -> Proxy:

@@ -14,7 +14,7 @@ Endpoints (any method):
   /upload           reads the whole body and answers {"body_bytes": n}.
   /trailers         body then HTTP/2 trailers x-trailer-one and x-checksum (needs te: trailers).
   /slow/<ms>        waits <ms> then echoes.
-With --fail-status N every request (but /_upstream/stats) answers N; stats count requests by method.
+With --fail-status N every request (but /_upstream/stats) answers N (with --fail-every K, every Kth); stats count requests by method.
   anything else     200 JSON echo: upstream, method, path, query, headers, body_bytes,
                     body_sha256, http_version, client_port.
 Any request may add response headers with ?header=name:value (repeatable).
@@ -72,10 +72,12 @@ class Counters:
 class EchoApp:
     """ASGI app; one instance per upstream process."""
 
-    def __init__(self, name: str, delay_ms: int, on_ready: Callable[[], None], fail_status: int = 0) -> None:
+    def __init__(self, name: str, delay_ms: int, on_ready: Callable[[], None], fail_status: int = 0,
+                 fail_every: int = 1) -> None:
         self.name = name
         self.delay_s = delay_ms / 1000
         self.fail_status = fail_status
+        self.fail_every = fail_every
         self.counters = Counters()
         self._on_ready = on_ready
 
@@ -95,7 +97,7 @@ class EchoApp:
             try:
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
-                if self.fail_status:
+                if self.fail_status and self.counters.requests % self.fail_every == 0:
                     await _drain(receive)
                     await self._json(send, scope, self.fail_status, {"upstream": self.name})
                     return
@@ -255,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http2", action="store_true", help="h2c is expected (informational: both are served)")
     parser.add_argument("--delay-ms", type=int, default=0, help="added to every request")
     parser.add_argument("--fail-status", type=int, default=0, help="answer every request with this status")
+    parser.add_argument("--fail-every", type=int, default=1, help="with --fail-status: only every Nth request")
     args = parser.parse_args(argv)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     config.graceful_timeout = 1
     config.h2_max_concurrent_streams = 256
 
-    app = EchoApp(args.name, args.delay_ms, ready, args.fail_status)
+    app = EchoApp(args.name, args.delay_ms, ready, args.fail_status, args.fail_every)
     stop = asyncio.Event()
 
     async def run() -> None:

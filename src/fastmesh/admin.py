@@ -45,11 +45,13 @@ def _no_token_file() -> str | None:
 class Admin:
     def __init__(self, state: State, engine: Engine,
                  identity: Callable[[], Identity | None] = _no_identity,
-                 token_file: Callable[[], str | None] = _no_token_file) -> None:
+                 token_file: Callable[[], str | None] = _no_token_file,
+                 rollouts: Callable[[], list[dict[str, Any]]] = list) -> None:
         self.state = state
         self.engine = engine
         self.identity = identity
         self.token_file = token_file
+        self.rollouts = rollouts
         self.registry = metrics.make_registry(engine.stats, state, self._identity_figures)
         self._server: asyncio.Server | None = None
         self._routes = {
@@ -58,6 +60,7 @@ class Admin:
             "/config": self.config,
             "/stats": self.stats,
             "/metrics": self.metrics,
+            "/rollouts": self.rollouts_view,
         }
         self._actions: dict[str, Callable[[], Awaitable[Response]]] = {
             "/identity/renew": self.renew_identity,
@@ -144,6 +147,9 @@ class Admin:
         doc["orchestrator"] = self.state.orchestrator_view(os.getpid(), event_loop=loop_class())
         doc["orchestrator"]["identity"] = self._identity_view()
         return _json(200, doc)
+
+    def rollouts_view(self) -> Response:
+        return _json(200, {"rollouts": self.rollouts()})
 
     def metrics(self) -> Response:
         return Response(200, metrics.exposition(self.registry), metrics.CONTENT_TYPE)

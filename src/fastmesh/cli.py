@@ -1,4 +1,4 @@
-"""The `fastmesh` command line: `proxy`, `validate`, `ca`, `version`."""
+"""The `fastmesh` command line: `proxy`, `validate`, `ca`, `rollout`, `version`."""
 
 from __future__ import annotations
 
@@ -86,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     from fastmesh import ca_cli
 
     ca_cli.add_commands(commands, _HelpFormatter)
+    from fastmesh import rollout_cli
+
+    rollout_cli.add_commands(commands, _HelpFormatter)
     commands.add_parser("version", help="print the version", formatter_class=_HelpFormatter)
     return top
 
@@ -121,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fastmesh import ca_cli
 
         return ca_cli.run(args)
+    if args.command == "rollout":
+        from fastmesh import rollout_cli
+
+        return rollout_cli.run(args)
     from fastmesh.runtime import Overrides, run_proxy
 
     overrides = Overrides(admin_address=args.admin_address, listeners=dict(args.listener))

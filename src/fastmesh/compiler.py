@@ -59,6 +59,8 @@ class Compiled:
     """The snapshot as compact JSON, without "version" (see `with_version`)."""
     objects: tuple[dict[str, Any], ...] = ()
     """From a cluster: the objects left out or with unresolved refs (fastmesh.config.cluster.ObjectReport)."""
+    rollouts: tuple[dict[str, Any], ...] = ()
+    """The Rollouts' plans (fastmesh.config.snapshot.rollouts), for the rollout controller."""
 
 
 def with_version(snapshot_json: str, version: int) -> str:
@@ -114,4 +116,5 @@ async def compile_config(
     end = len(out) - 1 if out.endswith(b"\n") else len(out)
     # Decoded straight from the output buffer: a large snapshot is copied once, not three times.
     snapshot_json = str(memoryview(out)[newline + 1 : end], "utf-8")
-    return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json, tuple(header.get("objects", ())))
+    return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json,
+                    objects=tuple(header.get("objects", ())), rollouts=tuple(header.get("rollouts", ())))

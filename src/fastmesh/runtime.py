@@ -27,6 +27,7 @@ from fastmesh.identity import Identity, IdentityError
 from fastmesh.kube import KubeError
 from fastmesh.overrides import OverrideError, Overrides
 from fastmesh.reload import FileWatcher, fingerprint
+from fastmesh.rollout import RolloutController, override_weights, state_path
 from fastmesh.state import AppliedConfig, ReloadError, State
 
 if TYPE_CHECKING:  # the Kubernetes client (http.client, ssl) is imported only with --kubernetes
@@ -111,6 +112,10 @@ class Runtime:
         self.watch_interval_s = watch_interval_s
         self.identity: Identity | None = None
         self.admin_token_file: str | None = None
+        self.rollouts: RolloutController | None = None  # file mode only (docs/config.md "Rollout")
+        if kube is None and config_path is not None:
+            self.rollouts = RolloutController(state_path(config_path), self._engine_stats, self._reapply, self.emit)
+        self._rollout_base: Compiled | None = None  # the config as compiled, while it has Rollouts
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,12 +142,36 @@ class Runtime:
 
     async def _apply(self, loaded: Compiled) -> int:
         assert self.engine is not None
-        snapshot_json = with_version(loaded.snapshot_json, self.state.version + 1)
+        snapshot_json = loaded.snapshot_json
+        if self.rollouts is not None:
+            self.rollouts.configure(list(loaded.rollouts))
+            snapshot_json = override_weights(snapshot_json, self.rollouts.weights())
+            self._rollout_base = loaded if loaded.rollouts else None
+        snapshot_json = with_version(snapshot_json, self.state.version + 1)
         applied = await self.engine.apply_json(snapshot_json)
+        if self.rollouts is not None:
+            self.rollouts.applied()
         self.state.applied = AppliedConfig(applied, snapshot_json, time.time())  # the only copy kept
         self.drain_timeout_s = loaded.settings.drain_timeout_s
         self.admin_token_file = loaded.settings.admin_token_file
         return applied
+
+    def _engine_stats(self) -> dict[str, Any]:
+        assert self.engine is not None
+        return self.engine.stats()
+
+    async def _reapply(self) -> bool:
+        """The config last compiled, applied again with the rollouts' current weights (a rollout step)."""
+        async with self._lock:
+            if self.state.draining or self._rollout_base is None:
+                return False
+            try:
+                version = await self._apply(self._rollout_base)
+            except (ValueError, OSError) as e:
+                log.error("%s: the engine refused the rollout's weights: %s", self.label, e)
+                return False
+            self.emit("rollout_applied", version=version)
+            return True
 
     # === identity ===
 
@@ -200,7 +229,8 @@ class Runtime:
             log.error("%s", e)
             return False
         self.admin = Admin(self.state, self.engine, identity=lambda: self.identity,
-                           token_file=lambda: self.admin_token_file)
+                           token_file=lambda: self.admin_token_file,
+                           rollouts=self.rollouts.view if self.rollouts is not None else list)
         # first: a taken admin port fails before listeners bind
         try:
             self.admin_address = await self.admin.start(self.admin_requested)
@@ -331,6 +361,8 @@ class Runtime:
                 await self.identity.stop()
             return 1
         self._spawn(self.watcher.run())
+        if self.rollouts is not None:
+            self._spawn(self.rollouts.run())
         await self._stop.wait()
         return await self.drain()
 

@@ -10,7 +10,9 @@ stdin is the file's content (bytes). stdout is one JSON header line, then, on su
 snapshot as compact JSON (without "version", listener overrides applied) on the second line:
     {"settings": {"admin_address": "127.0.0.1:15000", "worker_threads": 1, "drain_timeout_s": 10.0,
                   "admin_token_file": "/abs/token",                      # only when configured
-                  "identity": {"spiffe_id": ..., "ca_directory": "/abs/ca", "cert_ttl_s": 86400.0}}}
+                  "identity": {"spiffe_id": ..., "ca_directory": "/abs/ca", "cert_ttl_s": 86400.0}},
+     "rollouts": [{"name": "default/reviews", "route": "default/reviews/rule/0", "stable": ..., "canary": ...,
+                   "steps": [5, 100], "interval_s": 60.0, "gates": {...}}]}     # only with Rollouts
     {"problems": [{"source": ..., "message": ..., "document": 3, "label": ..., "path": ..., ...}]}
     {"override_error": "--listener x=127.0.0.1:0: the config has no listener named 'x' (...)"}
 With --cluster the settings header also has "objects": what was left out or has unresolved backendRefs
@@ -58,7 +60,9 @@ def compile_content(
         problem = Problem(source, f"cannot read: not UTF-8 text ({e.reason} at byte {e.start})")
         return {"problems": [dataclasses.asdict(problem)]}, None
     from fastmesh.config import compile_snapshot, load_text
+    from fastmesh.config.model import Rollout
     from fastmesh.config.model.types import parse_duration
+    from fastmesh.config.snapshot.rollouts import rollout_plans
 
     reports: list[dict[str, Any]] = []
     try:
@@ -94,6 +98,8 @@ def compile_content(
     header: dict[str, Any] = {"settings": settings}
     if cluster:
         header["objects"] = reports
+    if any(True for _ in cfg.objects(Rollout)):
+        header["rollouts"] = rollout_plans(cfg)
     return header, json.dumps(snapshot, separators=(",", ":"))
 
 

@@ -10,6 +10,7 @@ from fastmesh.config.checks.endpointslice import check_endpoint_slice
 from fastmesh.config.checks.httproute import check_route
 from fastmesh.config.checks.objects import check_objects
 from fastmesh.config.checks.proxy import check_proxy
+from fastmesh.config.checks.rollout import check_rollout
 from fastmesh.config.checks.service import check_service
 from fastmesh.config.checks.trafficpolicy import check_fault_injection, check_traffic_policy
 from fastmesh.config.errors import Problem
@@ -23,6 +24,7 @@ _BY_KIND: dict[str, Callable[[Context, Document], None]] = {
     "AuthorizationPolicy": check_authorization_policy,
     "TrafficPolicy": check_traffic_policy,
     "FaultInjection": check_fault_injection,
+    "Rollout": check_rollout,
 }
 
 

@@ -1,0 +1,103 @@
+"""Judging a step from the engine's counters: windows, p99 from histogram buckets, gates; weights in the snapshot."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from fastmesh.rollout import Window, judge, override_weights, quantile, window
+
+BOUNDS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
+
+
+def hist(**at: int) -> list[int]:
+    """Buckets with counts at the given bounds: hist(b10=5) puts 5 in the bucket whose upper bound is 10."""
+    out = [0] * len(BOUNDS)
+    for key, n in at.items():
+        out[BOUNDS.index(float(key[1:]))] = n
+    return out
+
+
+def entry(route: str, backend: str, status: dict[str, int], buckets: list[int], inf: int = 0) -> dict[str, Any]:
+    return {"route": route, "backend": backend, "status": status,
+            "latency": {"buckets": buckets, "inf": inf, "sum_ms": 0.0, "count": sum(buckets) + inf}}
+
+
+def test_window_sums_the_entries_of_one_route_and_backend() -> None:
+    stats = {"latency_bounds_ms": BOUNDS, "routes": [
+        entry("r/rule/0", "b", {"2xx": 8, "5xx": 2}, hist(b10=10)),
+        entry("r/rule/0", "b", {"2xx": 1}, hist(b25=1)),
+        entry("r/rule/0", "other", {"5xx": 50}, hist(b10=50)),
+        entry("r/rule/1", "b", {"5xx": 50}, hist(b10=50)),
+    ]}
+    w = window(stats, "r/rule/0", "b")
+    assert (w.requests, w.failures, w.buckets, w.inf) == (11, 2, hist(b10=10, b25=1), 0)
+    base = Window(5, 1, hist(b10=5), 0)
+    d = w.minus(base)
+    assert (d.requests, d.failures, d.buckets) == (6, 1, hist(b10=5, b25=1))
+    assert d.success_rate == pytest.approx(100 * 5 / 6)
+    assert window({"routes": []}, "r", "b").success_rate is None
+
+
+def test_p99_is_interpolated_within_its_bucket() -> None:
+    # 100 observations: 98 in (5, 10], 2 in (25, 50]: rank 99 is the first of the two in (25, 50]
+    assert quantile(0.99, BOUNDS, hist(b10=98, b50=2), 0) == pytest.approx(25 + 25 * 1 / 2)
+    assert quantile(0.99, BOUNDS, hist(b10=100), 0) == pytest.approx(5 + 5 * 0.99)
+    assert quantile(0.5, BOUNDS, hist(b1=50, b10=50), 0) == pytest.approx(1.0)
+    assert quantile(0.99, BOUNDS, hist(b10=90), 10) == math.inf
+    assert quantile(0.99, BOUNDS, hist(), 0) is None
+
+
+GATES = {"min_success_rate": 99.0, "max_success_rate_drop": None, "max_p99_ms": None, "max_p99_ratio": None,
+         "min_requests": 20}
+
+
+def test_too_few_canary_responses_hold() -> None:
+    v = judge(GATES, BOUNDS, Window(19, 19, hist(b10=19)), Window(500, 0, hist(b10=500)))
+    assert v.decision == "hold" and v.reason == "19 canary responses, the step needs 20"
+
+
+def test_success_rate_gate() -> None:
+    stable = Window(500, 0, hist(b10=500))
+    assert judge(GATES, BOUNDS, Window(100, 1, hist(b10=100)), stable).decision == "pass"  # 99 % >= 99
+    v = judge(GATES, BOUNDS, Window(100, 5, hist(b10=100)), stable)
+    assert v.decision == "fail" and v.reason == "canary success rate 95.00% < minSuccessRate 99.0%"
+    assert v.figures["canary_success_rate"] == 95.0 and v.figures["stable_success_rate"] == 100.0
+
+
+def test_success_rate_drop_compares_with_stable() -> None:
+    gates = {**GATES, "min_success_rate": None, "max_success_rate_drop": 2.0}
+    canary = Window(100, 5, hist(b10=100))  # 95 %
+    assert judge(gates, BOUNDS, canary, Window(1000, 40, hist(b10=1000))).decision == "pass"  # stable 96 %
+    v = judge(gates, BOUNDS, canary, Window(1000, 0, hist(b10=1000)))
+    assert v.decision == "fail" and "5.00 points below stable's 100.00%" in v.reason
+    assert judge(gates, BOUNDS, canary, Window()).decision == "hold"  # nothing to compare with
+
+
+def test_latency_gates() -> None:
+    gates = {**GATES, "min_success_rate": None, "max_p99_ms": 30.0}
+    stable = Window(1000, 0, hist(b10=1000))
+    assert judge(gates, BOUNDS, Window(100, 0, hist(b25=100)), stable).decision == "pass"
+    v = judge(gates, BOUNDS, Window(100, 0, hist(b50=100)), stable)
+    assert v.decision == "fail" and v.reason.startswith("canary p99 49.8 ms > maxP99Ms 30.0")
+    ratio = {**GATES, "min_success_rate": None, "max_p99_ratio": 1.5}
+    assert judge(ratio, BOUNDS, Window(100, 0, hist(b10=100)), stable).decision == "pass"
+    v = judge(ratio, BOUNDS, Window(100, 0, hist(b25=100)), stable)  # p99 doubled and more
+    assert v.decision == "fail" and "(maxP99Ratio)" in v.reason
+    v = judge(gates, BOUNDS, Window(100, 0, hist(b10=50), inf=50), stable)
+    assert v.decision == "fail" and v.figures["canary_p99_ms"] == "+Inf"
+
+
+def test_override_weights_touches_only_the_named_route() -> None:
+    snapshot = {"vhosts": [{"routes": [
+        {"name": "r/rule/0", "backends": [{"backend": "s", "weight": 90}, {"backend": "c", "weight": 10}]},
+        {"name": "x/rule/0", "backends": [{"backend": "s", "weight": 1}]},
+    ]}, {"routes": [{"name": "r/rule/0", "backends": [{"backend": "s", "weight": 90}, {"backend": "c", "weight": 10}]}]}]}
+    text = json.dumps(snapshot)
+    assert override_weights(text, {}) is text
+    out = json.loads(override_weights(text, {"r/rule/0": {"s": 75, "c": 25}}))
+    weights = [[b["weight"] for b in r["backends"]] for v in out["vhosts"] for r in v["routes"]]
+    assert weights == [[75, 25], [1], [75, 25]]
