@@ -25,6 +25,9 @@ pub mod snapshot;
 pub mod stats;
 pub mod tls;
 
+#[cfg(test)]
+mod testutil;
+
 #[cfg(feature = "python")]
 mod py;
 

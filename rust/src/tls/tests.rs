@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
@@ -17,7 +16,7 @@ use rcgen::{
 use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::Engine;
 
@@ -79,33 +78,21 @@ fn set(engine: &Engine, issued: &Issued, bundle: &str) -> u64 {
 
 /// Answers `xfcc=<x-forwarded-client-cert or ->`.
 async fn xfcc_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    let xfcc = req
-                        .headers()
-                        .get_all("x-forwarded-client-cert")
-                        .iter()
-                        .map(|v| v.to_str().unwrap().to_owned())
-                        .collect::<Vec<_>>();
-                    let text = if xfcc.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        xfcc.join(" | ")
-                    };
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    crate::testutil::serve(false, |req: Request<Incoming>| async move {
+        let xfcc = req
+            .headers()
+            .get_all("x-forwarded-client-cert")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>();
+        let text = if xfcc.is_empty() {
+            "-".to_owned()
+        } else {
+            xfcc.join(" | ")
+        };
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
+    })
+    .await
 }
 
 fn catch_all(listener_tls: &str, backend: &str) -> String {

@@ -16,40 +16,28 @@ enum Behaviour {
 
 /// A hyper HTTP/1.1 upstream that behaves as told and counts requests (and their body bytes).
 async fn counting(name: &'static str, behaviour: Behaviour) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (hits, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (h, b) = (hits.clone(), bytes.clone());
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (h, b) = (h.clone(), b.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let (h, b) = (h.clone(), b.clone());
-                    async move {
-                        h.fetch_add(1, Relaxed);
-                        let body = req.into_body().collect().await.map(|c| c.to_bytes().len()).unwrap_or(0);
-                        b.fetch_add(body, Relaxed);
-                        let status = match behaviour {
-                            Behaviour::Ok => 200,
-                            Behaviour::Fail(code) => code,
-                            Behaviour::Slow(ms) => {
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
-                                200
-                            }
-                        };
-                        let mut resp = Response::new(full(name));
-                        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = crate::testutil::serve(false, move |req: Request<Incoming>| {
+        let (h, b) = (h.clone(), b.clone());
+        async move {
+            h.fetch_add(1, Relaxed);
+            let body = req.into_body().collect().await.map(|c| c.to_bytes().len()).unwrap_or(0);
+            b.fetch_add(body, Relaxed);
+            let status = match behaviour {
+                Behaviour::Ok => 200,
+                Behaviour::Fail(code) => code,
+                Behaviour::Slow(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    200
+                }
+            };
+            let mut resp = Response::new(full(name));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(resp)
         }
-    });
+    })
+    .await;
     (addr, hits, bytes)
 }
 
