@@ -1,4 +1,4 @@
-"""The `fastmesh` command line: `proxy`, `validate`, `ca`, `rollout`, `version`."""
+"""The `fastmesh` command line: `proxy`, `control`, `validate`, `ca`, `rollout`, `version`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fastmesh import __version__
+
+DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 def _listener(value: str) -> tuple[str, str]:
@@ -63,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
                         help="multi-document YAML config (see docs/config.md)")
     source.add_argument("--kubernetes", action="store_true",
                         help="read Services, EndpointSlices, HTTPRoutes and fastmesh.io objects from the API server")
+    source.add_argument("--control-plane", metavar="URL",
+                        help="config and certificates from `fastmesh control` at https://HOST:PORT (the sidecar mode)")
+    proxy.add_argument("--ca-bundle", type=Path, metavar="FILE",
+                       help="with --control-plane: PEM roots the control plane's certificate must chain to")
+    proxy.add_argument("--token-file", metavar="FILE", default=DEFAULT_TOKEN_FILE,
+                       help="with --control-plane: the ServiceAccount token it authenticates with"
+                            f" (default {DEFAULT_TOKEN_FILE})")
     proxy.add_argument("--kubeconfig", type=Path, metavar="FILE",
                        help="with --kubernetes: kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster)")
     proxy.add_argument("--kube-context", metavar="NAME", help="with --kubernetes: kubeconfig context (default: current)")
@@ -78,6 +88,25 @@ def parser() -> argparse.ArgumentParser:
     proxy.add_argument("--listener", type=_listener, action="append", default=[],
                        metavar="NAME=IP:PORT",
                        help="override the address of the named listener (repeatable; port 0: any)")
+
+    control = commands.add_parser("control", help="the control plane: watch the cluster once, serve every proxy",
+                                  formatter_class=_HelpFormatter)
+    control.add_argument("--kubernetes", action="store_true", required=True,
+                         help="watch Services, EndpointSlices, HTTPRoutes and fastmesh.io objects (required)")
+    control.add_argument("--kubeconfig", type=Path, metavar="FILE",
+                         help="kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster); its user needs"
+                              " list/watch on the mesh's kinds and create on tokenreviews")
+    control.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
+    control.add_argument("--kube-namespace", metavar="NAME", help="watch only this namespace (default: all)")
+    control.add_argument("--listen", type=_address, default="0.0.0.0:15012", metavar="IP:PORT",
+                         help="HTTP/2 over TLS address for the proxies (default 0.0.0.0:15012; port 0: any)")
+    control.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
+                         help="CA directory (`fastmesh ca init`): signs the proxies' and the serving certificates")
+    control.add_argument("--server-name", action="append", default=[], metavar="NAME",
+                         help="DNS name or IP the proxies dial, put in the serving certificate (repeatable;"
+                              " default: the --listen IP, localhost and 127.0.0.1)")
+    control.add_argument("--cert-ttl", type=float, default=86400.0, metavar="SECONDS",
+                         help="lifetime of the workload certificates it signs (default 86400)")
 
     validate = commands.add_parser("validate", help="check config files; exit 1 if any is invalid",
                                    formatter_class=_HelpFormatter)
@@ -128,23 +157,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fastmesh import rollout_cli
 
         return rollout_cli.run(args)
+    if args.command == "control":
+        return control(args)
     from fastmesh.runtime import Overrides, run_proxy
 
     overrides = Overrides(admin_address=args.admin_address, listeners=dict(args.listener))
     namespace = args.namespace or os.environ.get("POD_NAMESPACE") or None
+    if args.control_plane:
+        return proxy_control_plane(args, overrides, namespace)
     if not args.kubernetes:
         return run_proxy(args.config, overrides, namespace=namespace)
-    from fastmesh.kube.kubeconfig import KubeConfigError, connect
     from fastmesh.kube.source import KubeSource
 
-    try:
-        connection = connect(args.kubeconfig, args.kube_context)
-    except KubeConfigError as e:
-        print(f"fastmesh proxy: {e}", file=sys.stderr)
+    connection = _kube_connection(args, "proxy")
+    if connection is None:
         return 2
     namespace = namespace or args.kube_namespace
     kube = KubeSource(connection, args.kube_namespace, proxy_namespace=namespace, write_status=args.kube_status)
     return run_proxy(None, overrides, kube=kube, namespace=namespace)
+
+
+def _kube_connection(args: argparse.Namespace, command: str) -> Any:
+    from fastmesh.kube.kubeconfig import KubeConfigError, connect
+
+    try:
+        return connect(args.kubeconfig, args.kube_context)
+    except KubeConfigError as e:
+        print(f"fastmesh {command}: {e}", file=sys.stderr)
+        return None
+
+
+def proxy_control_plane(args: argparse.Namespace, overrides: Any, namespace: str | None) -> int:
+    import urllib.parse
+
+    from fastmesh.control.client import ControlSource
+    from fastmesh.runtime import run_proxy
+
+    url = urllib.parse.urlsplit(args.control_plane)
+    if url.scheme != "https" or not url.hostname or url.path not in ("", "/"):
+        print(f"fastmesh proxy: --control-plane {args.control_plane}: expected https://HOST:PORT", file=sys.stderr)
+        return 2
+    if args.ca_bundle is None:
+        print("fastmesh proxy: --control-plane needs --ca-bundle (the roots its certificate chains to)",
+              file=sys.stderr)
+        return 2
+    source = ControlSource(args.control_plane.rstrip("/"), str(args.ca_bundle), args.token_file)
+    return run_proxy(None, overrides, namespace=namespace, control=source)
+
+
+def control(args: argparse.Namespace) -> int:
+    from fastmesh.control.server import run_control
+    from fastmesh.http1 import split_hostport
+    from fastmesh.kube.source import KubeSource
+
+    connection = _kube_connection(args, "control")
+    if connection is None:
+        return 2
+    host = split_hostport(args.listen)[0]
+    names = args.server_name or sorted({"localhost", "127.0.0.1", *([host] if host not in ("0.0.0.0", "::") else [])})
+    source = KubeSource(connection, args.kube_namespace, write_status=False)
+    return run_control(source, args.ca_dir, args.listen, names, args.cert_ttl)
 
 
 if __name__ == "__main__":

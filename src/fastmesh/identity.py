@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # after failed renewals, in turn (the las
 WATCHED = ("bundle.pem", "intermediate.pem")  # a change means a rotation: renew at once
 
 Emit = Callable[..., None]
+Issuer = Callable[[IdentitySettings], Awaitable[tuple[Issued, str]]]
 
 
 class IdentityError(Exception):
@@ -95,8 +96,10 @@ class Identity:
 
     def __init__(self, settings: IdentitySettings, engine: Engine, emit: Emit,
                  watch_interval_s: float = 0.5, clock: Callable[[], float] = time.time,
-                 propagation_s: float | None = None) -> None:
+                 propagation_s: float | None = None, issuer: Issuer | None = None) -> None:
+        """`issuer`: where certificates come from instead of the CA directory (the control plane)."""
         self.settings = settings
+        self.issuer = issuer
         self.engine = engine
         self.emit = emit
         self.watch_interval_s = watch_interval_s
@@ -122,6 +125,8 @@ class Identity:
     async def _issue(self) -> tuple[Issued, str]:
         """Load the CA as it is on disk now and issue (in the CA child)."""
         s = self.settings
+        if self.issuer is not None:
+            return await self.issuer(s)
         answer = await ca_worker("issue", s.ca_directory, s.spiffe_id, repr(s.cert_ttl_s))
         bundle = answer.pop("bundle_pem")
         for when in ("not_before", "not_after"):

@@ -229,6 +229,16 @@ def config_families(state: State) -> Iterator[Metric]:
         "Config reloads refused (invalid config or refused by the engine).",
         value=state.reload_failures,
     )
+    control = state.control
+    if control is not None:
+        yield GaugeMetricFamily("fastmesh_control_plane_connected",
+                                "1 while the stream from the control plane is open (--control-plane).",
+                                value=1 if control["connected"] else 0)
+        yield GaugeMetricFamily("fastmesh_control_plane_version",
+                                "Version of the proxy's view last received from the control plane.",
+                                value=control["version"])
+        yield CounterMetricFamily("fastmesh_control_plane_connects", "Streams opened to the control plane.",
+                                  value=control["connects"])
 
 
 IdentityView = Callable[[], "dict[str, Any] | None"]

@@ -31,6 +31,7 @@ from fastmesh.rollout import RolloutController, override_weights, state_path
 from fastmesh.state import AppliedConfig, ReloadError, State
 
 if TYPE_CHECKING:  # the Kubernetes client (http.client, ssl) is imported only with --kubernetes
+    from fastmesh.control.client import ControlSource, ControlWatcher
     from fastmesh.kube.source import KubeSource
     from fastmesh.kube.status import StatusWriter
     from fastmesh.kube.watch import KubeWatcher
@@ -76,20 +77,28 @@ class Runtime:
         handle_signals: bool = True,
         kube: KubeSource | None = None,
         namespace: str | None = None,
+        control: ControlSource | None = None,
     ) -> None:
-        """Serve `config_path` (a file, watched), or with `kube` the objects of a cluster (watched).
-        `namespace`: the proxy's own (GAMMA consumer routes); None: the Proxy document's."""
+        """Serve `config_path` (a file, watched), or with `kube` the objects of a cluster (watched), or with
+        `control` the view a control plane streams. `namespace`: the proxy's own (GAMMA consumer routes);
+        None: the control plane's word for it, else the Proxy document's."""
         self.path = config_path
         self.namespace = namespace
         self.kube = kube
-        self.label = kube.label if kube is not None else str(config_path)
+        self.control = control
+        self.label = kube.label if kube is not None else control.label if control is not None else str(config_path)
         self.handle_signals = handle_signals  # False in unit tests: they call stop() and reload()
         self.overrides = overrides or Overrides()
         self.engine_factory = engine_factory
         self.emit = EventWriter(events or sys.stdout)
         self.state = State(source=self.label)
-        self.watcher: FileWatcher | KubeWatcher
-        if kube is not None:
+        self.watcher: FileWatcher | KubeWatcher | ControlWatcher
+        self.control_watcher: ControlWatcher | None = None
+        if control is not None:
+            from fastmesh.control.client import ControlWatcher
+
+            self.watcher = self.control_watcher = ControlWatcher(control, self._on_file_change, self.state)
+        elif kube is not None:
             from fastmesh.kube.watch import KubeWatcher
 
             self.watcher = KubeWatcher(kube, self._on_file_change)
@@ -123,6 +132,10 @@ class Runtime:
     # === loading ===
 
     def _read(self) -> bytes:
+        if self.control_watcher is not None:
+            content = self.control_watcher.content()
+            self.control_watcher.seen(content)
+            return content
         if self.kube is not None:
             assert not isinstance(self.watcher, FileWatcher)
             content = self.kube.read()
@@ -136,8 +149,12 @@ class Runtime:
 
     async def _load(self, content: bytes) -> Compiled:
         """Parse, validate and compile (in a child process); ConfigError or OverrideError say what is wrong."""
+        namespace = self.namespace
+        if namespace is None and self.control_watcher is not None:
+            namespace = self.control_watcher.replica.namespace
         return await compile_config(
-            content, self.label, self.overrides, cluster=self.kube is not None, namespace=self.namespace
+            content, self.label, self.overrides, cluster=self.kube is not None or self.control is not None,
+            namespace=namespace,
         )
 
     async def _apply(self, loaded: Compiled) -> int:
@@ -203,7 +220,13 @@ class Runtime:
 
     def _new_identity(self, settings: IdentitySettings) -> Identity:
         assert self.engine is not None
-        return Identity(settings, self.engine, self.emit, watch_interval_s=self.watch_interval_s)
+        issuer = None
+        if self.control is not None:  # certificates from the control plane, not a CA directory
+            from fastmesh.control.client import issue
+
+            control = self.control
+            issuer = lambda s: issue(control, s)  # noqa: E731
+        return Identity(settings, self.engine, self.emit, watch_interval_s=self.watch_interval_s, issuer=issuer)
 
     # === start ===
 
@@ -354,13 +377,25 @@ class Runtime:
     async def run(self) -> int:
         if self.handle_signals:
             self._install_signals()  # before `ready`: a SIGHUP right after it must not kill us
+        if self.control_watcher is not None:  # the first state comes from the control plane: wait for it
+            self._spawn(self.control_watcher.run())
+            ready = asyncio.ensure_future(self.control_watcher.ready.wait())
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            stop.cancel()
+            if self._stop.is_set():
+                for task in list(self._tasks):
+                    task.cancel()
+                return 1
         if not await self.start():
             if self.admin is not None:
                 self.admin.close()
             if self.identity is not None:
                 await self.identity.stop()
             return 1
-        self._spawn(self.watcher.run())
+        if self.control_watcher is None:
+            self._spawn(self.watcher.run())
         if self.rollouts is not None:
             self._spawn(self.rollouts.run())
         await self._stop.wait()
@@ -397,12 +432,13 @@ def setup_logging() -> None:
 
 
 def run_proxy(
-    config_path: Path | None, overrides: Overrides, kube: KubeSource | None = None, namespace: str | None = None
+    config_path: Path | None, overrides: Overrides, kube: KubeSource | None = None, namespace: str | None = None,
+    control: ControlSource | None = None,
 ) -> int:
     """Entry point of `fastmesh proxy`: the orchestrator on uvloop; returns the exit status."""
     setup_logging()
 
     async def main() -> int:
-        return await Runtime(config_path, overrides, kube=kube, namespace=namespace).run()
+        return await Runtime(config_path, overrides, kube=kube, namespace=namespace, control=control).run()
 
     return uvloop.run(main())

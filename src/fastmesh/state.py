@@ -56,6 +56,8 @@ class State:
     reloads: int = 0  # successful reloads, the first apply not counted
     reload_failures: int = 0
     draining: bool = False
+    control: dict[str, Any] | None = None
+    """With --control-plane: the connection's state (fastmesh.control.client.ControlWatcher.status)."""
 
     @property
     def version(self) -> int:
@@ -87,4 +89,5 @@ class State:
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
             "draining": self.draining,
+            **({"control_plane": dict(self.control)} if self.control is not None else {}),
         }

@@ -10,9 +10,11 @@ Keys are PKCS#8, mode 0600; certificates mode 0644.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -121,6 +123,25 @@ def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
     return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
 
 
+def make_csr(spiffe_id: str) -> tuple[str, str]:
+    """(key PEM, CSR PEM): a new key and a CSR for it asking for `spiffe_id` (its URI SAN)."""
+    key = _new_key()
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+           .sign(key, hashes.SHA256()))
+    return _key_pem(key).decode(), csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def csr_uris(csr_pem: str) -> list[str]:
+    """The URI SANs a CSR asks for; ValueError if it is not a PEM CSR."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
 class CA:
     """A CA directory, loaded. Create one with `CA.init`, open one with `CA.load`."""
 
@@ -207,6 +228,47 @@ class CA:
             spiffe.parse(spiffe_id, self.trust_domain)
         except ValueError as e:
             raise CAError(str(e)) from None
+        start, end = self._validity(not_before, ttl)
+        key = _new_key()
+        cert = self._leaf(key.public_key(), start, end,
+                          [x509.UniformResourceIdentifier(spiffe_id)], critical_san=True)
+        return self._issued(cert, _key_pem(key).decode(), spiffe_id)
+
+    def sign_csr(self, csr_pem: str, spiffe_id: str, *, ttl: timedelta = timedelta(hours=24)) -> Issued:
+        """A workload certificate for `spiffe_id` on the public key of a CSR (PEM), whose signature
+        must verify; the CSR's own names are not used (the caller checks them). `key_pem` is empty:
+        the key never left its owner."""
+        try:
+            spiffe.parse(spiffe_id, self.trust_domain)
+            csr = x509.load_pem_x509_csr(csr_pem.encode())
+        except ValueError as e:
+            raise CAError(str(e)) from None
+        if not csr.is_signature_valid:
+            raise CAError("the CSR's signature does not verify")
+        start, end = self._validity(None, ttl)
+        cert = self._leaf(csr.public_key(), start, end, [x509.UniformResourceIdentifier(spiffe_id)],
+                          critical_san=True)
+        return self._issued(cert, "", spiffe_id)
+
+    def issue_server(self, hosts: list[str], *, ttl: timedelta = timedelta(days=30)) -> Issued:
+        """A serving certificate for `hosts` (DNS names or IP addresses, as the clients dial them)
+        and the trust domain's URI, e.g. for the control plane."""
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(f"spiffe://{self.trust_domain}")]
+        for host in hosts:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                sans.append(x509.DNSName(host))
+        start, end = self._validity(None, ttl)
+        key = _new_key()
+        cert = self._leaf(key.public_key(), start, end, sans, critical_san=False)
+        return self._issued(cert, _key_pem(key).decode(), f"spiffe://{self.trust_domain}")
+
+    def _issued(self, cert: x509.Certificate, key_pem: str, spiffe_id: str) -> Issued:
+        return Issued(cert_chain_pem=(_cert_pem(cert) + _cert_pem(self.intermediate)).decode(), key_pem=key_pem,
+                      spiffe_id=spiffe_id, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
+
+    def _validity(self, not_before: datetime | None, ttl: timedelta) -> tuple[datetime, datetime]:
         if ttl <= timedelta(0):
             raise CAError(f"ttl must be positive, got {ttl}")
         start = not_before if not_before is not None else datetime.now(UTC)
@@ -216,13 +278,16 @@ class CA:
         if end <= start:
             raise CAError(f"the intermediate expires at {self.intermediate.not_valid_after_utc}, "
                           f"before the requested not_before {start}")
-        key = _new_key()
-        cert = (
+        return start, end
+
+    def _leaf(self, public_key: Any, start: datetime, end: datetime, sans: list[x509.GeneralName],
+              critical_san: bool) -> x509.Certificate:
+        return (
             x509.CertificateBuilder()
             # Empty subject, identity in the (therefore critical) URI SAN: RFC 5280 4.2.1.6.
             .subject_name(x509.Name([]))
             .issuer_name(self.intermediate.subject)
-            .public_key(key.public_key()).serial_number(_serial())
+            .public_key(public_key).serial_number(_serial())
             .not_valid_before(start).not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
@@ -231,20 +296,11 @@ class CA:
                                          encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
-                           critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=critical_san)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self._intermediate_key.public_key()), critical=False)
             .sign(self._intermediate_key, hashes.SHA256())
-        )
-        return Issued(
-            cert_chain_pem=(_cert_pem(cert) + _cert_pem(self.intermediate)).decode(),
-            key_pem=_key_pem(key).decode(),
-            spiffe_id=spiffe_id,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
         )
 
     # -- rotating ------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Commands, each answering one JSON line on stdout (exit 0), or `{"error": ...}` (
 - `issue DIR SPIFFE_ID TTL_S`: a workload certificate from the CA in DIR, and the trust bundle:
   `{"cert_chain_pem", "key_pem", "spiffe_id", "not_before", "not_after", "bundle_pem"}`
   (times in seconds since the epoch). The key goes through the pipe only, never to a file.
+- `csr SPIFFE_ID`: a new key and a CSR for it (`{"key_pem", "csr_pem"}`), for a proxy whose
+  certificates come from the control plane (`fastmesh proxy --control-plane`).
 - `standing DIR` with a certificate chain on stdin: `{"standing", "bundle_pem"}`, the chain's
   standing with the CA as it is now (`CA.standing_of`).
 """
@@ -23,8 +25,12 @@ from typing import Any
 
 def run(argv: list[str], stdin: str) -> dict[str, Any]:
     from fastmesh.ca import CA
+    from fastmesh.ca.authority import make_csr
 
     command, directory, *rest = argv
+    if command == "csr":
+        key_pem, csr_pem = make_csr(directory)  # its one argument is the SPIFFE ID
+        return {"key_pem": key_pem, "csr_pem": csr_pem}
     ca = CA.load(Path(directory))
     if command == "issue":
         spiffe_id, ttl_s = rest

@@ -81,6 +81,10 @@ class Reflector:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.resource_version = ""
         self.synced = threading.Event()
+        self.relisted = False
+        """Since `take_changes`: the items were replaced by a list."""
+        self.dirty: set[tuple[str, str]] = set()
+        """Since `take_changes`: the keys of the items added, modified or deleted."""
         self.lists = 0
         self.watches = 0
         self._lock = threading.Lock()
@@ -90,6 +94,14 @@ class Reflector:
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.items.values())
+
+    def take_changes(self) -> tuple[bool, dict[tuple[str, str], dict[str, Any] | None]]:
+        """(relisted, {key: the item now, or None if deleted}) since the last call: what an incremental
+        consumer (the control plane) applies instead of reading every item."""
+        with self._lock:
+            relisted, dirty = self.relisted, self.dirty
+            self.relisted, self.dirty = False, set()
+            return relisted, {} if relisted else {key: self.items.get(key) for key in dirty}
 
     def stop(self) -> None:
         """Ends the thread soon: a watch waiting for its next event is woken by shutting its socket down
@@ -127,6 +139,7 @@ class Reflector:
         with self._lock:
             self.items = {_key(obj): obj for obj in items}
             self.resource_version = version
+            self.relisted = True
         self.synced.set()
         self.changed()
         return listed is not None
@@ -169,6 +182,7 @@ class Reflector:
                 self.items.pop(_key(obj), None)
             else:  # BOOKMARK: only the version moves on
                 return
+            self.dirty.add(_key(obj))
         self.changed()
 
 

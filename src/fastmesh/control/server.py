@@ -1,0 +1,245 @@
+"""`fastmesh control`: watch the cluster once, serve every proxy its view (docs/control-plane.md).
+
+- Watching: the reflectors of fastmesh.kube.watch (list + watch per kind, bookmarks, 410 relist, backoff),
+  one thread per kind, as the proxy's direct mode uses them; their changes (`take_changes`) are projected
+  into config documents and applied to the `Store`, which turns them into one delta per view.
+- Serving: HTTP/2 over TLS (`h2`, on uvloop); the serving certificate is issued at start by the CA of
+  `--ca-dir`, which the proxies trust (`--ca-bundle`).
+    GET  /v1/config?epoch=E&version=V   the proxy's view: a long-lived stream of protocol messages
+    POST /v1/certificate                {"csr": PEM} -> a workload certificate for the token's identity only
+  Both need `Authorization: Bearer <ServiceAccount token>` (TokenReview). Streams wait until every kind is
+  listed: a control plane that just (re)started never serves a partial state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import urllib.parse
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from fastmesh.ca import CA, CAError
+from fastmesh.ca.authority import csr_uris
+from fastmesh.ca.files import CERT_MODE, KEY_MODE, write_atomic
+from fastmesh.control.auth import AuthError, TokenReviewer
+from fastmesh.control.h2conn import H2Connection, Stream, server_context
+from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical
+from fastmesh.control.views import Store, Subscriber
+from fastmesh.http1 import split_hostport
+from fastmesh.kube.source import RESOURCES, Client, KubeSource, project
+from fastmesh.kube.watch import Backoff, Reflector
+from fastmesh.runtime import EventWriter, setup_logging
+
+log = logging.getLogger("fastmesh.control")
+JSON = "application/json"
+
+
+class ControlPlane:
+    def __init__(self, source: KubeSource, ca_dir: Path, listen: str, hosts: list[str],
+                 cert_ttl_s: float = 86400.0, emit: EventWriter | None = None) -> None:
+        self.source = source
+        self.ca_dir = ca_dir
+        self.listen = listen
+        self.hosts = hosts
+        self.cert_ttl_s = cert_ttl_s
+        self.emit = emit or EventWriter(open(os.devnull, "w"))
+        self.store = Store()
+        self.ca = CA.load(ca_dir)  # fails at start (CAError) on a missing or broken CA
+        self.reviewer = TokenReviewer(Client(source.connection), self.ca.trust_domain)
+        self.reflectors: list[Reflector] = []
+        self.synced = asyncio.Event()
+        self.address = ""
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    # === watching ===
+
+    def _start_reflectors(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:
+            loop.call_soon_threadsafe(self._dirty.set)
+
+        client = Client(self.source.connection)
+        self.reflectors = [Reflector(client, kind, api_version, plural, self.source.namespace, changed,
+                                     backoff=Backoff(0.5))
+                           for kind, api_version, plural in RESOURCES]
+        for reflector in self.reflectors:
+            threading.Thread(target=reflector.run, name=f"kube-{reflector.plural}", daemon=True).start()
+
+    def _sync(self) -> int:
+        """Apply what the reflectors saw since the last call to the store; how many view changes it made."""
+        versions = {kind: api_version for kind, api_version, _ in RESOURCES}
+        upserts: dict[Key, str] = {}
+        deletes: list[Key] = []
+        changed = 0
+        for reflector in self.reflectors:
+            kind = reflector.kind
+            relisted, items = reflector.take_changes()
+            if relisted:
+                docs = (project(kind, versions[kind], obj) for obj in reflector.snapshot())
+                changed += self.store.replace_kind(kind, (d for d in docs if d is not None))
+                continue
+            for (namespace, name), obj in items.items():
+                doc = project(kind, versions[kind], obj) if obj is not None else None
+                if doc is None:
+                    deletes.append((kind, namespace, name))
+                else:
+                    upserts[(kind, namespace, name)] = canonical(doc)
+        return changed + self.store.apply(upserts, deletes)
+
+    async def _follow(self) -> None:
+        while not all(r.synced.is_set() for r in self.reflectors):
+            await asyncio.sleep(0.02)
+        self._sync()
+        self.synced.set()
+        log.info("cluster listed: %d documents", len(self.store.texts))
+        self.emit("synced", documents=len(self.store.texts))
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            views = self._sync()
+            if views:
+                log.info("change %d: %d views updated", self.store.changes, views)
+                self.emit("pushed", change=self.store.changes, views=views)
+
+    # === serving ===
+
+    async def handle(self, conn: H2Connection, stream: Stream) -> None:
+        method, target = stream.headers.get(":method", ""), stream.headers.get(":path", "")
+        url = urllib.parse.urlsplit(target)
+        try:
+            if url.path == CONFIG_PATH and method == "GET":
+                await self._config(conn, stream, urllib.parse.parse_qs(url.query))
+            elif url.path == CERTIFICATE_PATH and method == "POST":
+                await self._certificate(conn, stream)
+            else:
+                await self._reply(conn, stream, 404, {"error": f"no {method} {url.path} here"})
+        except AuthError as e:
+            log.warning("%s %s refused (%d): %s", method, url.path, e.status, e)
+            await self._reply(conn, stream, e.status, {"error": str(e)})
+        except ConnectionError:
+            pass  # the proxy went away; it reconnects
+
+    async def _reply(self, conn: H2Connection, stream: Stream, status: int, doc: dict[str, Any]) -> None:
+        body = (json.dumps(doc) + "\n").encode()
+        conn.send_headers(stream.id, [(":status", str(status)), ("content-type", JSON),
+                                      ("content-length", str(len(body)))])
+        await conn.send_data(stream, body, end=True)
+
+    async def _config(self, conn: H2Connection, stream: Stream, query: dict[str, list[str]]) -> None:
+        workload = await self.reviewer.workload(stream.headers.get("authorization"))
+        epoch = (query.get("epoch") or [""])[0] or None
+        try:
+            version = int((query.get("version") or ["x"])[0])
+        except ValueError:
+            version = None
+        await self.synced.wait()
+        view = self.store.view(workload.namespace)
+        subscriber = Subscriber()
+        hello = {"type": "hello", "epoch": self.store.epoch, "namespace": workload.namespace,
+                 "identity": workload.spiffe_id}
+        for message in (json.dumps(hello), *view.catch_up(epoch, version)):
+            subscriber.send(message)
+        view.subscribers.add(subscriber)  # in the same step as the catch-up: no delta falls between
+        log.info("%s connected (view %s, had %s/%s, now %d)", workload.spiffe_id, view.namespace, epoch,
+                 version, view.version)
+        conn.send_headers(stream.id, [(":status", "200"), ("content-type", "application/x-ndjson")])
+        try:
+            while (queued := await subscriber.queue.get()) is not None:
+                await conn.send_data(stream, queued.encode() + b"\n")
+            conn.h2.reset_stream(stream.id)  # overflowed: the proxy reconnects and resumes
+        finally:
+            view.subscribers.discard(subscriber)
+            subscriber.close()
+
+    async def _certificate(self, conn: H2Connection, stream: Stream) -> None:
+        workload = await self.reviewer.workload(stream.headers.get("authorization"))
+        try:
+            request = json.loads(await stream.read_all())
+            csr_pem = str(request["csr"])
+            asked = csr_uris(csr_pem)
+        except (ValueError, KeyError, TypeError) as e:
+            await self._reply(conn, stream, 400, {"error": f'expected {{"csr": "<PEM CSR>"}}: {e}'})
+            return
+        others = [uri for uri in asked if uri != workload.spiffe_id]
+        if others:
+            raise AuthError(403, f"the token proves {workload.spiffe_id}; the CSR asks for {', '.join(others)}: "
+                                 "a certificate is signed only for the token's own identity")
+        try:
+            ca = await asyncio.to_thread(CA.load, self.ca_dir)  # as on disk now: rotations are followed
+            issued = ca.sign_csr(csr_pem, workload.spiffe_id, ttl=timedelta(seconds=self.cert_ttl_s))
+        except CAError as e:
+            await self._reply(conn, stream, 400, {"error": str(e)})
+            return
+        log.info("certificate for %s, valid until %s", workload.spiffe_id, issued.not_after)
+        await self._reply(conn, stream, 200, {
+            "spiffe_id": issued.spiffe_id, "cert_chain_pem": issued.cert_chain_pem, "bundle_pem": ca.bundle_pem(),
+            "not_before": issued.not_before.timestamp(), "not_after": issued.not_after.timestamp()})
+
+    # === running ===
+
+    def _serving_context(self, directory: Path) -> Any:
+        issued = self.ca.issue_server(self.hosts)
+        write_atomic(directory / "cert.pem", issued.cert_chain_pem.encode(), CERT_MODE)
+        write_atomic(directory / "key.pem", issued.key_pem.encode(), KEY_MODE)
+        return server_context(str(directory / "cert.pem"), str(directory / "key.pem"))
+
+    async def run(self) -> int:
+        host, port = split_hostport(self.listen)
+        directory = Path(tempfile.mkdtemp(prefix="fastmesh-control-"))
+        try:
+            context = self._serving_context(directory)
+            self._start_reflectors()
+            follow = asyncio.ensure_future(self._follow())
+            server = await asyncio.get_running_loop().create_server(
+                lambda: H2Connection(client_side=False, handler=self.handle), host, port, ssl=context)
+            bound = server.sockets[0].getsockname()
+            self.address = f"{bound[0]}:{bound[1]}"
+            log.info("control plane serving on https://%s (epoch %s), trust domain %s", self.address,
+                     self.store.epoch, self.ca.trust_domain)
+            self.emit("ready", address=self.address, epoch=self.store.epoch, pid=os.getpid())
+            await self._stop.wait()
+            server.close()
+            follow.cancel()
+            for reflector in self.reflectors:
+                reflector.stop()
+            self.emit("stopped")
+            return 0
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_control(source: KubeSource, ca_dir: Path, listen: str, hosts: list[str], cert_ttl_s: float) -> int:
+    setup_logging()
+
+    async def main() -> int:
+        try:
+            control = ControlPlane(source, ca_dir, listen, hosts, cert_ttl_s, EventWriter(sys.stdout))
+        except CAError as e:
+            log.error("--ca-dir %s: %s", ca_dir, e)
+            return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, control.stop)
+        try:
+            return await control.run()
+        except OSError as e:
+            log.error("cannot listen on %s: %s", listen, e.strerror or e)
+            return 1
+
+    return uvloop.run(main())

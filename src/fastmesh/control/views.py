@@ -1,0 +1,130 @@
+"""What each proxy sees, versioned, and the deltas between versions.
+
+The `Store` holds every document of the cluster once (as canonical JSON text). A `View` is what the
+proxies of one namespace see: every document except the Proxy objects of other namespaces (those are other
+proxies' settings); GAMMA consumer routes and inbound policy are decided by the proxy's compiler from its
+namespace and identity, so one namespace is one view. A change is turned into one delta per view that sees
+it, encoded once and sent as the same text to every subscriber of that view: the work per change grows with
+the number of views (namespaces with proxies), not of proxies, and never relists anything.
+
+Each view numbers its states 1, 2, ... within an epoch (one run of the control plane) and keeps the last
+`history` deltas, so a proxy reconnecting with a recent version gets only what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from fastmesh.control.protocol import Key, canonical, delta_message, full_message, key_of
+
+HISTORY = 256
+QUEUE = 1024
+
+
+def visible(key: Key, namespace: str) -> bool:
+    kind, ns, _ = key
+    return kind != "Proxy" or ns == namespace
+
+
+class Subscriber:
+    """One proxy's stream: the messages for it, in order. Overflowing (a proxy that does not read) closes it:
+    it reconnects and resumes from its version."""
+
+    def __init__(self, maxsize: int = QUEUE) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
+        self.closed = False
+
+    def send(self, message: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            while not self.queue.empty():  # the end marker must fit
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+
+class View:
+    def __init__(self, namespace: str, epoch: str, texts: dict[Key, str], history: int = HISTORY) -> None:
+        self.namespace = namespace
+        self.epoch = epoch
+        self.texts = {k: t for k, t in texts.items() if visible(k, namespace)}
+        self.version = 1
+        self.history: deque[tuple[int, str]] = deque(maxlen=history)
+        """(version it starts from, the delta message to the next version)."""
+        self.subscribers: set[Subscriber] = set()
+
+    def apply(self, upserts: dict[Key, str], deletes: Iterable[Key]) -> str | None:
+        """Record a change of the store; the delta message sent to the subscribers, or None if this view
+        does not see it."""
+        changed = [t for k, t in upserts.items() if visible(k, self.namespace) and self.texts.get(k) != t]
+        gone = [k for k in deletes if k in self.texts]
+        if not changed and not gone:
+            return None
+        for k, t in upserts.items():
+            if visible(k, self.namespace):
+                self.texts[k] = t
+        for k in gone:
+            del self.texts[k]
+        base, self.version = self.version, self.version + 1
+        message = delta_message(self.epoch, base, self.version, changed, gone)
+        self.history.append((base, message))
+        for subscriber in list(self.subscribers):
+            subscriber.send(message)
+        return message
+
+    def catch_up(self, epoch: str | None, version: int | None) -> list[str]:
+        """The messages that bring a proxy having `version` of `epoch` to the current version: the deltas it
+        missed if they are all still in the history, else the full state."""
+        if epoch == self.epoch and version is not None:
+            if version == self.version:
+                return []
+            missed = [message for base, message in self.history if base >= version]
+            if self.history and self.history[0][0] <= version < self.version and missed:
+                return missed
+        return [full_message(self.epoch, self.version, list(self.texts.values()))]
+
+
+class Store:
+    """Every document of the cluster, and the views made of them."""
+
+    def __init__(self, epoch: str | None = None, history: int = HISTORY) -> None:
+        self.epoch = epoch or secrets.token_hex(8)
+        self.history = history
+        self.texts: dict[Key, str] = {}
+        self.views: dict[str, View] = {}
+        self.changes = 0
+
+    def view(self, namespace: str) -> View:
+        view = self.views.get(namespace)
+        if view is None:
+            view = self.views[namespace] = View(namespace, self.epoch, self.texts, self.history)
+        return view
+
+    def replace_kind(self, kind: str, docs: Iterable[dict[str, Any]]) -> int:
+        """All documents of `kind` are now `docs` (a relist); returns how many views changed."""
+        new = {key_of(d): canonical(d) for d in docs}
+        gone = [k for k in self.texts if k[0] == kind and k not in new]
+        return self.apply(new, gone)
+
+    def apply(self, upserts: dict[Key, str], deletes: Iterable[Key]) -> int:
+        """Upsert and delete documents (their canonical texts); returns how many views changed."""
+        upserts = {k: t for k, t in upserts.items() if self.texts.get(k) != t}
+        deletes = [k for k in deletes if k in self.texts and k not in upserts]
+        if not upserts and not deletes:
+            return 0
+        self.texts.update(upserts)
+        for k in deletes:
+            del self.texts[k]
+        self.changes += 1
+        return sum(view.apply(upserts, deletes) is not None for view in self.views.values())
