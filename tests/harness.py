@@ -298,6 +298,14 @@ class Proxy:
         return cls._launch(source, Path(kubeconfig), tmp_path, **options)
 
     @classmethod
+    def start_control_plane(cls, url: str, ca_bundle: str | Path, token_file: str | Path, tmp_path: Path,
+                            **options: Any) -> Proxy:
+        """`fastmesh proxy --control-plane URL` (options as for `start`), once "ready"."""
+        cls._seq += 1
+        source = ["--control-plane", url, "--ca-bundle", str(ca_bundle), "--token-file", str(token_file)]
+        return cls._launch(source, Path(token_file), tmp_path, **options)
+
+    @classmethod
     def _launch(
         cls,
         source: list[str],

@@ -138,6 +138,9 @@ class ControlWatcher:
                 error = "the control plane ended the stream"
             except (ControlPlaneError, ProtocolError, ConnectionError) as e:
                 error = str(e)
+            except Exception as e:  # noqa: BLE001 - whatever breaks a stream, the proxy serves on and retries
+                log.exception("%s: the stream failed", self.source.label)
+                error = f"{type(e).__name__}: {e}"
             self.status["connected"] = False
             self.status["last_error"] = error
             delay = self.backoff.next()
