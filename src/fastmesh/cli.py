@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,27 +52,55 @@ class _HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, width=max(_columns() - 2, 20))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, with `check(args)`: a problem it returns is a usage error (exit 2), as argparse's own are."""
+
+    def __init__(self, *args: Any, check: Callable[[argparse.Namespace], str | None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, rest = super().parse_known_args(args, namespace)
+        problem = self.check(parsed) if self.check is not None else None
+        if problem:
+            self.error(problem)
+        return parsed, rest
+
+
+def _proxy_source(args: argparse.Namespace) -> str | None:
+    given = [name for name, value in (("--config", args.config), ("--kubernetes", args.kubernetes),
+                                      ("--control-plane", args.control_plane)) if value]
+    if not given:
+        return "one of the arguments --config --kubernetes --control-plane is required"
+    if len(given) > 1:
+        return f"argument {given[1]}: not allowed with argument {given[0]}"
+    return None
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="fastmesh", description="fastmesh: a service mesh proxy with a compiled data plane.",
         formatter_class=_HelpFormatter,
     )
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     proxy = commands.add_parser("proxy", help="run the proxy with a config file (hot reloaded) or a cluster's objects",
-                                formatter_class=_HelpFormatter)
-    source = proxy.add_mutually_exclusive_group(required=True)
+                                formatter_class=_HelpFormatter, check=_proxy_source)
+    # --control-plane is outside the group only so the usage line still wraps at 60 columns; `_proxy_source`
+    # makes the three exclusive and one of them required.
+    source = proxy.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, metavar="FILE",
                         help="multi-document YAML config (see docs/config.md)")
     source.add_argument("--kubernetes", action="store_true",
                         help="read Services, EndpointSlices, HTTPRoutes and fastmesh.io objects from the API server")
-    source.add_argument("--control-plane", metavar="URL",
+    proxy.add_argument("--control-plane", metavar="URL",
                         help="config and certificates from `fastmesh control` at https://HOST:PORT (the sidecar mode)")
     proxy.add_argument("--ca-bundle", type=Path, metavar="FILE",
                        help="with --control-plane: PEM roots the control plane's certificate must chain to")
     proxy.add_argument("--token-file", metavar="FILE", default=DEFAULT_TOKEN_FILE,
                        help="with --control-plane: the ServiceAccount token it authenticates with"
-                            f" (default {DEFAULT_TOKEN_FILE})")
+                            " (default: the pod's, under /var/run/secrets/kubernetes.io/serviceaccount/)")
     proxy.add_argument("--kubeconfig", type=Path, metavar="FILE",
                        help="with --kubernetes: kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster)")
     proxy.add_argument("--kube-context", metavar="NAME", help="with --kubernetes: kubeconfig context (default: current)")
@@ -105,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
     control.add_argument("--server-name", action="append", default=[], metavar="NAME",
                          help="DNS name or IP the proxies dial, put in the serving certificate (repeatable;"
                               " default: the --listen IP, localhost and 127.0.0.1)")
+    control.add_argument("--admin", type=_address, metavar="IP:PORT",
+                         help="admin API (plain HTTP: /ready /live /stats /metrics; port 0: any); default none")
     control.add_argument("--cert-ttl", type=float, default=86400.0, metavar="SECONDS",
                          help="lifetime of the workload certificates it signs (default 86400)")
 
@@ -216,7 +246,7 @@ def control(args: argparse.Namespace) -> int:
     host = split_hostport(args.listen)[0]
     names = args.server_name or sorted({"localhost", "127.0.0.1", *([host] if host not in ("0.0.0.0", "::") else [])})
     source = KubeSource(connection, args.kube_namespace, write_status=False)
-    return run_control(source, args.ca_dir, args.listen, names, args.cert_ttl)
+    return run_control(source, args.ca_dir, args.listen, names, args.cert_ttl, args.admin)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ class ControlPlane:
 
     def __init__(self, kubeconfig: str, ca_dir: Path, tmp_path: Path, port: int = 0, run: int = 1) -> None:
         argv = [PYTHON, "-m", "fastmesh", "control", "--kubernetes", "--kubeconfig", kubeconfig,
-                "--listen", f"127.0.0.1:{port}", "--ca-dir", str(ca_dir)]
+                "--listen", f"127.0.0.1:{port}", "--ca-dir", str(ca_dir), "--admin", "127.0.0.1:0"]
         self.process = _Process(argv, tmp_path / f"control-{run}.stderr.log", "fastmesh control")
         try:
             self.ready = self.process.wait_event("ready", timeout=30)
@@ -43,6 +43,10 @@ class ControlPlane:
         self.address = self.ready["address"]
         self.url = f"https://{self.address}"
         self.port = int(self.address.rsplit(":", 1)[1])
+        self.admin_url = f"http://{self.ready['admin']}"
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.admin_url}/stats", timeout=5).json())
 
     def kill(self) -> None:
         self.process.stop(signal.SIGKILL, timeout=5)
@@ -109,6 +113,10 @@ def test_a_route_change_reaches_every_proxy_of_one_control_plane(
     pushed = control.process.wait_event("pushed", timeout=10)
     assert pushed["views"] == 1  # two proxies of one namespace: one view, one delta for both
     assert all(control_stats(px)["connects"] == 1 for px in proxies)  # one stream each, no relist
+    view = control.stats()["views"][namespace]
+    assert view["subscribers"] == 2 and view["version"] == control_stats(proxies[0])["version"] >= 2
+    metrics = httpx.get(f"{control.admin_url}/metrics", timeout=5).text
+    assert f'fastmesh_control_view_subscribers{{view="{namespace}"}} 2.0' in metrics
 
 
 def test_proxies_keep_serving_without_the_control_plane_and_converge_when_it_is_back(

@@ -9,6 +9,7 @@
     POST /v1/certificate                {"csr": PEM} -> a workload certificate for the token's identity only
   Both need `Authorization: Bearer <ServiceAccount token>` (TokenReview). Streams wait until every kind is
   listed: a control plane that just (re)started never serves a partial state.
+- `--admin IP:PORT`: /ready, /live, /stats, /metrics (fastmesh.control.admin).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import uvloop
 from fastmesh.ca import CA, CAError
 from fastmesh.ca.authority import csr_uris
 from fastmesh.ca.files import CERT_MODE, KEY_MODE, write_atomic
+from fastmesh.control.admin import ControlAdmin
 from fastmesh.control.auth import AuthError, TokenReviewer
 from fastmesh.control.h2conn import H2Connection, Stream, server_context
 from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical
@@ -47,8 +49,9 @@ JSON = "application/json"
 
 class ControlPlane:
     def __init__(self, source: KubeSource, ca_dir: Path, listen: str, hosts: list[str],
-                 cert_ttl_s: float = 86400.0, emit: EventWriter | None = None) -> None:
+                 cert_ttl_s: float = 86400.0, emit: EventWriter | None = None, admin: str | None = None) -> None:
         self.source = source
+        self.admin_address = admin
         self.ca_dir = ca_dir
         self.listen = listen
         self.hosts = hosts
@@ -60,6 +63,7 @@ class ControlPlane:
         self.reflectors: list[Reflector] = []
         self.synced = asyncio.Event()
         self.address = ""
+        self.admin: ControlAdmin | None = None
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -190,6 +194,13 @@ class ControlPlane:
 
     # === running ===
 
+    def stats(self) -> dict[str, Any]:
+        return {"epoch": self.store.epoch, "address": self.address, "synced": self.synced.is_set(),
+                "documents": len(self.store.texts), "changes": self.store.changes,
+                "token_reviews": self.reviewer.reviews,
+                "views": {name: {"version": view.version, "subscribers": len(view.subscribers),
+                                 "documents": len(view.texts)} for name, view in sorted(self.store.views.items())}}
+
     def _serving_context(self, directory: Path) -> Any:
         issued = self.ca.issue_server(self.hosts)
         write_atomic(directory / "cert.pem", issued.cert_chain_pem.encode(), CERT_MODE)
@@ -207,11 +218,17 @@ class ControlPlane:
                 lambda: H2Connection(client_side=False, handler=self.handle), host, port, ssl=context)
             bound = server.sockets[0].getsockname()
             self.address = f"{bound[0]}:{bound[1]}"
+            admin = ""
+            if self.admin_address is not None:
+                self.admin = ControlAdmin(self.stats, self.synced.is_set)
+                admin = await self.admin.start(self.admin_address)
             log.info("control plane serving on https://%s (epoch %s), trust domain %s", self.address,
                      self.store.epoch, self.ca.trust_domain)
-            self.emit("ready", address=self.address, epoch=self.store.epoch, pid=os.getpid())
+            self.emit("ready", address=self.address, admin=admin, epoch=self.store.epoch, pid=os.getpid())
             await self._stop.wait()
             server.close()
+            if self.admin is not None:
+                self.admin.close()
             follow.cancel()
             for reflector in self.reflectors:
                 reflector.stop()
@@ -224,12 +241,13 @@ class ControlPlane:
         self._stop.set()
 
 
-def run_control(source: KubeSource, ca_dir: Path, listen: str, hosts: list[str], cert_ttl_s: float) -> int:
+def run_control(source: KubeSource, ca_dir: Path, listen: str, hosts: list[str], cert_ttl_s: float,
+                admin: str | None = None) -> int:
     setup_logging()
 
     async def main() -> int:
         try:
-            control = ControlPlane(source, ca_dir, listen, hosts, cert_ttl_s, EventWriter(sys.stdout))
+            control = ControlPlane(source, ca_dir, listen, hosts, cert_ttl_s, EventWriter(sys.stdout), admin)
         except CAError as e:
             log.error("--ca-dir %s: %s", ca_dir, e)
             return 1
@@ -238,8 +256,8 @@ def run_control(source: KubeSource, ca_dir: Path, listen: str, hosts: list[str],
             loop.add_signal_handler(sig, control.stop)
         try:
             return await control.run()
-        except OSError as e:
-            log.error("cannot listen on %s: %s", listen, e.strerror or e)
+        except (OSError, ValueError) as e:
+            log.error("cannot listen on %s (or the admin address %s): %s", listen, admin, e)
             return 1
 
     return uvloop.run(main())

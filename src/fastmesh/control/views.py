@@ -63,6 +63,7 @@ class View:
         self.history: deque[tuple[int, str]] = deque(maxlen=history)
         """(version it starts from, the delta message to the next version)."""
         self.subscribers: set[Subscriber] = set()
+        self._full: tuple[int, str] | None = None  # the full state message of a version, made once
 
     def apply(self, upserts: dict[Key, str], deletes: Iterable[Key]) -> str | None:
         """Record a change of the store; the delta message sent to the subscribers, or None if this view
@@ -92,7 +93,9 @@ class View:
             missed = [message for base, message in self.history if base >= version]
             if self.history and self.history[0][0] <= version < self.version and missed:
                 return missed
-        return [full_message(self.epoch, self.version, list(self.texts.values()))]
+        if self._full is None or self._full[0] != self.version:
+            self._full = (self.version, full_message(self.epoch, self.version, list(self.texts.values())))
+        return [self._full[1]]
 
 
 class Store:

@@ -1,0 +1,41 @@
+"""`fastmesh proxy --control-plane` and `fastmesh control`: argument errors, and what the sidecar imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from fastmesh.cli import main
+from tests.harness import REPO
+
+
+def test_control_plane_mode_needs_an_https_url_and_a_ca_bundle(capsys: object, tmp_path: Path) -> None:
+    assert main(["proxy", "--control-plane", "http://cp:15012", "--ca-bundle", "b.pem"]) == 2
+    assert main(["proxy", "--control-plane", "https://cp:15012"]) == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "--control-plane http://cp:15012: expected https://HOST:PORT" in err
+    assert "--control-plane needs --ca-bundle" in err
+
+
+def test_control_needs_a_ca_directory_that_holds_a_ca(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text('{"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],'
+                          ' "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],'
+                          ' "users": [{"name": "u", "user": {"token": "t"}}]}')
+    result = subprocess.run([sys.executable, "-m", "fastmesh", "control", "--kubernetes", "--kubeconfig", str(kubeconfig),
+                             "--listen", "127.0.0.1:0", "--ca-dir", str(tmp_path / "nothing")],
+                            capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src")}, timeout=60)
+    assert result.returncode == 1
+    assert f"--ca-dir {tmp_path / 'nothing'}: {tmp_path / 'nothing'}: no CA here" in result.stderr
+
+
+def test_the_sidecar_in_control_plane_mode_never_imports_the_ca() -> None:
+    code = ("import sys, fastmesh.runtime, fastmesh.control.client, fastmesh.identity, fastmesh.cli; "
+            "fastmesh.cli.parser(); "
+            "bad = [m for m in sys.modules if m == 'fastmesh.ca' or m.startswith(('cryptography', 'fastmesh.ca.',"
+            " 'kubernetes', 'fastmesh.control.server'))]; "
+            "print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO, env={"PYTHONPATH": str(REPO / "src")}, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
