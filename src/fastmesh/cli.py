@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastmesh import __version__
-
-DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+from fastmesh.control import DEFAULT_TOKEN_FILE
 
 
 def _listener(value: str) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fastmesh.compiler import IdentitySettings
+from fastmesh.control import DEFAULT_TOKEN_FILE
 from fastmesh.control.h2conn import H2Connection, client_context, connect
 from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, ProtocolError, Replica
 from fastmesh.identity import CAWorkerError, ca_worker
@@ -33,7 +34,7 @@ from fastmesh.state import State
 
 log = logging.getLogger("fastmesh.control")
 
-DEFAULT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+KEEPALIVE_S, KEEPALIVE_TIMEOUT_S = 15.0, 10.0  # a control plane gone without a FIN is noticed within 25 s
 
 
 class ControlPlaneError(Exception):
@@ -150,6 +151,7 @@ class ControlWatcher:
 
     async def _stream(self) -> None:
         conn = await self.source.open()
+        keepalive = asyncio.ensure_future(conn.keepalive(KEEPALIVE_S, KEEPALIVE_TIMEOUT_S))
         try:
             host, port = self.source.host_port
             query = urllib.parse.urlencode({"epoch": self.replica.epoch, "version": self.replica.version}
@@ -173,6 +175,7 @@ class ControlWatcher:
                     self.backoff.reset()
                     await self._changed()
         finally:
+            keepalive.cancel()
             conn.close()
 
     async def _changed(self) -> None:

@@ -77,6 +77,7 @@ class H2Connection(asyncio.Protocol):
         self.streams: dict[int, Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
+        self.pong = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
 
     # === asyncio.Protocol ===
@@ -129,6 +130,8 @@ class H2Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             for stream in self.streams.values():
                 stream.window.set()
+        elif isinstance(event, h2.events.PingAckReceived):
+            self.pong.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
 
@@ -155,6 +158,21 @@ class H2Connection(asyncio.Protocol):
                 self.h2.close_connection()
                 self._flush()
             self.transport.close()
+
+    async def keepalive(self, interval_s: float, timeout_s: float) -> None:
+        """PING every `interval_s`; no answer within `timeout_s` closes the connection (a peer gone without a
+        FIN, e.g. behind a partition), which ends its streams."""
+        while self.transport is not None:
+            await asyncio.sleep(interval_s)
+            self.pong.clear()
+            self.h2.ping(b"fastmesh")
+            self._flush()
+            try:
+                await asyncio.wait_for(self.pong.wait(), timeout_s)
+            except TimeoutError:
+                if self.transport is not None:
+                    self.transport.abort()
+                return
 
     # === sending ===
 

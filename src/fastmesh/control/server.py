@@ -113,7 +113,11 @@ class ControlPlane:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            views = self._sync()
+            try:
+                views = self._sync()
+            except Exception:  # noqa: BLE001 - a bug on one object must not stop every later push
+                log.exception("applying the cluster's changes failed")
+                continue
             if views:
                 log.info("change %d: %d views updated", self.store.changes, views)
                 self.emit("pushed", change=self.store.changes, views=views)
