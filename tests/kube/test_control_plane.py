@@ -21,7 +21,7 @@ from kubernetes import client
 from deploy.testcluster import cluster as testcluster
 from fastmesh.ca import CA
 from fastmesh.ca.authority import make_csr
-from tests.harness import PYTHON, Proxy, _Process, proxy_spec
+from tests.harness import PYTHON, Proxy, _Process, backend, proxy_spec, route, rule
 from tests.kube.conftest import create_object, served_by
 from tests.kube.test_kube_routing import _patch_route, _until_only, _weights
 
@@ -105,13 +105,26 @@ def test_a_route_change_reaches_every_proxy_of_one_control_plane(
         stats = control_stats(px)
         assert stats["connected"] and stats["epoch"] == control.ready["epoch"] and stats["version"] >= 1
 
+    # An invalid object is left out as with --kubernetes: the proxies reload without it, nothing refused.
+    bad = route("reviews-regex", [rule(backend("reviews-v2"), matches=[
+        {"path": {"type": "RegularExpression", "value": "/(unclosed"}}])], parent="reviews", namespace=namespace)
+    create_object(kube_api, namespace, bad)
+    for px in proxies:
+        px.wait_event("reloaded", timeout=20)
+        assert served_by(px, 10, host=f"reviews.{namespace}") == {"v1": 10}
+        assert not [e for e in px.events if e["event"] == "reload_failed"]
+
+    before = control_stats(proxies[0])["version"]
     patched = time.monotonic()
     _patch_route(kube_api, namespace, "reviews", _weights(0, 100))
+    wait_for(lambda: control_stats(proxies[0])["version"] > before, 10, "the delta to reach the proxy")
+    print(f"\npatch sent -> delta received by a proxy (polled /stats): {(time.monotonic() - patched) * 1000:.0f} ms")
     for px in proxies:
         shifted = _until_only(px, "v2", deadline_s=20, host=f"reviews.{namespace}") - patched
-        print(f"\nproxy {px.pid}: all traffic on v2 {shifted * 1000:.0f} ms after the patch was sent")
-    pushed = control.process.wait_event("pushed", timeout=10)
-    assert pushed["views"] == 1  # two proxies of one namespace: one view, one delta for both
+        print(f"proxy {px.pid}: all traffic on v2 {shifted * 1000:.0f} ms after the patch was sent")
+    pushed = [e for e in control.process.events if e["event"] == "pushed"]
+    assert pushed and all(e["views"] == 1 for e in pushed)  # two proxies of one namespace: one view, one
+    # delta for both
     assert all(control_stats(px)["connects"] == 1 for px in proxies)  # one stream each, no relist
     view = control.stats()["views"][namespace]
     assert view["subscribers"] == 2 and view["version"] == control_stats(proxies[0])["version"] >= 2
