@@ -11,6 +11,7 @@ HTTPRoute, Proxy) with the upstream addresses filled in.
 
 from __future__ import annotations
 
+import ast
 import http.client
 import json
 import os
@@ -582,6 +583,17 @@ def mesh_config(
 
 
 # === impl clients ===
+
+
+def modules_imported(modules: str, packages: Sequence[str]) -> list[str]:
+    """What of `packages` (each the package and its submodules) a fresh interpreter has loaded after importing
+    `modules` ("a, b.c") and building the CLI parser: what the proxy process would keep resident."""
+    code = (f"import sys, fastmesh.cli, {modules}; fastmesh.cli.parser(); "
+            f"print([m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in {list(packages)!r})])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO, env={"PYTHONPATH": str(REPO / "src")}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return list(ast.literal_eval(result.stdout.strip()))
 
 
 def fastmesh_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

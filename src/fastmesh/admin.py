@@ -42,7 +42,7 @@ def _no_token_file() -> str | None:
     return None
 
 
-class Admin:
+class Admin(http1.Served):
     def __init__(self, state: State, engine: Engine,
                  identity: Callable[[], Identity | None] = _no_identity,
                  token_file: Callable[[], str | None] = _no_token_file,
@@ -53,7 +53,6 @@ class Admin:
         self.token_file = token_file
         self.rollouts = rollouts
         self.registry = metrics.make_registry(engine.stats, state, self._identity_figures)
-        self._server: asyncio.Server | None = None
         self._routes = {
             "/ready": self.ready,
             "/live": self.live,
@@ -69,15 +68,6 @@ class Admin:
     def _identity_figures(self) -> dict[str, Any] | None:
         identity = self.identity()
         return identity.figures() if identity is not None else None
-
-    async def start(self, address: str) -> str:
-        """Listen on `address`; returns the bound ip:port. OSError if it cannot bind."""
-        self._server, bound = await http1.start_server(self.handle, address)
-        return bound
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def handle(self, request: Request) -> Response:
         action = self._actions.get(request.path)

@@ -202,3 +202,21 @@ async def start_server(handler: Handler, address: str) -> tuple[asyncio.Server, 
         server = await asyncio.start_server(on_connection, sock=sock)
     bound = server.sockets[0].getsockname()
     return server, join_hostport(bound[0], bound[1])
+
+
+class Served:
+    """An HTTP/1.1 server answering with `self.handle`: `start(address)` listens, `close()` stops."""
+
+    _server: asyncio.Server | None = None
+
+    async def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    async def start(self, address: str) -> str:
+        """Listen on `address`; returns the bound ip:port. OSError if it cannot bind."""
+        self._server, bound = await start_server(self.handle, address)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()

@@ -89,11 +89,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return result
 
 
-def test_a_route_change_reaches_every_proxy_of_one_control_plane(
+@pytest.fixture
+def two_proxies(
     kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, ca_dir: Path,
     reviews_mesh: Callable[..., Any], kube_proxies: list[Proxy], control_planes: list[ControlPlane],
     tmp_path: Path,
-) -> None:
+) -> tuple[ControlPlane, list[Proxy]]:
+    """The reviews mesh in the test's namespace, a control plane, and two proxies of the namespace's
+    ServiceAccount connected to it, serving reviews-v1."""
     reviews_mesh()
     token = service_account_token(kube_api, namespace, "reviews", tmp_path)
     control = ControlPlane(kube_cluster.kubeconfig, ca_dir, tmp_path)
@@ -102,6 +105,14 @@ def test_a_route_change_reaches_every_proxy_of_one_control_plane(
     kube_proxies.extend(proxies)
     for px in proxies:
         assert served_by(px, 10, host=f"reviews.{namespace}") == {"v1": 10}
+    return control, proxies
+
+
+def test_a_route_change_reaches_every_proxy_of_one_control_plane(
+    kube_api: client.ApiClient, namespace: str, two_proxies: tuple[ControlPlane, list[Proxy]],
+) -> None:
+    control, proxies = two_proxies
+    for px in proxies:
         stats = control_stats(px)
         assert stats["connected"] and stats["epoch"] == control.ready["epoch"] and stats["version"] >= 1
 
@@ -133,18 +144,10 @@ def test_a_route_change_reaches_every_proxy_of_one_control_plane(
 
 
 def test_proxies_keep_serving_without_the_control_plane_and_converge_when_it_is_back(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, ca_dir: Path,
-    reviews_mesh: Callable[..., Any], kube_proxies: list[Proxy], control_planes: list[ControlPlane],
-    tmp_path: Path,
+    kube_api: client.ApiClient, namespace: str, two_proxies: tuple[ControlPlane, list[Proxy]],
+    kube_cluster: testcluster.Cluster, ca_dir: Path, control_planes: list[ControlPlane], tmp_path: Path,
 ) -> None:
-    reviews_mesh()
-    token = service_account_token(kube_api, namespace, "reviews", tmp_path)
-    control = ControlPlane(kube_cluster.kubeconfig, ca_dir, tmp_path)
-    control_planes.append(control)
-    proxies = [Proxy.start_control_plane(control.url, ca_dir / "bundle.pem", token, tmp_path) for _ in range(2)]
-    kube_proxies.extend(proxies)
-    for px in proxies:
-        assert served_by(px, 10, host=f"reviews.{namespace}") == {"v1": 10}
+    control, proxies = two_proxies
 
     control.kill()  # SIGKILL: no goodbye on the streams
     for px in proxies:

@@ -3,7 +3,6 @@ private network): /ready (200 once the cluster is listed), /live, /stats (JSON) 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -41,21 +40,12 @@ class _Collector(metrics.Collector):
         return iter(())
 
 
-class ControlAdmin:
+class ControlAdmin(http1.Served):
     def __init__(self, stats: Callable[[], dict[str, Any]], ready: Callable[[], bool]) -> None:
         self.stats = stats
         self.ready = ready
         self.registry = metrics.CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(stats))
-        self._server: asyncio.Server | None = None
-
-    async def start(self, address: str) -> str:
-        self._server, bound = await http1.start_server(self.handle, address)
-        return bound
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
