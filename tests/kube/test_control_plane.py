@@ -62,8 +62,8 @@ def ca_dir(tmp_path: Path) -> Path:
 def control_planes() -> Iterator[list[ControlPlane]]:
     started: list[ControlPlane] = []
     yield started
-    for control in started:
-        control.process.stop(signal.SIGTERM, timeout=10)
+    codes = [control.process.stop(signal.SIGTERM, timeout=10) for control in started]
+    assert all(code in (0, -signal.SIGKILL) for code in codes), codes  # SIGTERM: a clean exit (or killed by the test)
 
 
 def service_account_token(kube_api: client.ApiClient, namespace: str, name: str, tmp_path: Path) -> Path:

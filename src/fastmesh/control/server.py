@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import urllib.parse
+import weakref
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class ControlPlane:
         self.synced = asyncio.Event()
         self.address = ""
         self.admin: ControlAdmin | None = None
+        self.connections: weakref.WeakSet[H2Connection] = weakref.WeakSet()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -211,17 +213,31 @@ class ControlPlane:
         write_atomic(directory / "key.pem", issued.key_pem.encode(), KEY_MODE)
         return server_context(str(directory / "cert.pem"), str(directory / "key.pem"))
 
-    async def run(self) -> int:
+    def _accept(self) -> H2Connection:
+        conn = H2Connection(client_side=False, handler=self.handle)
+        self.connections.add(conn)
+        return conn
+
+    def drop_connections(self) -> None:
+        """Close every proxy's connection (at stop: they reconnect, to another replica if there is one)."""
+        for conn in list(self.connections):
+            conn.close()
+
+    async def serve(self, directory: Path) -> asyncio.Server:
+        """Listen on --listen with a serving certificate written to `directory`; `self.address` is what was bound."""
         host, port = split_hostport(self.listen)
+        context = self._serving_context(directory)
+        server = await asyncio.get_running_loop().create_server(self._accept, host, port, ssl=context)
+        bound = server.sockets[0].getsockname()
+        self.address = f"{bound[0]}:{bound[1]}"
+        return server
+
+    async def run(self) -> int:
         directory = Path(tempfile.mkdtemp(prefix="fastmesh-control-"))
         try:
-            context = self._serving_context(directory)
             self._start_reflectors()
             follow = asyncio.ensure_future(self._follow())
-            server = await asyncio.get_running_loop().create_server(
-                lambda: H2Connection(client_side=False, handler=self.handle), host, port, ssl=context)
-            bound = server.sockets[0].getsockname()
-            self.address = f"{bound[0]}:{bound[1]}"
+            server = await self.serve(directory)
             admin = ""
             if self.admin_address is not None:
                 self.admin = ControlAdmin(self.stats, self.synced.is_set)
@@ -231,6 +247,7 @@ class ControlPlane:
             self.emit("ready", address=self.address, admin=admin, epoch=self.store.epoch, pid=os.getpid())
             await self._stop.wait()
             server.close()
+            self.drop_connections()
             if self.admin is not None:
                 self.admin.close()
             follow.cancel()
