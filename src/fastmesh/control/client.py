@@ -160,6 +160,7 @@ class ControlWatcher:
             if stream.status != 200:
                 raise _refusal(self.source, CONFIG_PATH, stream.status, await stream.read_all())
             self.status.update(connected=True, last_error=None, connects=self.status["connects"] + 1)
+            self.backoff.reset()
             log.info("%s: connected (have epoch %s version %s)", self.source.label, self.replica.epoch or "-",
                      self.replica.version)
             buffered = b""
@@ -172,7 +173,6 @@ class ControlWatcher:
                     chunk += more
                 *lines, buffered = (buffered + chunk).split(b"\n")
                 if any([self.replica.apply(line) for line in lines if line]):
-                    self.backoff.reset()
                     await self._changed()
         finally:
             keepalive.cancel()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h2.config
@@ -25,7 +25,7 @@ WINDOW = 1 << 24  # the window we grant: a full state of 100k endpoints streams 
 @dataclass
 class Stream:
     """One request/response exchange. `headers`: the peer's (request headers on the server, response
-    headers on the client); `body`: the peer's data, None once it ended."""
+    headers on the client); `data`: the payloads of the peer's DATA frames, then None once it ended."""
 
     id: int
     headers: dict[str, str] = field(default_factory=dict)
@@ -54,16 +54,6 @@ class Stream:
             if size > limit:
                 raise ValueError(f"body larger than {limit} bytes")
         return b"".join(chunks)
-
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The data, line by line (newline-delimited messages), until the stream ends."""
-        buffered = b""
-        while (chunk := await self.data.get()) is not None:
-            buffered += chunk
-            *complete, buffered = buffered.split(b"\n")
-            for line in complete:
-                if line:
-                    yield line
 
 
 Handler = Callable[["H2Connection", Stream], Awaitable[None]]

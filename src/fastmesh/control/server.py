@@ -145,6 +145,9 @@ class ControlPlane:
             await self._reply(conn, stream, e.status, {"error": str(e)})
         except ConnectionError:
             pass  # the proxy went away; it reconnects
+        except Exception:  # noqa: BLE001 - one request's failure must not go unseen nor take the server down
+            log.exception("%s %s failed", method, url.path)
+            conn.close()
 
     async def _reply(self, conn: H2Connection, stream: Stream, status: int, doc: dict[str, Any]) -> None:
         body = (json.dumps(doc) + "\n").encode()
