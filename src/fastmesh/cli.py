@@ -235,7 +235,7 @@ def proxy_control_plane(args: argparse.Namespace, overrides: Any, namespace: str
 
 
 def control(args: argparse.Namespace) -> int:
-    from fastmesh.control.server import run_control
+    from fastmesh.control.server import Settings, run_control
     from fastmesh.http1 import split_hostport
     from fastmesh.kube.source import KubeSource
 
@@ -245,7 +245,7 @@ def control(args: argparse.Namespace) -> int:
     host = split_hostport(args.listen)[0]
     names = args.server_name or sorted({"localhost", "127.0.0.1", *([host] if host not in ("0.0.0.0", "::") else [])})
     source = KubeSource(connection, args.kube_namespace, write_status=False)
-    return run_control(source, args.ca_dir, args.listen, names, args.cert_ttl, args.admin)
+    return run_control(source, Settings(args.ca_dir, args.listen, tuple(names), args.cert_ttl, args.admin))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from fastmesh.ca import CA
 from fastmesh.control.auth import AuthError, Workload
 from fastmesh.control.client import ControlSource, ControlWatcher
 from fastmesh.control.protocol import canonical, key_of
-from fastmesh.control.server import ControlPlane
+from fastmesh.control.server import ControlPlane, Settings
 from fastmesh.kube.kubeconfig import Connection
 from fastmesh.kube.source import KubeSource
 from fastmesh.kube.watch import Backoff
@@ -47,8 +47,8 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 10) ->
 def test_a_proxy_that_reconnects_gets_only_the_deltas_it_missed(tmp_path: Path) -> None:
     async def run() -> None:
         CA.init(tmp_path / "ca", "cluster.local")
-        control = ControlPlane(KubeSource(Connection("https://127.0.0.1:1")), tmp_path / "ca", "127.0.0.1:0",
-                               ["127.0.0.1"])
+        control = ControlPlane(KubeSource(Connection("https://127.0.0.1:1")),
+                               Settings(tmp_path / "ca", "127.0.0.1:0", ("127.0.0.1",)))
         control.reviewer = FakeReviewer()  # type: ignore[assignment]
         control.store.apply(service("web", 80), [])
         control.synced.set()

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import urllib.parse
 import weakref
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,18 +50,26 @@ log = logging.getLogger("fastmesh.control")
 JSON = "application/json"
 
 
+@dataclass(frozen=True)
+class Settings:
+    """`fastmesh control`'s options."""
+
+    ca_dir: Path
+    listen: str
+    """ip:port of the HTTP/2 server (port 0: any)."""
+    hosts: tuple[str, ...]
+    """Names and IPs of the serving certificate."""
+    cert_ttl_s: float = 86400.0
+    admin: str | None = None
+
+
 class ControlPlane:
-    def __init__(self, source: KubeSource, ca_dir: Path, listen: str, hosts: list[str],
-                 cert_ttl_s: float = 86400.0, emit: EventWriter | None = None, admin: str | None = None) -> None:
+    def __init__(self, source: KubeSource, settings: Settings, emit: EventWriter | None = None) -> None:
         self.source = source
-        self.admin_address = admin
-        self.ca_dir = ca_dir
-        self.listen = listen
-        self.hosts = hosts
-        self.cert_ttl_s = cert_ttl_s
+        self.settings = settings
         self.emit = emit or EventWriter(open(os.devnull, "w"))
         self.store = Store()
-        self.ca = CA.load(ca_dir)  # fails at start (CAError) on a missing or broken CA
+        self.ca = CA.load(settings.ca_dir)  # fails at start (CAError) on a missing or broken CA
         self.reviewer = TokenReviewer(Client(source.connection), self.ca.trust_domain)
         self.reflectors: list[Reflector] = []
         self.synced = asyncio.Event()
@@ -195,8 +204,8 @@ class ControlPlane:
             raise AuthError(403, f"the token proves {workload.spiffe_id}; the CSR asks for {', '.join(others)}: "
                                  "a certificate is signed only for the token's own identity")
         try:
-            ca = await asyncio.to_thread(CA.load, self.ca_dir)  # as on disk now: rotations are followed
-            issued = ca.sign_csr(csr_pem, workload.spiffe_id, ttl=timedelta(seconds=self.cert_ttl_s))
+            ca = await asyncio.to_thread(CA.load, self.settings.ca_dir)  # as on disk now: rotations are followed
+            issued = ca.sign_csr(csr_pem, workload.spiffe_id, ttl=timedelta(seconds=self.settings.cert_ttl_s))
         except CAError as e:
             await self._reply(conn, stream, 400, {"error": str(e)})
             return
@@ -215,7 +224,7 @@ class ControlPlane:
                                  "documents": len(view.texts)} for name, view in sorted(self.store.views.items())}}
 
     def _serving_context(self, directory: Path) -> Any:
-        issued = self.ca.issue_server(self.hosts)
+        issued = self.ca.issue_server(list(self.settings.hosts))
         write_atomic(directory / "cert.pem", issued.cert_chain_pem.encode(), CERT_MODE)
         write_atomic(directory / "key.pem", issued.key_pem.encode(), KEY_MODE)
         return server_context(str(directory / "cert.pem"), str(directory / "key.pem"))
@@ -232,7 +241,7 @@ class ControlPlane:
 
     async def serve(self, directory: Path) -> asyncio.Server:
         """Listen on --listen with a serving certificate written to `directory`; `self.address` is what was bound."""
-        host, port = split_hostport(self.listen)
+        host, port = split_hostport(self.settings.listen)
         context = self._serving_context(directory)
         server = await asyncio.get_running_loop().create_server(self._accept, host, port, ssl=context)
         bound = server.sockets[0].getsockname()
@@ -246,9 +255,9 @@ class ControlPlane:
             follow = asyncio.ensure_future(self._follow())
             server = await self.serve(directory)
             admin = ""
-            if self.admin_address is not None:
+            if self.settings.admin is not None:
                 self.admin = ControlAdmin(self.stats, self.synced.is_set)
-                admin = await self.admin.start(self.admin_address)
+                admin = await self.admin.start(self.settings.admin)
             log.info("control plane serving on https://%s (epoch %s), trust domain %s", self.address,
                      self.store.epoch, self.ca.trust_domain)
             self.emit("ready", address=self.address, admin=admin, epoch=self.store.epoch, pid=os.getpid())
@@ -269,15 +278,14 @@ class ControlPlane:
         self._stop.set()
 
 
-def run_control(source: KubeSource, ca_dir: Path, listen: str, hosts: list[str], cert_ttl_s: float,
-                admin: str | None = None) -> int:
+def run_control(source: KubeSource, settings: Settings) -> int:
     setup_logging()
 
     async def main() -> int:
         try:
-            control = ControlPlane(source, ca_dir, listen, hosts, cert_ttl_s, EventWriter(sys.stdout), admin)
+            control = ControlPlane(source, settings, EventWriter(sys.stdout))
         except CAError as e:
-            log.error("--ca-dir %s: %s", ca_dir, e)
+            log.error("--ca-dir %s: %s", settings.ca_dir, e)
             return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -285,7 +293,7 @@ def run_control(source: KubeSource, ca_dir: Path, listen: str, hosts: list[str],
         try:
             return await control.run()
         except (OSError, ValueError) as e:
-            log.error("cannot listen on %s (or the admin address %s): %s", listen, admin, e)
+            log.error("cannot listen on %s (or the admin address %s): %s", settings.listen, settings.admin, e)
             return 1
 
     return uvloop.run(main())
