@@ -14,13 +14,17 @@ use crate::balance::Endpoint;
 use crate::retry::Condition;
 use crate::tls::{TlsStats, TlsStatsDoc};
 
-/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
-pub const LATENCY_BOUNDS_MS: [f64; 14] = [
-    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds: 1-1.5-2-3-5-7 per
+/// decade from 1 ms to 10 s (and 0.5 ms), so adjacent bounds are at most 1.67x apart and a latency
+/// that doubles anywhere in that range moves to another bucket (a p99 gate can see it).
+pub const LATENCY_BOUNDS_MS: [f64; BUCKETS] = [
+    0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0, 150.0, 200.0, 300.0, 500.0, 700.0,
+    1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 7000.0, 10000.0,
 ];
-const LATENCY_BOUNDS_US: [u64; 14] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
-    10_000_000,
+const BUCKETS: usize = 26;
+const LATENCY_BOUNDS_US: [u64; BUCKETS] = [
+    500, 1_000, 1_500, 2_000, 3_000, 5_000, 7_000, 10_000, 15_000, 20_000, 30_000, 50_000, 70_000, 100_000, 150_000,
+    200_000, 300_000, 500_000, 700_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000, 5_000_000, 7_000_000, 10_000_000,
 ];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -31,7 +35,7 @@ pub struct RouteStats {
     backend: Arc<str>,
     status: [AtomicU64; 5],
     /// One per bound, then the overflow (`inf`) bucket.
-    buckets: [AtomicU64; 15],
+    buckets: [AtomicU64; BUCKETS + 1],
     sum_us: AtomicU64,
     count: AtomicU64,
 }
