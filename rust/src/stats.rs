@@ -14,17 +14,19 @@ use crate::balance::Endpoint;
 use crate::retry::Condition;
 use crate::tls::{TlsStats, TlsStatsDoc};
 
-/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds: 1-1.5-2-3-5-7 per
-/// decade from 1 ms to 10 s (and 0.5 ms), so adjacent bounds are at most 1.67x apart and a latency
-/// that doubles anywhere in that range moves to another bucket (a p99 gate can see it).
+/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds: 1 and 1.5 times
+/// each power of two from 0.5 ms to 12.288 s. The layout repeats at every doubling (adjacent
+/// bounds are 1.33x and 1.5x apart), so a latency that doubles anywhere in that range lands two
+/// buckets up and its interpolated p99 doubles too: a p99 ratio gate sees it.
 pub const LATENCY_BOUNDS_MS: [f64; BUCKETS] = [
-    0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0, 150.0, 200.0, 300.0, 500.0, 700.0,
-    1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 7000.0, 10000.0,
+    0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0, 384.0,
+    512.0, 768.0, 1024.0, 1536.0, 2048.0, 3072.0, 4096.0, 6144.0, 8192.0, 12288.0,
 ];
-const BUCKETS: usize = 26;
+const BUCKETS: usize = 30;
 const LATENCY_BOUNDS_US: [u64; BUCKETS] = [
-    500, 1_000, 1_500, 2_000, 3_000, 5_000, 7_000, 10_000, 15_000, 20_000, 30_000, 50_000, 70_000, 100_000, 150_000,
-    200_000, 300_000, 500_000, 700_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000, 5_000_000, 7_000_000, 10_000_000,
+    500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000, 64_000, 96_000,
+    128_000, 192_000, 256_000, 384_000, 512_000, 768_000, 1_024_000, 1_536_000, 2_048_000, 3_072_000, 4_096_000,
+    6_144_000, 8_192_000, 12_288_000,
 ];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 

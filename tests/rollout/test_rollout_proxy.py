@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from tests.harness import Proxy, Upstream, backend, fastmesh_cli, mesh_config, route, rule, service
@@ -233,13 +234,15 @@ def test_a_restart_resumes_the_rollout_at_the_step_it_was_on(
     assert yaml.safe_load_all(config.read_text())  # the config file itself is left as it was
 
 
+@pytest.mark.parametrize("stable_ms", [30, 11])
 def test_a_canary_whose_p99_doubles_is_rolled_back(
-    upstream_factory: Callable[..., Any], proxy_factory: Callable[..., Proxy]
+    upstream_factory: Callable[..., Any], proxy_factory: Callable[..., Proxy], stable_ms: int
 ) -> None:
-    # 30 ms and 60 ms sit in different buckets of the engine's histogram (25..50, 50..100 ms):
-    # its bounds are what p99 can tell apart (docs/engine-snapshot.md latency_bounds_ms)
-    v1 = upstream_factory("v1", delay_ms=30)
-    v2 = upstream_factory("v2", delay_ms=60)
+    # The doubled latency lands two buckets up in the engine's histogram: 30 -> 60 ms (24..32,
+    # 48..64) and 11 -> 22 ms (8..12, 16..24; both were in 10..25 before issue 7's finer
+    # bounds), docs/engine-snapshot.md latency_bounds_ms.
+    v1 = upstream_factory("v1", delay_ms=stable_ms)
+    v2 = upstream_factory("v2", delay_ms=2 * stable_ms)
     px = proxy_factory(rollout_config(v1, v2, steps=[20, 50, 100],
                                       gates={"maxP99Ratio": 1.5, "minRequests": 20}))
     with load(px, clients=8):
