@@ -14,19 +14,21 @@ use crate::balance::Endpoint;
 use crate::retry::Condition;
 use crate::tls::{TlsStats, TlsStatsDoc};
 
-/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds: 1 and 1.5 times
-/// each power of two from 0.5 ms to 12.288 s. The layout repeats at every doubling (adjacent
-/// bounds are 1.33x and 1.5x apart), so a latency that doubles anywhere in that range lands two
-/// buckets up and its interpolated p99 doubles too: a p99 ratio gate sees it.
+/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds: 10 and 15 ms times
+/// every power of two, from 1.25 ms to 10.24 s (and 0.625 ms). The layout repeats at every
+/// doubling (adjacent bounds 1.33x and 1.5x apart), so a latency that doubles in that range lands
+/// two buckets up and its interpolated quantile doubles too: a p99 ratio gate sees it. Decimal
+/// bounds (1-2-5, 1-1.5-2-3-5-7) repeat per decade instead and read some doublings as 1.4x
+/// (30 -> 60 ms: 50 -> 70).
 pub const LATENCY_BOUNDS_MS: [f64; BUCKETS] = [
-    0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0, 384.0,
-    512.0, 768.0, 1024.0, 1536.0, 2048.0, 3072.0, 4096.0, 6144.0, 8192.0, 12288.0,
+    0.625, 1.25, 1.875, 2.5, 3.75, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 160.0, 240.0, 320.0,
+    480.0, 640.0, 960.0, 1280.0, 1920.0, 2560.0, 3840.0, 5120.0, 7680.0, 10240.0,
 ];
-const BUCKETS: usize = 30;
+const BUCKETS: usize = 28;
 const LATENCY_BOUNDS_US: [u64; BUCKETS] = [
-    500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000, 64_000, 96_000,
-    128_000, 192_000, 256_000, 384_000, 512_000, 768_000, 1_024_000, 1_536_000, 2_048_000, 3_072_000, 4_096_000,
-    6_144_000, 8_192_000, 12_288_000,
+    625, 1_250, 1_875, 2_500, 3_750, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000,
+    160_000, 240_000, 320_000, 480_000, 640_000, 960_000, 1_280_000, 1_920_000, 2_560_000, 3_840_000, 5_120_000,
+    7_680_000, 10_240_000,
 ];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 

@@ -127,9 +127,11 @@ def test_a_doubling_from_11_to_22_ms_fails_the_p99_ratio_gate_with_the_engine_bo
     # the old bounds (10, 25, ...) put both in one bucket: the same p99, the doubling unseen
     old = judge(gates, BOUNDS, Window(200, 0, placed(BOUNDS, 22, 200)), Window(200, 0, placed(BOUNDS, 11, 200)))
     assert old.decision == "pass" and old.figures["canary_p99_ms"] == old.figures["stable_p99_ms"]
-    # any doubling from 1 ms to 5 s is seen with the engine's bounds
-    ms = 1.0
+    # any doubling from 1.25 ms to 5 s doubles the p99 read from the engine's buckets
+    ms = 1.26
     while ms <= 5000:
-        assert judge(gates, bounds, Window(100, 0, placed(bounds, 2 * ms, 100)),
-                     Window(100, 0, placed(bounds, ms, 100))).decision == "fail", ms
-        ms *= 1.07
+        doubled = judge(gates, bounds, Window(100, 0, placed(bounds, 2 * ms, 100)),
+                        Window(100, 0, placed(bounds, ms, 100)))
+        assert doubled.decision == "fail", ms
+        assert doubled.figures["canary_p99_ms"] == pytest.approx(2 * doubled.figures["stable_p99_ms"]), ms
+        ms *= 1.03
