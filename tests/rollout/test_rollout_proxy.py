@@ -243,11 +243,21 @@ def test_a_canary_whose_p99_doubles_is_rolled_back(
     # bounds), docs/engine-snapshot.md latency_bounds_ms.
     v1 = upstream_factory("v1", delay_ms=stable_ms)
     v2 = upstream_factory("v2", delay_ms=2 * stable_ms)
-    px = proxy_factory(rollout_config(v1, v2, steps=[20, 50, 100],
-                                      gates={"maxP99Ratio": 1.5, "minRequests": 20}))
-    # Two closed-loop clients: little queueing in the upstreams, so the tails are the machine's.
-    with load(px, clients=2):
-        failed = wait_decision(px, "rolled_back", "advanced", "promoted", timeout=60)
+    stable_bucket_top = {30: 40, 11: 15}[stable_ms]
+    # A shared machine can stall the upstreams for longer than the stable's bucket allows in more
+    # than 1 % of a window: the stable's p99 then leaves its bucket and says nothing about the
+    # canary. Such a window is run again (a fresh proxy); a window whose stable p99 stayed in its
+    # bucket must end in the rollback. With the old bounds (10..25 ms for 11 and 22) every
+    # window advances, so this fails whatever the retries.
+    for _ in range(3):
+        px = proxy_factory(rollout_config(v1, v2, steps=[20, 50, 100],
+                                          gates={"maxP99Ratio": 1.5, "minRequests": 40}))
+        # Two closed-loop clients: little queueing in the upstreams, so the tails are the machine's.
+        with load(px, clients=2):
+            failed = wait_decision(px, "rolled_back", "advanced", "promoted", timeout=60)
+        if failed["decision"] == "rolled_back" or failed["stable_p99_ms"] <= stable_bucket_top:
+            break
+        px.terminate()
     assert failed["decision"] == "rolled_back", json.dumps(failed)
     assert failed["step"] == 0 and "(maxP99Ratio)" in failed["reason"]
     assert failed["canary_p99_ms"] > 1.5 * failed["stable_p99_ms"]

@@ -92,13 +92,14 @@ def test_cookie_clients_keep_their_version_across_weight_changes_until_its_weigh
         # snapshot's fresh smooth picker (the pinned clients take no picks), exactly 1 and 9
         newcomers = [httpx.get(px.url, headers={"host": "reviews"}, timeout=10).json()["upstream"] for _ in range(10)]
         assert (newcomers.count("v1"), newcomers.count("v2")) == (1, 9)
+        zeroing = time.monotonic()  # the proxy may serve 0/100 before reload() has seen its event
         px.reload(split_config(v1, v2, 0, 100, session))
         stable_gone = time.monotonic()
         time.sleep(1.5)
     finally:
         clients.stop()
     for i in range(30):
-        kept = clients.between(i, 0.0, stable_gone)
+        kept = clients.between(i, 0.0, zeroing)
         assert {who for _, who, _, _ in kept} == {version[i]}, (i, kept[:5])
         assert {status for _, _, status, _ in kept} == {200}
         assert [c for _, _, _, c in kept[1:] if c] == [], "a pinned request got a new cookie"
@@ -107,7 +108,7 @@ def test_cookie_clients_keep_their_version_across_weight_changes_until_its_weigh
         assert after and {who for _, who, _, _ in after} == {"v2"}, (i, after[:5])
     moved = [i for i in range(30) if version[i] == "v1"]
     for i in moved:  # stable at weight 0: one fresh choice, one new cookie naming v2, then pinned again
-        cookies = [c for _, _, _, c in clients.between(i, stable_gone) if c]
+        cookies = [c for _, _, _, c in clients.between(i, zeroing) if c]
         assert len(cookies) == 1 and cookies[0] == first[version.index("v2")][3], cookies
 
 
@@ -177,7 +178,8 @@ def test_a_rollout_with_cookie_stickiness_keeps_each_user_on_its_version_through
     upstream_factory: Callable[..., Any], proxy_factory: Callable[..., Proxy]
 ) -> None:
     v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    config = rollout_config(v1, v2, steps=[10, 50, 100], gates={"minSuccessRate": 99, "minRequests": 10})
+    config = rollout_config(v1, v2, steps=[10, 50, 100], interval="2s",
+                            gates={"minSuccessRate": 99, "minRequests": 10})
     px = proxy_factory(with_spec(config, "  stickiness: {type: Cookie, cookieName: reviews-version}"))
     assert served_weights(px) == [(V1, 90), (V2, 10)]
     clients = CookieClients(px, 20)
@@ -196,9 +198,9 @@ def test_a_rollout_with_cookie_stickiness_keeps_each_user_on_its_version_through
         clients.stop()
     assert served_weights(px) == [(V1, 0), (V2, 100)]
     for i in range(20):
-        # The 50 % step is judged one interval (1 s) after it began: until then, at 50/50, every
-        # user keeps the version its cookie names.
-        kept = clients.between(i, 0.0, stepped + 0.8)
+        # The 50 % step is judged one interval (2 s) after it began (before `stepped`): for a
+        # second after `stepped`, at 50/50, every user keeps the version its cookie names.
+        kept = clients.between(i, 0.0, stepped + 1.0)
         assert {who for _, who, _, _ in kept} == {version[i]}, (i, kept[:5])
         assert any(t > stepped for t, *_ in kept), "the client kept sending after the step change"
         assert {s for _, _, s, _ in clients.seen[i]} == {200}
