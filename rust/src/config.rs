@@ -25,8 +25,8 @@ mod wire;
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
     PathModifierType, PathType, RawAbort, RawBackend, RawBackendTls, RawDelay, RawFilter, RawHeaderModifier,
-    RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSnapshot, RawTimeouts,
-    ValueType,
+    RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSession, RawSnapshot,
+    RawTimeouts, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -104,6 +104,16 @@ pub struct RouteConfig {
     pub backends: Vec<WeightedRef>,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    pub session: Option<SessionConfig>,
+}
+
+/// Session persistence of a route (`route::session`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionConfig {
+    /// Cookie `name` (an RFC 6265 token); `Max-Age` when `max_age_s` is set.
+    Cookie { name: String, max_age_s: Option<u64> },
+    /// A hash of this request header's value.
+    Header { name: HeaderName },
 }
 
 /// One weighted backendRef: an index into `Config::backends`, or `None` for an invalid ref.
@@ -433,7 +443,36 @@ fn route(r: RawRoute, field: &str, backends: &HashMap<String, usize>) -> Result<
             None => RetryPolicy::default(),
             Some(raw) => retry(raw, &format!("{field}.retry"))?,
         },
+        session: r.session.map(|s| session(s, &format!("{field}.session"))).transpose()?,
     })
+}
+
+fn session(raw: RawSession, field: &str) -> Result<SessionConfig, ConfigError> {
+    match raw {
+        RawSession::Cookie { name, max_age_s } => {
+            // RFC 6265 cookie-name: an RFC 7230 token.
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err(ConfigError::invalid(
+                    format!("{field}.name"),
+                    format!("{name:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+                ));
+            }
+            if max_age_s == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.max_age_s"),
+                    "must be greater than 0 (or null)",
+                ));
+            }
+            Ok(SessionConfig::Cookie { name, max_age_s })
+        }
+        RawSession::Header { name } => Ok(SessionConfig::Header {
+            name: header_name(&name, &format!("{field}.name"))?,
+        }),
+    }
 }
 
 fn timeouts(raw: &RawTimeouts, field: &str) -> Result<Timeouts, ConfigError> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
@@ -111,7 +111,7 @@ impl Conn {
         if let Some(status) = inject(route).await {
             return local(status, None, &route.local_stats, start, inflight);
         }
-        let Some(target) = route.pick() else {
+        let Some((target, set_cookie)) = route.pick_for(req.headers()) else {
             return local(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 None,
@@ -166,6 +166,9 @@ impl Conn {
                 headers::strip_hop_by_hop(&mut parts.headers);
                 for m in &route.filters.response_headers {
                     m.apply(&mut parts.headers);
+                }
+                if let Some(cookie) = set_cookie {
+                    parts.headers.append(SET_COOKIE, cookie.clone());
                 }
                 target.stats.record(parts.status, now - start);
                 let mut body = ProxyBody::upstream(body, inflight, pooled);

@@ -84,7 +84,15 @@ impl Snapshot {
                             mirror: r.filters.mirror.map(|(i, percent)| (backends[i].clone(), percent)),
                             stats: stats.resilience(&r.name),
                         };
-                        Route::new(Arc::from(r.name), r.matcher, r.filters, targets, local_stats, policy)
+                        Route::new(
+                            Arc::from(r.name),
+                            r.matcher,
+                            r.filters,
+                            targets,
+                            r.session,
+                            local_stats,
+                            policy,
+                        )
                     })
                     .collect();
                 (v.domains, Vhost::new(v.name, routes))

@@ -14,13 +14,21 @@ use crate::balance::Endpoint;
 use crate::retry::Condition;
 use crate::tls::{TlsStats, TlsStatsDoc};
 
-/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds.
-pub const LATENCY_BOUNDS_MS: [f64; 14] = [
-    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+/// Upper bounds (inclusive) of the latency histogram buckets, in milliseconds: 10 and 15 ms times
+/// every power of two, from 1.25 ms to 10.24 s (and 0.625 ms). The layout repeats at every
+/// doubling (adjacent bounds 1.33x and 1.5x apart), so a latency that doubles in that range lands
+/// two buckets up and its interpolated quantile doubles too: a p99 ratio gate sees it. Decimal
+/// bounds (1-2-5, 1-1.5-2-3-5-7) repeat per decade instead and read some doublings as 1.4x
+/// (30 -> 60 ms: 50 -> 70).
+pub const LATENCY_BOUNDS_MS: [f64; BUCKETS] = [
+    0.625, 1.25, 1.875, 2.5, 3.75, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 160.0, 240.0, 320.0,
+    480.0, 640.0, 960.0, 1280.0, 1920.0, 2560.0, 3840.0, 5120.0, 7680.0, 10240.0,
 ];
-const LATENCY_BOUNDS_US: [u64; 14] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
-    10_000_000,
+const BUCKETS: usize = 28;
+const LATENCY_BOUNDS_US: [u64; BUCKETS] = [
+    625, 1_250, 1_875, 2_500, 3_750, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000,
+    160_000, 240_000, 320_000, 480_000, 640_000, 960_000, 1_280_000, 1_920_000, 2_560_000, 3_840_000, 5_120_000,
+    7_680_000, 10_240_000,
 ];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -31,7 +39,7 @@ pub struct RouteStats {
     backend: Arc<str>,
     status: [AtomicU64; 5],
     /// One per bound, then the overflow (`inf`) bucket.
-    buckets: [AtomicU64; 15],
+    buckets: [AtomicU64; BUCKETS + 1],
     sum_us: AtomicU64,
     count: AtomicU64,
 }

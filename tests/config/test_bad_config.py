@@ -106,8 +106,8 @@ CASES = [
          "spec.rules[0].backendRefs[0].name", "required field is missing"),
     Case("string where a number goes", rule("backendRefs: [{name: reviews, port: 9080, weight: '50'}]"),
          "spec.rules[0].backendRefs[0].weight", "must be an integer (got '50')"),
-    Case("unsupported Gateway API field", rule("sessionPersistence: {type: Cookie}"),
-         "spec.rules[0].sessionPersistence", "fastmesh does not support yet"),
+    Case("unsupported Gateway API field", rule("sessionPersistence: {type: Cookie, idleTimeout: 10m}"),
+         "spec.rules[0].sessionPersistence.idleTimeout", "fastmesh does not support yet"),
     # === timeouts, retry, TrafficPolicy ===
     Case("bad request timeout", rule("timeouts: {request: 10 s}"),
          "spec.rules[0].timeouts.request", "must be a duration such as 10s, 500ms or 1h30m (got '10 s')"),

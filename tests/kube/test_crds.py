@@ -82,3 +82,29 @@ def test_authorization_policy_is_accepted_and_validated(kube_api: client.ApiClie
     with pytest.raises(ApiException) as err:
         create_object(kube_api, namespace, policy)
     assert err.value.status == 422 and "spec.action" in err.value.body, err.value.body
+
+
+def test_session_persistence_is_pruned_by_the_standard_channel_httproute_crd(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    """The installed Gateway API CRDs are the standard channel, where `sessionPersistence` is not (it is
+    experimental): the apiserver drops it from a stored HTTPRoute, so in Kubernetes mode stickiness must
+    come from the Rollout (`spec.stickiness`, a fastmesh CRD field) or the experimental-channel CRDs."""
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "sticky"},
+             "spec": {"rules": [{"backendRefs": [{"name": "reviews", "port": 9080}],
+                                 "sessionPersistence": {"sessionName": "s", "type": "Cookie"}}]}}
+    created = create_object(kube_api, namespace, route)
+    assert created["spec"]["rules"][0]["backendRefs"][0]["name"] == "reviews"
+    assert "sessionPersistence" not in created["spec"]["rules"][0]
+
+
+def test_a_rollout_with_stickiness_and_canary_header_is_stored(kube_api: client.ApiClient, namespace: str) -> None:
+    rollout = {"apiVersion": "fastmesh.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "r"},
+               "spec": {"targetRef": {"kind": "HTTPRoute", "name": "reviews"},
+                        "stable": {"name": "reviews-v1"}, "canary": {"name": "reviews-v2"},
+                        "steps": [10, 100], "interval": "1m", "gates": {"minSuccessRate": 99},
+                        "stickiness": {"type": "Header", "header": "x-user"},
+                        "canaryHeader": {"name": "x-tester", "stableValue": None}}}
+    created = create_object(kube_api, namespace, rollout)
+    assert created["spec"]["stickiness"] == {"type": "Header", "header": "x-user"}
+    assert created["spec"]["canaryHeader"]["name"] == "x-tester"

@@ -101,3 +101,37 @@ def test_override_weights_touches_only_the_named_route() -> None:
     out = json.loads(override_weights(text, {"r/rule/0": {"s": 75, "c": 25}}))
     weights = [[b["weight"] for b in r["backends"]] for v in out["vhosts"] for r in v["routes"]]
     assert weights == [[75, 25], [1], [75, 25]]
+
+
+def engine_bounds() -> list[float]:
+    """The bounds the engine's histograms really have (an in-process engine's stats document)."""
+    from fastmesh._engine import Engine
+
+    bounds: list[float] = json.loads(Engine().stats_json())["latency_bounds_ms"]
+    return bounds
+
+
+def placed(bounds: list[float], ms: float, n: int) -> list[int]:
+    """n observations of `ms` in the engine's buckets (upper bounds inclusive)."""
+    out = [0] * len(bounds)
+    out[next(i for i, b in enumerate(bounds) if ms <= b)] = n
+    return out
+
+
+def test_a_doubling_from_11_to_22_ms_fails_the_p99_ratio_gate_with_the_engine_bounds() -> None:
+    gates = {**GATES, "min_success_rate": None, "max_p99_ratio": 1.5}
+    bounds = engine_bounds()
+    verdict = judge(gates, bounds, Window(200, 0, placed(bounds, 22, 200)), Window(200, 0, placed(bounds, 11, 200)))
+    assert verdict.decision == "fail" and "(maxP99Ratio)" in verdict.reason, verdict
+    assert verdict.figures["canary_p99_ms"] >= 1.9 * verdict.figures["stable_p99_ms"]
+    # the old bounds (10, 25, ...) put both in one bucket: the same p99, the doubling unseen
+    old = judge(gates, BOUNDS, Window(200, 0, placed(BOUNDS, 22, 200)), Window(200, 0, placed(BOUNDS, 11, 200)))
+    assert old.decision == "pass" and old.figures["canary_p99_ms"] == old.figures["stable_p99_ms"]
+    # any doubling from 1.25 ms to 5 s doubles the p99 read from the engine's buckets
+    ms = 1.26
+    while ms <= 5000:
+        doubled = judge(gates, bounds, Window(100, 0, placed(bounds, 2 * ms, 100)),
+                        Window(100, 0, placed(bounds, ms, 100)))
+        assert doubled.decision == "fail", ms
+        assert doubled.figures["canary_p99_ms"] == pytest.approx(2 * doubled.figures["stable_p99_ms"]), ms
+        ms *= 1.03

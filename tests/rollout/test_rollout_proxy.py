@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from tests.harness import Proxy, Upstream, backend, fastmesh_cli, mesh_config, route, rule, service
@@ -154,7 +155,7 @@ def test_a_canary_answering_5_percent_503_is_rolled_back_at_the_step_that_expose
         after = time.monotonic() + 0.5
         time.sleep(1.5)
         tail = running.since(after)
-    assert failed["decision"] == "rolled_back", px.events
+    assert failed["decision"] == "rolled_back", json.dumps(failed)
     assert failed["step"] == 0 and failed["canary_weight"] == 10
     assert failed["canary_requests"] >= 20 and failed["canary_success_rate"] < 99
     assert "minSuccessRate 99" in failed["reason"] and failed["reason"].startswith("step 0 (10%): ")
@@ -233,18 +234,31 @@ def test_a_restart_resumes_the_rollout_at_the_step_it_was_on(
     assert yaml.safe_load_all(config.read_text())  # the config file itself is left as it was
 
 
+@pytest.mark.parametrize("stable_ms", [30, 11])
 def test_a_canary_whose_p99_doubles_is_rolled_back(
-    upstream_factory: Callable[..., Any], proxy_factory: Callable[..., Proxy]
+    upstream_factory: Callable[..., Any], proxy_factory: Callable[..., Proxy], stable_ms: int
 ) -> None:
-    # 30 ms and 60 ms sit in different buckets of the engine's histogram (25..50, 50..100 ms):
-    # its bounds are what p99 can tell apart (docs/engine-snapshot.md latency_bounds_ms)
-    v1 = upstream_factory("v1", delay_ms=30)
-    v2 = upstream_factory("v2", delay_ms=60)
-    px = proxy_factory(rollout_config(v1, v2, steps=[20, 50, 100],
-                                      gates={"maxP99Ratio": 1.5, "minRequests": 20}))
-    with load(px, clients=8):
-        failed = wait_decision(px, "rolled_back", "advanced", "promoted", timeout=60)
-    assert failed["decision"] == "rolled_back", px.events
+    # The doubled latency lands two buckets up in the engine's histogram: 30 -> 60 ms (30..40,
+    # 60..80) and 11 -> 22 ms (10..15, 20..30; both were in 10..25 before issue 7's finer
+    # bounds), docs/engine-snapshot.md latency_bounds_ms.
+    v1 = upstream_factory("v1", delay_ms=stable_ms)
+    v2 = upstream_factory("v2", delay_ms=2 * stable_ms)
+    stable_bucket_top = {30: 40, 11: 15}[stable_ms]
+    # A shared machine can stall the upstreams for longer than the stable's bucket allows in more
+    # than 1 % of a window: the stable's p99 then leaves its bucket and says nothing about the
+    # canary. Such a window is run again (a fresh proxy); a window whose stable p99 stayed in its
+    # bucket must end in the rollback. With the old bounds (10..25 ms for 11 and 22) every
+    # window advances, so this fails whatever the retries.
+    for _ in range(3):
+        px = proxy_factory(rollout_config(v1, v2, steps=[20, 50, 100],
+                                          gates={"maxP99Ratio": 1.5, "minRequests": 40}))
+        # Two closed-loop clients: little queueing in the upstreams, so the tails are the machine's.
+        with load(px, clients=2):
+            failed = wait_decision(px, "rolled_back", "advanced", "promoted", timeout=60)
+        if failed["decision"] == "rolled_back" or failed["stable_p99_ms"] <= stable_bucket_top:
+            break
+        px.terminate()
+    assert failed["decision"] == "rolled_back", json.dumps(failed)
     assert failed["step"] == 0 and "(maxP99Ratio)" in failed["reason"]
     assert failed["canary_p99_ms"] > 1.5 * failed["stable_p99_ms"]
     assert served_weights(px) == [(V1, 100), (V2, 0)]

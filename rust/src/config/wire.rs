@@ -227,6 +227,22 @@ pub(super) struct RawRoute {
     /// Absent: the built-in policy (`RetryPolicy::default`).
     #[serde(default)]
     pub(super) retry: Option<RawRetry>,
+    /// Absent: no session persistence.
+    #[serde(default)]
+    pub(super) session: Option<RawSession>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type")]
+pub(super) enum RawSession {
+    Cookie {
+        name: String,
+        #[serde(default)]
+        max_age_s: Option<u64>,
+    },
+    Header {
+        name: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,17 +3,20 @@
 
 pub mod filters;
 pub mod matcher;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::balance::weighted::SmoothWeighted;
 use crate::balance::Backend;
+use crate::config::SessionConfig;
 use crate::retry::RoutePolicy;
 use crate::stats::RouteStats;
 
 use self::filters::Filters;
 use self::matcher::{PathMatch, RouteMatch};
+use self::session::Session;
 
 /// One weighted backendRef of a route, with the counters of (route, backend).
 #[derive(Debug)]
@@ -30,6 +33,9 @@ pub struct Route {
     pub filters: Filters,
     pub targets: Box<[Target]>,
     picker: SmoothWeighted,
+    weights: Box<[u32]>,
+    total: u64,
+    session: Option<Session>,
     /// Counters of responses the engine makes for this route (redirects, 500): backend `""`.
     pub local_stats: Arc<RouteStats>,
     pub policy: RoutePolicy,
@@ -41,24 +47,52 @@ impl Route {
         matcher: RouteMatch,
         filters: Filters,
         targets: Vec<(Target, u32)>,
+        session: Option<SessionConfig>,
         local_stats: Arc<RouteStats>,
         policy: RoutePolicy,
     ) -> Self {
-        let weights: Vec<u32> = targets.iter().map(|(_, w)| *w).collect();
+        let weights: Box<[u32]> = targets.iter().map(|(_, w)| *w).collect();
+        let session = session.map(|s| match s {
+            SessionConfig::Cookie { name, max_age_s } => {
+                let names: Vec<Option<&str>> = targets
+                    .iter()
+                    .map(|(t, _)| t.backend.as_ref().map(|b| &*b.name))
+                    .collect();
+                Session::cookie(&name, max_age_s, &names)
+            }
+            SessionConfig::Header { name } => Session::Header { name },
+        });
         Route {
             name,
             matcher,
             filters,
             targets: targets.into_iter().map(|(t, _)| t).collect(),
             picker: SmoothWeighted::new(&weights),
+            total: weights.iter().map(|&w| u64::from(w)).sum(),
+            weights,
+            session,
             local_stats,
             policy,
         }
     }
 
-    /// The backend for the next request; `None` when the route has no backend of weight > 0.
+    /// The backend for the next request (the weighted choice, ignoring any session); `None`
+    /// when the route has no backend of weight > 0.
     pub fn pick(&self) -> Option<&Target> {
         self.picker.pick().map(|i| &self.targets[i])
+    }
+
+    /// The backend for a request, its session considered, and the `Set-Cookie` its answer must
+    /// carry (a cookie session whose request named no live backendRef).
+    pub fn pick_for(&self, headers: &http::HeaderMap) -> Option<(&Target, Option<&http::HeaderValue>)> {
+        let Some(session) = &self.session else {
+            return self.pick().map(|t| (t, None));
+        };
+        if let Some(i) = session.choose(headers, &self.weights, self.total) {
+            return Some((&self.targets[i], None));
+        }
+        let i = self.picker.pick()?;
+        Some((&self.targets[i], session.set_cookie(i)))
     }
 }
 

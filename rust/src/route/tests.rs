@@ -58,7 +58,7 @@ fn vhost_is_case_insensitive_and_needs_a_match() {
     assert_eq!(pick(&t, "unknown"), None);
 }
 
-fn compiled(routes: &str) -> Snapshot {
+pub(super) fn compiled(routes: &str) -> Snapshot {
     let json = format!(
         r#"{{"backends": [{{"name": "a", "protocol": "http1", "endpoints": ["127.0.0.1:1"]}},
                           {{"name": "b", "protocol": "http1", "endpoints": ["127.0.0.1:2"]}}],

@@ -82,6 +82,9 @@ def check_rollout(ctx: Context, doc: Document) -> None:
                                                                    rollout.spec.target_ref.name)):
             ctx.report(doc, ("spec", *e.field), str(e))
         return
+    if rollout.spec.stickiness is not None and route.spec.rules[index].session_persistence is not None:
+        ctx.report(doc, ("spec", "stickiness"), f"rule {index} of HTTPRoute {route.ref} has its own "
+                   "sessionPersistence: remove one of the two")
     for other in ctx.cfg.objects(Rollout):
         if other is rollout:
             break

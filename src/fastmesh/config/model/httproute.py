@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from fastmesh.config.model.base import KubeObject, Spec
 from fastmesh.config.model.types import (
@@ -22,6 +22,7 @@ from fastmesh.config.model.types import (
     Unsupported,
     Weight,
     fail,
+    parse_duration,
 )
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -271,6 +272,60 @@ class HTTPRouteRetry(Spec):
     """Base wait before a retry, doubled for each further retry (up to 10x) with up to 50 % jitter; default 25ms."""
 
 
+class CookieConfig(Spec):
+    """The persistence cookie's lifetime."""
+
+    lifetime_type: Literal["Permanent", "Session"] = "Session"
+    """`Session`: a browser-session cookie (no `Max-Age`) unless `absoluteTimeout` is set; `Permanent`:
+    `Max-Age` = `absoluteTimeout` (required then)."""
+
+
+class SessionPersistence(Spec):
+    """Keep a user on one backendRef of the rule (Gateway API `sessionPersistence`)."""
+
+    session_name: HeaderName | None = None
+    """Cookie name (default `fastmesh-session`), or with `type: Header` the request header whose value is
+    hashed (required then)."""
+    type: Literal["Cookie", "Header"] = "Cookie"
+    """`Cookie`: the first answer sets `Set-Cookie: <sessionName>=<token of the backendRef>; Path=/; HttpOnly`
+    and requests carrying it go to that backendRef while its weight is above 0 (else a fresh weighted choice
+    and a new cookie); the token is a hash of the backend's name, so it survives reloads and weight changes.
+    `Header`: a hash of the header's value places the user within the weighted split, backendRefs in rule
+    order (as a later backendRef's weight grows its users stay, only users of the earlier ones move to it);
+    requests without the header take the weighted choice. This is Istio's `consistentHash.httpHeaderName`,
+    not Envoy's header-token session (no header is written to answers)."""
+    absolute_timeout: Duration | None = None
+    """With `type: Cookie`: the cookie's `Max-Age`."""
+    idle_timeout: Unsupported = None
+    """Not supported (the cookie carries no timestamp)."""
+    cookie_config: CookieConfig | None = None
+    """With `type: Cookie`: the cookie's lifetime."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SessionPersistence:
+        if self.type == "Header":
+            if self.session_name is None:
+                fail("type Header needs sessionName: the request header whose value is hashed")
+            if self.absolute_timeout is not None or self.cookie_config is not None:
+                fail("absoluteTimeout and cookieConfig apply to type Cookie only")
+        elif self.cookie_config is not None and self.cookie_config.lifetime_type == "Permanent" \
+                and self.absolute_timeout is None:
+            fail("cookieConfig.lifetimeType Permanent needs absoluteTimeout (the cookie's Max-Age)")
+        if self.absolute_timeout is not None and parse_duration(self.absolute_timeout) < 1:
+            fail(f"absoluteTimeout must be at least 1s (got {self.absolute_timeout})")
+        return self
+
+    def compile(self) -> dict[str, object]:
+        """The snapshot's route `session` (docs/engine-snapshot.md)."""
+        if self.type == "Header":
+            return {"type": "Header", "name": (self.session_name or "").lower()}
+        max_age = round(parse_duration(self.absolute_timeout)) if self.absolute_timeout else None
+        return {"type": "Cookie", "name": self.session_name or DEFAULT_SESSION_COOKIE, "max_age_s": max_age}
+
+
+DEFAULT_SESSION_COOKIE = "fastmesh-session"
+
+
 class HTTPRouteRule(Spec):
     """Matches, filters and weighted backends."""
 
@@ -287,8 +342,8 @@ class HTTPRouteRule(Spec):
     retry: HTTPRouteRetry | None = None
     """Retries of the rule's requests; without it (and without a TrafficPolicy `retry`) only the built-in
     retry of requests that provably were not processed."""
-    session_persistence: Unsupported = None
-    """Not supported."""
+    session_persistence: SessionPersistence | None = None
+    """Keep each user on one backendRef (cookie or header hash); see also Rollout `stickiness`."""
 
 
 class HTTPRouteSpec(Spec):

@@ -12,7 +12,17 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from fastmesh.config.model.base import KubeObject, Spec
-from fastmesh.config.model.types import DNSLabel, Duration, Percent, Port, fail
+from fastmesh.config.model.httproute import SessionPersistence
+from fastmesh.config.model.types import (
+    DNSLabel,
+    Duration,
+    HeaderName,
+    HeaderValue,
+    Percent,
+    Port,
+    fail,
+    parse_duration,
+)
 
 StepPercent = Annotated[int, Field(ge=1, le=100)]
 
@@ -61,6 +71,59 @@ class RolloutGates(Spec):
         return self
 
 
+class RolloutStickiness(Spec):
+    """Keep each user on one version while the rollout runs (compiled onto the rule as its session persistence)."""
+
+    type: Literal["Cookie", "Header"]
+    """`Cookie`: the first answer sets a cookie naming the version; it is kept while that version's weight is
+    above 0. `Header`: a hash of `header`'s value places the user, stable first, so canary users stay canary as
+    its weight grows and only stable users move."""
+    cookie_name: HeaderName | None = None
+    """With `type: Cookie`: the cookie (default `fastmesh-session`)."""
+    max_age: Duration | None = None
+    """With `type: Cookie`: the cookie's `Max-Age`; a browser-session cookie when unset."""
+    header: HeaderName | None = None
+    """With `type: Header`: the request header hashed (e.g. `x-user`); required then."""
+
+    @model_validator(mode="after")
+    def _fields(self) -> RolloutStickiness:
+        if self.type == "Header":
+            if self.header is None:
+                fail("type Header needs `header`: the request header whose value is hashed")
+            if self.cookie_name is not None or self.max_age is not None:
+                fail("cookieName and maxAge apply to type Cookie only")
+        elif self.header is not None:
+            fail("header applies to type Header only")
+        if self.max_age is not None and parse_duration(self.max_age) < 1:
+            fail(f"maxAge must be at least 1s (got {self.max_age})")
+        return self
+
+    def session(self) -> SessionPersistence:
+        """The same, as the rule's Gateway API `sessionPersistence`."""
+        if self.type == "Header":
+            return SessionPersistence.model_validate({"type": "Header", "sessionName": self.header})
+        return SessionPersistence.model_validate(
+            {"type": "Cookie", "sessionName": self.cookie_name, "absoluteTimeout": self.max_age})
+
+
+class CanaryHeader(Spec):
+    """Requests with this header go to the canary (or stable) whatever the step: for testers (ingress-nginx's
+    `canary-by-header` values `always` / `never`)."""
+
+    name: HeaderName = "x-canary"
+    """The header, case-insensitive."""
+    value: HeaderValue = "always"
+    """Exact value that sends a request to the canary, even at 0 %."""
+    stable_value: HeaderValue | None = "never"
+    """Exact value that sends a request to stable, even at 100 %; null: none."""
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CanaryHeader:
+        if self.value == self.stable_value:
+            fail(f"value and stableValue must differ (both {self.value!r})")
+        return self
+
+
 class RolloutSpec(Spec):
     """Which rule, which two backends, the steps and the gates."""
 
@@ -76,6 +139,10 @@ class RolloutSpec(Spec):
     """How long each step lasts before it is judged (e.g. `1m`)."""
     gates: RolloutGates
     """The checks a step must pass."""
+    stickiness: RolloutStickiness | None = None
+    """Keep each user on one version across steps (the rule must not have its own `sessionPersistence`)."""
+    canary_header: CanaryHeader | None = None
+    """Pin requests to the canary (or stable) by a header; `{}` for `x-canary: always` / `never`."""
 
     @model_validator(mode="after")
     def _steps(self) -> RolloutSpec:

@@ -138,6 +138,7 @@ def render(cfg: MeshConfig, entry: Entry) -> dict[str, Any]:
             {"backend": resolve(cfg, entry.route.namespace, ref), "weight": ref.weight} for ref in rule.backend_refs
         ],
         **_resilience(rule.timeouts, rule.retry, _traffic_retry(cfg, entry.route, rule.backend_refs)),
+        **({"session": rule.session_persistence.compile()} if rule.session_persistence else {}),
     }
 
 

@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from fastmesh.config.snapshot.precedence import hostname_specificity, precedence_key
+from fastmesh.config.snapshot.rollouts import render_rollout_rule, rollouts_by_rule
 from fastmesh.config.snapshot.routes import Entry, default_route, entries, render
 from fastmesh.config.mesh import MeshConfig
 from fastmesh.config.model import HTTPRoute, Service
@@ -18,11 +19,17 @@ class _Rendered:
     def __init__(self, cfg: MeshConfig) -> None:
         self.cfg = cfg
         self._entries: dict[int, list[tuple[Entry, dict[str, Any]]]] = {}
+        self._rollouts = rollouts_by_rule(cfg)
 
     def __call__(self, route: HTTPRoute) -> list[tuple[Entry, dict[str, Any]]]:
         found = self._entries.get(id(route))
         if found is None:
             found = self._entries[id(route)] = [(e, render(self.cfg, e)) for e in entries(route)]
+            for index in range(len(route.spec.rules)):
+                rollout = self._rollouts.get((id(route), index))
+                if rollout is not None:
+                    rule = [pair for pair in found if pair[0].rule_index == index]
+                    found += render_rollout_rule(self.cfg, route, rule, *rollout)
         return found
 
 
