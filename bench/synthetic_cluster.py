@@ -119,8 +119,8 @@ def cluster(services: int = 10_000, endpoints: int = 100_000, routes: int = 1_00
 def changed_slice(listed: dict[str, list[Obj]], rng: random.Random, generation: int) -> Obj:
     """One existing EndpointSlice with a different set of ready endpoints (as a scale-up/down makes)."""
     old = rng.choice(listed["EndpointSlice"])
-    i = int(old["metadata"]["labels"]["kubernetes.io/service-name"][4:])
-    s = int(old["metadata"]["name"].rsplit("-", 1)[1], 16)
+    _, i, s = old["metadata"]["name"].split("-")  # svc-<i>-<s>
+    i, s = int(i), int(s, 16)
     count = len(old["endpoints"])
     return endpoint_slice(i, s, s * SLICE_MAX, min(SLICE_MAX, max(1, count + rng.choice((-1, 1)))),
                           ready_every=rng.choice((0, 3, 7)), generation=generation)
