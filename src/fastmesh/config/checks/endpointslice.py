@@ -37,7 +37,9 @@ def address_problem(address_type: str, address: str) -> str | None:
 def check_endpoint_slice(ctx: Context, doc: Document) -> None:
     eps = doc.obj
     assert isinstance(eps, EndpointSlice)
-    for e, endpoint in enumerate(eps.endpoints):
+    ipv4 = _IPV4.fullmatch
+    plain = eps.address_type == "IPv4" and all(ipv4(a) for e in eps.endpoints for a in e.addresses)
+    for e, endpoint in enumerate(() if plain else eps.endpoints):  # `plain`: every address is fine
         for a, address in enumerate(endpoint.addresses):
             if problem := address_problem(eps.address_type, address):
                 ctx.report(doc, ("endpoints", e, "addresses", a), problem)

@@ -45,12 +45,17 @@ def _endpoints(slices: list[EndpointSlice], port_name: str | None) -> list[str]:
         for port in eps.ports:
             if (port.name or None) != wanted:
                 continue
-            number = port.port
+            if eps.address_type == "IPv6":
+                for endpoint in eps.endpoints:
+                    if endpoint.conditions.ready is not False:
+                        for address in endpoint.addresses:
+                            found[join_hostport(address, port.port)] = None
+                continue
+            suffix = f":{port.port}"  # IPv4 and DNS names: no brackets (join_hostport)
             for endpoint in eps.endpoints:
-                if endpoint.conditions.ready is False:
-                    continue
-                for address in endpoint.addresses:
-                    found[join_hostport(address, number)] = None
+                if endpoint.conditions.ready is not False:
+                    for address in endpoint.addresses:
+                        found[address + suffix] = None
     return list(found)
 
 

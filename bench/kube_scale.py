@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Kubernetes at scale (issue 6): a synthetic cluster through the config compiler, full and incremental.
+
+    .venv/bin/python bench/kube_scale.py                      # 10,000 Services, 100,000 endpoints (~1 min)
+    .venv/bin/python bench/kube_scale.py --services 1000 --endpoints 10000 --changes 50 --no-baseline
+    .venv/bin/python bench/kube_scale.py --profile full       # cProfile of the full compile (or: change)
+
+The cluster (bench/synthetic_cluster.py): Services in 20 namespaces, EndpointSlices of at most 100
+endpoints (one Service in 100 has ten times the average and spans several slices), GAMMA HTTPRoutes
+with a canary split, TrafficPolicies. Objects are dicts as the API serves them, as a watch hands them over.
+
+Measured, in this process (which holds the objects as a watch cache would, plus the compiler):
+- full: `IncrementalCompiler.apply` of every object (project, schema, checks, compile, snapshot JSON),
+  wall and CPU time (the machine is shared: CPU time is the steadier figure); median of `--rounds`;
+- change: `apply` of ONE changed EndpointSlice (`--changes` of them, random, each a scale up/down or
+  readiness flip), p50/p99/max;
+- RSS: VmHWM (peak) and VmRSS of this process after the full compile and the changes;
+- baseline (unless `--no-baseline`): what `fastmesh proxy --kubernetes` did for any change before the
+  incremental compiler: render every object to text, then `python -m fastmesh.config.worker --cluster`
+  in a child process (YAML, schema, checks, compile), wall time and the child's peak RSS.
+Writes bench/results/<date>-kube-scale.md (or --out) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import gc
+import io
+import json
+import os
+import pstats
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+from bench import machine  # noqa: E402
+from bench.synthetic_cluster import changed_slice, cluster  # noqa: E402
+from fastmesh.compiler import child_env  # noqa: E402
+from fastmesh.config.incremental import IncrementalCompiler  # noqa: E402
+from fastmesh.kube.source import documents, render  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+SOURCE = "kubernetes https://127.0.0.1:6443"
+TARGETS = {"full_s": 2.0, "change_ms": 50.0, "rss_mb": 500.0}  # issue 6
+
+
+def _status_mb(name: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall s, CPU s, result)."""
+    w, c = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - w, time.process_time() - c, result
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    listed = cluster(args.services, args.endpoints, args.routes, args.policies)
+    objects = [(kind, obj) for kind, objs in listed.items() for obj in objs]
+    out: dict[str, Any] = {
+        "services": len(listed["Service"]), "slices": len(listed["EndpointSlice"]),
+        "endpoints": sum(len(s["endpoints"]) for s in listed["EndpointSlice"]),
+        "routes": len(listed["HTTPRoute"]), "policies": len(listed["TrafficPolicy"]),
+        "generate_s": time.perf_counter() - t0,
+    }
+    fulls: list[tuple[float, float]] = []
+    compiler = None
+    for _ in range(args.rounds):
+        compiler = None  # the previous round's state is freed before the next is built
+        gc.collect()
+        compiler = IncrementalCompiler(SOURCE, freeze_gc=True)
+        wall, cpu, result = timed(lambda c=compiler: c.apply(objects))
+        fulls.append((wall, cpu))
+    assert compiler is not None
+    out["full_wall_s"] = statistics.median(w for w, _ in fulls)
+    out["full_cpu_s"] = statistics.median(c for _, c in fulls)
+    out["full_rounds"] = fulls
+    out["snapshot_bytes"] = len(result.snapshot_json)
+    out["rss_after_full_mb"] = _status_mb("VmRSS")
+    rng = random.Random(6)
+    walls, cpus = [], []
+    for generation in range(1, args.changes + 1):
+        changed = changed_slice(listed, rng, generation)
+        wall, cpu, result = timed(lambda: compiler.apply([("EndpointSlice", changed)]))
+        assert result.incremental, "an EndpointSlice change took the full compile"
+        walls.append(wall * 1000)
+        cpus.append(cpu * 1000)
+    out["change_ms"] = {"p50": pct(walls, 50), "p99": pct(walls, 99), "max": max(walls),
+                        "cpu_p50": pct(cpus, 50), "cpu_p99": pct(cpus, 99)}
+    out["full_compiles"] = compiler.full_compiles
+    out["changes"] = args.changes
+    out["rss_mb"] = _status_mb("VmRSS")
+    out["hwm_mb"] = _status_mb("VmHWM")
+    if args.baseline:
+        out["baseline"] = baseline(listed)
+    return out
+
+
+def baseline(listed: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """The path before: every object rendered to text, compiled by the worker in a child process."""
+    wall, cpu, content = timed(lambda: render(documents(listed)))
+    argv = [sys.executable, "-c",
+            "import resource, sys, fastmesh.config.worker as w; w.main(); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)",
+            f"--source={SOURCE}", "--cluster"]
+    t0 = time.perf_counter()
+    child = subprocess.run(argv, input=content, capture_output=True, env=child_env(), check=True)
+    child_s = time.perf_counter() - t0
+    header = json.loads(child.stdout[: child.stdout.index(b"\n")])
+    assert "settings" in header, header
+    return {"render_s": wall, "worker_s": child_s, "worker_rss_mb": int(child.stderr.split()[-1]) / 1024,
+            "text_mb": len(content) / 1e6}
+
+
+def profile(args: argparse.Namespace, what: str, top: int = 30) -> str:
+    listed = cluster(args.services, args.endpoints, args.routes, args.policies)
+    objects = [(kind, obj) for kind, objs in listed.items() for obj in objs]
+    compiler = IncrementalCompiler(SOURCE, freeze_gc=True)
+    prof = cProfile.Profile()
+    if what == "full":
+        prof.runcall(compiler.apply, objects)
+    else:
+        compiler.apply(objects)
+        rng = random.Random(6)
+        for generation in range(1, 51):
+            prof.runcall(compiler.apply, [("EndpointSlice", changed_slice(listed, rng, generation))])
+    stream = io.StringIO()
+    pstats.Stats(prof, stream=stream).sort_stats("tottime").print_stats(top)
+    return stream.getvalue()
+
+
+def _verdict(value: float, target: float) -> str:
+    return f"≤ {target:g}: " + ("met" if value <= target else "MISSED")
+
+
+def report(m: dict[str, Any], argv: Sequence[str]) -> str:
+    c = m["change_ms"]
+    lines = [
+        f"# Kubernetes at scale: config compile — {datetime.date.today().isoformat()}",
+        "",
+        f"Command: `.venv/bin/python bench/kube_scale.py {' '.join(argv)}`".replace("  ", " "),
+        "",
+        f"Cluster: {m['services']:,} Services, {m['slices']:,} EndpointSlices with {m['endpoints']:,} endpoints, "
+        f"{m['routes']:,} HTTPRoutes, {m['policies']:,} TrafficPolicies (bench/synthetic_cluster.py); "
+        f"snapshot {m['snapshot_bytes'] / 1e6:.1f} MB of JSON.",
+        "",
+        "| measure | wall | CPU | target (issue 6) |",
+        "|---|---|---|---|",
+        f"| full compile (`IncrementalCompiler.apply`, all objects; median of {len(m['full_rounds'])}) | "
+        f"{m['full_wall_s']:.2f} s | {m['full_cpu_s']:.2f} s | {_verdict(m['full_cpu_s'], TARGETS['full_s'])} (CPU) |",
+        f"| one EndpointSlice change, p50 | {c['p50']:.2f} ms | {c['cpu_p50']:.2f} ms | |",
+        f"| one EndpointSlice change, p99 (of {m['changes']}) | {c['p99']:.2f} ms | "
+        f"{c['cpu_p99']:.2f} ms | {_verdict(c['p99'], TARGETS['change_ms'])} (wall, compile only) |",
+        f"| one EndpointSlice change, max | {c['max']:.2f} ms | | |",
+        f"| RSS after full compile + changes (objects + compiler) | {m['rss_mb']:.0f} MB | | "
+        f"{_verdict(m['rss_mb'], TARGETS['rss_mb'])} |",
+        f"| peak RSS (VmHWM) | {m['hwm_mb']:.0f} MB | | {_verdict(m['hwm_mb'], TARGETS['rss_mb'])} |",
+        "",
+        f"Full compiles run: {m['full_compiles']} per compiler (every change took the incremental path). "
+        f"Rounds (wall s, CPU s): {', '.join(f'({w:.2f}, {c:.2f})' for w, c in m['full_rounds'])}.",
+    ]
+    if "baseline" in m:
+        b = m["baseline"]
+        lines += [
+            "",
+            "Before (any change): render every object to text "
+            f"({b['text_mb']:.1f} MB) {b['render_s']:.2f} s, then the worker in a child process "
+            f"{b['worker_s']:.2f} s (peak RSS {b['worker_rss_mb']:.0f} MB): "
+            f"{b['render_s'] + b['worker_s']:.1f} s per change.",
+        ]
+    box = machine.machine()
+    commit = machine._run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
+    lines += ["", f"Machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']}, {box['os']}; Python "
+              f"{sys.version.split()[0]}; commit {commit}; load average at the end "
+              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (shared machine).", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--services", type=int, default=10_000)
+    p.add_argument("--endpoints", type=int, default=100_000)
+    p.add_argument("--routes", type=int, default=1_000)
+    p.add_argument("--policies", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=3, help="full compiles (median reported)")
+    p.add_argument("--changes", type=int, default=200, help="single EndpointSlice changes")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false")
+    p.add_argument("--profile", choices=("full", "change"))
+    p.add_argument("--out", type=Path)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw_argv)
+    if args.profile:
+        print(profile(args, args.profile))
+        return 0
+    m = measure(args)
+    text = report(m, raw_argv)
+    out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-kube-scale.md"
+    out.write_text(text)
+    (out.with_suffix(".json")).write_text(json.dumps(m, indent=1) + "\n")
+    print(text)
+    print(f"written: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
