@@ -15,7 +15,7 @@ from typing import Any
 SLICE_MAX = 100
 NAMESPACES = 20
 BIG_EVERY = 100  # one Service in BIG_EVERY has BIG_FACTOR times the average endpoints
-BIG_FACTOR = 10
+BIG_FACTOR = 20
 PORT = 8080
 
 Obj = dict[str, Any]

@@ -154,3 +154,13 @@ def test_a_refused_config_is_compiled_again_on_the_next_apply() -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown kind 'Pod'"):
         IncrementalCompiler(SOURCE).apply([("Pod", {"metadata": {"name": "p"}})])
+
+
+def test_replace_kinds_removes_what_a_relist_no_longer_has() -> None:
+    listed = cluster(services=6, endpoints=30, routes=2, policies=1)
+    compiler = IncrementalCompiler(SOURCE)
+    compiler.apply(everything(listed))
+    del listed["EndpointSlice"][2]
+    listed["Service"].pop()
+    result = compiler.apply(everything(listed), replace_kinds=["Service", "EndpointSlice"])
+    assert (result.header, result.snapshot_json) == full(listed)

@@ -48,10 +48,16 @@ ServiceKey = tuple[str, str | None]
 _API_VERSION = {kind: api_version for kind, api_version, _ in RESOURCES}
 _KIND_ORDER = {kind: i for i, (kind, _, _) in enumerate(RESOURCES)}
 _SEPARATORS = (",", ":")
+BLOCK = 128
 
 
 def _order(key: Key) -> tuple[int, str, str]:
     return _KIND_ORDER[key[0]], key[1], key[2]
+
+
+def _name(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
 def _dumps(value: Any) -> str:
@@ -101,6 +107,10 @@ class _Compiled:
     slice_owner: dict[Key, ServiceKey] = field(default_factory=dict)
     """Slice -> its Service, for the slices in `slices`."""
     reports: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    blocks: list[str | None] = field(default_factory=list)
+    """The JSON of `BLOCK` Services' backends at a time (None: to be joined again): a change joins
+    one block and the blocks, instead of every Service's piece."""
+    block_of: dict[ServiceKey, int] = field(default_factory=dict)
 
 
 class IncrementalCompiler:
@@ -134,12 +144,20 @@ class IncrementalCompiler:
         self._last: Result | None = None
 
     def apply(
-        self, upserts: Iterable[tuple[str, dict[str, Any]]] = (), deletes: Iterable[tuple[str, str, str]] = ()
+        self, upserts: Iterable[tuple[str, dict[str, Any]]] = (), deletes: Iterable[tuple[str, str, str]] = (),
+        replace_kinds: Iterable[str] = (),
     ) -> Result:
         """Add or replace objects (kind, object as the API serves it) and remove others (kind, namespace,
-        name); the new snapshot. ConfigError or OverrideError when the config as a whole is refused
-        (the objects are kept all the same: the next `apply` compiles them again)."""
+        name); the new snapshot. `replace_kinds`: for these kinds `upserts` is every object there is
+        (a list, a relist): the others of the kinds are removed. ConfigError or OverrideError when the
+        config as a whole is refused (the objects are kept all the same: the next `apply` compiles them again)."""
         with paused_gc():
+            upserts = list(upserts)
+            deletes = list(deletes)
+            replaced = set(replace_kinds)
+            if replaced:
+                listed = {(kind, *_name(obj)) for kind, obj in upserts if kind in replaced}
+                deletes += [key for key in self.objects if key[0] in replaced and key not in listed]
             changed = self._update(upserts, deletes)
             if not changed and self._last is not None:
                 return replace(self._last, changed=False, incremental=True)
@@ -171,8 +189,7 @@ class IncrementalCompiler:
             api_version = _API_VERSION.get(kind)
             if api_version is None:
                 raise ValueError(f"unknown kind {kind!r} (fastmesh reads: {', '.join(_API_VERSION)})")
-            meta = obj.get("metadata") or {}
-            key = (kind, str(meta.get("namespace", "")), str(meta.get("name", "")))
+            key = (kind, *_name(obj))
             doc = project(kind, api_version, obj)
             if doc is not None and kind == "Proxy" and self.proxy_namespace is not None:
                 if doc["metadata"].get("namespace") != self.proxy_namespace:
@@ -268,19 +285,27 @@ class IncrementalCompiler:
                     "problems": [{"path": p.path, "message": p.message, "reason": p.reason} for p in problems],
                 }
         for skey in touched:
-            service = cfg.service(*skey) if skey[1] is not None else None
+            service = cfg.service(skey[0], skey[1]) if skey[1] is not None else None
             if service is None:
                 continue
             slices = [eps for _, eps in sorted(compiled.slices.get(skey, {}).items())]
             compiled.backends[skey] = _dumps(service_backends(cfg, service, slices))[1:-1]
+            compiled.blocks[compiled.block_of[skey]] = None
         return True
 
     # === output ===
 
     def _snapshot(self, compiled: _Compiled) -> str:
-        parts = [compiled.backends[skey] for skey in compiled.services]
-        backends = ",".join([p for p in parts if p] + compiled.externals)
-        return f'{compiled.head},"backends":[{backends}],"vhosts":{compiled.vhosts}}}'
+        if not compiled.block_of:
+            compiled.block_of = {skey: i // BLOCK for i, skey in enumerate(compiled.services)}
+            compiled.blocks = [None] * -(-len(compiled.services) // BLOCK)
+        blocks = compiled.blocks
+        for b, block in enumerate(blocks):
+            if block is None:
+                parts = (compiled.backends[skey] for skey in compiled.services[b * BLOCK : (b + 1) * BLOCK])
+                blocks[b] = ",".join(p for p in parts if p)
+        backends = ",".join([b for b in blocks if b] + compiled.externals)
+        return "".join((compiled.head, ',"backends":[', backends, '],"vhosts":', compiled.vhosts, "}"))
 
     def _header(self, compiled: _Compiled) -> dict[str, Any]:
         reports = [compiled.reports[key] for key in sorted(compiled.reports, key=_order)]
