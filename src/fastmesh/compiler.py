@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import fastmesh
@@ -133,9 +133,11 @@ class ClusterCompiler:
 
     def __init__(
         self, source: str, overrides: Overrides, everything: Callable[[], list[tuple[str, dict[str, Any]]]],
-        *, namespace: str | None = None, proxy_namespace: str | None = None,
+        *, kinds: Sequence[str], namespace: str | None = None, proxy_namespace: str | None = None,
     ) -> None:
+        """`kinds`: every kind `everything()` gives (a request replacing them all is a full list)."""
         self.source = source
+        self.kinds = tuple(kinds)
         self.overrides = overrides
         self.everything = everything
         self.namespace, self.proxy_namespace = namespace, proxy_namespace
@@ -159,11 +161,13 @@ class ClusterCompiler:
     ) -> Compiled | None:
         """The new snapshot, None when nothing the compiler reads changed; ConfigError / OverrideError."""
         request = {"upserts": upserts, "deletes": deletes, "replace_kinds": replace_kinds}
+        first = None
         if self._child is None or self._child.returncode is not None:
             self._child = await self._start()
-            kinds = sorted({kind for kind, _ in upserts} | set(replace_kinds))
-            await self._call({"upserts": self.everything(), "replace_kinds": kinds})
-        return await self._call(request)
+            if not set(self.kinds) <= set(replace_kinds):  # not a full list itself: send one first
+                first = await self._call({"upserts": self.everything(), "replace_kinds": list(self.kinds)})
+        # A new child's first answer is a snapshot of everything: current if the changes change nothing.
+        return await self._call(request) or first
 
     async def _call(self, request: dict[str, Any]) -> Compiled | None:
         child = self._child

@@ -91,10 +91,12 @@ class Runtime:
         self.watcher: FileWatcher | KubeWatcher
         self.cluster: ClusterCompiler | None = None
         if kube is not None:
+            from fastmesh.kube.source import RESOURCES
             from fastmesh.kube.watch import KubeWatcher
 
             self.watcher = KubeWatcher(kube, on_changes=self._on_kube_changes)
             self.cluster = ClusterCompiler(self.label, self.overrides, self._kube_objects,
+                                           kinds=[kind for kind, _, _ in RESOURCES],
                                            namespace=namespace, proxy_namespace=kube.proxy_namespace)
         else:
             assert config_path is not None
