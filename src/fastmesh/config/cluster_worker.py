@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, BinaryIO, TextIO
 
 from fastmesh.config.errors import ConfigError
-from fastmesh.config.worker import _listener
+from fastmesh.config.worker import _listener, write_answer
 from fastmesh.overrides import OverrideError, Overrides
 
 
@@ -66,11 +66,7 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdou
     for line in source:
         if not line.strip():
             continue
-        header, snapshot = serve(compiler, json.loads(line))
-        out.write(json.dumps(header) + "\n")
-        if snapshot is not None:
-            out.write(snapshot + "\n")
-        out.flush()
+        write_answer(out, *serve(compiler, json.loads(line)))
     return 0
 
 

@@ -124,12 +124,16 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdou
     content = (stdin or sys.stdin.buffer).read()
     overrides = Overrides(listeners=dict(args.listener))
     header, snapshot = compile_content(content, args.source, overrides, args.cluster, args.namespace)
-    out = stdout or sys.stdout
+    write_answer(stdout or sys.stdout, header, snapshot)
+    return 0
+
+
+def write_answer(out: TextIO, header: dict[str, Any], snapshot: str | None) -> None:
+    """The header line, then the snapshot line when there is one (the protocol above)."""
     out.write(json.dumps(header) + "\n")
     if snapshot is not None:
         out.write(snapshot + "\n")
     out.flush()
-    return 0
 
 
 if __name__ == "__main__":
