@@ -24,6 +24,7 @@ Writes bench/results/<date>-kube-scale.md (or --out) and prints it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import datetime
 import gc
@@ -133,6 +134,150 @@ def baseline(listed: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
             "text_mb": len(content) / 1e6}
 
 
+# === through a real kube-apiserver (--apiserver) ===
+
+
+def _create_all(conn_client: Any, listed: dict[str, list[dict[str, Any]]], deadline: float,
+                threads: int = 4) -> tuple[int, float]:
+    """POST every object (namespaces first) with `threads` connections; (created, seconds)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastmesh.kube.source import RESOURCES, collection_path
+
+    plural = {kind: (api_version, p) for kind, api_version, p in RESOURCES}
+    namespaces = sorted({o["metadata"]["namespace"] for objs in listed.values() for o in objs})
+    t0 = time.perf_counter()
+    conn = conn_client.open()
+    for ns in namespaces:
+        status, body = conn_client.call(conn, "/api/v1/namespaces", "POST", {"metadata": {"name": ns}})
+        assert status in (201, 409), body
+    conn.close()
+    jobs = []
+    for kind in ("Service", "EndpointSlice", "HTTPRoute", "TrafficPolicy"):
+        api_version, p = plural[kind]
+        for obj in listed.get(kind, []):
+            body = {k: v for k, v in obj.items() if k != "status"}
+            body["metadata"] = {k: v for k, v in obj["metadata"].items()
+                                if k in ("name", "namespace", "labels", "annotations")}
+            if kind == "Service":
+                body["spec"] = {k: v for k, v in obj["spec"].items() if k != "clusterIP"}
+            jobs.append((collection_path(api_version, p, obj["metadata"]["namespace"]), body))
+
+    def post(share: list[tuple[str, dict[str, Any]]]) -> int:
+        done, conn = 0, conn_client.open()
+        try:
+            for path, body in share:
+                if time.perf_counter() > deadline:
+                    break
+                status, answer = conn_client.call(conn, path, "POST", body)
+                assert status in (201, 409), (path, status, answer.get("message"))
+                done += 1
+        finally:
+            conn.close()
+        return done
+
+    with ThreadPoolExecutor(threads) as pool:  # one kind's objects before the next's, in each share
+        created = sum(pool.map(post, [jobs[i::threads] for i in range(threads)]))
+    return created, time.perf_counter() - t0
+
+
+def _tree_rss_mb(pid: int) -> float:
+    from bench.procs import process_tree
+
+    total = 0
+    for child in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def through_apiserver(args: argparse.Namespace) -> dict[str, Any]:
+    """The cluster created in a test kube-apiserver, `fastmesh proxy --kubernetes` on it: time to ready,
+    then EndpointSlice patches until the proxy's `reloaded` event (watch, debounce, compile, engine)."""
+    import tempfile
+    import threading
+
+    from deploy.testcluster import cluster as testcluster
+    from fastmesh.kube.kubeconfig import connect
+    from fastmesh.kube.source import Client
+
+    out: dict[str, Any] = {}
+    listed = cluster(args.services, args.endpoints, args.routes, args.policies)
+    with tempfile.TemporaryDirectory(prefix="kube-scale-") as tmp:
+        tc = testcluster.start(Path(tmp) / "cluster")
+        proxy = None
+        try:
+            api = Client(connect(tc.kubeconfig), timeout_s=60)
+            created, seconds = _create_all(api, listed, time.perf_counter() + args.apiserver_timeout)
+            out.update(created=created, create_s=seconds)
+            if created < sum(len(v) for v in listed.values()):
+                out["note"] = f"bulk create stopped at the {args.apiserver_timeout:g} s bound"
+            argv = [sys.executable, "-m", "fastmesh", "proxy", "--kubernetes", "--kubeconfig", tc.kubeconfig,
+                    "--admin-address", "127.0.0.1:0", "--listener", "outbound=127.0.0.1:0", "--no-kube-status"]
+            t0 = time.perf_counter()
+            proxy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(),
+                                     cwd=REPO)
+            assert proxy.stdout is not None
+            events: list[tuple[float, dict[str, Any]]] = []
+            cond = threading.Condition()
+
+            def read() -> None:
+                assert proxy is not None and proxy.stdout is not None
+                for line in proxy.stdout:
+                    with contextlib.suppress(ValueError):
+                        with cond:
+                            events.append((time.perf_counter(), json.loads(line)))
+                            cond.notify_all()
+
+            threading.Thread(target=read, daemon=True).start()
+
+            def wait(kind: str, after: int, timeout: float) -> tuple[float, dict[str, Any]]:
+                end = time.perf_counter() + timeout
+                with cond:
+                    while True:
+                        for at, event in events[after:]:
+                            if event.get("event") == kind:
+                                return at, event
+                        if time.perf_counter() > end:
+                            raise RuntimeError(f"no {kind} event in {timeout} s: {events[-3:]}")
+                        cond.wait(0.5)
+
+            at, _ = wait("ready", 0, 600)
+            out["ready_s"] = at - t0
+            time.sleep(2)  # the watches' first sync (a full list again: no change, no reload)
+            out["rss_ready_mb"] = _tree_rss_mb(proxy.pid)
+            rng = random.Random(6)
+            latencies = []
+            conn = api.open()
+            for generation in range(1, args.apiserver_changes + 1):
+                changed = changed_slice(listed, rng, generation)
+                path = (f"/apis/discovery.k8s.io/v1/namespaces/{changed['metadata']['namespace']}"
+                        f"/endpointslices/{changed['metadata']['name']}")
+                with cond:
+                    mark = len(events)
+                sent = time.perf_counter()
+                status, answer = api.call(conn, path, "PATCH", {"endpoints": changed["endpoints"]},
+                                          content_type="application/merge-patch+json")
+                assert status == 200, answer
+                at, _ = wait("reloaded", mark, 60)
+                latencies.append((at - sent) * 1000)
+                time.sleep(0.3)
+            conn.close()
+            out["change_ms"] = {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "max": max(latencies),
+                                "n": len(latencies)}
+            out["rss_mb"] = _tree_rss_mb(proxy.pid)
+        finally:
+            if proxy is not None:
+                proxy.terminate()
+                proxy.wait(30)
+            tc.stop()
+    return out
+
+
 def profile(args: argparse.Namespace, what: str, top: int = 30) -> str:
     listed = cluster(args.services, args.endpoints, args.routes, args.policies)
     objects = [(kind, obj) for kind, objs in listed.items() for obj in objs]
@@ -189,6 +334,17 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
             f"{b['worker_s']:.2f} s (peak RSS {b['worker_rss_mb']:.0f} MB): "
             f"{b['render_s'] + b['worker_s']:.1f} s per change.",
         ]
+    if "apiserver" in m:
+        a = m["apiserver"]
+        lines += ["", "Through a real kube-apiserver (deploy/testcluster/, `--apiserver`): "
+                  f"{a['created']:,} objects created in {a['create_s']:.0f} s (4 connections)"
+                  + (f" — {a['note']}" if "note" in a else "") + "; `fastmesh proxy --kubernetes` ready after "
+                  f"{a['ready_s']:.1f} s (list, full compile, engine), proxy + compiler child RSS "
+                  f"{a['rss_ready_mb']:.0f} MB at ready, {a['rss_mb']:.0f} MB after the changes. "
+                  f"One EndpointSlice PATCH to the proxy's `reloaded` event (watch, 100 ms debounce, "
+                  f"incremental compile, {m['snapshot_bytes'] / 1e6:.1f} MB snapshot applied by the engine), "
+                  f"{a['change_ms']['n']} patches: p50 {a['change_ms']['p50']:.0f} ms, p99 "
+                  f"{a['change_ms']['p99']:.0f} ms, max {a['change_ms']['max']:.0f} ms."]
     box = machine.machine()
     commit = machine._run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
     lines += ["", f"Machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']}, {box['os']}; Python "
@@ -207,6 +363,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--changes", type=int, default=200, help="single EndpointSlice changes")
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
     p.add_argument("--profile", choices=("full", "change"))
+    p.add_argument("--apiserver", action="store_true",
+                   help="also: create the cluster in a test kube-apiserver and run fastmesh proxy --kubernetes on it")
+    p.add_argument("--apiserver-timeout", type=float, default=300.0, help="bound of the bulk create (s)")
+    p.add_argument("--apiserver-changes", type=int, default=20, help="EndpointSlice patches through the API")
     p.add_argument("--out", type=Path)
     return p.parse_args(argv)
 
@@ -218,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(profile(args, args.profile))
         return 0
     m = measure(args)
+    if args.apiserver:
+        m["apiserver"] = through_apiserver(args)
     text = report(m, raw_argv)
     out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-kube-scale.md"
     out.write_text(text)
