@@ -13,13 +13,14 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUST_SRC := $(shell find rust/src -name '*.rs' 2>/dev/null) rust/Cargo.toml
 ENGINE   := $(VENV)/.engine-built
 
-.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench fortio clean \
+.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench bench-kube-scale fortio clean \
         testcluster-build testcluster testcluster-stop
 
 help:
 	@echo "make demo   - set up, build the engine (release) and run the demo mesh"
 	@echo "make test   - set up and run every test (Rust and Python)"
 	@echo "make bench  - benchmarks against nginx and HAProxy (bench/)"
+	@echo "make bench-kube-scale - config compile at 10,000 Services / 100,000 endpoints (bench/kube_scale.py)"
 	@echo "make testcluster - start kube-apiserver + etcd on loopback (deploy/testcluster/); testcluster-stop stops it"
 
 system-deps:
@@ -88,6 +89,10 @@ fortio: setup
 
 bench: engine fortio
 	FASTMESH_CACHE=$(CACHE) $(PY) bench/run.py
+
+# Issue 6: 10,000 Services / 100,000 endpoints through the incremental compiler (bench/kube_scale.py).
+bench-kube-scale: engine
+	$(PY) bench/kube_scale.py
 
 clean:
 	rm -rf $(VENV) build dist

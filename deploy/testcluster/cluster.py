@@ -14,6 +14,7 @@ EndpointSlices themselves, as a kube-controller-manager would.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -66,6 +67,9 @@ class Cluster:
     kubectl: str
     version: str
     pids: dict[str, int] = field(default_factory=dict)
+    etcd_url: str = ""
+    apiserver_argv: list[str] = field(default_factory=list)
+    """How kube-apiserver was started: `restart_apiserver` starts it again the same way."""
 
     @classmethod
     def load(cls, directory: Path) -> Cluster:
@@ -113,6 +117,42 @@ class Cluster:
                 _wait_exit(pid, 5.0)
         self.pids = {}
         self.save()
+
+
+    def stop_apiserver(self, timeout: float = 30.0) -> None:
+        """SIGTERM kube-apiserver only (etcd keeps the data); SIGKILL if it has not exited after `timeout`."""
+        pid = self.pids.pop("kube-apiserver", None)
+        if pid is not None and _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_exit(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                _wait_exit(pid, 5.0)
+        self.save()
+
+    def start_apiserver(self, timeout: float = 120.0) -> None:
+        """Start kube-apiserver again as it was first started (same port, certificates, etcd)."""
+        if not self.apiserver_argv:
+            raise ClusterError("this cluster did not record how its kube-apiserver was started")
+        directory = Path(self.dir)
+        self.pids["kube-apiserver"] = _spawn(self.apiserver_argv, directory / "kube-apiserver.log").pid
+        self.save()
+        _wait("kube-apiserver /readyz", lambda: _readyz(self), self.pids, directory, timeout)
+
+    def etcd(self, method: str, body: dict[str, object]) -> dict[str, object]:
+        """A call of etcd's v3 JSON gateway (`kv/range`, `kv/compaction`, ...): the answer's JSON."""
+        request = urllib.request.Request(f"{self.etcd_url}/v3/{method}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, object] = json.loads(response.read())
+        return answer
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision (what a watch from an older
+        resourceVersion then gets is 410 Gone); the revision."""
+        header = self.etcd("kv/range", {"key": base64.b64encode(b"/").decode()})["header"]
+        revision = int(header["revision"])  # type: ignore[index]
+        self.etcd("kv/compaction", {"revision": revision, "physical": True})
+        return revision
 
 
 def _pid_alive(pid: int) -> bool:
@@ -227,27 +267,26 @@ def start(directory: Path = DEFAULT_DIR, timeout: float = 180.0) -> Cluster:
     cluster = Cluster(
         dir=str(directory), server=server, token=token, kubeconfig=str(directory / "kubeconfig"),
         ca=str(files["ca"]), kubectl=str(bins["kubectl"]), version=version, pids=pids,
+        etcd_url=f"http://127.0.0.1:{etcd_client}",
     )
     cluster.save()
     try:
         _wait("etcd", lambda: _etcd_health(etcd_client), pids, directory, 30.0)
         log(f"starting kube-apiserver {version} on {server}")
-        apiserver = _spawn(
-            [
-                str(bins["kube-apiserver"]),
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={secure}",
-                f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-                f"--tls-cert-file={files['cert']}", f"--tls-private-key-file={files['key']}",
-                f"--token-auth-file={tokens}", "--authorization-mode=RBAC", "--anonymous-auth=false",
-                f"--service-account-issuer={ISSUER}", f"--api-audiences={ISSUER}",
-                f"--service-account-key-file={files['sa_pub']}",
-                f"--service-account-signing-key-file={files['sa_key']}",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--endpoint-reconciler-type=none",  # 127.0.0.1 may not be the kubernetes Service endpoint
-                f"--cert-dir={directory / 'pki'}", "--profiling=false", "--v=1",
-            ],
-            directory / "kube-apiserver.log",
-        )
+        cluster.apiserver_argv = [
+            str(bins["kube-apiserver"]),
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={secure}",
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            f"--tls-cert-file={files['cert']}", f"--tls-private-key-file={files['key']}",
+            f"--token-auth-file={tokens}", "--authorization-mode=RBAC", "--anonymous-auth=false",
+            f"--service-account-issuer={ISSUER}", f"--api-audiences={ISSUER}",
+            f"--service-account-key-file={files['sa_pub']}",
+            f"--service-account-signing-key-file={files['sa_key']}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--endpoint-reconciler-type=none",  # 127.0.0.1 may not be the kubernetes Service endpoint
+            f"--cert-dir={directory / 'pki'}", "--profiling=false", "--v=1",
+        ]
+        apiserver = _spawn(cluster.apiserver_argv, directory / "kube-apiserver.log")
         pids["kube-apiserver"] = apiserver.pid
         cluster.save()
         write_kubeconfig(Path(cluster.kubeconfig), server, files["ca"], token)

@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import fastmesh
@@ -118,3 +119,91 @@ async def compile_config(
     snapshot_json = str(memoryview(out)[newline + 1 : end], "utf-8")
     return Compiled(ProxySettings.from_json(header["settings"]), snapshot_json,
                     objects=tuple(header.get("objects", ())), rollouts=tuple(header.get("rollouts", ())))
+
+
+CLUSTER_WORKER = "fastmesh.config.cluster_worker"
+
+
+class ClusterCompiler:
+    """The objects of a cluster compiled incrementally in a long-lived child process
+    (fastmesh.config.cluster_worker): only the changes are sent to it.
+
+    `everything()` gives every object (kind, object) there is: sent to a new child (the first one,
+    or the next after a crash) before the changes, so it starts from the whole cluster."""
+
+    def __init__(
+        self, source: str, overrides: Overrides, everything: Callable[[], list[tuple[str, dict[str, Any]]]],
+        *, kinds: Sequence[str], namespace: str | None = None, proxy_namespace: str | None = None,
+    ) -> None:
+        """`kinds`: every kind `everything()` gives (a request replacing them all is a full list)."""
+        self.source = source
+        self.kinds = tuple(kinds)
+        self.overrides = overrides
+        self.everything = everything
+        self.namespace, self.proxy_namespace = namespace, proxy_namespace
+        self._child: asyncio.subprocess.Process | None = None
+        self.started = 0
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        argv = [sys.executable, "-m", CLUSTER_WORKER, f"--source={self.source}"]
+        argv += [f"--namespace={self.namespace}"] if self.namespace else []
+        argv += [f"--proxy-namespace={self.proxy_namespace}"] if self.proxy_namespace else []
+        argv += [f"--listener={name}={address}" for name, address in self.overrides.listeners.items()]
+        self.started += 1
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            env=child_env(), limit=1 << 30,  # one line is the whole snapshot
+        )
+
+    async def apply(
+        self, upserts: list[tuple[str, dict[str, Any]]], deletes: list[tuple[str, str, str]] = [],  # noqa: B006
+        replace_kinds: list[str] = [],  # noqa: B006
+    ) -> Compiled | None:
+        """The new snapshot, None when nothing the compiler reads changed; ConfigError / OverrideError."""
+        request = {"upserts": upserts, "deletes": deletes, "replace_kinds": replace_kinds}
+        first = None
+        if self._child is None or self._child.returncode is not None:
+            self._child = await self._start()
+            if not set(self.kinds) <= set(replace_kinds):  # not a full list itself: send one first
+                first = await self._call({"upserts": self.everything(), "replace_kinds": list(self.kinds)})
+        # A new child's first answer is a snapshot of everything: current if the changes change nothing.
+        return await self._call(request) or first
+
+    async def _call(self, request: dict[str, Any]) -> Compiled | None:
+        child = self._child
+        assert child is not None and child.stdin is not None and child.stdout is not None
+        snapshot = b""
+        try:
+            child.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+            await child.stdin.drain()
+            line = await child.stdout.readline()
+            header = json.loads(line) if line else None
+            if not isinstance(header, dict):
+                raise ValueError("it exited" if not line else "not a JSON object")
+            if "settings" in header:
+                snapshot = await child.stdout.readline()
+                if not snapshot.endswith(b"\n"):
+                    raise ValueError("it exited")
+        except (OSError, ValueError) as e:
+            await self.close()
+            raise ConfigError([Problem(self.source, f"the cluster compiler ({CLUSTER_WORKER}) failed: {e}")]) from None
+        if "problems" in header:
+            raise ConfigError([Problem(**problem) for problem in header["problems"]])
+        if "override_error" in header:
+            raise OverrideError(header["override_error"])
+        if "settings" not in header:
+            return None  # unchanged
+        return Compiled(ProxySettings.from_json(header["settings"]), str(memoryview(snapshot)[:-1], "utf-8"),
+                        objects=tuple(header.get("objects", ())))
+
+    async def close(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            await asyncio.wait_for(child.wait(), 5)
+        except asyncio.TimeoutError:
+            child.kill()
+            await child.wait()

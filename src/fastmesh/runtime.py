@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import uvloop
 
 from fastmesh.admin import Admin
-from fastmesh.compiler import Compiled, IdentitySettings, compile_config, with_version
-from fastmesh.config.errors import ConfigError
+from fastmesh.compiler import ClusterCompiler, Compiled, IdentitySettings, compile_config, with_version
+from fastmesh.config.errors import ConfigError, Problem
 from fastmesh.engine import Engine, EngineNotBuilt
 from fastmesh.identity import Identity, IdentityError
 from fastmesh.kube import KubeError
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the Kubernetes client (http.client, ssl) is imported only w
     from fastmesh.control.client import ControlSource, ControlWatcher
     from fastmesh.kube.source import KubeSource
     from fastmesh.kube.status import StatusWriter
-    from fastmesh.kube.watch import KubeWatcher
+    from fastmesh.kube.watch import Changes, KubeWatcher
 
 log = logging.getLogger("fastmesh")
 
@@ -94,14 +94,19 @@ class Runtime:
         self.state = State(source=self.label)
         self.watcher: FileWatcher | KubeWatcher | ControlWatcher
         self.control_watcher: ControlWatcher | None = None
+        self.cluster: ClusterCompiler | None = None
         if control is not None:
             from fastmesh.control.client import ControlWatcher
 
             self.watcher = self.control_watcher = ControlWatcher(control, self._on_file_change, self.state)
         elif kube is not None:
+            from fastmesh.kube.source import RESOURCES
             from fastmesh.kube.watch import KubeWatcher
 
-            self.watcher = KubeWatcher(kube, self._on_file_change)
+            self.watcher = KubeWatcher(kube, on_changes=self._on_kube_changes)
+            self.cluster = ClusterCompiler(self.label, self.overrides, self._kube_objects,
+                                           kinds=[kind for kind, _, _ in RESOURCES],
+                                           namespace=namespace, proxy_namespace=kube.proxy_namespace)
         else:
             assert config_path is not None
             self.watcher = FileWatcher(config_path, self._on_file_change, interval_s=watch_interval_s)
@@ -131,24 +136,32 @@ class Runtime:
 
     # === loading ===
 
-    def _read(self) -> bytes:
+    def _read(self) -> bytes | Changes:
         if self.control_watcher is not None:
             content = self.control_watcher.content()
             self.control_watcher.seen(content)
             return content
         if self.kube is not None:
-            assert not isinstance(self.watcher, FileWatcher)
-            content = self.kube.read()
-            self.watcher.seen(content)
-            return content
+            from fastmesh.kube.watch import Changes
+
+            self.kube.objects()  # a full list: every kind replaced
+            return Changes.everything(self.kube.listed)
         assert self.path is not None and isinstance(self.watcher, FileWatcher)
         fp = fingerprint(self.path)  # before the read: a write landing in between is still seen
         content = self.path.read_bytes()
         self.watcher.seen(content, fp)
         return content
 
-    async def _load(self, content: bytes) -> Compiled:
-        """Parse, validate and compile (in a child process); ConfigError or OverrideError say what is wrong."""
+    def _kube_objects(self) -> list[tuple[str, dict[str, Any]]]:
+        assert self.kube is not None
+        return [(kind, obj) for kind, objs in self.kube.listed.items() for obj in objs]
+
+    async def _load(self, content: bytes | Changes) -> Compiled | None:
+        """Parse, validate and compile (in a child process); ConfigError or OverrideError say what is wrong.
+        From a cluster (`content` is what changed): None when nothing the compiler reads changed."""
+        if not isinstance(content, bytes):
+            assert self.cluster is not None
+            return await self.cluster.apply(content.upserts, content.deletes, content.replace_kinds)
         namespace = self.namespace
         if namespace is None and self.control_watcher is not None:
             namespace = self.control_watcher.replica.namespace
@@ -234,6 +247,8 @@ class Runtime:
         """Load, start the engine and the admin API, emit `ready`. False (logged) if anything fails."""
         try:
             loaded = await self._load(self._read())
+            if loaded is None:  # a first compile always changes something
+                raise ConfigError([Problem(self.label, "the cluster compiler gave no snapshot")])
         except OSError as e:
             log.error("cannot read %s: %s", self.label, e.strerror or e)
             return False
@@ -285,13 +300,15 @@ class Runtime:
 
     # === reload ===
 
-    async def reload(self, content: bytes | None = None, reason: str = "SIGHUP") -> bool:
+    async def reload(self, content: bytes | Changes | None = None, reason: str = "SIGHUP") -> bool:
         """Apply the file (or `content` already read from it); a failure is refused and recorded."""
         async with self._lock:
             if self.state.draining or self.state.applied is None:  # stopping, or start not done yet
                 return False
             try:
                 loaded = await self._load(content if content is not None else self._read())
+                if loaded is None:
+                    return True  # from a cluster: nothing the config reads changed (a status write)
                 self._check_restart_only(loaded)
                 version = await self._apply_with_identity(loaded)
             except (ConfigError, OverrideError, IdentityError, KubeError) as e:
@@ -348,6 +365,9 @@ class Runtime:
     async def _on_file_change(self, content: bytes) -> None:
         await self.reload(content, reason="file changed")
 
+    async def _on_kube_changes(self, changes: Changes) -> None:
+        await self.reload(changes, reason="cluster changed")
+
     # === run and drain ===
 
     def _spawn(self, coro: Any) -> None:
@@ -389,6 +409,8 @@ class Runtime:
                     task.cancel()
                 return 1
         if not await self.start():
+            if self.cluster is not None:
+                await self.cluster.close()
             if self.admin is not None:
                 self.admin.close()
             if self.identity is not None:
@@ -409,6 +431,8 @@ class Runtime:
             task.cancel()
         if self.identity is not None:
             await self.identity.stop()
+        if self.cluster is not None:
+            await self.cluster.close()
         log.info("draining (deadline %.1fs, %d requests in flight)",
                  self.drain_timeout_s, self.engine.active_requests())
         self.emit("draining")

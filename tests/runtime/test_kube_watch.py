@@ -31,7 +31,7 @@ class FakeAPI:
 
     def __init__(self) -> None:
         self.lists: list[tuple[list[dict[str, Any]], str]] = []
-        self.watches: list[list[dict[str, Any]] | int] = []
+        self.watches: list[Any] = []  # events, a status, or (threading.Event, either) to wait for first
         self.requests: list[tuple[float, str, dict[str, str]]] = []
         self.release = threading.Event()  # a watch with no script left stays open until this is set
         api = self
@@ -52,6 +52,9 @@ class FakeAPI:
                     items, version = api.lists.pop(0)
                     return self._json(200, {"items": items, "metadata": {"resourceVersion": version}})
                 script = api.watches.pop(0) if api.watches else []
+                if isinstance(script, tuple):  # (gate, script): the script plays once the gate is set
+                    gate, script = script
+                    gate.wait(10)
                 if isinstance(script, int):
                     return self._json(script, {"kind": "Status", "code": script})
                 self.send_response(200)
@@ -198,3 +201,50 @@ def test_watcher_debounces_a_burst_into_one_change_and_skips_what_it_has_seen(ap
     assert b'"port":104' in seen[0]
     # kinds the fake does not serve (404) count as empty: only the Service is there
     assert seen[0].count(b'"kind":"Service"') == 1 and b"HTTPRoute" not in seen[0]
+
+
+def test_watcher_hands_over_only_what_changed_and_a_relist_as_a_replacement(api: FakeAPI) -> None:
+    """`on_changes`: the first list replaces every kind; then each event's object (or its deletion) alone;
+    after a 410 the relist is a replacement again, so what was deleted meanwhile goes too."""
+    events_gate, gone_gate = threading.Event(), threading.Event()
+    api.lists = [([_svc("a", "1"), _svc("b", "2")], "5"), ([_svc("b", "9"), _svc("c", "9")], "9")]
+    api.watches = [
+        (events_gate, [{"type": "MODIFIED", "object": _svc("a", "6", port=81)},
+                       {"type": "DELETED", "object": _svc("b", "7")},
+                       {"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "again"}}]),
+        (gone_gate, 410),
+    ]
+    source = KubeSource(api.connection, "ns")
+    got: list[Any] = []
+
+    async def on_changes(changes: Any) -> None:
+        got.append(changes)
+
+    async def until(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(got) < n:
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        watcher = KubeWatcher(source, on_changes=on_changes, debounce_s=0.2, backoff_base_s=0.05)
+        task = asyncio.ensure_future(watcher.run())
+        try:
+            await until(1)
+            events_gate.set()
+            await until(2)
+            gone_gate.set()
+            await until(3)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    first, events, relist = got
+    assert "Service" in first.replace_kinds and "HTTPRoute" in first.replace_kinds  # 404 kinds: empty
+    assert sorted(o["metadata"]["name"] for k, o in first.upserts) == ["a", "b"]
+    assert [(k, o["spec"]["ports"][0]["port"]) for k, o in events.upserts] == [("Service", 81)]
+    assert events.deletes == [("Service", "ns", "b")] and not events.replace_kinds
+    assert relist.replace_kinds == ["Service"] and not relist.deletes
+    assert sorted(o["metadata"]["name"] for k, o in relist.upserts) == ["b", "c"]
+    assert {o["metadata"]["name"] for o in source.listed["Service"]} == {"b", "c"}

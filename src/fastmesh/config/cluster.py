@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fastmesh.config.checks import checked
 from fastmesh.config.errors import ConfigError, Problem
 from fastmesh.config.gcpause import without_gc
-from fastmesh.config.loader import _identity, parse_documents
+from fastmesh.config.loader import Parsed, _identity, parse_documents
 from fastmesh.config.mesh import MeshConfig
 from fastmesh.config.yamlfile import read_documents
 
@@ -39,12 +39,23 @@ class ObjectReport:
         }
 
 
+Identity = tuple[str, str | None, str | None]
+"""(kind, namespace, name) of a document, as far as it could be read (fastmesh.config.loader._identity)."""
+
+
 @without_gc
 def load_cluster_text(text: str, source: str, namespace: str | None = None) -> tuple[MeshConfig, list[ObjectReport]]:
     """The valid part of a cluster's objects, and a report per object with a problem."""
     raw = read_documents(text, source)
     identity = {index: _identity(doc) if isinstance(doc, dict) else ("?", None, None) for index, doc in raw}
-    parsed = parse_documents(raw, source, namespace)
+    return check_cluster(parse_documents(raw, source, namespace), identity)
+
+
+@without_gc
+def check_cluster(parsed: Parsed, identity: dict[int, Identity]) -> tuple[MeshConfig, list[ObjectReport]]:
+    """The checks phase of `load_cluster_text`: leave out what has a problem until the rest is valid.
+    `identity`: document index -> what the document says it is (for the reports)."""
+    source, namespace = parsed.config.source, parsed.config.own_namespace
     errors: dict[int | None, list[Problem]] = {}
     for problem in parsed.problems:
         errors.setdefault(problem.document, []).append(problem)

@@ -29,10 +29,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from fastmesh.config.errors import ConfigError, Problem
 from fastmesh.overrides import OverrideError, Overrides
+
+if TYPE_CHECKING:
+    from fastmesh.config.mesh import MeshConfig
 
 
 def _listener(value: str) -> tuple[str, str]:
@@ -45,6 +48,29 @@ def _listener(value: str) -> tuple[str, str]:
 def _beside(source: str, path: str) -> str:
     """`path` made absolute, a relative one taken from the config file's directory."""
     return os.path.abspath(os.path.join(os.path.dirname(source), os.path.expanduser(path)))
+
+
+def proxy_settings(cfg: MeshConfig, source: str, cluster: bool = False) -> dict[str, Any]:
+    """The header's "settings": what the proxy process reads from the Proxy document."""
+    proxy = cfg.proxy
+    if cluster:  # paths in a Proxy object of a cluster are relative to the proxy's working directory
+        source = os.path.join(os.getcwd(), "cluster")
+    settings: dict[str, Any] = {
+        "admin_address": proxy.admin_address,
+        "worker_threads": proxy.worker_threads,
+        "drain_timeout_s": proxy.drain_timeout_s,
+    }
+    if proxy.admin.token_file is not None:
+        settings["admin_token_file"] = _beside(source, proxy.admin.token_file)
+    if proxy.identity is not None:
+        from fastmesh.config.model.types import parse_duration
+
+        settings["identity"] = {
+            "spiffe_id": proxy.identity.spiffe_id,
+            "ca_directory": _beside(source, proxy.identity.ca.directory),
+            "cert_ttl_s": parse_duration(proxy.identity.cert_ttl),
+        }
+    return settings
 
 
 def compile_content(
@@ -61,7 +87,6 @@ def compile_content(
         return {"problems": [dataclasses.asdict(problem)]}, None
     from fastmesh.config import compile_snapshot, load_text
     from fastmesh.config.model import Rollout
-    from fastmesh.config.model.types import parse_duration
     from fastmesh.config.snapshot.rollouts import rollout_plans
 
     reports: list[dict[str, Any]] = []
@@ -79,22 +104,7 @@ def compile_content(
         return {"problems": [dataclasses.asdict(p) for p in e.problems]}, None
     except OverrideError as e:
         return {"override_error": str(e)}, None
-    proxy = cfg.proxy
-    if cluster:  # paths in a Proxy object of a cluster are relative to the proxy's working directory
-        source = os.path.join(os.getcwd(), "cluster")
-    settings: dict[str, Any] = {
-        "admin_address": proxy.admin_address,
-        "worker_threads": proxy.worker_threads,
-        "drain_timeout_s": proxy.drain_timeout_s,
-    }
-    if proxy.admin.token_file is not None:
-        settings["admin_token_file"] = _beside(source, proxy.admin.token_file)
-    if proxy.identity is not None:
-        settings["identity"] = {
-            "spiffe_id": proxy.identity.spiffe_id,
-            "ca_directory": _beside(source, proxy.identity.ca.directory),
-            "cert_ttl_s": parse_duration(proxy.identity.cert_ttl),
-        }
+    settings = proxy_settings(cfg, source, cluster)
     header: dict[str, Any] = {"settings": settings}
     if cluster:
         header["objects"] = reports
@@ -114,12 +124,16 @@ def main(argv: Sequence[str] | None = None, stdin: BinaryIO | None = None, stdou
     content = (stdin or sys.stdin.buffer).read()
     overrides = Overrides(listeners=dict(args.listener))
     header, snapshot = compile_content(content, args.source, overrides, args.cluster, args.namespace)
-    out = stdout or sys.stdout
+    write_answer(stdout or sys.stdout, header, snapshot)
+    return 0
+
+
+def write_answer(out: TextIO, header: dict[str, Any], snapshot: str | None) -> None:
+    """The header line, then the snapshot line when there is one (the protocol above)."""
     out.write(json.dumps(header) + "\n")
     if snapshot is not None:
         out.write(snapshot + "\n")
     out.flush()
-    return 0
 
 
 if __name__ == "__main__":

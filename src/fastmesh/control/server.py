@@ -43,7 +43,7 @@ from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canoni
 from fastmesh.control.views import Store, Subscriber
 from fastmesh.http1 import split_hostport
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, project
-from fastmesh.kube.watch import Backoff, Reflector
+from fastmesh.kube.watch import Backoff, Changes, Reflector
 from fastmesh.runtime import EventWriter, setup_logging
 
 log = logging.getLogger("fastmesh.control")
@@ -92,27 +92,31 @@ class ControlPlane:
                                      backoff=Backoff(0.5))
                            for kind, api_version, plural in RESOURCES]
         for reflector in self.reflectors:
+            reflector.track = True  # take_changes: only what changed reaches the store
             threading.Thread(target=reflector.run, name=f"kube-{reflector.plural}", daemon=True).start()
 
     def _sync(self) -> int:
         """Apply what the reflectors saw since the last call to the store; how many view changes it made."""
         versions = {kind: api_version for kind, api_version, _ in RESOURCES}
-        upserts: dict[Key, str] = {}
-        deletes: list[Key] = []
-        changed = 0
+        changes = Changes()
         for reflector in self.reflectors:
-            kind = reflector.kind
-            relisted, items = reflector.take_changes()
-            if relisted:
-                docs = (project(kind, versions[kind], obj) for obj in reflector.snapshot())
-                changed += self.store.replace_kind(kind, (d for d in docs if d is not None))
+            reflector.take_changes(changes)
+        replaced: dict[str, list[dict[str, Any]]] = {kind: [] for kind in changes.replace_kinds}
+        upserts: dict[Key, str] = {}
+        deletes: list[Key] = list(changes.deletes)
+        for kind, obj in changes.upserts:
+            doc = project(kind, versions[kind], obj)
+            if kind in replaced:  # relisted: every object of the kind is here
+                if doc is not None:
+                    replaced[kind].append(doc)
                 continue
-            for (namespace, name), obj in items.items():
-                doc = project(kind, versions[kind], obj) if obj is not None else None
-                if doc is None:
-                    deletes.append((kind, namespace, name))
-                else:
-                    upserts[(kind, namespace, name)] = canonical(doc)
+            meta = obj.get("metadata") or {}
+            key = (kind, str(meta.get("namespace", "")), str(meta.get("name", "")))
+            if doc is None:
+                deletes.append(key)
+            else:
+                upserts[key] = canonical(doc)
+        changed = sum(self.store.replace_kind(kind, docs) for kind, docs in replaced.items())
         return changed + self.store.apply(upserts, deletes)
 
     async def _follow(self) -> None:

@@ -1,5 +1,6 @@
 """Keeping the cluster's documents current: list, then watch from the list's resourceVersion (client-go's
-reflector, in small), one thread per kind; the event loop renders and reloads, debounced.
+reflector, in small), one thread per kind; the event loop renders and reloads, debounced — or, with
+`on_changes`, hands over only what changed (`Changes`) to an incremental compiler.
 
 - A watch asks for bookmarks (`allowWatchBookmarks`), which move the resourceVersion on without a change,
   and ends after `watch_timeout_s` (the server closes it); the next one starts from the last version seen.
@@ -22,6 +23,7 @@ import socket
 import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastmesh.kube import KubeError
@@ -49,6 +51,26 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+@dataclass
+class Changes:
+    """What changed in the cluster, for fastmesh.config.incremental.IncrementalCompiler.apply."""
+
+    upserts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(kind, object as the API serves it)."""
+    deletes: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, namespace, name)."""
+    replace_kinds: list[str] = field(default_factory=list)
+    """Kinds listed (again): their `upserts` are every object there is; any other of them is gone."""
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.deletes or self.replace_kinds)
+
+    @classmethod
+    def everything(cls, listed: dict[str, list[dict[str, Any]]]) -> Changes:
+        """A full list (KubeSource.listed) as changes: every kind replaced."""
+        return cls([(kind, obj) for kind, objs in listed.items() for obj in objs], [], list(listed))
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -79,12 +101,14 @@ class Reflector:
         self.watch_timeout_s = watch_timeout_s
         self.not_served_retry_s = not_served_retry_s
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        """Keys changed since `take_changes` (a relist: every key, gone ones too)."""
+        self.relisted = False
+        """Listed since `take_changes`: what is in `items` is all there is."""
+        self.track = False
+        """Keep `dirty` and `relisted` (for `take_changes`)."""
         self.resource_version = ""
         self.synced = threading.Event()
-        self.relisted = False
-        """Since `take_changes`: the items were replaced by a list."""
-        self.dirty: set[tuple[str, str]] = set()
-        """Since `take_changes`: the keys of the items added, modified or deleted."""
         self.lists = 0
         self.watches = 0
         self._lock = threading.Lock()
@@ -95,13 +119,21 @@ class Reflector:
         with self._lock:
             return list(self.items.values())
 
-    def take_changes(self) -> tuple[bool, dict[tuple[str, str], dict[str, Any] | None]]:
-        """(relisted, {key: the item now, or None if deleted}) since the last call: what an incremental
-        consumer (the control plane) applies instead of reading every item."""
+    def take_changes(self, changes: Changes) -> None:
+        """Add what changed since the last call to `changes` (and forget it here)."""
         with self._lock:
-            relisted, dirty = self.relisted, self.dirty
-            self.relisted, self.dirty = False, set()
-            return relisted, {} if relisted else {key: self.items.get(key) for key in dirty}
+            dirty, self.dirty = self.dirty, set()
+            if self.relisted:
+                changes.replace_kinds.append(self.kind)
+                changes.upserts += [(self.kind, obj) for obj in self.items.values()]
+                self.relisted = False
+                return
+            for key in dirty:
+                obj = self.items.get(key)
+                if obj is not None:
+                    changes.upserts.append((self.kind, obj))
+                else:
+                    changes.deletes.append((self.kind, *key))
 
     def stop(self) -> None:
         """Ends the thread soon: a watch waiting for its next event is woken by shutting its socket down
@@ -137,9 +169,12 @@ class Reflector:
         self.lists += 1
         items, version = listed if listed is not None else ([], "")
         with self._lock:
-            self.items = {_key(obj): obj for obj in items}
+            new = {_key(obj): obj for obj in items}
+            if self.track:
+                self.dirty |= self.items.keys() | new.keys()
+                self.relisted = True
+            self.items = new
             self.resource_version = version
-            self.relisted = True
         self.synced.set()
         self.changed()
         return listed is not None
@@ -182,7 +217,8 @@ class Reflector:
                 self.items.pop(_key(obj), None)
             else:  # BOOKMARK: only the version moves on
                 return
-            self.dirty.add(_key(obj))
+            if self.track:
+                self.dirty.add(_key(obj))
         self.changed()
 
 
@@ -192,14 +228,18 @@ class KubeWatcher:
     def __init__(
         self,
         source: KubeSource,
-        on_change: Callable[[bytes], Awaitable[None]],
+        on_change: Callable[[bytes], Awaitable[None]] | None = None,
         *,
+        on_changes: Callable[[Changes], Awaitable[None]] | None = None,
         debounce_s: float = 0.1,
         backoff_base_s: float = 0.5,
         watch_timeout_s: int = 300,
     ) -> None:
         self.source = source
         self.on_change = on_change
+        self.on_changes = on_changes
+        """Given instead of `on_change`: called with what changed, not the whole content (an incremental
+        compiler finds out itself whether anything it reads changed)."""
         self.debounce_s = debounce_s
         self.backoff_base_s = backoff_base_s
         self.watch_timeout_s = watch_timeout_s
@@ -229,6 +269,8 @@ class KubeWatcher:
                       backoff=Backoff(self.backoff_base_s), watch_timeout_s=self.watch_timeout_s)
             for kind, api_version, plural in RESOURCES
         ]
+        for reflector in self.reflectors:
+            reflector.track = self.on_changes is not None
         threads = [threading.Thread(target=r.run, name=f"kube-{r.plural}", daemon=True) for r in self.reflectors]
         for thread in threads:
             thread.start()
@@ -239,6 +281,15 @@ class KubeWatcher:
                 await dirty.wait()
                 await asyncio.sleep(self.debounce_s)  # let a burst of events land
                 dirty.clear()
+                if self.on_changes is not None:
+                    changes = Changes()
+                    for reflector in self.reflectors:
+                        reflector.take_changes(changes)
+                    self.source.listed = {r.kind: r.snapshot() for r in self.reflectors}
+                    if changes:
+                        await self.on_changes(changes)
+                    continue
+                assert self.on_change is not None
                 content = self.content()
                 content_digest = digest(content)
                 if content_digest != self._digest:

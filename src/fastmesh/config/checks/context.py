@@ -9,7 +9,7 @@ from functools import cached_property
 
 from fastmesh.config.errors import Problem, field_path
 from fastmesh.config.mesh import Document, MeshConfig
-from fastmesh.config.model import Service
+from fastmesh.config.model import Service, TrafficPolicy
 
 Loc = Sequence[str | int]
 
@@ -41,6 +41,16 @@ class Context:
     def service_hostnames(self) -> dict[str, Service]:
         """Every hostname of every Service -> the Service (built once, looked up per route)."""
         return {h: s for s in self.cfg.services for h in s.hostnames()}
+
+    @cached_property
+    def first_service_policy(self) -> dict[tuple[str, str, int | None], TrafficPolicy]:
+        """(namespace, Service, port) -> the first TrafficPolicy targeting it (in file order)."""
+        first: dict[tuple[str, str, int | None], TrafficPolicy] = {}
+        for policy in self.cfg.objects(TrafficPolicy):
+            target = policy.spec.target_ref
+            if target.kind == "Service":
+                first.setdefault((policy.namespace, target.name, target.port), policy)
+        return first
 
     def is_broken(self, kind: str, namespace: str | None = None, name: str | None = None) -> bool:
         """Whether an object (or, without a name, any object of the kind) failed the schema."""

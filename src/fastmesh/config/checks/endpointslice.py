@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from fastmesh.config.checks.context import Context, did_you_mean, duplicates
 from fastmesh.config.mesh import Document
@@ -11,8 +12,16 @@ from fastmesh.config.model.endpointslice import SERVICE_NAME_LABEL
 from fastmesh.config.model.types import hostname_problem
 
 
+# Dotted-decimal IPv4 as `ipaddress` accepts it (no leading zeros, octets to 255): the common case
+# answered without building an address object (100,000 endpoints took 1.3 s through `ipaddress`).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def address_problem(address_type: str, address: str) -> str | None:
     """Why `address` is not an address of `address_type`, or None."""
+    if address_type == "IPv4" and _IPV4.fullmatch(address):
+        return None
     if address_type == "FQDN":
         problem = hostname_problem(address.lower(), wildcard=False)
         return f"must be a DNS name (addressType FQDN): {problem}" if problem else None
@@ -28,7 +37,9 @@ def address_problem(address_type: str, address: str) -> str | None:
 def check_endpoint_slice(ctx: Context, doc: Document) -> None:
     eps = doc.obj
     assert isinstance(eps, EndpointSlice)
-    for e, endpoint in enumerate(eps.endpoints):
+    ipv4 = _IPV4.fullmatch
+    plain = eps.address_type == "IPv4" and all(ipv4(a) for e in eps.endpoints for a in e.addresses)
+    for e, endpoint in enumerate(() if plain else eps.endpoints):  # `plain`: every address is fine
         for a, address in enumerate(endpoint.addresses):
             if problem := address_problem(eps.address_type, address):
                 ctx.report(doc, ("endpoints", e, "addresses", a), problem)

@@ -27,17 +27,9 @@ def check_traffic_policy(ctx: Context, doc: Document) -> None:
     elif target.port is not None and target.port not in [p.port for p in service.spec.ports]:
         ports = ", ".join(str(p.port) for p in service.spec.ports)
         ctx.report(doc, (*loc, "port"), f"Service {service.ref} has no port {target.port} (its ports: {ports})")
-    for other in ctx.cfg.objects(TrafficPolicy):
-        if other is policy:
-            break
-        same = other.spec.target_ref
-        if same.kind == "Service" and (other.namespace, same.name, same.port) == (
-            policy.namespace,
-            target.name,
-            target.port,
-        ):
-            ctx.report(doc, loc, f"TrafficPolicy {other.ref} already targets this Service{_port(target.port)}")
-            break
+    other = ctx.first_service_policy.get((policy.namespace, target.name, target.port))
+    if other is not None and other is not policy:
+        ctx.report(doc, loc, f"TrafficPolicy {other.ref} already targets this Service{_port(target.port)}")
     _outlier(ctx, doc, policy)
     if policy.spec.connect_timeout is not None and parse_duration(policy.spec.connect_timeout) == 0:
         ctx.report(doc, ("spec", "connectTimeout"), "must be longer than 0s")

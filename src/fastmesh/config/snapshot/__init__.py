@@ -27,9 +27,8 @@ def _listener(cfg: MeshConfig, listener: ListenerSpec) -> dict[str, Any]:
     return compiled
 
 
-@without_gc
-def compile_snapshot(cfg: MeshConfig) -> dict[str, Any]:
-    """The snapshot as a JSON-ready dict; the runtime adds "version" and applies it."""
+def compile_head(cfg: MeshConfig) -> dict[str, Any]:
+    """The snapshot's members before "backends": listeners and pool."""
     proxy = cfg.proxy
     return {
         "listeners": [_listener(cfg, listener) for listener in proxy.listeners],
@@ -38,9 +37,13 @@ def compile_snapshot(cfg: MeshConfig) -> dict[str, Any]:
             "max_idle_per_endpoint": proxy.pool.max_idle_per_endpoint,
             "connect_timeout_ms": _ms(proxy.pool.connect_timeout),
         },
-        "backends": compile_backends(cfg),
-        "vhosts": compile_vhosts(cfg),
     }
 
 
-__all__ = ["compile_snapshot"]
+@without_gc
+def compile_snapshot(cfg: MeshConfig) -> dict[str, Any]:
+    """The snapshot as a JSON-ready dict; the runtime adds "version" and applies it."""
+    return {**compile_head(cfg), "backends": compile_backends(cfg), "vhosts": compile_vhosts(cfg)}
+
+
+__all__ = ["compile_head", "compile_snapshot"]

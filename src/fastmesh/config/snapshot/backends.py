@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from fastmesh import spiffe
@@ -39,15 +40,22 @@ def resolve(cfg: MeshConfig, route_namespace: str, ref: HTTPBackendRef) -> str |
 def _endpoints(slices: list[EndpointSlice], port_name: str | None) -> list[str]:
     """Ready addresses of the slices, at the slice port serving the Service port `port_name`."""
     found: dict[str, None] = {}  # ordered set
+    wanted = port_name or None
     for eps in slices:
         for port in eps.ports:
-            if (port.name or None) != (port_name or None):
+            if (port.name or None) != wanted:
                 continue
+            if eps.address_type == "IPv6":
+                for endpoint in eps.endpoints:
+                    if endpoint.conditions.ready is not False:
+                        for address in endpoint.addresses:
+                            found[join_hostport(address, port.port)] = None
+                continue
+            suffix = f":{port.port}"  # IPv4 and DNS names: no brackets (join_hostport)
             for endpoint in eps.endpoints:
-                if endpoint.conditions.ready is False:
-                    continue
-                for address in endpoint.addresses:
-                    found[join_hostport(address, port.port)] = None
+                if endpoint.conditions.ready is not False:
+                    for address in endpoint.addresses:
+                        found[address + suffix] = None
     return list(found)
 
 
@@ -98,30 +106,49 @@ def _policy(spec: TrafficPolicySpec) -> dict[str, Any]:
     return out
 
 
-def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
-    slices: dict[tuple[str, str | None], list[EndpointSlice]] = defaultdict(list)
-    for eps in cfg.endpoint_slices:
-        slices[(eps.namespace, eps.service_name)].append(eps)
+def slices_by_service(slices: Iterable[EndpointSlice]) -> dict[tuple[str, str | None], list[EndpointSlice]]:
+    """(namespace, Service name) -> its slices, in the order given."""
+    found: dict[tuple[str, str | None], list[EndpointSlice]] = defaultdict(list)
+    for eps in slices:
+        found[(eps.namespace, eps.service_name)].append(eps)
+    return found
+
+
+def service_backends(cfg: MeshConfig, service: Service, slices: list[EndpointSlice]) -> list[dict[str, Any]]:
+    """The backends of one Service: one per port, its endpoints from `slices` (the Service's own)."""
     backends = []
-    for service in cfg.services:
-        for port in service.spec.ports:
-            backend: dict[str, Any] = {
-                "name": service_backend(service.namespace, service.name, port.port),
-                "protocol": "h2c" if port.app_protocol == H2C else "http1",
-                "lb": _lb(cfg, service),
-                "endpoints": _endpoints(slices[(service.namespace, service.name)], port.name),
-            }
-            if tls := _tls(cfg, service):
-                backend["tls"] = tls
-            policy = cfg.traffic_policy(service.namespace, service.name, port.port)
-            if policy is not None:
-                backend.update(_policy(policy.spec))
-            backends.append(backend)
-    for external in cfg.proxy.external_services:
-        backends.append({
+    lb, tls = _lb(cfg, service), _tls(cfg, service)
+    for port in service.spec.ports:
+        backend: dict[str, Any] = {
+            "name": service_backend(service.namespace, service.name, port.port),
+            "protocol": "h2c" if port.app_protocol == H2C else "http1",
+            "lb": lb,
+            "endpoints": _endpoints(slices, port.name),
+        }
+        if tls:
+            backend["tls"] = tls
+        policy = cfg.traffic_policy(service.namespace, service.name, port.port)
+        if policy is not None:
+            backend.update(_policy(policy.spec))
+        backends.append(backend)
+    return backends
+
+
+def external_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
+    return [
+        {
             "name": external_backend(external.name),
             "protocol": "h2c" if external.protocol == "H2C" else "http1",
             "lb": cfg.proxy.lb,
             "endpoints": list(external.endpoints),
-        })
-    return backends
+        }
+        for external in cfg.proxy.external_services
+    ]
+
+
+def compile_backends(cfg: MeshConfig) -> list[dict[str, Any]]:
+    slices = slices_by_service(cfg.endpoint_slices)
+    backends = []
+    for service in cfg.services:
+        backends += service_backends(cfg, service, slices.get((service.namespace, service.name), []))
+    return backends + external_backends(cfg)
