@@ -76,6 +76,10 @@ class RolloutSpec(Spec):
     """How long each step lasts before it is judged (e.g. `1m`)."""
     gates: RolloutGates
     """The checks a step must pass."""
+    paused: bool = False
+    """Declare the rollout without starting it: it waits (phase `Pending`, 100 % stable) until
+    `fastmesh rollout start` (Argo Rollouts' `paused`, Flagger's `suspend`). Read only when the rollout
+    has no progress yet: once started, pause and resume are the operator's actions."""
 
     @model_validator(mode="after")
     def _steps(self) -> RolloutSpec:
@@ -90,7 +94,8 @@ class RolloutSpec(Spec):
 
 
 class Rollout(KubeObject):
-    """A progressive canary rollout of one HTTPRoute rule (file mode: state kept next to the config)."""
+    """A progressive canary rollout of one HTTPRoute rule (file mode: progress kept next to the config;
+    Kubernetes: in the Rollout's status, driven by `fastmesh rollout controller`)."""
 
     API_VERSION = "fastmesh.io/v1alpha1"
     KIND = "Rollout"
