@@ -1,0 +1,195 @@
+"""`fastmesh rollout controller --kubernetes` against the test apiserver: Rollout objects in the cluster,
+a real `fastmesh proxy --kubernetes` routing real upstreams under a bounded load, the controller judging
+the proxy's /metrics and writing the HTTPRoute weights, the Rollout status and Events."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from deploy.testcluster import cluster as testcluster
+from tests.harness import PYTHON, Proxy, Upstream, _Process
+from tests.kube.conftest import create_object, custom, mesh
+from tests.rollout.test_rollout_proxy import load
+
+GATEWAY = ("gateway.networking.k8s.io", "v1")
+
+
+def rollout(namespace: str, steps: list[int], interval: str = "1s", **gates: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "fastmesh.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "reviews", "namespace": namespace},
+        "spec": {"targetRef": {"kind": "HTTPRoute", "name": "reviews", "rule": 1},
+                 "stable": {"name": "reviews-v1"}, "canary": {"name": "reviews-v2"},
+                 "steps": steps, "interval": interval, "gates": gates or {"minSuccessRate": 99, "minRequests": 10}},
+    }
+
+
+def start_controller(cluster: testcluster.Cluster, namespace: str, px: Proxy, tmp_path: Path) -> _Process:
+    argv = [PYTHON, "-m", "fastmesh", "rollout", "controller", "--kubernetes", "--kubeconfig", str(cluster.kubeconfig),
+            "--kube-namespace", namespace, "--proxy-admin", px.admin_address]
+    started = _Process(argv, tmp_path / f"controller-{time.monotonic_ns()}.log", "fastmesh rollout controller")
+    started.wait_event("ready", timeout=30)
+    return started
+
+
+def decision(ctl: _Process, *wanted: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        event = ctl.wait_event("rollout", timeout=max(0.1, deadline - time.monotonic()))
+        if event["decision"] in wanted:
+            return event
+
+
+def route_weights(kube_api: client.ApiClient, namespace: str) -> tuple[int, int]:
+    route = custom(kube_api).get_namespaced_custom_object(*GATEWAY, namespace, "httproutes", "reviews")
+    refs = route["spec"]["rules"][1]["backendRefs"]
+    return refs[0].get("weight", 1), refs[1].get("weight", 1)
+
+
+@contextmanager
+def weights_seen(kube_api: client.ApiClient, namespace: str) -> Iterator[list[tuple[int, int]]]:
+    """The HTTPRoute's split as it changes (read every 50 ms), for at most 120 s."""
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            now = route_weights(kube_api, namespace)
+            if not seen or seen[-1] != now:
+                seen.append(now)
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def status(kube_api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    obj = custom(kube_api).get_namespaced_custom_object("fastmesh.io", "v1alpha1", namespace, "rollouts", "reviews")
+    found: dict[str, Any] = obj.get("status") or {}
+    return found
+
+
+def conditions(found: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in found.get("conditions", [])}
+
+
+def events(kube_api: client.ApiClient, namespace: str) -> list[Any]:
+    listed = client.EventsV1Api(kube_api).list_namespaced_event(namespace).items
+    mine = [e for e in listed if e.regarding.kind == "Rollout" and e.regarding.name == "reviews"]
+    return sorted(mine, key=lambda e: e.event_time)
+
+
+def cluster_mesh(kube_api: client.ApiClient, namespace: str, host: str, v1: Upstream, v2: Upstream,
+                 cluster: testcluster.Cluster, tmp_path: Path, kube_proxies: list[Proxy]) -> Proxy:
+    for doc in mesh(namespace, host, v1, v2):
+        create_object(kube_api, namespace, doc)
+    px = Proxy.start_kubernetes(cluster.kubeconfig, namespace, tmp_path)
+    kube_proxies.append(px)
+    return px
+
+
+def test_a_healthy_canary_is_promoted_step_by_step_in_the_cluster(
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
+    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+) -> None:
+    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
+    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    create_object(kube_api, namespace, rollout(namespace, [10, 50, 100]))
+    with weights_seen(kube_api, namespace) as seen, load(px) as running:
+        ctl = start_controller(kube_cluster, namespace, px, tmp_path)
+        try:
+            done = decision(ctl, "promoted", "rolled_back", timeout=90)
+            time.sleep(0.3)
+        finally:
+            ctl.stop()
+        everything = running.since(0.0)
+    assert done["decision"] == "promoted", ctl.events
+    assert seen == [(100, 0), (90, 10), (50, 50), (0, 100)], seen
+    assert everything and {s for _, s in everything} == {200}
+    judged = [e for e in ctl.events if e.get("event") == "rollout" and e["decision"] in ("advanced", "promoted")]
+    assert [(e["step"], e["canary_weight"]) for e in judged] == [(0, 10), (1, 50)]
+    assert all(e["canary_requests"] >= 10 and e["canary_success_rate"] == 100.0 for e in judged)
+    found = status(kube_api, namespace)
+    assert (found["phase"], found["currentStep"], found["canaryWeight"], found["stableWeight"]) == ("Succeeded", 2, 100, 0)
+    assert conditions(found) == {"Accepted": ("True", "Accepted"), "Progressing": ("False", "Succeeded"),
+                                 "Succeeded": ("True", "AllStepsPassed"), "Failed": ("False", "Succeeded")}
+    listed = events(kube_api, namespace)
+    assert [(e.reason, e.type) for e in listed] == [
+        ("Started", "Normal"), ("StepAdvanced", "Normal"), ("Promoted", "Normal")], listed
+    assert listed[1].note.startswith("advanced at step 0 (10% canary) -> 50% canary")
+    assert {e.reporting_controller for e in listed} == {"fastmesh.io/rollout-controller"}
+
+
+def test_a_failing_canary_is_rolled_back_in_the_cluster(
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
+    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+) -> None:
+    v1 = upstream_factory("v1")
+    v2 = upstream_factory("v2", fail_status=503, fail_every=20)  # 5 %
+    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    create_object(kube_api, namespace, rollout(namespace, [20, 50, 100], minSuccessRate=99, minRequests=20))
+    with load(px) as running:
+        ctl = start_controller(kube_cluster, namespace, px, tmp_path)
+        try:
+            failed = decision(ctl, "rolled_back", "advanced", "promoted", timeout=90)
+            after = time.monotonic() + 1.0
+            time.sleep(2.0)
+            tail = running.since(after)
+        finally:
+            ctl.stop()
+    assert failed["decision"] == "rolled_back" and failed["step"] == 0, ctl.events
+    assert "minSuccessRate 99" in failed["reason"]
+    assert route_weights(kube_api, namespace) == (100, 0)
+    assert tail and {who for who, _ in tail} == {"v1"}  # the proxy follows the HTTPRoute
+    found = status(kube_api, namespace)
+    assert (found["phase"], found["canaryWeight"], found["reason"]) == ("Failed", 0, failed["reason"])
+    assert conditions(found)["Failed"] == ("True", "GateFailed")
+    [message] = [c["message"] for c in found["conditions"] if c["type"] == "Failed"]
+    assert message == failed["reason"]
+    listed = events(kube_api, namespace)
+    assert [(e.reason, e.type) for e in listed][-1] == ("RolledBack", "Warning")
+    assert "minSuccessRate 99" in listed[-1].note
+
+
+def test_a_restarted_controller_resumes_at_the_step_in_the_rollout_status(
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
+    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+) -> None:
+    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
+    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    create_object(kube_api, namespace, rollout(namespace, [10, 25, 50, 100]))
+    with load(px):
+        ctl = start_controller(kube_cluster, namespace, px, tmp_path)
+        try:
+            while True:
+                moved = decision(ctl, "advanced", "rolled_back", "promoted", timeout=90)
+                assert moved["decision"] == "advanced", ctl.events
+                if moved["next_step"] == 2:
+                    break
+        finally:
+            assert ctl.stop(signal.SIGTERM) == 0
+        found = status(kube_api, namespace)
+        assert (found["phase"], found["currentStep"], found["canaryWeight"]) == ("Progressing", 2, 50)
+        assert route_weights(kube_api, namespace) == (50, 50)
+        again = start_controller(kube_cluster, namespace, px, tmp_path)
+        try:
+            restored = decision(again, "restored", "started", timeout=30)
+            assert (restored["decision"], restored["step"], restored["canary_weight"]) == ("restored", 2, 50)
+            moved = decision(again, "advanced", "promoted", "rolled_back", timeout=90)
+        finally:
+            again.stop()
+    assert (moved["decision"], moved["step"]) == ("promoted", 2), again.events
+    assert route_weights(kube_api, namespace) == (0, 100)
