@@ -39,6 +39,12 @@ def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None
         _admin_argument(action)
         action.add_argument("--token-file", metavar="FILE", default=os.environ.get("FASTMESH_ADMIN_TOKEN_FILE"),
                             help="the admin bearer token (spec.admin.tokenFile; default $FASTMESH_ADMIN_TOKEN_FILE)")
+        action.add_argument("--kubernetes", action="store_true",
+                            help="the Rollout is in a cluster: ask its controller through the object (annotation "
+                                 "fastmesh.io/rollout-action) and wait for status.lastAction")
+        _kube_arguments(action)
+        action.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                            help="with --kubernetes: how long to wait for the controller (default 30)")
 
 
     controller = actions.add_parser(
@@ -47,12 +53,16 @@ def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None
              "status and Events (until SIGTERM)")
     controller.add_argument("--kubernetes", action="store_true", required=True,
                             help="the Rollouts live in the cluster (the only mode: in file mode the proxy drives them)")
-    controller.add_argument("--kubeconfig", metavar="FILE",
-                            help="kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster)")
-    controller.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: current)")
+    _kube_arguments(controller)
     controller.add_argument("--kube-namespace", metavar="NAME", help="only this namespace (default: all)")
     controller.add_argument("--proxy-admin", action="append", default=[], metavar="IP:PORT", required=True,
                             help="a proxy's admin API whose /metrics are judged (repeatable: the counters are summed)")
+
+
+def _kube_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", metavar="FILE",
+                        help="with --kubernetes: kubeconfig (default $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    parser.add_argument("--kube-context", metavar="NAME", help="with --kubernetes: kubeconfig context (default: current)")
 
 
 def _admin_argument(parser: argparse.ArgumentParser) -> None:
@@ -166,6 +176,8 @@ def act(args: argparse.Namespace) -> int:
     import urllib.parse
 
     verb, name = args.rollout_command, args.name if "/" in args.name else f"default/{args.name}"
+    if args.kubernetes:
+        return act_in_cluster(args, verb, name)
     headers = {}
     if args.token_file:
         try:
@@ -192,18 +204,65 @@ def act(args: argparse.Namespace) -> int:
     return 0
 
 
-def controller(args: argparse.Namespace) -> int:
+def _client(args: argparse.Namespace) -> Any:
+    """A fastmesh.kube Client from --kubeconfig/--kube-context; KubeConfigError if it cannot be had."""
     from pathlib import Path
 
-    from fastmesh.kube.kubeconfig import KubeConfigError, connect
-    from fastmesh.kube.rollouts import run_controller
+    from fastmesh.kube.kubeconfig import connect
     from fastmesh.kube.source import Client
+
+    return Client(connect(Path(args.kubeconfig) if args.kubeconfig else None, args.kube_context))
+
+
+def controller(args: argparse.Namespace) -> int:
+    from fastmesh.kube.kubeconfig import KubeConfigError
+    from fastmesh.kube.rollouts import run_controller
     from fastmesh.runtime import EventWriter, setup_logging
 
     setup_logging()
     try:
-        connection = connect(Path(args.kubeconfig) if args.kubeconfig else None, args.kube_context)
+        client = _client(args)
     except KubeConfigError as e:
         print(f"fastmesh rollout controller: {e}", file=sys.stderr)
         return 2
-    return run_controller(Client(connection), args.kube_namespace, args.proxy_admin, EventWriter(sys.stdout))
+    return run_controller(client, args.kube_namespace, args.proxy_admin, EventWriter(sys.stdout))
+
+
+def act_in_cluster(args: argparse.Namespace, verb: str, name: str) -> int:
+    """Set the action annotation on the Rollout; wait until the controller has taken it (status.lastAction)."""
+    from fastmesh.kube import KubeError
+    from fastmesh.kube.kubeconfig import KubeConfigError
+    from fastmesh.kube.rollouts import ACTION_ANNOTATION, ROLLOUTS
+    from fastmesh.kube.source import collection_path
+
+    namespace, _, short = name.partition("/")
+    path = f"{collection_path(ROLLOUTS[1], ROLLOUTS[2], namespace)}/{short}"
+    try:
+        client = _client(args)
+        conn = client.open()
+        try:
+            status, answer = client.call(conn, path, "PATCH", {"metadata": {"annotations": {ACTION_ANNOTATION: verb}}},
+                                         "application/merge-patch+json")
+            if status != 200:
+                print(f"fastmesh rollout {verb} {name}: {status}: {answer.get('message', answer)}", file=sys.stderr)
+                return 1
+            asked = answer["metadata"]["resourceVersion"]
+            deadline = time.monotonic() + args.wait
+            while time.monotonic() < deadline:
+                status, obj = client.call(conn, path)
+                annotations = obj.get("metadata", {}).get("annotations") or {}
+                last = (obj.get("status") or {}).get("lastAction") or {}
+                if status == 200 and ACTION_ANNOTATION not in annotations and last.get("action") == verb and \
+                        int(obj["metadata"]["resourceVersion"]) > int(asked):
+                    print(f"{name}: {verb}: {last['result']}{': ' + last['message'] if last.get('message') else ''}"
+                          f" (phase {obj['status'].get('phase')}, canary {obj['status'].get('canaryWeight')}%)")
+                    return 0 if last["result"] == "Done" else 1
+                time.sleep(0.2)
+        finally:
+            conn.close()
+    except (KubeConfigError, KubeError) as e:
+        print(f"fastmesh rollout {verb}: {e}", file=sys.stderr)
+        return 2
+    print(f"fastmesh rollout {verb} {name}: the controller did not take the action within {args.wait:g}s "
+          "(is `fastmesh rollout controller --kubernetes` running?)", file=sys.stderr)
+    return 1

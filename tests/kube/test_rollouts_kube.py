@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 
 from deploy.testcluster import cluster as testcluster
-from tests.harness import PYTHON, Proxy, Upstream, _Process
+from tests.harness import PYTHON, Proxy, Upstream, _Process, fastmesh_cli, wait_until
 from tests.kube.conftest import create_object, custom, mesh
 from tests.rollout.test_rollout_proxy import load
 
@@ -193,3 +193,52 @@ def test_a_restarted_controller_resumes_at_the_step_in_the_rollout_status(
             again.stop()
     assert (moved["decision"], moved["step"]) == ("promoted", 2), again.events
     assert route_weights(kube_api, namespace) == (0, 100)
+
+
+def test_operators_act_through_the_rollout_object_and_an_invalid_rollout_says_why(
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
+    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+) -> None:
+    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
+    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    declared = rollout(namespace, [10, 50, 100], interval="30s")
+    declared["spec"]["paused"] = True
+    create_object(kube_api, namespace, declared)
+    broken = rollout(namespace, [10, 100])
+    broken["metadata"]["name"] = "broken"
+    broken["spec"]["targetRef"]["name"] = "reviewz"
+    create_object(kube_api, namespace, broken)
+
+    def cli(verb: str) -> Any:
+        return fastmesh_cli("rollout", verb, f"{namespace}/reviews", "--kubernetes", "--kubeconfig",
+                            str(kube_cluster.kubeconfig), "--wait", "30")
+
+    with load(px) as running:
+        ctl = start_controller(kube_cluster, namespace, px, tmp_path)
+        try:
+            decision(ctl, "pending", timeout=30)
+            assert wait_until(lambda: status(kube_api, namespace).get("phase") == "Pending", timeout=15)
+            refused = cli("resume")
+            assert refused.returncode == 1 and "Refused: cannot resume rollout" in refused.stdout, refused
+            assert "it has not started: use start" in refused.stdout
+            started = cli("start")
+            assert started.returncode == 0 and "start: Done (phase Progressing, canary 10%)" in started.stdout, started
+            assert wait_until(lambda: route_weights(kube_api, namespace) == (90, 10), timeout=15)
+            aborted = cli("abort")
+            assert aborted.returncode == 0 and "abort: Done (phase Aborted, canary 0%)" in aborted.stdout, aborted
+            assert route_weights(kube_api, namespace) == (100, 0)
+            after = time.monotonic() + 1.0
+            time.sleep(2.0)
+            tail = running.since(after)
+        finally:
+            ctl.stop()
+    assert tail and {who for who, _ in tail} == {"v1"}
+    found = status(kube_api, namespace)
+    assert conditions(found)["Failed"] == ("True", "Aborted") and found["lastAction"]["result"] == "Done"
+    reasons = [(e.reason, e.type) for e in events(kube_api, namespace)]
+    assert reasons == [("Pending", "Normal"), ("ActionRefused", "Warning"), ("Started", "Normal"),
+                       ("Aborted", "Warning")], reasons
+    bad = custom(kube_api).get_namespaced_custom_object("fastmesh.io", "v1alpha1", namespace, "rollouts", "broken")
+    [accepted] = bad["status"]["conditions"]
+    assert (accepted["type"], accepted["status"], accepted["reason"]) == ("Accepted", "False", "Invalid")
+    assert accepted["message"].startswith("spec.targetRef.name: HTTPRoute") and "reviewz" in accepted["message"]

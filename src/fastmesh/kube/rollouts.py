@@ -17,6 +17,11 @@ controller beside the proxies, not inside them). `KubeRolloutController` is a cl
   resumes at the step the status says.
 - Every decision but a hold is an Event (events.k8s.io/v1) regarding the Rollout, and a JSON line on
   stdout as in file mode.
+- Operators act through the Rollout object (as `kubectl argo rollouts` does): `fastmesh rollout
+  start|pause|resume|abort|promote NAME --kubernetes` sets the annotation `fastmesh.io/rollout-action`;
+  the controller does it at its next sync, removes the annotation and records the outcome in
+  `status.lastAction` (an action that cannot be done, e.g. resume of a rollout that is not paused,
+  is refused there and in a Warning Event).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 from fastmesh.kube import KubeError
 from fastmesh.kube.source import RESOURCES, Client, collection_path, documents, project, render
-from fastmesh.rollout import (ABORTED, FAILED, PAUSED, PENDING, PROGRESSING, SUCCEEDED, Progress,
+from fastmesh.rollout import (ABORTED, FAILED, PAUSED, PENDING, PROGRESSING, SUCCEEDED, ActionError, Progress,
                               RolloutController)
 
 log = logging.getLogger("fastmesh.rollout")
@@ -41,9 +46,10 @@ log = logging.getLogger("fastmesh.rollout")
 ROLLOUTS = ("Rollout", "fastmesh.io/v1alpha1", "rollouts")
 ROUTES = "gateway.networking.k8s.io/v1", "httproutes"
 REPORTER = "fastmesh.io/rollout-controller"
+ACTION_ANNOTATION = "fastmesh.io/rollout-action"
 _EVENT_REASONS = {"started": "Started", "pending": "Pending", "restored": "Restored", "advanced": "StepAdvanced",
                   "promoted": "Promoted", "rolled_back": "RolledBack", "paused": "Paused", "resumed": "Resumed",
-                  "aborted": "Aborted"}
+                  "aborted": "Aborted", "refused": "ActionRefused"}
 
 # === metrics: the proxies' /metrics, summed ===
 
@@ -211,7 +217,7 @@ class KubeStore:
             if obj is None:
                 continue
             generation = int(obj["metadata"].get("generation", 0))
-            body = {"phase": p.phase, "currentStep": p.step, "canaryWeight": p.canary_percent,
+            body: dict[str, Any] = {"phase": p.phase, "currentStep": p.step, "canaryWeight": p.canary_percent,
                     "stableWeight": 100 - p.canary_percent, "reason": p.reason, "plan": p.key,
                     "observedGeneration": generation, "conditions": conditions(p, generation)}
             held = self._written.get(name) or {}
@@ -290,14 +296,15 @@ class KubeRolloutController:
             return []
         for report in reports:
             if report.kind == "Rollout" and report.left_out:
-                self._refuse(f"{report.namespace}/{report.name}", report.to_json()["problems"])
+                self._refuse(f"{report.namespace}/{report.name}", [
+                    f"{p.path}: {p.message}" if p.path else p.message for p in report.problems])
         return rollout_plans(cfg)
 
-    def _refuse(self, name: str, problems: list[dict[str, Any]]) -> None:
+    def _refuse(self, name: str, problems: list[str]) -> None:
         obj = self.objects.get(name)
         if obj is None:
             return
-        text = "; ".join(f"{p['path']}: {p['message']}" if p["path"] else p["message"] for p in problems)
+        text = "; ".join(problems)
         held = (obj.get("status") or {}).get("conditions") or []
         if any(c.get("type") == "Accepted" and c.get("status") == "False" and c.get("message") == text for c in held):
             return
@@ -324,9 +331,35 @@ class KubeRolloutController:
             self.controller = RolloutController(self.store, self.scraper.stats, self.reapply, self.emit,
                                                 tick_s=self.tick_s)
         self.controller.configure(plans)
+        for name, obj in list(self.objects.items()):
+            verb = (obj["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
+            if verb is not None and name in self.controller.rollouts:
+                await self._act(name, str(verb))
         waiting = any(p.phase == PROGRESSING and p.started is None for p in self.controller.rollouts.values())
         if waiting or self._routes_differ():
             await self.reapply()
+
+    async def _act(self, name: str, verb: str) -> None:
+        """Do the action an operator asked for in the annotation; record it; remove the annotation."""
+        assert self.controller is not None
+        try:
+            await self.controller.act(name, verb)
+            outcome = {"action": verb, "result": "Done", "message": "", "time": _now()}
+        except ActionError as e:
+            outcome = {"action": verb, "result": "Refused", "message": str(e), "time": _now()}
+            p = self.controller.rollouts[name]
+            self.emit("rollout", name=name, decision="refused", action=verb, step=p.step,
+                      canary_weight=p.canary_percent, reason=str(e))
+        namespace, _, short = name.partition("/")
+        path = f"{collection_path(ROLLOUTS[1], ROLLOUTS[2], namespace)}/{short}"
+        conn = self.client.open()
+        try:
+            self.client.call(conn, f"{path}/status", "PATCH", {"status": {"lastAction": outcome}},
+                             "application/merge-patch+json")
+            self.client.call(conn, path, "PATCH", {"metadata": {"annotations": {ACTION_ANNOTATION: None}}},
+                             "application/merge-patch+json")
+        finally:
+            conn.close()
 
     # --- weights ---
 
@@ -421,7 +454,7 @@ class KubeRolloutController:
             "eventTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": REPORTER, "reportingInstance": self.instance[:128],
             "action": decision, "reason": _EVENT_REASONS[decision],
-            "type": "Warning" if decision in ("rolled_back", "aborted") else "Normal",
+            "type": "Warning" if decision in ("rolled_back", "aborted", "refused") else "Normal",
             "regarding": {"apiVersion": ROLLOUTS[1], "kind": "Rollout", "namespace": meta.get("namespace", "default"),
                           "name": meta["name"], "uid": meta.get("uid", "")},
             "note": note[:1024],
