@@ -55,8 +55,13 @@ def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None
                             help="the Rollouts live in the cluster (the only mode: in file mode the proxy drives them)")
     _kube_arguments(controller)
     controller.add_argument("--kube-namespace", metavar="NAME", help="only this namespace (default: all)")
-    controller.add_argument("--proxy-admin", action="append", default=[], metavar="IP:PORT", required=True,
+    controller.add_argument("--proxy-admin", action="append", default=[], metavar="IP:PORT",
                             help="a proxy's admin API whose /metrics are judged (repeatable: the counters are summed)")
+    controller.add_argument("--proxy-selector", metavar="LABELS",
+                            help="also judge the Running Pods matching this label selector (e.g. app=fastmesh), "
+                                 "at their podIP and --proxy-admin-port (in --kube-namespace, else all)")
+    controller.add_argument("--proxy-admin-port", type=int, default=15000, metavar="PORT",
+                            help="with --proxy-selector: the proxies' admin port (default 15000)")
 
 
 def _kube_arguments(parser: argparse.ArgumentParser) -> None:
@@ -219,13 +224,18 @@ def controller(args: argparse.Namespace) -> int:
     from fastmesh.kube.rollouts import run_controller
     from fastmesh.runtime import EventWriter, setup_logging
 
+    if not args.proxy_admin and not args.proxy_selector:
+        print("fastmesh rollout controller: say which proxies to judge: --proxy-admin IP:PORT or --proxy-selector "
+              "LABELS", file=sys.stderr)
+        return 2
     setup_logging()
     try:
         client = _client(args)
     except KubeConfigError as e:
         print(f"fastmesh rollout controller: {e}", file=sys.stderr)
         return 2
-    return run_controller(client, args.kube_namespace, args.proxy_admin, EventWriter(sys.stdout))
+    return run_controller(client, args.kube_namespace, args.proxy_admin, EventWriter(sys.stdout),
+                          proxy_selector=args.proxy_selector, proxy_admin_port=args.proxy_admin_port)
 
 
 def act_in_cluster(args: argparse.Namespace, verb: str, name: str) -> int:

@@ -31,12 +31,25 @@ def rollout(namespace: str, steps: list[int], interval: str = "1s", **gates: Any
     }
 
 
-def start_controller(cluster: testcluster.Cluster, namespace: str, px: Proxy, tmp_path: Path) -> _Process:
+def start_controller(cluster: testcluster.Cluster, namespace: str, px: Proxy, tmp_path: Path,
+                     find: list[str] | None = None) -> _Process:
+    """The controller judging `px` (given by its admin address, or found by the options `find`)."""
     argv = [PYTHON, "-m", "fastmesh", "rollout", "controller", "--kubernetes", "--kubeconfig", str(cluster.kubeconfig),
-            "--kube-namespace", namespace, "--proxy-admin", px.admin_address]
+            "--kube-namespace", namespace, *(find or ["--proxy-admin", px.admin_address])]
     started = _Process(argv, tmp_path / f"controller-{time.monotonic_ns()}.log", "fastmesh rollout controller")
     started.wait_event("ready", timeout=30)
     return started
+
+
+def proxy_pod(kube_api: client.ApiClient, namespace: str) -> None:
+    """A Pod standing for the proxy: Running at 127.0.0.1 (no kubelet here: the test writes its status)."""
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})  # no controller-manager
+    core.create_namespaced_pod(namespace, {"apiVersion": "v1", "kind": "Pod",
+                                           "metadata": {"name": "proxy-0", "labels": {"app": "fastmesh-proxy"}},
+                                           "spec": {"containers": [{"name": "proxy", "image": "fastmesh"}]}})
+    core.patch_namespaced_pod_status("proxy-0", namespace, {"status": {
+        "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}})
 
 
 def decision(ctl: _Process, *wanted: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -141,8 +154,11 @@ def test_a_failing_canary_is_rolled_back_in_the_cluster(
     v2 = upstream_factory("v2", fail_status=503, fail_every=20)  # 5 %
     px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
     create_object(kube_api, namespace, rollout(namespace, [20, 50, 100], minSuccessRate=99, minRequests=20))
+    proxy_pod(kube_api, namespace)  # the proxy is found as a Pod, as in a cluster
+    port = px.admin_address.rpartition(":")[2]
     with load(px) as running:
-        ctl = start_controller(kube_cluster, namespace, px, tmp_path)
+        ctl = start_controller(kube_cluster, namespace, px, tmp_path,
+                               find=["--proxy-selector", "app=fastmesh-proxy", "--proxy-admin-port", port])
         try:
             failed = decision(ctl, "rolled_back", "advanced", "promoted", timeout=90)
             after = time.monotonic() + 1.0
@@ -151,7 +167,7 @@ def test_a_failing_canary_is_rolled_back_in_the_cluster(
         finally:
             ctl.stop()
     assert failed["decision"] == "rolled_back" and failed["step"] == 0, ctl.events
-    assert "minSuccessRate 99" in failed["reason"]
+    assert "minSuccessRate 99" in failed["reason"] and failed["canary_requests"] >= 20  # read from the Pod's /metrics
     assert route_weights(kube_api, namespace) == (100, 0)
     assert tail and {who for who, _ in tail} == {"v1"}  # the proxy follows the HTTPRoute
     found = status(kube_api, namespace)

@@ -7,7 +7,9 @@ controller beside the proxies, not inside them). `KubeRolloutController` is a cl
   out and says so in its `Accepted` condition.
 - The steps are driven by the same `RolloutController` as in file mode. Its windows are judged from the
   proxies' own per-(route, backend) counters and latency histograms, scraped from each proxy's admin
-  `/metrics` (`Scraper`: summed over the proxies, a proxy's counter reset read as a restart).
+  `/metrics` (`Scraper`: summed over the proxies, a proxy's counter reset read as a restart). The
+  proxies are given (`--proxy-admin IP:PORT`) and/or found as the Running Pods matching a label
+  selector (`--proxy-selector`, their `podIP` and `--proxy-admin-port`), listed at each sync.
 - New weights are written into the HTTPRoute rule's two backendRefs (a merge patch carrying the
   resourceVersion read, retried on a conflict); the proxies watching the cluster pick them up, and the
   step's window begins once every scraped proxy serves them (its admin `/config`).
@@ -32,6 +34,7 @@ import logging
 import math
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -257,10 +260,14 @@ class KubeRolloutController:
     (IP:PORT) whose /metrics are judged; `emit` writes the JSON event lines."""
 
     def __init__(self, client: Client, namespace: str | None, admins: list[str], emit: Callable[..., None],
-                 poll_s: float = 1.0, tick_s: float = 0.05, serve_timeout_s: float = 20.0) -> None:
+                 poll_s: float = 1.0, tick_s: float = 0.05, serve_timeout_s: float = 20.0,
+                 proxy_selector: str | None = None, proxy_admin_port: int = 15000) -> None:
         self.client = client
         self.namespace = namespace
-        self.scraper = Scraper(admins)
+        self.admins = list(admins)
+        self.proxy_selector = proxy_selector
+        self.proxy_admin_port = proxy_admin_port
+        self.scraper = Scraper(list(admins))
         self.write_event = emit
         self.poll_s = poll_s
         self.serve_timeout_s = serve_timeout_s
@@ -281,6 +288,26 @@ class KubeRolloutController:
             found = self.client.list_with_version(api_version, plural, self.namespace)
             listed[kind] = found[0] if found is not None else []
         return listed
+
+    def _proxy_pods(self) -> list[str]:
+        """IP:PORT of the admin API of each Running Pod the selector matches (none without a selector)."""
+        if not self.proxy_selector:
+            return []
+        path = collection_path("v1", "pods", self.namespace) + "?" + urllib.parse.urlencode(
+            {"labelSelector": self.proxy_selector})
+        conn = self.client.open()
+        try:
+            status, listed = self.client.call(conn, path)
+        finally:
+            conn.close()
+        if status != 200:
+            raise KubeError(f"GET {path}: {status} {listed.get('message', listed)}")
+        found = []
+        for pod in listed.get("items") or []:
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip and pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"):
+                found.append(f"[{ip}]:{self.proxy_admin_port}" if ":" in ip else f"{ip}:{self.proxy_admin_port}")
+        return sorted(found)
 
     def plans(self, listed: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """The plans of the valid Rollouts; an invalid one gets `Accepted: False` in its status."""
@@ -322,6 +349,9 @@ class KubeRolloutController:
     async def sync(self) -> None:
         """List, check, and hand the plans over; write the weights the rollouts need."""
         listed = await asyncio.to_thread(self._list)
+        if self.proxy_selector:
+            self.scraper.admins = self.admins + [a for a in await asyncio.to_thread(self._proxy_pods)
+                                                 if a not in self.admins]
         self.objects = {f"{o['metadata'].get('namespace', 'default')}/{o['metadata']['name']}": o
                         for o in listed["Rollout"]}
         self.routes = {f"{o['metadata'].get('namespace', 'default')}/{o['metadata']['name']}": o
@@ -490,20 +520,21 @@ class KubeRolloutController:
                 ticker.cancel()
 
 
-def run_controller(client: Client, namespace: str | None, admins: list[str], emit: Callable[..., None]) -> int:
-    """`fastmesh rollout controller --kubernetes`: runs until SIGTERM/SIGINT."""
+def run_controller(client: Client, namespace: str | None, admins: list[str], emit: Callable[..., None],
+                   **options: Any) -> int:
+    """`fastmesh rollout controller --kubernetes`: runs until SIGTERM/SIGINT; `options` go to the controller."""
     import signal
 
     import uvloop
 
     async def main() -> None:
-        controller = KubeRolloutController(client, namespace, admins, emit)
+        controller = KubeRolloutController(client, namespace, admins, emit, **options)
         task = asyncio.ensure_future(controller.run())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        emit("ready", namespace=namespace, proxies=admins)
+        emit("ready", namespace=namespace, proxies=admins, proxy_selector=options.get("proxy_selector"))
         await stop.wait()
         task.cancel()
 
