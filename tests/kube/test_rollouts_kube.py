@@ -4,6 +4,7 @@ the proxy's /metrics and writing the HTTPRoute weights, the Rollout status and E
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -12,10 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 
 from deploy.testcluster import cluster as testcluster
-from tests.harness import PYTHON, Proxy, Upstream, _Process, fastmesh_cli, wait_until
+from tests.harness import PYTHON, REPO, Proxy, Upstream, _Process, fastmesh_cli, wait_until
 from tests.kube.conftest import create_object, custom, mesh
 from tests.rollout.test_rollout_proxy import load
 
@@ -31,10 +33,35 @@ def rollout(namespace: str, steps: list[int], interval: str = "1s", **gates: Any
     }
 
 
+def controller_kubeconfig(kube_api: client.ApiClient, cluster: testcluster.Cluster, namespace: str,
+                          tmp_path: Path) -> Path:
+    """A kubeconfig of a ServiceAccount with only deploy/rbac/rollout-controller.yaml, bound in `namespace`."""
+    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+    role = yaml.safe_load((REPO / "deploy" / "rbac" / "rollout-controller.yaml").read_text())
+    try:
+        rbac.create_cluster_role(role)
+    except client.ApiException as e:
+        if e.status != 409:  # created by an earlier test of the session
+            raise
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "rollouts"}})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "rollouts"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "ServiceAccount", "name": "rollouts", "namespace": namespace}]})
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    config = json.loads(Path(cluster.kubeconfig).read_text())
+    token = core.create_namespaced_service_account_token("rollouts", namespace, request).status.token
+    config["users"][0]["user"]["token"] = token
+    path = tmp_path / "rollouts.kubeconfig"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def start_controller(cluster: testcluster.Cluster, namespace: str, px: Proxy, tmp_path: Path,
-                     find: list[str] | None = None) -> _Process:
+                     find: list[str] | None = None, kubeconfig: Path | None = None) -> _Process:
     """The controller judging `px` (given by its admin address, or found by the options `find`)."""
-    argv = [PYTHON, "-m", "fastmesh", "rollout", "controller", "--kubernetes", "--kubeconfig", str(cluster.kubeconfig),
+    argv = [PYTHON, "-m", "fastmesh", "rollout", "controller", "--kubernetes",
+            "--kubeconfig", str(kubeconfig or cluster.kubeconfig),
             "--kube-namespace", namespace, *(find or ["--proxy-admin", px.admin_address])]
     started = _Process(argv, tmp_path / f"controller-{time.monotonic_ns()}.log", "fastmesh rollout controller")
     started.wait_event("ready", timeout=30)
@@ -156,8 +183,9 @@ def test_a_failing_canary_is_rolled_back_in_the_cluster(
     create_object(kube_api, namespace, rollout(namespace, [20, 50, 100], minSuccessRate=99, minRequests=20))
     proxy_pod(kube_api, namespace)  # the proxy is found as a Pod, as in a cluster
     port = px.admin_address.rpartition(":")[2]
+    limited = controller_kubeconfig(kube_api, kube_cluster, namespace, tmp_path)  # only the documented RBAC
     with load(px) as running:
-        ctl = start_controller(kube_cluster, namespace, px, tmp_path,
+        ctl = start_controller(kube_cluster, namespace, px, tmp_path, kubeconfig=limited,
                                find=["--proxy-selector", "app=fastmesh-proxy", "--proxy-admin-port", port])
         try:
             failed = decision(ctl, "rolled_back", "advanced", "promoted", timeout=90)
@@ -229,8 +257,9 @@ def test_operators_act_through_the_rollout_object_and_an_invalid_rollout_says_wh
         return fastmesh_cli("rollout", verb, f"{namespace}/reviews", "--kubernetes", "--kubeconfig",
                             str(kube_cluster.kubeconfig), "--wait", "30")
 
+    limited = controller_kubeconfig(kube_api, kube_cluster, namespace, tmp_path)  # only the documented RBAC
     with load(px) as running:
-        ctl = start_controller(kube_cluster, namespace, px, tmp_path)
+        ctl = start_controller(kube_cluster, namespace, px, tmp_path, kubeconfig=limited)
         try:
             decision(ctl, "pending", timeout=30)
             assert wait_until(lambda: status(kube_api, namespace).get("phase") == "Pending", timeout=15)
