@@ -62,6 +62,9 @@ def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None
                                  "at their podIP and --proxy-admin-port (in --kube-namespace, else all)")
     controller.add_argument("--proxy-admin-port", type=int, default=15000, metavar="PORT",
                             help="with --proxy-selector: the proxies' admin port (default 15000)")
+    controller.add_argument("--admin-address", default="127.0.0.1:15090", metavar="IP:PORT",
+                            help="serve GET /rollouts here, for `fastmesh rollout status --admin` (default "
+                                 "127.0.0.1:15090; port 0: any free port)")
 
 
 def _kube_arguments(parser: argparse.ArgumentParser) -> None:
@@ -235,7 +238,8 @@ def controller(args: argparse.Namespace) -> int:
         print(f"fastmesh rollout controller: {e}", file=sys.stderr)
         return 2
     return run_controller(client, args.kube_namespace, args.proxy_admin, EventWriter(sys.stdout),
-                          proxy_selector=args.proxy_selector, proxy_admin_port=args.proxy_admin_port)
+                          admin_address=args.admin_address, proxy_selector=args.proxy_selector,
+                          proxy_admin_port=args.proxy_admin_port)
 
 
 def act_in_cluster(args: argparse.Namespace, verb: str, name: str) -> int:

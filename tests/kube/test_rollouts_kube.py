@@ -61,10 +61,10 @@ def start_controller(cluster: testcluster.Cluster, namespace: str, px: Proxy, tm
                      find: list[str] | None = None, kubeconfig: Path | None = None) -> _Process:
     """The controller judging `px` (given by its admin address, or found by the options `find`)."""
     argv = [PYTHON, "-m", "fastmesh", "rollout", "controller", "--kubernetes",
-            "--kubeconfig", str(kubeconfig or cluster.kubeconfig),
+            "--kubeconfig", str(kubeconfig or cluster.kubeconfig), "--admin-address", "127.0.0.1:0",
             "--kube-namespace", namespace, *(find or ["--proxy-admin", px.admin_address])]
     started = _Process(argv, tmp_path / f"controller-{time.monotonic_ns()}.log", "fastmesh rollout controller")
-    started.wait_event("ready", timeout=30)
+    started.admin = started.wait_event("ready", timeout=30)["admin"]  # type: ignore[attr-defined]
     return started
 
 
@@ -147,16 +147,27 @@ def test_a_healthy_canary_is_promoted_step_by_step_in_the_cluster(
 ) -> None:
     v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
     px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
-    create_object(kube_api, namespace, rollout(namespace, [10, 50, 100]))
+    create_object(kube_api, namespace, rollout(namespace, [10, 50, 100], interval="3s"))  # time to look midway
     with weights_seen(kube_api, namespace) as seen, load(px) as running:
         ctl = start_controller(kube_cluster, namespace, px, tmp_path)
         try:
+            midway = decision(ctl, "advanced", timeout=90)
+            shown = fastmesh_cli("rollout", "status", "--admin", ctl.admin)  # type: ignore[attr-defined]
             done = decision(ctl, "promoted", "rolled_back", timeout=90)
+            watched = fastmesh_cli("rollout", "status", "--admin", ctl.admin, "--watch")  # type: ignore[attr-defined]
             time.sleep(0.3)
         finally:
             ctl.stop()
         everything = running.since(0.0)
     assert done["decision"] == "promoted", ctl.events
+    # the controller serves the same view as a proxy: `fastmesh rollout status` reads it
+    lines = shown.stdout.splitlines()
+    assert shown.returncode == 0 and midway["next_step"] == 1, shown
+    assert lines[0].startswith(f"{namespace}/reviews  Progressing  weights: stable 50% canary 50%"), lines
+    assert lines[1] == "  step 0  10% [####################] passed"
+    assert lines[2].startswith("  step 1  50% [") and lines[2].endswith("s left")
+    assert lines[5].startswith("  last window: pass (gates passed)")
+    assert watched.returncode == 0 and "  step 2 100% [####################] passed" in watched.stdout, watched
     assert seen == [(100, 0), (90, 10), (50, 50), (0, 100)], seen
     assert everything and {s for _, s in everything} == {200}
     judged = [e for e in ctl.events if e.get("event") == "rollout" and e["decision"] in ("advanced", "promoted")]

@@ -521,25 +521,44 @@ class KubeRolloutController:
 
 
 def run_controller(client: Client, namespace: str | None, admins: list[str], emit: Callable[..., None],
-                   **options: Any) -> int:
-    """`fastmesh rollout controller --kubernetes`: runs until SIGTERM/SIGINT; `options` go to the controller."""
+                   admin_address: str = "127.0.0.1:15090", **options: Any) -> int:
+    """`fastmesh rollout controller --kubernetes`: runs until SIGTERM/SIGINT; `options` go to the controller.
+    `admin_address` serves `GET /rollouts` (the same document as a proxy's, for `fastmesh rollout status`)."""
     import signal
 
     import uvloop
 
-    async def main() -> None:
+    from fastmesh import http1
+    from fastmesh.http1 import Request, Response
+
+    async def main() -> int:
         controller = KubeRolloutController(client, namespace, admins, emit, **options)
+
+        async def handle(request: Request) -> Response:
+            if request.path != "/rollouts":
+                return Response(404, f"not found: {request.path}\n".encode())
+            if request.method not in ("GET", "HEAD"):
+                return Response(405, b"method not allowed\n", headers=[("allow", "GET, HEAD")])
+            view = controller.controller.view() if controller.controller is not None else []
+            return Response(200, (json.dumps({"rollouts": view}, indent=2) + "\n").encode(), "application/json")
+
+        try:
+            server, bound = await http1.start_server(handle, admin_address)
+        except (ValueError, OSError) as e:
+            log.error("admin API: cannot listen on %s: %s", admin_address, e)
+            return 1
         task = asyncio.ensure_future(controller.run())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        emit("ready", namespace=namespace, proxies=admins, proxy_selector=options.get("proxy_selector"))
+        emit("ready", namespace=namespace, proxies=admins, proxy_selector=options.get("proxy_selector"), admin=bound)
         await stop.wait()
         task.cancel()
+        server.close()
+        return 0
 
-    uvloop.run(main())
-    return 0
+    return uvloop.run(main())
 
 
 __all__ = ["KubeRolloutController", "KubeStore", "Scraper", "parse_metrics", "run_controller", "stats_document"]
