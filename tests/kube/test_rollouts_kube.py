@@ -13,13 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client
 
 from deploy.testcluster import cluster as testcluster
-from tests.harness import PYTHON, REPO, Proxy, Upstream, _Process, fastmesh_cli, wait_until
+from tests.harness import PYTHON, REPO, Proxy, _Process, fastmesh_cli, wait_until
 from tests.kube.conftest import create_object, custom, mesh
-from tests.rollout.test_rollout_proxy import load
+from tests.rollout.test_rollout_proxy import load, wait_decision as decision
 
 GATEWAY = ("gateway.networking.k8s.io", "v1")
 
@@ -79,14 +80,6 @@ def proxy_pod(kube_api: client.ApiClient, namespace: str) -> None:
         "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}})
 
 
-def decision(ctl: _Process, *wanted: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = ctl.wait_event("rollout", timeout=max(0.1, deadline - time.monotonic()))
-        if event["decision"] in wanted:
-            return event
-
-
 def route_weights(kube_api: client.ApiClient, namespace: str) -> tuple[int, int]:
     route = custom(kube_api).get_namespaced_custom_object(*GATEWAY, namespace, "httproutes", "reviews")
     refs = route["spec"]["rules"][1]["backendRefs"]
@@ -132,21 +125,29 @@ def events(kube_api: client.ApiClient, namespace: str) -> list[Any]:
     return sorted(mine, key=lambda e: e.event_time)
 
 
-def cluster_mesh(kube_api: client.ApiClient, namespace: str, host: str, v1: Upstream, v2: Upstream,
-                 cluster: testcluster.Cluster, tmp_path: Path, kube_proxies: list[Proxy]) -> Proxy:
-    for doc in mesh(namespace, host, v1, v2):
-        create_object(kube_api, namespace, doc)
-    px = Proxy.start_kubernetes(cluster.kubeconfig, namespace, tmp_path)
-    kube_proxies.append(px)
-    return px
+@pytest.fixture
+def mesh_proxy(kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
+               upstream_factory: Callable[..., Any], kube_proxies: list[Proxy],
+               tmp_path: Path) -> Callable[..., Proxy]:
+    """mesh_proxy(**v2 options) -> a `fastmesh proxy --kubernetes` on the namespace's reviews mesh (conftest
+    `mesh`), reviews-v1 and reviews-v2 served by real upstreams answering "v1" and "v2"."""
+
+    def start(**v2: Any) -> Proxy:
+        v1, canary = upstream_factory("v1"), upstream_factory("v2", **v2)
+        for doc in mesh(namespace, loopback_fqdn, v1, canary):
+            create_object(kube_api, namespace, doc)
+        px = Proxy.start_kubernetes(kube_cluster.kubeconfig, namespace, tmp_path)
+        kube_proxies.append(px)
+        return px
+
+    return start
 
 
 def test_a_healthy_canary_is_promoted_step_by_step_in_the_cluster(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
-    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
+    mesh_proxy: Callable[..., Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    px = mesh_proxy()
     create_object(kube_api, namespace, rollout(namespace, [10, 50, 100], interval="3s"))  # time to look midway
     with weights_seen(kube_api, namespace) as seen, load(px) as running:
         ctl = start_controller(kube_cluster, namespace, px, tmp_path)
@@ -185,12 +186,10 @@ def test_a_healthy_canary_is_promoted_step_by_step_in_the_cluster(
 
 
 def test_a_failing_canary_is_rolled_back_in_the_cluster(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
-    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
+    mesh_proxy: Callable[..., Proxy], tmp_path: Path,
 ) -> None:
-    v1 = upstream_factory("v1")
-    v2 = upstream_factory("v2", fail_status=503, fail_every=20)  # 5 %
-    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    px = mesh_proxy(fail_status=503, fail_every=20)  # the canary answers 5 % 503
     create_object(kube_api, namespace, rollout(namespace, [20, 50, 100], minSuccessRate=99, minRequests=20))
     proxy_pod(kube_api, namespace)  # the proxy is found as a Pod, as in a cluster
     port = px.admin_address.rpartition(":")[2]
@@ -220,11 +219,10 @@ def test_a_failing_canary_is_rolled_back_in_the_cluster(
 
 
 def test_a_restarted_controller_resumes_at_the_step_in_the_rollout_status(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
-    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
+    mesh_proxy: Callable[..., Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    px = mesh_proxy()
     create_object(kube_api, namespace, rollout(namespace, [10, 25, 50, 100]))
     with load(px):
         ctl = start_controller(kube_cluster, namespace, px, tmp_path)
@@ -251,11 +249,10 @@ def test_a_restarted_controller_resumes_at_the_step_in_the_rollout_status(
 
 
 def test_operators_act_through_the_rollout_object_and_an_invalid_rollout_says_why(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, loopback_fqdn: str,
-    upstream_factory: Callable[..., Any], kube_proxies: list[Proxy], tmp_path: Path,
+    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str,
+    mesh_proxy: Callable[..., Proxy], tmp_path: Path,
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    px = cluster_mesh(kube_api, namespace, loopback_fqdn, v1, v2, kube_cluster, tmp_path, kube_proxies)
+    px = mesh_proxy()
     declared = rollout(namespace, [10, 50, 100], interval="30s")
     declared["spec"]["paused"] = True
     create_object(kube_api, namespace, declared)

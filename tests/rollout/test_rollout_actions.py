@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,42 @@ def cli(verb: str, px: Proxy, token: Path | None, name: str = "reviews") -> Any:
     return fastmesh_cli(*args, *(["--token-file", str(token)] if token else []))
 
 
+@contextmanager
+def killed_on_error(px: Proxy) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        px.kill()
+        raise
+
+
+def restart(px: Proxy, config: Path, tmp_path: Path) -> Proxy:
+    """Stop `px` (drained: exit 0) and start a proxy on the same config file, and so the same state file."""
+    try:
+        assert px.terminate() == 0
+    finally:
+        px.kill()
+    return Proxy.start_file(config, tmp_path)
+
+
 def judged(px: Proxy, since: int = 0) -> list[dict[str, Any]]:
     return [e for e in px.events[since:] if e.get("event") == "rollout" and "window_s" in e]
 
 
-def test_declared_paused_it_waits_then_start_pause_resume_abort_and_a_restart_keeps_each(
-    upstream_factory: Callable[..., Any], tmp_path: Path
-) -> None:
+def start_on_file(upstream_factory: Callable[..., Any], tmp_path: Path, **rollout: Any) -> tuple[Proxy, Path, Path]:
+    """(proxy, config file, admin token file): a proxy on a config file whose Rollout has `rollout` options."""
     v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
     proxy, token = token_proxy(tmp_path)
     config = tmp_path / "mesh.yaml"
-    config.write_text(rollout_config(v1, v2, steps=[10, 50, 100], interval="3s", paused=True, proxy=proxy))
-    px = Proxy.start_file(config, tmp_path)
-    try:
+    config.write_text(rollout_config(v1, v2, proxy=proxy, **rollout))
+    return Proxy.start_file(config, tmp_path), config, token
+
+
+def test_declared_paused_it_waits_then_start_pause_resume_and_a_restart_keeps_each(
+    upstream_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    px, config, token = start_on_file(upstream_factory, tmp_path, steps=[10, 50, 100], interval="3s", paused=True)
+    with killed_on_error(px):
         assert served_weights(px) == [(V1, 100), (V2, 0)]
         with load(px) as running:
             time.sleep(1.5)  # a pending rollout is not judged: nothing holds, nothing moves
@@ -65,11 +89,7 @@ def test_declared_paused_it_waits_then_start_pause_resume_abort_and_a_restart_ke
             time.sleep(4.0)  # more than an interval under load: nothing judged, the weights stay
             assert judged(px, seen) == [] and served_weights(px) == [(V1, 50), (V2, 50)]
         assert state(px)["phase"] == "Paused"
-        assert px.terminate() == 0
-    finally:
-        px.kill()
-
-    again = Proxy.start_file(config, tmp_path)
+    again = restart(px, config, tmp_path)
     try:
         restored = next(e for e in again.events if e.get("event") == "rollout")
         assert (restored["decision"], restored["phase"], restored["step"]) == ("restored", "Paused", 1)
@@ -88,14 +108,10 @@ def test_declared_paused_it_waits_then_start_pause_resume_abort_and_a_restart_ke
 def test_abort_sends_everything_to_stable_at_once_and_it_stays_aborted(
     upstream_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
-    v1, v2 = upstream_factory.many(["v1", "v2"])  # type: ignore[attr-defined]
-    proxy, token = token_proxy(tmp_path)
-    config = tmp_path / "mesh.yaml"
     # minRequests never reached: the step holds until the operator acts
-    config.write_text(rollout_config(v1, v2, steps=[50, 100], interval="500ms", proxy=proxy,
-                                     gates={"minSuccessRate": 99, "minRequests": 1_000_000}))
-    px = Proxy.start_file(config, tmp_path)
-    try:
+    px, config, token = start_on_file(upstream_factory, tmp_path, steps=[50, 100], interval="500ms",
+                                      gates={"minSuccessRate": 99, "minRequests": 1_000_000})
+    with killed_on_error(px):
         with load(px) as running:
             wait_decision(px, "hold", timeout=30)
             assert {who for who, _ in running.since(0.0)} == {"v1", "v2"}
@@ -112,10 +128,7 @@ def test_abort_sends_everything_to_stable_at_once_and_it_stays_aborted(
         event = [e for e in px.events if e.get("event") == "rollout"][-1]
         assert (event["decision"], event["by"], event["applied"]) == ("aborted", "operator", True)
         assert state(px)["phase"] == "Aborted"
-        assert px.terminate() == 0
-    finally:
-        px.kill()
-    again = Proxy.start_file(config, tmp_path)
+    again = restart(px, config, tmp_path)
     try:
         assert served_weights(again) == [(V1, 100), (V2, 0)] and rollouts(again)[0]["phase"] == "Aborted"
     finally:

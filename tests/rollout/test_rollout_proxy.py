@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.harness import Proxy, Upstream, backend, fastmesh_cli, mesh_config, route, rule, service
+from tests.harness import Proxy, Upstream, _Process, backend, fastmesh_cli, mesh_config, route, rule, service
 
 LOAD_MAX_S = 90.0  # a load stops by itself after this, whatever the test does
 TICK_SLACK_S = 0.5  # the controller ticks every 50 ms; a shared, busy machine may delay a tick this much
@@ -87,8 +87,9 @@ def load(px: Proxy, clients: int = 4) -> Iterator[Load]:
         running.stop()
 
 
-def wait_decision(px: Proxy, *decisions: str, timeout: float = 60.0) -> dict[str, Any]:
-    """The next `rollout` event whose decision is one of `decisions` (others are skipped, kept in events)."""
+def wait_decision(px: Proxy | _Process, *decisions: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The next `rollout` event of a proxy (or a rollout controller) whose decision is one of `decisions`
+    (others are skipped, kept in events)."""
     deadline = time.monotonic() + timeout
     while True:
         event = px.wait_event("rollout", timeout=max(0.1, deadline - time.monotonic()))
