@@ -268,8 +268,10 @@ def act_in_cluster(args: argparse.Namespace, verb: str, name: str) -> int:
                 last = (obj.get("status") or {}).get("lastAction") or {}
                 if status == 200 and ACTION_ANNOTATION not in annotations and last.get("action") == verb and \
                         int(obj["metadata"]["resourceVersion"]) > int(asked):
+                    now = obj["status"]
+                    where = f" (phase {now['phase']}, canary {now.get('canaryWeight')}%)" if "phase" in now else ""
                     print(f"{name}: {verb}: {last['result']}{': ' + last['message'] if last.get('message') else ''}"
-                          f" (phase {obj['status'].get('phase')}, canary {obj['status'].get('canaryWeight')}%)")
+                          f"{where}")
                     return 0 if last["result"] == "Done" else 1
                 time.sleep(0.2)
         finally:

@@ -261,8 +261,8 @@ def test_operators_act_through_the_rollout_object_and_an_invalid_rollout_says_wh
     broken["spec"]["targetRef"]["name"] = "reviewz"
     create_object(kube_api, namespace, broken)
 
-    def cli(verb: str) -> Any:
-        return fastmesh_cli("rollout", verb, f"{namespace}/reviews", "--kubernetes", "--kubeconfig",
+    def cli(verb: str, name: str = "reviews") -> Any:
+        return fastmesh_cli("rollout", verb, f"{namespace}/{name}", "--kubernetes", "--kubeconfig",
                             str(kube_cluster.kubeconfig), "--wait", "30")
 
     limited = controller_kubeconfig(kube_api, kube_cluster, namespace, tmp_path)  # only the documented RBAC
@@ -280,6 +280,8 @@ def test_operators_act_through_the_rollout_object_and_an_invalid_rollout_says_wh
             aborted = cli("abort")
             assert aborted.returncode == 0 and "abort: Done (phase Aborted, canary 0%)" in aborted.stdout, aborted
             assert route_weights(kube_api, namespace) == (100, 0)
+            invalid = cli("abort", "broken")
+            assert invalid.returncode == 1 and "abort: Refused: no rollout" in invalid.stdout, invalid
             after = time.monotonic() + 1.0
             time.sleep(2.0)
             tail = running.since(after)

@@ -363,7 +363,7 @@ class KubeRolloutController:
         self.controller.configure(plans)
         for name, obj in list(self.objects.items()):
             verb = (obj["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
-            if verb is not None and name in self.controller.rollouts:
+            if verb is not None:  # an invalid (left out) rollout is refused: not known to the controller
                 await self._act(name, str(verb))
         waiting = any(p.phase == PROGRESSING and p.started is None for p in self.controller.rollouts.values())
         if waiting or self._routes_differ():
@@ -377,9 +377,9 @@ class KubeRolloutController:
             outcome = {"action": verb, "result": "Done", "message": "", "time": _now()}
         except ActionError as e:
             outcome = {"action": verb, "result": "Refused", "message": str(e), "time": _now()}
-            p = self.controller.rollouts[name]
-            self.emit("rollout", name=name, decision="refused", action=verb, step=p.step,
-                      canary_weight=p.canary_percent, reason=str(e))
+            p = self.controller.rollouts.get(name)
+            self.emit("rollout", name=name, decision="refused", action=verb, step=p.step if p else None,
+                      canary_weight=p.canary_percent if p else None, reason=str(e))
         namespace, _, short = name.partition("/")
         path = f"{collection_path(ROLLOUTS[1], ROLLOUTS[2], namespace)}/{short}"
         conn = self.client.open()
@@ -472,7 +472,9 @@ class KubeRolloutController:
         if event != "rollout" or decision not in _EVENT_REASONS or obj is None:
             return
         meta = obj["metadata"]
-        note = f"{decision} at step {fields.get('step')} ({fields.get('canary_weight')}% canary)"
+        note = str(decision)
+        if fields.get("step") is not None:
+            note += f" at step {fields['step']} ({fields.get('canary_weight')}% canary)"
         if "next_canary_weight" in fields:
             note += f" -> {fields['next_canary_weight']}% canary"
         if fields.get("reason"):
