@@ -20,7 +20,7 @@ from kubernetes import client
 from deploy.testcluster import cluster as testcluster
 from tests.harness import PYTHON, REPO, Proxy, _Process, fastmesh_cli, wait_until
 from tests.kube.conftest import create_object, custom, mesh
-from tests.rollout.test_rollout_proxy import load, wait_decision as decision
+from tests.rollout.test_rollout_proxy import TICK_SLACK_S, load, wait_decision as decision
 
 GATEWAY = ("gateway.networking.k8s.io", "v1")
 
@@ -206,6 +206,11 @@ def test_a_failing_canary_is_rolled_back_in_the_cluster(
             ctl.stop()
     assert failed["decision"] == "rolled_back" and failed["step"] == 0, ctl.events
     assert "minSuccessRate 99" in failed["reason"] and failed["canary_requests"] >= 20  # read from the Pod's /metrics
+    # the first judgement of the first step with canary traffic, one interval after the proxy served it
+    assert [e for e in ctl.events if e.get("event") == "rollout" and "window_s" in e] == [failed]
+    print(f"\ncluster: 5 % 503 canary rolled back at step 0 (20 %) over a {failed['window_s']:.3f} s window"
+          f" (interval 1 s), {failed['canary_requests']} canary responses, {failed['canary_success_rate']:.2f} %")
+    assert 1.0 <= failed["window_s"] <= 1.0 + TICK_SLACK_S
     assert route_weights(kube_api, namespace) == (100, 0)
     assert tail and {who for who, _ in tail} == {"v1"}  # the proxy follows the HTTPRoute
     found = status(kube_api, namespace)
