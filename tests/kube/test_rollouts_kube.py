@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
@@ -178,6 +180,13 @@ def test_a_healthy_canary_is_promoted_step_by_step_in_the_cluster(
     assert (found["phase"], found["currentStep"], found["canaryWeight"], found["stableWeight"]) == ("Succeeded", 2, 100, 0)
     assert conditions(found) == {"Accepted": ("True", "Accepted"), "Progressing": ("False", "Succeeded"),
                                  "Succeeded": ("True", "AllStepsPassed"), "Failed": ("False", "Succeeded")}
+    # `kubectl get rollouts.fastmesh.io` shows it (the CRD's printer columns, as the apiserver's Table)
+    table = httpx.get(f"{kube_cluster.server}/apis/fastmesh.io/v1alpha1/namespaces/{namespace}/rollouts",
+                      headers={"Authorization": f"Bearer {kube_cluster.token}",
+                               "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+                      verify=ssl.create_default_context(cafile=kube_cluster.ca), timeout=10).json()
+    assert [c["name"] for c in table["columnDefinitions"]][:4] == ["Name", "Phase", "Step", "Canary"]
+    assert [row["cells"][:4] for row in table["rows"]] == [["reviews", "Succeeded", 2, 100]]
     listed = events(kube_api, namespace)
     assert [(e.reason, e.type) for e in listed] == [
         ("Started", "Normal"), ("StepAdvanced", "Normal"), ("Promoted", "Normal")], listed
