@@ -225,6 +225,9 @@ def test_a_failing_canary_is_rolled_back_in_the_cluster(
     found = status(kube_api, namespace)
     assert (found["phase"], found["canaryWeight"], found["reason"]) == ("Failed", 0, failed["reason"])
     assert conditions(found)["Failed"] == ("True", "GateFailed")
+    judged = found["lastJudgement"]
+    assert (judged["decision"], judged["canary_requests"]) == ("fail", failed["canary_requests"])
+    assert judged["canary_success_rate"] == failed["canary_success_rate"] < 99
     [message] = [c["message"] for c in found["conditions"] if c["type"] == "Failed"]
     assert message == failed["reason"]
     listed = events(kube_api, namespace)

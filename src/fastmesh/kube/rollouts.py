@@ -15,8 +15,9 @@ controller beside the proxies, not inside them). `KubeRolloutController` is a cl
   step's window begins once every scraped proxy serves them (its admin `/config`).
 - Progress lives in the Rollout's status (`KubeStore`, through the status subresource): `phase`,
   `currentStep`, `canaryWeight`, `stableWeight`, `reason`, `plan` (what a restart must find again to
-  resume), and conditions `Accepted`, `Progressing`, `Succeeded`, `Failed`. A restarted controller
-  resumes at the step the status says.
+  resume), `lastJudgement` (the figures of the window that last moved it), and conditions `Accepted`,
+  `Progressing`, `Succeeded`, `Failed`. A restarted controller resumes at the step the status says.
+  Deleting a Rollout leaves its HTTPRoute's weights as they are.
 - Every decision but a hold is an Event (events.k8s.io/v1) regarding the Rollout, and a JSON line on
   stdout as in file mode.
 - Operators act through the Rollout object (as `kubectl argo rollouts` does): `fastmesh rollout
@@ -222,7 +223,10 @@ class KubeStore:
             generation = int(obj["metadata"].get("generation", 0))
             body: dict[str, Any] = {"phase": p.phase, "currentStep": p.step, "canaryWeight": p.canary_percent,
                     "stableWeight": 100 - p.canary_percent, "reason": p.reason, "plan": p.key,
-                    "observedGeneration": generation, "conditions": conditions(p, generation)}
+                    "observedGeneration": generation, "conditions": conditions(p, generation),
+                    # the window that moved it last (holds are not written: a write per interval)
+                    "lastJudgement": None if p.last is None else {
+                        "decision": p.last.decision, "reason": p.last.reason, **p.last.figures}}
             held = self._written.get(name) or {}
             if {k: v for k, v in body.items() if k != "conditions"} == {
                     k: held.get(k) for k in body if k != "conditions"} and _same_conditions(
