@@ -1,5 +1,5 @@
-"""The admin HTTP API (default 127.0.0.1:15000): /ready /live /config /stats /metrics, and
-`POST /identity/renew` behind a bearer token.
+"""The admin HTTP API (default 127.0.0.1:15000): /ready /live /config /stats /metrics /rollouts, and
+`POST /identity/renew` and `POST /rollouts/<namespace>/<name>/<action>` behind a bearer token.
 
 See docs/admin.md. Served by the orchestrator's event loop; the GET endpoints only read state and
 engine counters; endpoints that change state require `Authorization: Bearer <spec.admin.tokenFile>`.
@@ -46,12 +46,14 @@ class Admin(http1.Served):
     def __init__(self, state: State, engine: Engine,
                  identity: Callable[[], Identity | None] = _no_identity,
                  token_file: Callable[[], str | None] = _no_token_file,
-                 rollouts: Callable[[], list[dict[str, Any]]] = list) -> None:
+                 rollouts: Callable[[], list[dict[str, Any]]] = list,
+                 rollout_action: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.state = state
         self.engine = engine
         self.identity = identity
         self.token_file = token_file
         self.rollouts = rollouts
+        self.rollout_action = rollout_action
         self.registry = metrics.make_registry(engine.stats, state, self._identity_figures)
         self._routes = {
             "/ready": self.ready,
@@ -71,6 +73,8 @@ class Admin(http1.Served):
 
     async def handle(self, request: Request) -> Response:
         action = self._actions.get(request.path)
+        if action is None and request.path.startswith("/rollouts/"):
+            action = self._rollout_action(request.path)
         if action is not None:
             if request.method != "POST":
                 return Response(405, b"method not allowed\n", headers=[("allow", "POST")])
@@ -114,6 +118,23 @@ class Admin(http1.Served):
         except IdentityError as e:
             return _json(500, {"error": str(e)})
         return _json(200, identity.view())
+
+    def _rollout_action(self, path: str) -> Callable[[], Awaitable[Response]]:
+        """POST /rollouts/<namespace>/<name>/<start|pause|resume|abort|promote>."""
+
+        async def act() -> Response:
+            from fastmesh.rollout import ActionError
+
+            name, _, verb = path[len("/rollouts/"):].rpartition("/")
+            if self.rollout_action is None:
+                return _json(409, {"error": "no rollouts here (file mode only; Kubernetes: the Rollout objects)"})
+            try:
+                view = await self.rollout_action(name, verb)
+            except ActionError as e:
+                return _json(e.status, {"error": str(e)})
+            return _json(200, view)
+
+        return act
 
     def ready(self) -> Response:
         if self.state.draining:

@@ -1,12 +1,15 @@
-"""The rollout controller (file mode): moves a route rule's split between stable and canary, step by step.
+"""The rollout controller: moves a route rule's split between stable and canary, step by step.
 
 No Python runs per request: the engine splits by weight; at each step the controller reads the engine's
 cumulative per-(route, backend) counters and latency histograms, takes the difference since the step
 began, judges the gates, and either advances (the runtime compiles the same snapshot with new weights
 and applies it: the hot-reload path), holds (too few canary responses), or rolls back (100 % stable,
-phase Failed with the reason). Progress is written atomically to `<config>.rollout-state.json`, read at
-start: a restarted proxy resumes at the step it was on (with a fresh window: the engine's counters
-restart with it).
+phase Failed with the reason). Operators start (a Rollout declared `paused: true` waits, Pending, at
+0 %), pause, resume, abort (100 % stable, Aborted) or promote (100 % canary at once, Succeeded).
+
+Where progress is kept is a `Store`: in file mode `FileStore`, `<config>.rollout-state.json` written
+atomically and read at start, so a restarted proxy resumes at the step it was on (with a fresh window:
+the engine's counters restart with it); in Kubernetes mode the Rollout's status (fastmesh.kube.rollouts).
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("fastmesh.rollout")
 
-PROGRESSING, PROMOTED, FAILED = "Progressing", "Promoted", "Failed"
+PENDING, PROGRESSING, PAUSED = "Pending", "Progressing", "Paused"
+SUCCEEDED, FAILED, ABORTED = "Succeeded", "Failed", "Aborted"
+PHASES = (PENDING, PROGRESSING, PAUSED, SUCCEEDED, FAILED, ABORTED)
+FINISHED = (SUCCEEDED, FAILED, ABORTED)
+ACTIONS = ("start", "pause", "resume", "abort", "promote")
 
 # === judging (pure) ===
 
@@ -149,22 +156,35 @@ class Progress:
 
     @property
     def canary_percent(self) -> int:
-        if self.phase == FAILED:
+        if self.phase in (FAILED, ABORTED, PENDING):
             return 0
-        if self.phase == PROMOTED:
+        if self.phase == SUCCEEDED:
             return 100
         return int(self.plan["steps"][self.step])
 
     def persisted(self) -> dict[str, Any]:
         return {"key": self.key, "phase": self.phase, "step": self.step, "reason": self.reason}
 
+    def restore(self, saved: dict[str, Any] | None) -> bool:
+        """Take the phase, step and reason of `saved` when it is of this plan; False if not."""
+        if not isinstance(saved, dict) or saved.get("key") != self.key:
+            return False
+        phase = "Succeeded" if saved.get("phase") == "Promoted" else saved.get("phase")  # files of v0.x
+        step = saved.get("step")
+        if phase not in PHASES or not isinstance(step, int) or not 0 <= step < len(self.plan["steps"]):
+            return False
+        self.phase, self.step, self.reason = phase, step, str(saved.get("reason", ""))
+        return True
+
     def view(self, now: float) -> dict[str, Any]:
         p = self.plan
-        elapsed = 0.0 if self.started is None else now - self.started
+        elapsed = 0.0 if self.started is None or self.phase != PROGRESSING else now - self.started
         return {
             "name": p["name"], "route": p["route"], "stable": p["stable"], "canary": p["canary"],
             "phase": self.phase, "step": self.step, "steps": p["steps"], "canary_weight": self.canary_percent,
-            "interval_s": p["interval_s"], "step_elapsed_s": round(elapsed, 3), "reason": self.reason,
+            "stable_weight": 100 - self.canary_percent, "interval_s": p["interval_s"],
+            "step_elapsed_s": round(elapsed, 3), "step_left_s": round(max(0.0, p["interval_s"] - elapsed), 3),
+            "reason": self.reason,
             "gates": p["gates"],
             "last": None if self.last is None else {"decision": self.last.decision, "reason": self.last.reason,
                                                     **self.last.figures},
@@ -184,21 +204,23 @@ def write_atomically(path: Path, doc: Any) -> None:
     os.replace(aside, path)
 
 
-class RolloutController:
-    """Drives every Rollout of the config. `reapply` compiles the current snapshot with `weights()` and
-    applies it; `stats` reads the engine's counters; `emit` writes an event."""
+class Store(Protocol):
+    """Where the progress of the rollouts is kept across restarts."""
 
-    def __init__(self, path: Path, stats: Callable[[], dict[str, Any]], reapply: Callable[[], Awaitable[bool]],
-                 emit: Callable[..., None], tick_s: float = 0.05) -> None:
+    def load(self) -> dict[str, Any]:
+        """name -> what `Progress.persisted()` gave when last saved."""
+
+    def save(self, rollouts: dict[str, Progress]) -> None:
+        """Keep the progress of every current rollout (and only theirs)."""
+
+
+class FileStore:
+    """`<config>.rollout-state.json`, replaced atomically at each change."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.stats = stats
-        self.reapply = reapply
-        self.emit = emit
-        self.tick_s = tick_s
-        self.rollouts: dict[str, Progress] = {}
-        self._saved = self._read()
 
-    def _read(self) -> dict[str, Any]:
+    def load(self) -> dict[str, Any]:
         try:
             doc = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -206,14 +228,43 @@ class RolloutController:
         except (OSError, ValueError) as e:
             log.error("cannot read rollout state %s: %s; rollouts start over", self.path, e)
             return {}
-        return doc.get("rollouts", {}) if isinstance(doc, dict) else {}
+        rollouts = doc.get("rollouts", {}) if isinstance(doc, dict) else {}
+        return rollouts if isinstance(rollouts, dict) else {}
+
+    def save(self, rollouts: dict[str, Progress]) -> None:
+        try:
+            write_atomically(self.path, {"rollouts": {name: p.persisted() for name, p in rollouts.items()}})
+        except OSError as e:
+            log.error("cannot write rollout state %s: %s", self.path, e)
+
+
+class ActionError(Exception):
+    """An operator's action that cannot be done; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RolloutController:
+    """Drives every Rollout it is given (`configure`). `reapply` makes the data plane serve `weights()`
+    (file mode: the snapshot compiled again; Kubernetes: the HTTPRoutes written); `stats` reads the
+    per-(route, backend) counters (the engine's, or the proxies' /metrics summed); `emit` writes an
+    event; `store` keeps the progress."""
+
+    def __init__(self, store: Store, stats: Callable[[], dict[str, Any]], reapply: Callable[[], Awaitable[bool]],
+                 emit: Callable[..., None], tick_s: float = 0.05) -> None:
+        self.store = store
+        self.stats = stats
+        self.reapply = reapply
+        self.emit = emit
+        self.tick_s = tick_s
+        self.rollouts: dict[str, Progress] = {}
+        self._saved = store.load()
 
     def _save(self) -> None:
         self._saved = {name: p.persisted() for name, p in self.rollouts.items()}
-        try:
-            write_atomically(self.path, {"rollouts": self._saved})
-        except OSError as e:
-            log.error("cannot write rollout state %s: %s", self.path, e)
+        self.store.save(self.rollouts)
 
     def configure(self, plans: list[dict[str, Any]]) -> None:
         """The Rollouts of a config just compiled: unchanged ones go on, new ones start (or resume from
@@ -227,12 +278,13 @@ class RolloutController:
                 current[name] = known
                 continue
             progress = Progress(plan)
-            saved = self._saved.get(name)
-            if saved is not None and saved.get("key") == progress.key and saved.get("phase") in (
-                    PROGRESSING, PROMOTED, FAILED):
-                progress.phase, progress.step, progress.reason = saved["phase"], int(saved["step"]), saved["reason"]
-                self.emit("rollout", name=name, decision="resumed", phase=progress.phase, step=progress.step,
+            if progress.restore(self._saved.get(name)):
+                self.emit("rollout", name=name, decision="restored", phase=progress.phase, step=progress.step,
                           canary_weight=progress.canary_percent)
+            elif plan.get("paused"):
+                progress.phase = PENDING
+                self.emit("rollout", name=name, decision="pending", phase=PENDING, step=0, canary_weight=0,
+                          reason="declared paused: waits for `fastmesh rollout start`")
             else:
                 self.emit("rollout", name=name, decision="started", phase=progress.phase, step=0,
                           canary_weight=progress.canary_percent)
@@ -247,9 +299,59 @@ class RolloutController:
             return
         stats, now = self.stats(), time.monotonic()
         for p in waiting:
-            p.started = now
-            p.base_canary = window(stats, p.plan["route"], p.plan["canary"])
-            p.base_stable = window(stats, p.plan["route"], p.plan["stable"])
+            self._begin(p, stats, now)
+
+    @staticmethod
+    def _begin(p: Progress, stats: dict[str, Any], now: float) -> None:
+        p.started = now
+        p.base_canary = window(stats, p.plan["route"], p.plan["canary"])
+        p.base_stable = window(stats, p.plan["route"], p.plan["stable"])
+
+    async def act(self, name: str, action: str) -> dict[str, Any]:
+        """An operator's action on rollout `name`; its view after. ActionError when it cannot be done:
+        start (Pending -> step 0), pause (Progressing -> Paused: no judging, the weights stay), resume
+        (Paused -> Progressing, a fresh window), abort (-> 100 % stable, Aborted), promote (-> 100 %
+        canary at once, gates skipped, Succeeded)."""
+        p = self.rollouts.get(name)
+        if p is None:
+            known = ", ".join(sorted(self.rollouts)) or "none"
+            raise ActionError(404, f"no rollout {name!r} (rollouts: {known})")
+        if action not in ACTIONS:
+            raise ActionError(400, f"unknown action {action!r} (actions: {', '.join(ACTIONS)})")
+        allowed = {"start": (PENDING,), "pause": (PROGRESSING,), "resume": (PAUSED,),
+                   "abort": (PENDING, PROGRESSING, PAUSED), "promote": (PENDING, PROGRESSING, PAUSED)}[action]
+        if p.phase not in allowed:
+            hint = {PENDING: "; it has not started: use start", PAUSED: "; it is paused: use resume",
+                    PROGRESSING: "; it is running already"}.get(p.phase, "; it is finished: change its steps or "
+                                                                        "backends to roll out again")
+            raise ActionError(409, f"cannot {action} rollout {name}: it is {p.phase}{hint}")
+        step, before = p.step, p.canary_percent
+        if action == "start":
+            p.phase, p.step, p.reason = PROGRESSING, 0, ""
+        elif action == "pause":
+            p.phase, p.reason = PAUSED, f"paused by the operator at step {step}"
+        elif action == "resume":
+            p.phase, p.reason = PROGRESSING, ""
+        elif action == "abort":
+            p.phase, p.reason = ABORTED, f"aborted by the operator at step {step} ({before}% canary)"
+        else:
+            p.phase, p.step = SUCCEEDED, len(p.plan["steps"]) - 1
+            p.reason = f"promoted by the operator at step {step} ({before}% canary), gates skipped"
+        p.started = p.base_canary = p.base_stable = None
+        p.last = None if action in ("start", "resume") else p.last
+        self._save()
+        applied = True
+        if p.canary_percent != before:
+            applied = await self.reapply()  # its windows begin in applied()
+        elif p.phase == PROGRESSING:
+            self._begin(p, self.stats(), time.monotonic())
+        decision = {"start": "started", "pause": "paused", "resume": "resumed", "abort": "aborted",
+                    "promote": "promoted"}[action]
+        log.info("rollout %s: %s by the operator at step %d", name, decision, step)
+        self.emit("rollout", name=name, decision=decision, by="operator", phase=p.phase, step=step,
+                  canary_weight=before, next_step=p.step, next_canary_weight=p.canary_percent,
+                  reason=p.reason, applied=applied)
+        return p.view(time.monotonic())
 
     def weights(self) -> dict[str, dict[str, int]]:
         """route name -> backend -> weight, for every rollout."""
@@ -289,7 +391,9 @@ class RolloutController:
 
     async def _decide(self, p: Progress, verdict: Verdict, now: float) -> None:
         name, step = p.plan["name"], p.step
-        fields = {"name": name, "step": step, "canary_weight": p.canary_percent, **verdict.figures}
+        # window_s: how long the judged window ran (one interval, plus the tick that noticed it ended)
+        fields = {"name": name, "step": step, "canary_weight": p.canary_percent, "at": round(time.time(), 3),
+                  "window_s": round(now - (p.started or now), 3), **verdict.figures}
         if verdict.decision == "hold":
             p.started = now  # judged again one interval on, over the whole window since the step began
             self.emit("rollout", decision="hold", reason=verdict.reason, **fields)
@@ -298,7 +402,7 @@ class RolloutController:
             p.phase, p.reason = FAILED, f"step {step} ({p.plan['steps'][step]}%): {verdict.reason}"
             decision = "rolled_back"
         elif step + 1 >= len(p.plan["steps"]) - 1:  # the last step (100 %) is the promotion
-            p.phase, p.step, p.reason = PROMOTED, len(p.plan["steps"]) - 1, "every step passed"
+            p.phase, p.step, p.reason = SUCCEEDED, len(p.plan["steps"]) - 1, "every step passed"
             decision = "promoted"
         else:
             p.step += 1

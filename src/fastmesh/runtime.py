@@ -27,7 +27,7 @@ from fastmesh.identity import Identity, IdentityError
 from fastmesh.kube import KubeError
 from fastmesh.overrides import OverrideError, Overrides
 from fastmesh.reload import FileWatcher, fingerprint
-from fastmesh.rollout import RolloutController, override_weights, state_path
+from fastmesh.rollout import FileStore, RolloutController, override_weights, state_path
 from fastmesh.state import AppliedConfig, ReloadError, State
 
 if TYPE_CHECKING:  # the Kubernetes client (http.client, ssl) is imported only with --kubernetes
@@ -128,7 +128,7 @@ class Runtime:
         self.admin_token_file: str | None = None
         self.rollouts: RolloutController | None = None  # file mode only (docs/config.md "Rollout")
         if kube is None and config_path is not None:
-            self.rollouts = RolloutController(state_path(config_path), self._engine_stats, self._reapply, self.emit)
+            self.rollouts = RolloutController(FileStore(state_path(config_path)), self._engine_stats, self._reapply, self.emit)
         self._rollout_base: Compiled | None = None  # the config as compiled, while it has Rollouts
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -268,7 +268,8 @@ class Runtime:
             return False
         self.admin = Admin(self.state, self.engine, identity=lambda: self.identity,
                            token_file=lambda: self.admin_token_file,
-                           rollouts=self.rollouts.view if self.rollouts is not None else list)
+                           rollouts=self.rollouts.view if self.rollouts is not None else list,
+                           rollout_action=self.rollouts.act if self.rollouts is not None else None)
         # first: a taken admin port fails before listeners bind
         try:
             self.admin_address = await self.admin.start(self.admin_requested)

@@ -68,6 +68,8 @@ def test_a_rollout_compiles_to_a_plan_with_engine_names(load: Callable[[str], Me
         "steps": [5, 10, 25, 50, 100], "interval_s": 30.0,
         "gates": {"min_success_rate": 99.0, "max_success_rate_drop": None, "max_p99_ms": None,
                   "max_p99_ratio": 1.5, "min_requests": 50},
+        "paused": False,
+        "target": {"namespace": "default", "name": "reviews", "rule": 0, "stable_ref": 0, "canary_ref": 1},
     }]
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastmesh.rollout import RolloutController, state_path
+from fastmesh.rollout import ActionError, FileStore, RolloutController, state_path
 
 BOUNDS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
 
@@ -39,7 +39,7 @@ class Fake:
         self.events.append({"event": event, **fields})
 
     def controller(self) -> RolloutController:
-        return RolloutController(self.path, self.stats, self.reapply, self.emit)
+        return RolloutController(FileStore(self.path), self.stats, self.reapply, self.emit)
 
 
 def step(c: RolloutController, fake: Fake, ok: int, bad: int = 0) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def test_a_failing_step_rolls_back_and_a_new_controller_resumes_from_the_file(tm
     assert step(c, fake, 10)["decision"] == "advanced"
     again = fake.controller()  # a restart
     again.configure([plan()])
-    assert fake.events[-1]["decision"] == "resumed" and again.weights()["default/r/rule/0"] == {"s": 50, "c": 50}
+    assert fake.events[-1]["decision"] == "restored" and again.weights()["default/r/rule/0"] == {"s": 50, "c": 50}
     event = step(again, fake, 19, 1)
     assert event["decision"] == "rolled_back" and event["reason"].startswith("step 1 (50%): canary success rate 95.00%")
     assert again.weights()["default/r/rule/0"] == {"s": 100, "c": 0}
@@ -91,7 +91,7 @@ def test_changed_steps_start_over_and_a_broken_state_file_is_ignored(tmp_path: P
     c.configure([plan([20, 100])])
     assert fake.events[-1]["decision"] == "started" and c.weights()["default/r/rule/0"] == {"s": 80, "c": 20}
     step(c, fake, 10)
-    assert (c.view()[0]["phase"], c.view()[0]["step"]) == ("Promoted", 1)
+    assert (c.view()[0]["phase"], c.view()[0]["step"]) == ("Succeeded", 1)
     seen = len(fake.events)
     c.configure([plan([20, 100])])  # an unrelated reload: the rollout goes on where it is
     assert len(fake.events) == seen and c.view()[0]["step"] == 1
@@ -101,3 +101,68 @@ def test_changed_steps_start_over_and_a_broken_state_file_is_ignored(tmp_path: P
     fresh = fake.controller()
     fresh.configure([plan()])
     assert fake.events[-1]["decision"] == "started"
+
+
+def act(c: RolloutController, action: str, name: str = "default/r") -> dict[str, Any]:
+    return asyncio.run(c.act(name, action))
+
+
+def test_a_rollout_declared_paused_waits_at_0_percent_until_started(tmp_path: Path) -> None:
+    fake = Fake(tmp_path)
+    c = fake.controller()
+    c.configure([{**plan(), "paused": True}])
+    assert fake.events[-1]["decision"] == "pending" and c.view()[0]["phase"] == "Pending"
+    assert c.weights()["default/r/rule/0"] == {"s": 100, "c": 0}
+    fake.counts["c"][0] += 50
+    asyncio.run(c.tick())  # nothing judged while pending
+    assert c.view()[0]["phase"] == "Pending" and fake.events[-1]["decision"] == "pending"
+    again = fake.controller()  # pending survives a restart
+    again.configure([{**plan(), "paused": True}])
+    assert (again.view()[0]["phase"], fake.events[-1]["decision"]) == ("Pending", "restored")
+    view = act(again, "start")
+    assert (view["phase"], view["step"], view["canary_weight"]) == ("Progressing", 0, 10) and fake.reapplied == 1
+    assert fake.events[-1] | {"decision": "started", "by": "operator", "next_canary_weight": 10} == fake.events[-1]
+    assert step(again, fake, 10)["decision"] == "advanced"
+
+
+def test_pause_holds_the_step_and_resume_judges_a_fresh_window(tmp_path: Path) -> None:
+    fake = Fake(tmp_path)
+    c = fake.controller()
+    c.configure([plan()])
+    c.applied()
+    view = act(c, "pause")
+    assert (view["phase"], view["canary_weight"], fake.reapplied) == ("Paused", 10, 0)  # weights stay
+    fake.counts["c"] = [0, 50]  # a failing canary while paused: not judged
+    before = len(fake.events)
+    asyncio.run(c.tick())
+    assert len(fake.events) == before and c.view()[0]["phase"] == "Paused"
+    assert json.loads(fake.path.read_text())["rollouts"]["default/r"]["phase"] == "Paused"
+    try:
+        act(c, "pause")
+        raise AssertionError("paused twice")
+    except ActionError as e:
+        assert e.status == 409 and str(e) == "cannot pause rollout default/r: it is Paused; it is paused: use resume"
+    assert act(c, "resume")["phase"] == "Progressing"
+    event = step(c, fake, 10)  # the window began at resume: the 50 failures before it do not count
+    assert event["decision"] == "advanced" and event["canary_requests"] == 10
+
+
+def test_abort_sends_all_to_stable_and_promote_all_to_canary(tmp_path: Path) -> None:
+    fake = Fake(tmp_path)
+    c = fake.controller()
+    c.configure([plan(), plan(name="default/q")])
+    view = act(c, "abort")
+    assert (view["phase"], view["canary_weight"], view["reason"]) == (
+        "Aborted", 0, "aborted by the operator at step 0 (10% canary)")
+    view = act(c, "promote", "default/q")
+    assert (view["phase"], view["step"], view["canary_weight"]) == ("Succeeded", 2, 100)
+    assert fake.reapplied == 2
+    saved = json.loads(fake.path.read_text())["rollouts"]
+    assert (saved["default/r"]["phase"], saved["default/q"]["phase"]) == ("Aborted", "Succeeded")
+    for name, action, status in (("default/r", "promote", 409), ("default/x", "abort", 404),
+                                 ("default/q", "rewind", 400)):
+        try:
+            act(c, action, name)
+            raise AssertionError(f"{action} {name} done")
+        except ActionError as e:
+            assert e.status == status, e

@@ -115,6 +115,7 @@ def crd(kind: type[KubeObject]) -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},  # conditions written by the proxy (fastmesh.kube.status)
+                    **({"additionalPrinterColumns": PRINTER_COLUMNS[kind.KIND]} if kind.KIND in PRINTER_COLUMNS else {}),
                     "schema": {
                         "openAPIV3Schema": {
                             "description": _description(kind.__doc__ or kind.KIND),
@@ -133,6 +134,21 @@ def crd(kind: type[KubeObject]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _column(name: str, kind: str, path: str, description: str) -> dict[str, str]:
+    return {"name": name, "type": kind, "jsonPath": path, "description": description}
+
+
+PRINTER_COLUMNS = {
+    # `kubectl get rollouts.fastmesh.io`: where each rollout is (status written by `fastmesh rollout controller`)
+    "Rollout": [
+        _column("Phase", "string", ".status.phase", "Pending, Progressing, Paused, Succeeded, Failed or Aborted"),
+        _column("Step", "integer", ".status.currentStep", "Index of the current step in spec.steps"),
+        _column("Canary", "integer", ".status.canaryWeight", "Percent of the rule's traffic to the canary"),
+        _column("Age", "date", ".metadata.creationTimestamp", ""),
+    ],
+}
 
 
 def files() -> dict[str, str]:

@@ -143,6 +143,10 @@ class RolloutSpec(Spec):
     """Keep each user on one version across steps (the rule must not have its own `sessionPersistence`)."""
     canary_header: CanaryHeader | None = None
     """Pin requests to the canary (or stable) by a header; `{}` for `x-canary: always` / `never`."""
+    paused: bool = False
+    """Declare the rollout without starting it: it waits (phase `Pending`, 100 % stable) until
+    `fastmesh rollout start` (Argo Rollouts' `paused`, Flagger's `suspend`). Read only when the rollout
+    has no progress yet: once started, pause and resume are the operator's actions."""
 
     @model_validator(mode="after")
     def _steps(self) -> RolloutSpec:
@@ -157,7 +161,8 @@ class RolloutSpec(Spec):
 
 
 class Rollout(KubeObject):
-    """A progressive canary rollout of one HTTPRoute rule (file mode: state kept next to the config)."""
+    """A progressive canary rollout of one HTTPRoute rule (file mode: progress kept next to the config;
+    Kubernetes: in the Rollout's status, driven by `fastmesh rollout controller`)."""
 
     API_VERSION = "fastmesh.io/v1alpha1"
     KIND = "Rollout"

@@ -20,7 +20,7 @@ def rollout_plans(cfg: MeshConfig) -> list[dict[str, Any]]:
     """One plan per Rollout (the config is checked: every target resolves)."""
     plans = []
     for rollout in cfg.objects(Rollout):
-        route, index, stable, canary = resolve_target(cfg, rollout)
+        route, index, stable, canary = resolve_target(cfg, rollout)  # indices of the rule's backendRefs
         refs = route.spec.rules[index].backend_refs
         names = sorted({e.name for e in entries(route) if e.rule_index == index})
         gates = rollout.spec.gates
@@ -31,6 +31,10 @@ def rollout_plans(cfg: MeshConfig) -> list[dict[str, Any]]:
             "canary": resolve(cfg, route.namespace, refs[canary]),
             "steps": list(rollout.spec.steps),
             "interval_s": parse_duration(rollout.spec.interval),
+            "paused": rollout.spec.paused,
+            # where the weights live in the cluster (Kubernetes mode writes them there)
+            "target": {"namespace": route.namespace, "name": route.name, "rule": index,
+                       "stable_ref": stable, "canary_ref": canary},
             "gates": {
                 "min_success_rate": gates.min_success_rate,
                 "max_success_rate_drop": gates.max_success_rate_drop,
