@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use tokio::time::Instant;
 
 use crate::balance::outlier::Outcome;
@@ -62,7 +62,8 @@ impl Conn {
     }
 
     #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// `req`'s body: `ProxyBody::request` (hyper's server) or `ProxyBody::buffered` (`h1::server`).
+    pub async fn handle(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
         // In flight requests keep the snapshot they started with, even across a swap.
@@ -185,7 +186,7 @@ impl Conn {
     /// Also returns that authority: the upstream pool's key.
     fn upstream_request(
         &self,
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
         authority: Option<Authority>,
         route: &Route,
         backend: &Backend,
@@ -239,7 +240,7 @@ impl Conn {
         }
         uri.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri).ok()?;
-        Some((Request::from_parts(parts, ProxyBody::request(body)), authority))
+        Some((Request::from_parts(parts, body), authority))
     }
 }
 

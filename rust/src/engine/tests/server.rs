@@ -1,0 +1,156 @@
+//! The downstream HTTP/1.1 fast path (`h1::server`, on by default) end to end: raw clients
+//! on real sockets, the engine, hyper upstreams.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+/// Writes `input` on a fresh connection, returns everything read until the proxy closes it
+/// (the last request asks for that, or is an error). No half-close: hyper's server closes at
+/// once when the client shuts its side down.
+async fn raw(proxy: SocketAddr, input: &[u8]) -> String {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(input).await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn pipelined_requests_and_their_bodies_reach_the_upstream_in_order() {
+    run(async {
+        let s = setup().await;
+        let out = raw(
+            s.proxy,
+            b"GET /a HTTP/1.1\r\nhost: svc.test\r\n\r\n\
+              POST /b HTTP/1.1\r\nhost: svc.test\r\ncontent-length: 5\r\n\r\nhello\
+              GET /c?q=1 HTTP/1.1\r\nhost: svc.test\r\nx-version: v2\r\n\r\n\
+              GET /d HTTP/1.1\r\nhost: svc.test\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let answers: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+        assert_eq!(answers.len(), 4, "{out}");
+        assert!(
+            answers[0].starts_with("200 OK") && answers[0].contains("path=/a\n"),
+            "{out}"
+        );
+        assert!(
+            answers[1].contains("path=/b\n") && answers[1].contains("body_bytes=5\n"),
+            "{out}"
+        );
+        assert!(answers[1].contains("method=POST\n"), "{out}");
+        // Routing by header, request and response filters, the h2c backend.
+        assert!(
+            answers[2].contains("upstream=two\n") && answers[2].contains("x-a=set\n"),
+            "{out}"
+        );
+        assert!(
+            answers[2].contains("x-resp: added\r\n") && answers[2].contains("query=q=1\n"),
+            "{out}"
+        );
+        assert!(
+            answers[3].contains("path=/d\n") && answers[3].contains("connection: close\r\n"),
+            "{out}"
+        );
+        // Hop-by-hop headers of the upstream's answer are not relayed.
+        assert!(!out.contains("x-hop-resp"), "{out}");
+        // Counted as one connection and four requests, per route and backend.
+        let stats: serde_json::Value = serde_json::from_str(&s.engine.stats_json()).unwrap();
+        assert_eq!(stats["connections"]["total"], 1);
+        let count = |route: &str| {
+            stats["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["route"] == route)
+                .map(|r| r["status"]["2xx"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        assert_eq!((count("rest"), count("v2")), (3, 1), "{stats}");
+    });
+}
+
+#[test]
+fn bad_requests_get_400_and_oversized_heads_431_from_hyper_after_the_handoff() {
+    run(async {
+        let s = setup().await;
+        let out = raw(s.proxy, b"GET / HTTP/1.1\r\nhost: svc.test\r\nbad header\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+        let out = raw(
+            s.proxy,
+            format!("GET / HTTP/1.1\r\nhost: svc.test\r\n{many}\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        // A head longer than the fast path reads (64 KiB) goes to hyper, which serves it up to
+        // its own limit (~400 KiB) and answers 431 above.
+        let long = "v".repeat(100 * 1024);
+        let out = raw(
+            s.proxy,
+            format!("GET /long HTTP/1.1\r\nhost: svc.test\r\nconnection: close\r\nx-long: {long}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains("path=/long\n"),
+            "{out}"
+        );
+        let long = "v".repeat(500 * 1024);
+        let out = raw(
+            s.proxy,
+            format!("GET / HTTP/1.1\r\nhost: svc.test\r\nx-long: {long}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        // A first request served by the fast path, then one it hands over (chunked body).
+        let out = raw(
+            s.proxy,
+            b"GET /first HTTP/1.1\r\nhost: svc.test\r\n\r\n\
+              POST /second HTTP/1.1\r\nhost: svc.test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(out.contains("path=/first\n") && out.contains("path=/second\n"), "{out}");
+        assert!(out.contains("body_bytes=3\n"), "{out}");
+    });
+}
+
+#[test]
+fn a_drain_lets_the_in_flight_response_finish_then_closes_the_keep_alive_connection() {
+    run(async {
+        let slow = crate::testutil::serve(false, |_req| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"slow"))))
+        })
+        .await;
+        let engine = Arc::new(Engine::new(1).unwrap());
+        engine
+            .apply(&one_route(&format!(r#""protocol": "http1", "endpoints": ["{slow}"]"#)))
+            .unwrap();
+        let proxy = engine.listeners()[0].1;
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let e = engine.clone();
+        let drained = tokio::task::spawn_blocking(move || e.drain(Duration::from_secs(5)));
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8(got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(
+            got.contains("connection: close\r\n") && got.ends_with("\r\n\r\nslow"),
+            "{got}"
+        );
+        assert!(drained.await.unwrap());
+    });
+}
