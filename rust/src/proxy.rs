@@ -63,7 +63,7 @@ impl Conn {
 
     #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
     /// `req`'s body: `ProxyBody::request` (hyper's server) or `ProxyBody::buffered` (`h1::server`).
-    pub async fn handle(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
         // In flight requests keep the snapshot they started with, even across a swap.
@@ -134,11 +134,11 @@ impl Conn {
         inflight.to_endpoint(endpoint);
         let policy = &route.policy;
         policy.retry.budget.deposit();
-        let Some((upstream_req, key)) = self.upstream_request(req, authority, route, backend, endpoint) else {
+        let Some(key) = self.upstream_request(&mut req, authority, route, backend, endpoint) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
         let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
-        let Ok(upstream) = Replay::prepare(upstream_req, key, &policy.retry, mirror.is_some()).await else {
+        let Ok(upstream) = Replay::prepare(req, key, &policy.retry, mirror.is_some()).await else {
             // The client's body failed while it was being buffered.
             return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight);
         };
@@ -186,14 +186,13 @@ impl Conn {
     /// Also returns that authority: the upstream pool's key.
     fn upstream_request(
         &self,
-        req: Request<ProxyBody>,
+        req: &mut Request<ProxyBody>,
         authority: Option<Authority>,
         route: &Route,
         backend: &Backend,
         endpoint: &Endpoint,
-    ) -> Option<(Request<ProxyBody>, Authority)> {
-        let (mut parts, body) = req.into_parts();
-        let h = &mut parts.headers;
+    ) -> Option<Authority> {
+        let h = req.headers_mut();
         headers::strip_request_hop_by_hop(h);
         headers::set_forwarded(h, &self.client_ip);
         headers::set_client_cert(h, self.client_cert.as_ref());
@@ -201,15 +200,15 @@ impl Conn {
             m.apply(h);
         }
         let mut authority = authority;
-        let mut path_and_query = parts.uri.path_and_query().cloned();
+        let mut path_and_query = req.uri().path_and_query().cloned();
         if let Some(rw) = &route.filters.rewrite {
             if let Some((rewritten, hostname)) = &rw.hostname {
                 authority = Some(rewritten.clone());
-                h.insert(HOST, hostname.clone());
+                req.headers_mut().insert(HOST, hostname.clone());
             }
             if let Some(modifier) = &rw.path {
-                let path = modifier.apply(parts.uri.path(), route.matcher.matched_prefix());
-                let pq = match parts.uri.query() {
+                let path = modifier.apply(req.uri().path(), route.matcher.matched_prefix());
+                let pq = match req.uri().query() {
                     Some(q) => format!("{path}?{q}"),
                     None => path,
                 };
@@ -221,26 +220,26 @@ impl Conn {
         let mut uri = http::uri::Parts::default();
         match backend.protocol {
             Protocol::Http1 => {
-                parts.version = Version::HTTP_11;
-                if !parts.headers.contains_key(HOST) {
+                *req.version_mut() = Version::HTTP_11;
+                if !req.headers().contains_key(HOST) {
                     let host = match authority.port_u16() {
                         Some(80) => HeaderValue::from_str(authority.host()),
                         _ => HeaderValue::from_str(authority.as_str()),
                     };
-                    parts.headers.insert(HOST, host.ok()?);
+                    req.headers_mut().insert(HOST, host.ok()?);
                 }
             }
             Protocol::H2c => {
                 // `:authority` carries it.
-                parts.version = Version::HTTP_2;
-                parts.headers.remove(HOST);
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(HOST);
                 uri.scheme = Some(Scheme::HTTP);
                 uri.authority = Some(authority.clone());
             }
         }
         uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).ok()?;
-        Some((Request::from_parts(parts, body), authority))
+        *req.uri_mut() = Uri::from_parts(uri).ok()?;
+        Some(authority)
     }
 }
 
