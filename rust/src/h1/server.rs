@@ -218,7 +218,9 @@ fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Requ
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Framing {
     None,
-    Length,
+    /// `content-length`; a body that ends short of it (or would run past it) closes the
+    /// connection after what fits, as hyper's server does, so the client is never left waiting.
+    Length(u64),
     Chunked,
 }
 
@@ -241,6 +243,11 @@ async fn respond(
         return write_all(io, &mut &out[..]).await;
     }
     let allowed = framing == Framing::Chunked && parts.headers.contains_key(TRAILER);
+    let declared = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut sent = 0u64;
     let mut head_sent = false;
     let mut trailers = None;
     loop {
@@ -270,6 +277,10 @@ async fn respond(
                 continue;
             }
         };
+        sent += data.len() as u64;
+        if sent > declared {
+            return Err(io::Error::other("response body longer than its content-length"));
+        }
         let end = body.is_end_stream();
         if framing == Framing::Chunked && !data.is_empty() {
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
@@ -286,7 +297,7 @@ async fn respond(
                 finish_chunked(&mut last, trailers.take(), &parts.headers);
             }
             write_all(io, &mut (&out[..]).chain(&data[..]).chain(&last[..])).await?;
-            return Ok(());
+            return complete(framing, sent);
         }
         write_all(io, &mut (&out[..]).chain(&data[..]).chain(tail)).await?;
         out.clear();
@@ -298,7 +309,15 @@ async fn respond(
     if !out.is_empty() {
         write_all(io, &mut &out[..]).await?;
     }
-    Ok(())
+    complete(framing, sent)
+}
+
+/// `Err` (the connection closes) when a body with a `content-length` ended short of it.
+fn complete(framing: Framing, sent: u64) -> io::Result<()> {
+    match framing {
+        Framing::Length(n) if n != sent => Err(io::Error::other("response body shorter than its content-length")),
+        _ => Ok(()),
+    }
 }
 
 enum Next {
@@ -367,8 +386,9 @@ fn write_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if headers.contains_key(CONTENT_LENGTH) {
-        Framing::Length
+    let framing = if let Some(v) = headers.get(CONTENT_LENGTH) {
+        // Unreadable: the body runs until the connection closes.
+        Framing::Length(parse_decimal(v.as_bytes().trim_ascii()).unwrap_or(u64::MAX))
     } else if bodiless {
         Framing::None
     } else if let Some(n) = body.size_hint().exact() {
@@ -378,7 +398,7 @@ fn write_head(
         if n == 0 {
             Framing::None
         } else {
-            Framing::Length
+            Framing::Length(n)
         }
     } else {
         dst.extend_from_slice(b"transfer-encoding: chunked\r\n");

@@ -154,3 +154,34 @@ fn a_drain_lets_the_in_flight_response_finish_then_closes_the_keep_alive_connect
         assert!(drained.await.unwrap());
     });
 }
+
+#[test]
+fn a_response_shorter_than_its_content_length_closes_the_connection() {
+    run(async {
+        let up = upstream("one", false).await;
+        let engine = Engine::new(1).unwrap();
+        // A filter that claims more bytes than the upstream's body has.
+        let snapshot = format!(
+            r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
+                "backends": [{{"name": "b", "protocol": "http1", "endpoints": ["{up}"]}}],
+                "vhosts": [{{"name": "v", "domains": ["*"], "routes": [{{"name": "r",
+                  "filters": [{{"type": "ResponseHeaderModifier", "set": [["content-length", "100000"]]}}],
+                  "backends": [{{"backend": "b", "weight": 1}}]}}]}}]}}"#
+        );
+        engine.apply(&snapshot).unwrap();
+        let proxy = engine.listeners()[0].1;
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        // The client sees the end of the connection, not a wait for bytes that never come.
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+            .await
+            .expect("the connection closes")
+            .ok();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("path=/\n"),
+            "{got}"
+        );
+    });
+}
