@@ -261,6 +261,12 @@ impl ProxyBody {
         Some(self.buffered.take())
     }
 
+    /// The whole body when it is in memory (no body, or data without trailers) and nothing was
+    /// read from it yet: `Some(None)` no body, `Some(Some(data))`; `None` otherwise.
+    pub fn in_memory(&self) -> Option<Option<&Bytes>> {
+        (self.inner.is_none() && self.trailers.is_none()).then_some(self.buffered.as_ref())
+    }
+
     /// Cuts the body (an error to the client, counted) if it has not ended by `deadline`.
     #[must_use]
     pub fn until(mut self, deadline: Deadline) -> Self {

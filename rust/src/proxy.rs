@@ -138,9 +138,13 @@ impl Conn {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
         let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
-        let Ok(upstream) = Replay::prepare(req, key, &policy.retry, mirror.is_some()).await else {
-            // The client's body failed while it was being buffered.
-            return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight);
+        let upstream = match Replay::at_once(req, key, &policy.retry, mirror.is_some()) {
+            Ok(upstream) => upstream,
+            Err((req, key)) => match Replay::prepare(req, key, &policy.retry, mirror.is_some()).await {
+                Ok(upstream) => upstream,
+                // The client's body failed while it was being buffered.
+                Err(_) => return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight),
+            },
         };
         if let Some((to, _)) = mirror {
             send_mirror(to, backend, &upstream, policy);
@@ -261,6 +265,42 @@ struct Replay {
 }
 
 impl Replay {
+    /// `prepare` without awaiting (no move of the request into an async fn's state) when the
+    /// body is already known: none, or in memory whole (the engine's own HTTP/1.1 server reads
+    /// small bodies before routing; no copy of them is made). `Err` gives the request back for
+    /// `prepare`.
+    #[allow(clippy::result_large_err)] // the request is given back, not an error
+    fn at_once(
+        req: Request<ProxyBody>,
+        authority: Authority,
+        policy: &RetryPolicy,
+        mirrored: bool,
+    ) -> Result<Upstream, (Request<ProxyBody>, Authority)> {
+        use http_body::Body as _;
+        let data = if req.body().is_end_stream() {
+            None
+        } else {
+            match req.body().in_memory() {
+                Some(data) => data.cloned(),
+                None => return Err((req, authority)),
+            }
+        };
+        let (limit, wanted) = Replay::limit(&req, policy, mirrored);
+        let keep = req.body().is_end_stream() || wanted && req.body().size_hint().lower() <= limit;
+        let replay = keep.then(|| Replay::of(&req, data, None));
+        Ok(Upstream { req, authority, replay })
+    }
+
+    /// The most body bytes kept for a replay, and whether the request is replayed at all.
+    fn limit<B>(req: &Request<B>, policy: &RetryPolicy, mirrored: bool) -> (u64, bool) {
+        // A mirrored request is copied whatever its method, up to the larger of the limits.
+        if mirrored {
+            (policy.max_body.max(DEFAULT_MAX_BODY), true)
+        } else {
+            (policy.max_body, policy.retries_method(req.method()))
+        }
+    }
+
     /// A replayable copy of `req` when its body allows one: no body, or (for a method the policy
     /// retries) a body of at most `max_body` bytes, which is read into memory here. Longer
     /// bodies are streamed and never replayed.
@@ -279,12 +319,7 @@ impl Replay {
                 replay: Some(replay),
             });
         }
-        // A mirrored request is copied whatever its method, up to the larger of the limits.
-        let (limit, wanted) = if mirrored {
-            (policy.max_body.max(DEFAULT_MAX_BODY), true)
-        } else {
-            (policy.max_body, policy.retries_method(req.method()))
-        };
+        let (limit, wanted) = Replay::limit(&req, policy, mirrored);
         // A body known to be longer is streamed at once; one of unknown length (chunked, HTTP/2
         // without content-length) is read up to the limit, then streamed if longer.
         let too_long = req.body().size_hint().lower() > limit;

@@ -240,6 +240,9 @@ async fn respond(
     out.clear();
     let framing = write_head(out, status, &parts.headers, &body, head_request, close);
     if framing == Framing::None {
+        // The request ends (its in-flight count, its upstream connection back to the pool)
+        // before the client can see the answer.
+        drop(body);
         return write_all(io, &mut &out[..]).await;
     }
     let allowed = framing == Framing::Chunked && parts.headers.contains_key(TRAILER);
@@ -296,6 +299,7 @@ async fn respond(
             if framing == Framing::Chunked {
                 finish_chunked(&mut last, trailers.take(), &parts.headers);
             }
+            drop(body);
             write_all(io, &mut (&out[..]).chain(&data[..]).chain(&last[..])).await?;
             return complete(framing, sent);
         }

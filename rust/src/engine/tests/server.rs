@@ -185,3 +185,34 @@ fn a_response_shorter_than_its_content_length_closes_the_connection() {
         );
     });
 }
+
+#[test]
+fn a_request_stops_counting_as_active_before_its_answer_reaches_the_client() {
+    run(async {
+        let s = setup().await;
+        let mut c = TcpStream::connect(s.proxy).await.unwrap();
+        for path in ["/", "/status/204", "/null", "/bytes/10"].iter().cycle().take(200) {
+            let req = format!("GET {path} HTTP/1.1\r\nhost: svc.test\r\n\r\n");
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            // Each answer is read whole (its content-length) before looking at the count.
+            loop {
+                let mut chunk = [0u8; 4096];
+                let n = c.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed after {got:?}");
+                got.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&got);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.parse().unwrap());
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(s.engine.active_requests(), 0, "{path}");
+        }
+    });
+}
