@@ -39,6 +39,8 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body read into memory here; longer ones go to hyper, which streams them.
 pub const MAX_BODY: u64 = 64 * 1024;
 const READ: usize = 8 * 1024;
+/// Headers the engine may add to a request (`headers::set_forwarded`, `Host`).
+const FORWARDING_HEADERS: usize = 4;
 
 /// Whether plaintext HTTP/1.1 connections are served here (read once per process).
 pub fn enabled() -> bool {
@@ -200,7 +202,9 @@ fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Requ
     let body = (head.body > 0).then(|| buf.split_to(head.body).freeze());
     let method = Method::from_bytes(&bytes[head.method[0]..head.method[1]]).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target[0]..head.target[1])).ok()?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what goes in on the way upstream (x-forwarded-for, x-forwarded-proto,
+    // x-request-id, host): growing the map re-hashes every header (callgrind: ~600 Ir/req).
+    let mut headers = HeaderMap::with_capacity(spans.len() + FORWARDING_HEADERS);
     for &[n0, n1, v0, v1] in spans {
         let name = HeaderName::from_bytes(&bytes[n0..n1]).ok()?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).ok()?;
