@@ -154,7 +154,9 @@ pin_project_lite::pin_project! {
         // A request body read into memory so it can be replayed, or a body the engine wrote
         // itself (an error message); `inner` is `None` then.
         buffered: Option<Bytes>,
-        trailers: Option<HeaderMap>,
+        // Boxed: rare, and a `HeaderMap` inline made every move of a request or response 88
+        // bytes longer (callgrind: memcpy was 16 % of the instructions of the h1 fast path).
+        trailers: Option<Box<HeaderMap>>,
         guard: Option<InFlight>,
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
@@ -242,7 +244,7 @@ impl ProxyBody {
         ProxyBody {
             inner: None,
             buffered: data.filter(|d| !d.is_empty()),
-            trailers,
+            trailers: trailers.map(Box::new),
             guard: None,
             pooled: None,
             deadline: None,
@@ -257,6 +259,12 @@ impl ProxyBody {
             return None;
         }
         Some(self.buffered.take())
+    }
+
+    /// The whole body when it is in memory (no body, or data without trailers) and nothing was
+    /// read from it yet: `Some(None)` no body, `Some(Some(data))`; `None` otherwise.
+    pub fn in_memory(&self) -> Option<Option<&Bytes>> {
+        (self.inner.is_none() && self.trailers.is_none()).then_some(self.buffered.as_ref())
     }
 
     /// Cuts the body (an error to the client, counted) if it has not ended by `deadline`.
@@ -299,7 +307,7 @@ impl Body for ProxyBody {
         }
         let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
             if let Some(trailers) = this.trailers.take() {
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
             }
             this.guard.take();
             return Poll::Ready(None);

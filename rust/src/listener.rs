@@ -9,14 +9,20 @@ use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::body::ProxyBody;
 use crate::drain::Drain;
+use crate::h1;
+use crate::h1::server::Rewind;
 use crate::proxy::{Conn, Proxy};
 use crate::tls::inbound::Accepted;
 use crate::tls::{Inbound, Stream, TlsMode};
@@ -65,7 +71,7 @@ impl Server {
         });
     }
 
-    fn serve(&self, accepted: Accepted, peer: SocketAddr, local: SocketAddr) {
+    fn serve(self: &Arc<Self>, accepted: Accepted, peer: SocketAddr, local: SocketAddr) {
         let Accepted { stream, peer: caller } = accepted;
         let mut conn = Conn::new(
             self.proxy.clone(),
@@ -75,24 +81,53 @@ impl Server {
         );
         conn.client_cert = caller.map(|(_, xfcc)| xfcc);
         let conn = Arc::new(conn);
-        let service = service_fn(move |req| {
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(conn.handle(req).await) }
-        });
-        let connection = self
-            .builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let Some(watched) = self.drain.watch(connection) else {
+        let stats = self.proxy.stats.clone();
+        let stream = match stream {
+            Stream::Plain(tcp) if h1::server::enabled() => {
+                let Some(drain) = self.drain.subscribe() else {
+                    return;
+                };
+                stats.connections_active.fetch_add(1, Relaxed);
+                stats.connections_total.fetch_add(1, Relaxed);
+                let server = self.clone();
+                tokio::spawn(async move {
+                    if let Some(handoff) = h1::server::serve(tcp, &conn, drain).await {
+                        if let Some(watched) = server.hyper(Rewind::from(handoff), conn) {
+                            watched.await;
+                        }
+                    }
+                    stats.connections_active.fetch_sub(1, Relaxed);
+                });
+                return;
+            }
+            other => other,
+        };
+        let Some(watched) = self.hyper(stream, conn) else {
             return;
         };
-        let stats = self.proxy.stats.clone();
         stats.connections_active.fetch_add(1, Relaxed);
         stats.connections_total.fetch_add(1, Relaxed);
         tokio::spawn(async move {
-            let _ = watched.await;
+            watched.await;
             stats.connections_active.fetch_sub(1, Relaxed);
         });
+    }
+
+    /// The connection served by hyper (HTTP/1.1 or HTTP/2, as its first bytes say), watched
+    /// by the drain; `None` when draining already started.
+    fn hyper<I>(&self, io: I, conn: Arc<Conn>) -> Option<impl std::future::Future<Output = ()> + Send + 'static>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req: Request<Incoming>| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(conn.handle(req.map(ProxyBody::request)).await) }
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(io), service).into_owned();
+        let watched = self.drain.watch(connection)?;
+        Some(async move {
+            let _ = watched.await;
+        })
     }
 }
 

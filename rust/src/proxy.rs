@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use tokio::time::Instant;
 
 use crate::balance::outlier::Outcome;
@@ -62,7 +62,8 @@ impl Conn {
     }
 
     #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// `req`'s body: `ProxyBody::request` (hyper's server) or `ProxyBody::buffered` (`h1::server`).
+    pub async fn handle(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
         // In flight requests keep the snapshot they started with, even across a swap.
@@ -133,13 +134,17 @@ impl Conn {
         inflight.to_endpoint(endpoint);
         let policy = &route.policy;
         policy.retry.budget.deposit();
-        let Some((upstream_req, key)) = self.upstream_request(req, authority, route, backend, endpoint) else {
+        let Some(key) = self.upstream_request(&mut req, authority, route, backend, endpoint) else {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
         let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
-        let Ok(upstream) = Replay::prepare(upstream_req, key, &policy.retry, mirror.is_some()).await else {
-            // The client's body failed while it was being buffered.
-            return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight);
+        let upstream = match Replay::at_once(req, key, &policy.retry, mirror.is_some()) {
+            Ok(upstream) => upstream,
+            Err((req, key)) => match Replay::prepare(req, key, &policy.retry, mirror.is_some()).await {
+                Ok(upstream) => upstream,
+                // The client's body failed while it was being buffered.
+                Err(_) => return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight),
+            },
         };
         if let Some((to, _)) = mirror {
             send_mirror(to, backend, &upstream, policy);
@@ -188,14 +193,13 @@ impl Conn {
     /// Also returns that authority: the upstream pool's key.
     fn upstream_request(
         &self,
-        req: Request<Incoming>,
+        req: &mut Request<ProxyBody>,
         authority: Option<Authority>,
         route: &Route,
         backend: &Backend,
         endpoint: &Endpoint,
-    ) -> Option<(Request<ProxyBody>, Authority)> {
-        let (mut parts, body) = req.into_parts();
-        let h = &mut parts.headers;
+    ) -> Option<Authority> {
+        let h = req.headers_mut();
         headers::strip_request_hop_by_hop(h);
         headers::set_forwarded(h, &self.client_ip);
         headers::set_client_cert(h, self.client_cert.as_ref());
@@ -203,15 +207,15 @@ impl Conn {
             m.apply(h);
         }
         let mut authority = authority;
-        let mut path_and_query = parts.uri.path_and_query().cloned();
+        let mut path_and_query = req.uri().path_and_query().cloned();
         if let Some(rw) = &route.filters.rewrite {
             if let Some((rewritten, hostname)) = &rw.hostname {
                 authority = Some(rewritten.clone());
-                h.insert(HOST, hostname.clone());
+                req.headers_mut().insert(HOST, hostname.clone());
             }
             if let Some(modifier) = &rw.path {
-                let path = modifier.apply(parts.uri.path(), route.matcher.matched_prefix());
-                let pq = match parts.uri.query() {
+                let path = modifier.apply(req.uri().path(), route.matcher.matched_prefix());
+                let pq = match req.uri().query() {
                     Some(q) => format!("{path}?{q}"),
                     None => path,
                 };
@@ -223,26 +227,26 @@ impl Conn {
         let mut uri = http::uri::Parts::default();
         match backend.protocol {
             Protocol::Http1 => {
-                parts.version = Version::HTTP_11;
-                if !parts.headers.contains_key(HOST) {
+                *req.version_mut() = Version::HTTP_11;
+                if !req.headers().contains_key(HOST) {
                     let host = match authority.port_u16() {
                         Some(80) => HeaderValue::from_str(authority.host()),
                         _ => HeaderValue::from_str(authority.as_str()),
                     };
-                    parts.headers.insert(HOST, host.ok()?);
+                    req.headers_mut().insert(HOST, host.ok()?);
                 }
             }
             Protocol::H2c => {
                 // `:authority` carries it.
-                parts.version = Version::HTTP_2;
-                parts.headers.remove(HOST);
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(HOST);
                 uri.scheme = Some(Scheme::HTTP);
                 uri.authority = Some(authority.clone());
             }
         }
         uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).ok()?;
-        Some((Request::from_parts(parts, ProxyBody::request(body)), authority))
+        *req.uri_mut() = Uri::from_parts(uri).ok()?;
+        Some(authority)
     }
 }
 
@@ -264,6 +268,42 @@ struct Replay {
 }
 
 impl Replay {
+    /// `prepare` without awaiting (no move of the request into an async fn's state) when the
+    /// body is already known: none, or in memory whole (the engine's own HTTP/1.1 server reads
+    /// small bodies before routing; no copy of them is made). `Err` gives the request back for
+    /// `prepare`.
+    #[allow(clippy::result_large_err)] // the request is given back, not an error
+    fn at_once(
+        req: Request<ProxyBody>,
+        authority: Authority,
+        policy: &RetryPolicy,
+        mirrored: bool,
+    ) -> Result<Upstream, (Request<ProxyBody>, Authority)> {
+        use http_body::Body as _;
+        let data = if req.body().is_end_stream() {
+            None
+        } else {
+            match req.body().in_memory() {
+                Some(data) => data.cloned(),
+                None => return Err((req, authority)),
+            }
+        };
+        let (limit, wanted) = Replay::limit(&req, policy, mirrored);
+        let keep = req.body().is_end_stream() || wanted && req.body().size_hint().lower() <= limit;
+        let replay = keep.then(|| Replay::of(&req, data, None));
+        Ok(Upstream { req, authority, replay })
+    }
+
+    /// The most body bytes kept for a replay, and whether the request is replayed at all.
+    fn limit<B>(req: &Request<B>, policy: &RetryPolicy, mirrored: bool) -> (u64, bool) {
+        // A mirrored request is copied whatever its method, up to the larger of the limits.
+        if mirrored {
+            (policy.max_body.max(DEFAULT_MAX_BODY), true)
+        } else {
+            (policy.max_body, policy.retries_method(req.method()))
+        }
+    }
+
     /// A replayable copy of `req` when its body allows one: no body, or (for a method the policy
     /// retries) a body of at most `max_body` bytes, which is read into memory here. Longer
     /// bodies are streamed and never replayed.
@@ -282,12 +322,7 @@ impl Replay {
                 replay: Some(replay),
             });
         }
-        // A mirrored request is copied whatever its method, up to the larger of the limits.
-        let (limit, wanted) = if mirrored {
-            (policy.max_body.max(DEFAULT_MAX_BODY), true)
-        } else {
-            (policy.max_body, policy.retries_method(req.method()))
-        };
+        let (limit, wanted) = Replay::limit(&req, policy, mirrored);
         // A body known to be longer is streamed at once; one of unknown length (chunked, HTTP/2
         // without content-length) is read up to the limit, then streamed if longer.
         let too_long = req.body().size_hint().lower() > limit;

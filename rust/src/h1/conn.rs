@@ -73,17 +73,7 @@ impl RawConn {
         let body_len = body.map_or(0, Bytes::len);
         codec::write_request_head(&mut self.head, method, target, headers, body_len);
         let mut out = (&self.head[..]).chain(body.map_or(&[][..], |b| &b[..]));
-        let io = &mut self.io;
-        std::future::poll_fn(|cx| {
-            while out.has_remaining() {
-                let n = std::task::ready!(tokio_util::io::poll_write_buf(Pin::new(&mut *io), cx, &mut out))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-            }
-            Pin::new(&mut *io).poll_flush(cx)
-        })
-        .await
+        write_all(&mut self.io, &mut out).await
     }
 
     /// Reads until a final (not 1xx) response head is complete. `Ok(None)`: the upstream
@@ -125,4 +115,18 @@ impl RawConn {
         }
         Poll::Ready(Ok(n))
     }
+}
+
+/// Writes all of `out` (vectored: one `writev` for its parts while the socket takes them).
+pub async fn write_all<B: Buf>(io: &mut TcpStream, out: &mut B) -> io::Result<()> {
+    std::future::poll_fn(|cx| {
+        while out.has_remaining() {
+            let n = std::task::ready!(tokio_util::io::poll_write_buf(Pin::new(&mut *io), cx, &mut *out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
+        Pin::new(&mut *io).poll_flush(cx)
+    })
+    .await
 }

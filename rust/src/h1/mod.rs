@@ -10,6 +10,7 @@
 pub mod body;
 pub mod codec;
 pub mod conn;
+pub mod server;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,495 @@
+//! The downstream half of the fast path: plaintext HTTP/1.1 connections served without
+//! hyper's server (and hyper-util's `auto` connection). Request heads are parsed with
+//! `httparse` from a per-connection buffer (pipelined requests wait there for their turn),
+//! a body of known, small length is read into memory, the request goes through the same
+//! `Conn::handle` as hyper's, and the response head and body are written with one vectored
+//! write when the body is already there. Keep-alive; a drain closes an idle connection at
+//! once and a busy one after its response (`Connection: close` on it).
+//!
+//! What it does not serve is handed, with the bytes read so far, to hyper (`Handoff`), which
+//! then serves the rest of the connection as before: HTTP/2 prior knowledge, anything
+//! `httparse` or `http` refuses (hyper answers 400 or 431 as it always did), HTTP/1.0,
+//! `CONNECT`, `Upgrade`, `Expect`, `Transfer-Encoding` and bodies over `MAX_BODY` (streamed
+//! by hyper). The decision is taken before any byte of the request is answered.
+//!
+//! Switch: `FASTMESH_H1_SERVER=0` (or `FASTMESH_H1_FASTPATH=0`, which also turns off the
+//! upstream half) serves every connection with hyper.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::conn::write_all;
+use crate::body::ProxyBody;
+use crate::proxy::Conn;
+
+/// Most headers a request may have (hyper's default; over it hyper answers 431).
+const MAX_HEADERS: usize = 100;
+/// Longest request head read here; a longer one goes to hyper (its limit is ~400 KiB).
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest request body read into memory here; longer ones go to hyper, which streams them.
+pub const MAX_BODY: u64 = 64 * 1024;
+const READ: usize = 8 * 1024;
+/// Headers the engine may add to a request (`headers::set_forwarded`, `Host`).
+const FORWARDING_HEADERS: usize = 4;
+
+/// Whether plaintext HTTP/1.1 connections are served here (read once per process).
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| super::enabled() && std::env::var("FASTMESH_H1_SERVER").map_or(true, |v| v != "0"))
+}
+
+/// A connection for hyper to serve from here on: the socket, and the bytes read from it
+/// that were not answered (they are read again first).
+pub struct Handoff {
+    pub io: TcpStream,
+    pub read: Bytes,
+}
+
+/// A request head found in the buffer: where its parts are, and what follows it.
+struct Head {
+    len: usize,
+    body: usize,
+    method: [usize; 2],
+    target: [usize; 2],
+    close: bool,
+    is_head_method: bool,
+}
+
+enum Parse {
+    Complete(Head),
+    Partial,
+    /// Not for this server: hyper serves the connection from here.
+    Decline,
+}
+
+/// Serves `io` until the client or a drain closes it; `Some` when hyper must take over.
+pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bool>) -> Option<Handoff> {
+    let mut buf = BytesMut::with_capacity(READ);
+    let mut spans: Vec<[usize; 4]> = Vec::new();
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut draining = false;
+    loop {
+        let head = loop {
+            if !buf.is_empty() {
+                match parse(&buf, &mut spans) {
+                    Parse::Complete(h) if buf.len() >= h.len + h.body => break h,
+                    Parse::Complete(_) | Parse::Partial => {}
+                    Parse::Decline => return Some(Handoff { io, read: buf.freeze() }),
+                }
+            }
+            // Between requests a drain closes the connection; within one it waits for the rest.
+            let n = if buf.is_empty() && !draining {
+                tokio::select! {
+                    biased;
+                    r = std::future::poll_fn(|cx| fill(&mut io, &mut buf, cx)) => r,
+                    _ = drain.changed() => { draining = true; continue; }
+                }
+            } else if buf.is_empty() {
+                return None;
+            } else {
+                std::future::poll_fn(|cx| fill(&mut io, &mut buf, cx)).await
+            };
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        };
+        let Some(req) = request(&mut buf, &head, &spans) else {
+            let _ = write_all(&mut io, &mut &BAD_REQUEST[..]).await;
+            return None;
+        };
+        let resp = conn.handle(req).await;
+        let close = head.close || draining || *drain.borrow();
+        if respond(&mut io, &mut out, resp, head.is_head_method, close)
+            .await
+            .is_err()
+            || close
+        {
+            return None;
+        }
+    }
+}
+
+const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// Reads what the socket has into `buf`; `Ready(Ok(0))` at EOF.
+fn fill(io: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ / 2 {
+        buf.reserve(READ);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Finds a request head at the start of `buf` (nothing consumed); `spans` gets where its
+/// header names and values are.
+#[inline(never)] // keeps the header array out of `serve`'s future
+fn parse(buf: &[u8], spans: &mut Vec<[usize; 4]>) -> Parse {
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, &mut raw) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parse::Partial,
+        Ok(httparse::Status::Partial) | Err(_) => return Parse::Decline,
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Parse::Decline;
+    };
+    if req.version != Some(1) || method == "CONNECT" {
+        return Parse::Decline;
+    }
+    let start = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let at = s.as_ptr() as usize - start;
+        [at, at + s.len()]
+    };
+    let mut body = 0u64;
+    let mut close = false;
+    spans.clear();
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
+            match parse_decimal(h.value.trim_ascii()) {
+                Some(n) if n <= MAX_BODY && (body == 0 || body == n) => body = n,
+                _ => return Parse::Decline,
+            }
+        } else if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
+            close |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if [TRANSFER_ENCODING, EXPECT, UPGRADE]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+        {
+            return Parse::Decline;
+        }
+        let [n0, n1] = span(name);
+        let [v0, v1] = span(h.value);
+        spans.push([n0, n1, v0, v1]);
+    }
+    Parse::Complete(Head {
+        len,
+        body: usize::try_from(body).expect("at most MAX_BODY"),
+        method: span(method.as_bytes()),
+        target: span(target.as_bytes()),
+        close,
+        is_head_method: method == "HEAD",
+    })
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter()
+        .try_fold(0u64, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
+}
+
+/// Takes the request `head` found (and its body) off `buf`; header values and the target stay
+/// slices of the read buffer. `None`: a method, target or header `http` refuses (400).
+fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Request<ProxyBody>> {
+    let bytes = buf.split_to(head.len).freeze();
+    let body = (head.body > 0).then(|| buf.split_to(head.body).freeze());
+    let method = Method::from_bytes(&bytes[head.method[0]..head.method[1]]).ok()?;
+    let uri = Uri::from_maybe_shared(bytes.slice(head.target[0]..head.target[1])).ok()?;
+    // Room for what goes in on the way upstream (x-forwarded-for, x-forwarded-proto,
+    // x-request-id, host): growing the map re-hashes every header (callgrind: ~600 Ir/req).
+    let mut headers = HeaderMap::with_capacity(spans.len() + FORWARDING_HEADERS);
+    for &[n0, n1, v0, v1] in spans {
+        let name = HeaderName::from_bytes(&bytes[n0..n1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(ProxyBody::buffered(body, None));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// How the response body goes on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    /// `content-length`; a body that ends short of it (or would run past it) closes the
+    /// connection after what fits, as hyper's server does, so the client is never left waiting.
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `resp`: the head, and the body as its frames come. The head goes out with the first
+/// frame when that one is ready (one write for a response whose body is in memory); else at
+/// once, so the client sees the head while the body is awaited. `Err`: the connection can't
+/// be used any more (a write failed, or the body failed after its head went out).
+async fn respond(
+    io: &mut TcpStream,
+    out: &mut Vec<u8>,
+    resp: Response<ProxyBody>,
+    head_request: bool,
+    close: bool,
+) -> io::Result<()> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    out.clear();
+    let framing = write_head(out, status, &parts.headers, &body, head_request, close);
+    if framing == Framing::None {
+        // The request ends (its in-flight count, its upstream connection back to the pool)
+        // before the client can see the answer.
+        drop(body);
+        return write_all(io, &mut &out[..]).await;
+    }
+    let allowed = framing == Framing::Chunked && parts.headers.contains_key(TRAILER);
+    let declared = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut sent = 0u64;
+    let mut head_sent = false;
+    let mut trailers = None;
+    loop {
+        let frame = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Pending if !head_sent => Poll::Ready(Next::Waiting),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(f) => Poll::Ready(Next::Frame(f)),
+        })
+        .await;
+        let frame = match frame {
+            Next::Waiting => {
+                write_all(io, &mut &out[..]).await?;
+                out.clear();
+                head_sent = true;
+                continue;
+            }
+            Next::Frame(None) => break,
+            Next::Frame(Some(Ok(frame))) => frame,
+            Next::Frame(Some(Err(e))) => return Err(io::Error::other(e)),
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if allowed {
+                    trailers = frame.into_trailers().ok();
+                }
+                continue;
+            }
+        };
+        sent += data.len() as u64;
+        if sent > declared {
+            return Err(io::Error::other("response body longer than its content-length"));
+        }
+        let end = body.is_end_stream();
+        if framing == Framing::Chunked && !data.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        let mut tail: &[u8] = b"";
+        if framing == Framing::Chunked {
+            tail = if data.is_empty() { b"" } else { b"\r\n" };
+        }
+        if end {
+            // The rest of the message goes out with this frame.
+            let mut last = Vec::new();
+            last.extend_from_slice(tail);
+            if framing == Framing::Chunked {
+                finish_chunked(&mut last, trailers.take(), &parts.headers);
+            }
+            drop(body);
+            write_all(io, &mut (&out[..]).chain(&data[..]).chain(&last[..])).await?;
+            return complete(framing, sent);
+        }
+        write_all(io, &mut (&out[..]).chain(&data[..]).chain(tail)).await?;
+        out.clear();
+        head_sent = true;
+    }
+    if framing == Framing::Chunked {
+        finish_chunked(out, trailers, &parts.headers);
+    }
+    if !out.is_empty() {
+        write_all(io, &mut &out[..]).await?;
+    }
+    complete(framing, sent)
+}
+
+/// `Err` (the connection closes) when a body with a `content-length` ended short of it.
+fn complete(framing: Framing, sent: u64) -> io::Result<()> {
+    match framing {
+        Framing::Length(n) if n != sent => Err(io::Error::other("response body shorter than its content-length")),
+        _ => Ok(()),
+    }
+}
+
+enum Next {
+    /// The body has no frame ready and the head is still unsent.
+    Waiting,
+    Frame(Option<Result<http_body::Frame<Bytes>, crate::body::BodyError>>),
+}
+
+/// The last chunk and the trailers the response's `Trailer` header announced (as hyper's
+/// server does).
+fn finish_chunked(dst: &mut Vec<u8>, trailers: Option<HeaderMap>, headers: &HeaderMap) {
+    dst.extend_from_slice(b"0\r\n");
+    if let Some(trailers) = trailers {
+        let announced: Vec<HeaderName> = headers
+            .get_all(TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for (name, value) in &trailers {
+            if announced.contains(name) {
+                write_header(dst, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn write_header(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// The status line and headers as hyper's server writes them (names lower-case, a `date`
+/// when there is none, `content-length` from the body when known, else chunked); how the body
+/// follows.
+fn write_head(
+    dst: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &ProxyBody,
+    head_request: bool,
+    close: bool,
+) -> Framing {
+    dst.extend_from_slice(b"HTTP/1.1 ");
+    dst.extend_from_slice(status.as_str().as_bytes());
+    dst.push(b' ');
+    dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    dst.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if close && name == CONNECTION {
+            continue;
+        }
+        write_header(dst, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !headers.contains_key(DATE) {
+        write_header(dst, b"date", &date());
+    }
+    if close {
+        dst.extend_from_slice(b"connection: close\r\n");
+    }
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if let Some(v) = headers.get(CONTENT_LENGTH) {
+        // Unreadable: the body runs until the connection closes.
+        Framing::Length(parse_decimal(v.as_bytes().trim_ascii()).unwrap_or(u64::MAX))
+    } else if bodiless {
+        Framing::None
+    } else if let Some(n) = body.size_hint().exact() {
+        dst.extend_from_slice(b"content-length: ");
+        dst.extend_from_slice(n.to_string().as_bytes());
+        dst.extend_from_slice(b"\r\n");
+        if n == 0 {
+            Framing::None
+        } else {
+            Framing::Length(n)
+        }
+    } else {
+        dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    };
+    dst.extend_from_slice(b"\r\n");
+    if bodiless {
+        Framing::None
+    } else {
+        framing
+    }
+}
+
+/// The `date` header's value, formatted once a second per thread.
+fn date() -> [u8; 29] {
+    use std::cell::Cell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let (at, value) = c.get();
+        if at == secs {
+            return value;
+        }
+        let mut value = [0u8; 29];
+        value.copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
+        c.set((secs, value));
+        value
+    })
+}
+
+/// A connection handed to hyper: the bytes read already come first.
+pub struct Rewind {
+    read: Bytes,
+    io: TcpStream,
+}
+
+impl From<Handoff> for Rewind {
+    fn from(h: Handoff) -> Self {
+        Rewind { read: h.read, io: h.io }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests;
