@@ -12,6 +12,10 @@ from tests.harness import curl, mesh_config, service, traffic_policy
 from tests.resilience.test_retries import metric
 
 
+DELAY_MS = 300
+"""The slow upstream's answer time."""
+
+
 def limited(name: str, **pool: Any) -> dict[str, Any]:
     return traffic_policy(name, connectionPool=pool)
 
@@ -20,7 +24,7 @@ def test_overload_against_a_connection_limit_answers_503_fast_instead_of_queuein
     upstream_factory, proxy_factory, require_tools, tmp_path: Path
 ):
     require_tools("h2load", "curl")
-    slow = upstream_factory("slow", delay_ms=100)
+    slow = upstream_factory("slow", delay_ms=DELAY_MS)
     config = mesh_config(
         services=[service("web", [slow.address])],
         extra=[limited("web", maxConnections=4, maxPendingRequests=0)],
@@ -41,8 +45,9 @@ def test_overload_against_a_connection_limit_answers_503_fast_instead_of_queuein
     assert slow.stats()["max_active"] <= 4, "never more than 4 connections' worth of requests upstream"
     p99 = refused_ms[int(len(refused_ms) * 0.99) - 1]
     print(f"\n503s: {len(refused_ms)}, p50 {statistics.median(refused_ms):.2f} ms, p99 {p99:.2f} ms, max {refused_ms[-1]:.2f} ms")
-    # Not queued: a queued request would wait for the upstream (100 ms per request).
-    assert p99 < 50, f"p99 of the 503s {p99:.1f} ms"
+    # Not queued: a queued request would wait at least one upstream answer (DELAY_MS). The bound is that
+    # structural fact, not a speed: how fast the 503s come is measured by bench/, not asserted here.
+    assert p99 < DELAY_MS, f"p99 of the 503s {p99:.1f} ms: they waited for the upstream"
 
     stats = px.stats()
     backend = next(b for b in stats["backends"] if b["backend"] == "default/web:8080")
