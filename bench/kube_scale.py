@@ -448,12 +448,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.apiserver:
         m["apiserver"] = through_apiserver(args)
     text = report(m, raw_argv)
-    out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-kube-scale.md"
+    write_results(text, m, args.out or RESULTS / f"{datetime.date.today().isoformat()}-kube-scale.md")
+    return 0
+
+
+def write_results(text: str, data: dict[str, Any], out: Path) -> None:
+    """The report to `out` (and the figures beside it, .json), and to stdout."""
     out.write_text(text)
-    (out.with_suffix(".json")).write_text(json.dumps(m, indent=1) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     print(text)
     print(f"written: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ class Runtime:
         if control is not None:
             from fastmesh.control.client import ControlWatcher
 
-            self.watcher = self.control_watcher = ControlWatcher(control, self._on_file_change, self.state)
+            self.watcher = self.control_watcher = ControlWatcher(control, None, self.state,
+                                                                 on_update=self._on_control_update)
         elif kube is not None:
             from fastmesh.kube.source import RESOURCES
             from fastmesh.kube.watch import KubeWatcher
@@ -138,9 +139,7 @@ class Runtime:
 
     def _read(self) -> bytes | Changes:
         if self.control_watcher is not None:
-            content = self.control_watcher.content()
-            self.control_watcher.seen(content)
-            return content
+            return self.control_watcher.replica.take_changes()
         if self.kube is not None:
             from fastmesh.kube.watch import Changes
 
@@ -160,15 +159,27 @@ class Runtime:
         """Parse, validate and compile (in a child process); ConfigError or OverrideError say what is wrong.
         From a cluster (`content` is what changed): None when nothing the compiler reads changed."""
         if not isinstance(content, bytes):
+            if self.control_watcher is not None:
+                await self._control_compiler()
             assert self.cluster is not None
             return await self.cluster.apply(content.upserts, content.deletes, content.replace_kinds)
-        namespace = self.namespace
-        if namespace is None and self.control_watcher is not None:
-            namespace = self.control_watcher.replica.namespace
-        return await compile_config(
-            content, self.label, self.overrides, cluster=self.kube is not None or self.control is not None,
-            namespace=namespace,
-        )
+        return await compile_config(content, self.label, self.overrides, cluster=self.kube is not None,
+                                    namespace=self.namespace)
+
+    async def _control_compiler(self) -> None:
+        """With --control-plane: the incremental compiler of the view's documents, for the namespace
+        given (`--namespace`) or else the control plane's; a new one (sent every document) if that changed."""
+        assert self.control_watcher is not None
+        replica = self.control_watcher.replica
+        namespace = self.namespace if self.namespace is not None else replica.namespace
+        if self.cluster is not None and self.cluster.namespace == namespace:
+            return
+        if self.cluster is not None:
+            await self.cluster.close()
+        from fastmesh.kube.source import RESOURCES
+
+        self.cluster = ClusterCompiler(self.label, self.overrides, replica.documents,
+                                       kinds=[kind for kind, _, _ in RESOURCES], namespace=namespace)
 
     async def _apply(self, loaded: Compiled) -> int:
         assert self.engine is not None
@@ -369,6 +380,9 @@ class Runtime:
     async def _on_kube_changes(self, changes: Changes) -> None:
         await self.reload(changes, reason="cluster changed")
 
+    async def _on_control_update(self) -> None:
+        await self.reload(reason="control plane")  # takes the changes under the lock (`_read`)
+
     # === run and drain ===
 
     def _spawn(self, coro: Any) -> None:
@@ -419,6 +433,8 @@ class Runtime:
             return 1
         if self.control_watcher is None:
             self._spawn(self.watcher.run())
+        elif self.control_watcher.replica.pending:  # came while starting (a reload then is refused)
+            self._spawn(self.reload(reason="control plane"))
         if self.rollouts is not None:
             self._spawn(self.rollouts.run())
         await self._stop.wait()

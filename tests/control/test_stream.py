@@ -44,17 +44,23 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 10) ->
         await asyncio.sleep(0.01)
 
 
+async def serving(tmp_path: Path) -> tuple[ControlPlane, Any, Path]:
+    """A control plane on loopback with Service shop/web (port 80), and a token file it accepts."""
+    CA.init(tmp_path / "ca", "cluster.local")
+    control = ControlPlane(KubeSource(Connection("https://127.0.0.1:1")),
+                           Settings(tmp_path / "ca", "127.0.0.1:0", ("127.0.0.1",)))
+    control.reviewer = FakeReviewer()  # type: ignore[assignment]
+    control.store.apply(service("web", 80), [])
+    control.synced.set()
+    server = await control.serve(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("good")
+    return control, server, token
+
+
 def test_a_proxy_that_reconnects_gets_only_the_deltas_it_missed(tmp_path: Path) -> None:
     async def run() -> None:
-        CA.init(tmp_path / "ca", "cluster.local")
-        control = ControlPlane(KubeSource(Connection("https://127.0.0.1:1")),
-                               Settings(tmp_path / "ca", "127.0.0.1:0", ("127.0.0.1",)))
-        control.reviewer = FakeReviewer()  # type: ignore[assignment]
-        control.store.apply(service("web", 80), [])
-        control.synced.set()
-        server = await control.serve(tmp_path)
-        token = tmp_path / "token"
-        token.write_text("good")
+        control, server, token = await serving(tmp_path)
         contents: list[bytes] = []
 
         async def on_change(content: bytes) -> None:
@@ -99,6 +105,49 @@ def test_a_proxy_that_reconnects_gets_only_the_deltas_it_missed(tmp_path: Path) 
             assert watcher.replica.version == 4 and not state.control["connected"]
         finally:
             task.cancel()
+            control.drop_connections()
+            server.close()
+
+    asyncio.run(run())
+
+
+def test_a_delta_that_comes_while_the_proxy_starts_is_applied_after_the_start(tmp_path: Path) -> None:
+    """The runtime compiles the replica's changes incrementally; a delta received while the first snapshot
+    is being applied (a reload then is refused: the start is not done) is taken by a reload right after."""
+    import io
+    import threading
+
+    from fastmesh.engine import Engine
+    from fastmesh.runtime import Overrides, Runtime
+    from tests.runtime.fakes import FakeEngineCore
+
+    async def run() -> None:
+        control, server, token = await serving(tmp_path)
+        source = ControlSource(f"https://{control.address}", str(tmp_path / "ca" / "bundle.pem"), str(token))
+        loop = asyncio.get_running_loop()
+
+        class SlowFirstApply(FakeEngineCore):
+            def apply(self, snapshot_json: str) -> int:
+                if not self.snapshots:  # the first snapshot: the delta comes and is refused meanwhile
+                    loop.call_soon_threadsafe(control.store.apply, service("web", 81), [])
+                    replica, end = runtime.control_watcher.replica, time.monotonic() + 10  # type: ignore[union-attr]
+                    while replica.version < 2 and time.monotonic() < end:
+                        threading.Event().wait(0.01)
+                return super().apply(snapshot_json)
+
+        core = SlowFirstApply()
+        runtime = Runtime(None, Overrides(admin_address="127.0.0.1:0", listeners={"outbound": "127.0.0.1:0"}),
+                          engine_factory=lambda threads: Engine(core),  # type: ignore[arg-type]
+                          events=io.StringIO(), handle_signals=False, control=source)
+        task = asyncio.ensure_future(runtime.run())
+        try:
+            await until(lambda: len(core.snapshots) >= 2, "the delta to be applied after the start")
+            first, second = (json.dumps(s["backends"]) for s in core.snapshots[:2])
+            assert "shop/web:80" in first and "shop/web:81" in second and "shop/web:80" not in second
+            assert runtime.cluster is not None and runtime.cluster.started == 1  # one incremental compiler
+        finally:
+            runtime.stop()
+            await asyncio.wait_for(task, 20)
             control.drop_connections()
             server.close()
 

@@ -81,6 +81,20 @@ def control_stats(px: Proxy) -> dict[str, Any]:
     return dict(px.stats()["orchestrator"]["control_plane"])
 
 
+def compiler_children(px: Proxy) -> list[str]:
+    """The command lines of the proxy's children that are the incremental compiler (a long-lived child)."""
+    children = Path(f"/proc/{px.pid}/task/{px.pid}/children").read_text().split()
+    found = []
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        if "fastmesh.config.cluster_worker" in cmdline:
+            found.append(cmdline)
+    return found
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     end = time.monotonic() + timeout
     while not (result := condition()):
@@ -133,6 +147,9 @@ def test_a_route_change_reaches_every_proxy_of_one_control_plane(
     for px in proxies:
         shifted = _until_only(px, "v2", deadline_s=20, host=f"reviews.{namespace}") - patched
         print(f"proxy {px.pid}: all traffic on v2 {shifted * 1000:.0f} ms after the patch was sent")
+    for px in proxies:  # each change was compiled incrementally: one long-lived compiler child, never restarted
+        assert len(compiler_children(px)) == 1, compiler_children(px)
+        assert not [e for e in px.events if e["event"] == "reload_failed"]
     pushed = [e for e in control.process.events if e["event"] == "pushed"]
     assert pushed and all(e["views"] == 1 for e in pushed)  # two proxies of one namespace: one view, one
     # delta for both

@@ -111,12 +111,16 @@ async def issue(source: ControlSource, settings: IdentitySettings) -> tuple[Issu
 
 
 class ControlWatcher:
-    """Calls `on_change(content)` when the documents of the proxy's view differ from the last content seen."""
+    """Calls `on_change(content)` when the documents of the proxy's view differ from the last content seen;
+    or, with `on_update`, calls it (no argument) when the view changed: the caller takes what changed
+    from `replica.take_changes()` when it compiles (fastmesh.runtime: an incremental compiler), so changes
+    arriving while it compiles are taken together by the next compile, and none is lost before the start."""
 
-    def __init__(self, source: ControlSource, on_change: Callable[[bytes], Awaitable[None]], state: State,
-                 backoff: Backoff | None = None) -> None:
+    def __init__(self, source: ControlSource, on_change: Callable[[bytes], Awaitable[None]] | None, state: State,
+                 backoff: Backoff | None = None, *, on_update: Callable[[], Awaitable[None]] | None = None) -> None:
         self.source = source
         self.on_change = on_change
+        self.on_update = on_update
         self.replica = Replica()
         self.backoff = backoff or Backoff(0.5, 10.0)
         self.ready = asyncio.Event()
@@ -183,6 +187,10 @@ class ControlWatcher:
         if not self.replica.complete:
             return
         self.ready.set()
+        if self.on_update is not None:
+            await self.on_update()
+            return
+        assert self.on_change is not None
         content = self.content()
         content_digest = digest(content)
         if content_digest != self._digest:

@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from fastmesh.kube.source import RESOURCES
+from fastmesh.kube.watch import Changes
 
 Key = tuple[str, str, str]
 """(kind, namespace, name) of a document."""
@@ -70,6 +71,10 @@ class Replica:
         self.texts: dict[Key, str] = {}
         self.complete = False
         """A full state has been received (in this or an earlier connection)."""
+        self.replaced = False
+        """A full state came since `take_changes`: every kind is replaced."""
+        self.dirty: set[Key] = set()
+        """Documents upserted or deleted by the deltas since `take_changes`."""
 
     def apply(self, line: bytes | str) -> bool:
         """Apply one message; True when the documents may have changed."""
@@ -85,14 +90,19 @@ class Replica:
             return False
         if kind == "full":
             self.texts = {key_of(doc): canonical(doc) for doc in message["documents"]}
+            self.replaced, self.dirty = True, set()
         elif kind == "delta":
             if not self.complete or message.get("epoch") != self.epoch or message.get("from") != self.version:
                 raise ProtocolError(f"delta from version {message.get('from')} of epoch {message.get('epoch')}, "
                                     f"but this proxy has version {self.version} of epoch {self.epoch}")
             for doc in message["upserts"]:
-                self.texts[key_of(doc)] = canonical(doc)
+                key = key_of(doc)
+                self.texts[key] = canonical(doc)
+                self.dirty.add(key)
             for gone in message["deletes"]:
-                self.texts.pop((gone["kind"], gone["namespace"], gone["name"]), None)
+                key = (gone["kind"], gone["namespace"], gone["name"])
+                self.texts.pop(key, None)
+                self.dirty.add(key)
         else:
             raise ProtocolError(f"unknown message type {kind!r}")
         self.epoch, self.version, self.complete = str(message["epoch"]), int(message["version"]), True
@@ -100,3 +110,29 @@ class Replica:
 
     def content(self) -> bytes:
         return render(self.texts)
+
+    @property
+    def pending(self) -> bool:
+        """Changes not taken yet."""
+        return self.replaced or bool(self.dirty)
+
+    def documents(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every document as (kind, document), for fastmesh.compiler.ClusterCompiler (which takes documents
+        as it takes API objects: `project` leaves a document as it is)."""
+        return [(key[0], json.loads(text)) for key, text in self.texts.items()]
+
+    def take_changes(self) -> Changes:
+        """What changed since the last call, for an incremental compiler: after a full state, every kind
+        replaced by the documents there are; else the documents the deltas upserted or deleted."""
+        if self.replaced:
+            changes = Changes(self.documents(), [], list(KIND_ORDER))
+        else:
+            changes = Changes()
+            for key in sorted(self.dirty):
+                text = self.texts.get(key)
+                if text is None:
+                    changes.deletes.append(key)
+                else:
+                    changes.upserts.append((key[0], json.loads(text)))
+        self.replaced, self.dirty = False, set()
+        return changes
