@@ -73,7 +73,7 @@ pub struct BackendLimits {
     pub max_retries: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub protocol: Protocol,
@@ -86,6 +86,13 @@ pub struct BackendConfig {
     pub limits: BackendLimits,
     /// The snapshot's pool settings with this backend's connection caps.
     pub pool: PoolConfig,
+}
+
+impl BackendConfig {
+    /// Whether the endpoints of both are built alike (an endpoint of one serves the other).
+    pub fn same_pools(&self, other: &BackendConfig) -> bool {
+        (self.protocol, self.pool, &self.tls) == (other.protocol, other.pool, &other.tls)
+    }
 }
 
 #[derive(Debug)]
@@ -127,18 +134,31 @@ pub struct WeightedRef {
 
 /// Parses and validates a snapshot.
 pub fn parse(json: &str) -> Result<Config, ConfigError> {
+    // serde straight into the typed structs; only a refused snapshot is parsed a second time,
+    // tracking the path, to name the field (the tracking doubles the cost of a large snapshot).
+    match serde_json::from_str::<RawSnapshot>(json) {
+        Ok(raw) => compile(raw),
+        Err(first) => Err(parse_error(json, first)),
+    }
+}
+
+/// The error of a snapshot serde refused (`first`), naming the field path.
+#[cold]
+fn parse_error(json: &str, first: serde_json::Error) -> ConfigError {
     let mut de = serde_json::Deserializer::from_str(json);
-    let raw: RawSnapshot = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || inner.is_syntax() || inner.is_eof() {
-            ConfigError::Json(inner)
-        } else {
-            ConfigError::invalid(path, inner.to_string())
+    match serde_path_to_error::deserialize::<_, RawSnapshot>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || inner.is_syntax() || inner.is_eof() {
+                ConfigError::Json(inner)
+            } else {
+                ConfigError::invalid(path, inner.to_string())
+            }
         }
-    })?;
-    de.end()?;
-    compile(raw)
+        // Trailing characters after the object.
+        Ok(_) => de.end().err().unwrap_or(first).into(),
+    }
 }
 
 fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {

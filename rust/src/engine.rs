@@ -166,7 +166,7 @@ impl Engine {
             .collect();
         let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams, &bound);
         self.proxy.snapshot.store(Arc::new(compiled.snapshot));
-        self.upstreams.retain(&compiled.endpoints);
+        self.upstreams.replace(compiled.backends);
         *live = slots
             .into_iter()
             .zip(modes)

@@ -1,13 +1,12 @@
 //! The immutable tables one request reads: built from a validated `Config`, swapped in whole.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::authz::{self, Authorization};
 use crate::balance::Backend;
 use crate::config::Config;
-use crate::pool::{EndpointKey, Upstreams};
+use crate::pool::{Built, Upstreams};
 use crate::retry::RoutePolicy;
 use crate::route::{Route, Target, Vhost, VhostTable};
 use crate::stats::Stats;
@@ -23,14 +22,14 @@ pub struct Snapshot {
 /// A compiled snapshot plus what the engine needs to put it in service.
 pub struct Compiled {
     pub snapshot: Snapshot,
-    /// The endpoints the snapshot uses (the rest of the registry is dropped once it is live).
-    pub endpoints: HashSet<EndpointKey>,
+    /// The snapshot's backends (`Upstreams::replace` makes them the live ones once it is live).
+    pub backends: Built,
 }
 
 impl Snapshot {
-    /// Resolves names to shared handles: backends to their endpoints' pools (reused from the
-    /// registry when unchanged), routes to their (route, backend) counters, listeners'
-    /// authorization to the address each is bound on (`bound`, in `cfg.listeners` order).
+    /// Resolves names to shared handles: backends (the live ones reused whole when their config
+    /// is unchanged, else their endpoints' pools when those are), routes to their (route,
+    /// backend) counters, listeners' authorization to the address each is bound on (`bound`, in `cfg.listeners` order).
     pub fn compile(cfg: Config, version: u64, stats: &Stats, upstreams: &Upstreams, bound: &[SocketAddr]) -> Compiled {
         let authz = cfg
             .listeners
@@ -38,28 +37,14 @@ impl Snapshot {
             .zip(bound)
             .filter_map(|(l, &addr)| Some((addr, Authorization::new(l.authorization?, stats))))
             .collect();
-        let mut used = HashSet::new();
+        let live = upstreams.live();
+        let mut built = Built::with_capacity(cfg.backends.len());
         let backends: Vec<Arc<Backend>> = cfg
             .backends
             .into_iter()
-            .map(|b| {
-                let name: Arc<str> = Arc::from(b.name);
-                let endpoints = b
-                    .endpoints
-                    .iter()
-                    .map(|addr| upstreams.endpoint(&name, addr, b.protocol, b.pool, b.tls.as_ref(), &mut used))
-                    .collect();
-                let backend_stats = stats.backend(&name);
-                Arc::new(Backend::new(
-                    name,
-                    b.protocol,
-                    b.lb,
-                    endpoints,
-                    (b.outlier, b.limits),
-                    backend_stats,
-                ))
-            })
+            .map(|b| upstreams.backend(&live, b, stats, &mut built))
             .collect();
+        drop(live);
         let entries = cfg
             .vhosts
             .into_iter()
@@ -104,7 +89,7 @@ impl Snapshot {
                 vhosts: VhostTable::new(entries),
                 authz: authz::Listeners::new(authz),
             },
-            endpoints: used,
+            backends: built,
         }
     }
 }

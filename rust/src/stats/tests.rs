@@ -27,7 +27,6 @@ fn records_classes_and_buckets_and_renders_the_contract() {
         crate::config::Protocol::Http1,
         pool,
         None,
-        &mut std::collections::HashSet::new(),
     );
     ep.stats.connections_open.store(2, Relaxed);
     let v: serde_json::Value = serde_json::from_str(&stats.render(4, &[ep])).unwrap();
