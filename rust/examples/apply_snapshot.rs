@@ -8,6 +8,10 @@
 
 use std::time::Instant;
 
+/// The allocator the Python extension runs with (src/py/).
+#[global_allocator]
+static GLOBAL: _engine::MiMalloc = _engine::MiMalloc;
+
 fn cpu_ms() -> f64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     // utime and stime (fields 14 and 15) in clock ticks (100 Hz): coarse, so also the wall time.

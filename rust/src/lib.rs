@@ -32,4 +32,6 @@ mod testutil;
 mod py;
 
 pub use engine::Engine;
+/// The extension's global allocator, for the examples (a plain Rust build keeps the system one).
+pub use alloc::MiMalloc;
 pub use error::{ConfigError, Error};
