@@ -6,6 +6,8 @@
 //! the request path reads.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -40,7 +42,8 @@ pub struct Config {
     pub version: Option<u64>,
     pub listeners: Vec<ListenerConfig>,
     pub pool: PoolConfig,
-    pub backends: Vec<BackendConfig>,
+    /// Shared with the live snapshot's when their text is the same (`parse_reusing`).
+    pub backends: Vec<Arc<BackendConfig>>,
     pub vhosts: Vec<VhostConfig>,
 }
 
@@ -86,6 +89,8 @@ pub struct BackendConfig {
     pub limits: BackendLimits,
     /// The snapshot's pool settings with this backend's connection caps.
     pub pool: PoolConfig,
+    /// What it was compiled from: its JSON text and the snapshot's `pool`.
+    source: (Box<str>, PoolConfig),
 }
 
 impl BackendConfig {
@@ -134,26 +139,37 @@ pub struct WeightedRef {
 
 /// Parses and validates a snapshot.
 pub fn parse(json: &str) -> Result<Config, ConfigError> {
+    parse_reusing(json, &Reusable::default())
+}
+
+/// Parses and validates a snapshot; a backend whose JSON text (and the snapshot's `pool`) is
+/// the same as one of `reusable` is that one, not parsed again.
+pub fn parse_reusing(json: &str, reusable: &Reusable<'_>) -> Result<Config, ConfigError> {
     // serde straight into the typed structs; only a refused snapshot is parsed a second time,
     // tracking the path, to name the field (the tracking doubles the cost of a large snapshot).
     match serde_json::from_str::<RawSnapshot>(json) {
-        Ok(raw) => compile(raw),
-        Err(first) => Err(parse_error(json, first)),
+        Ok(raw) => compile(raw, reusable),
+        Err(first) => Err(parse_error::<RawSnapshot>(json, "", first)),
     }
 }
 
-/// The error of a snapshot serde refused (`first`), naming the field path.
+/// The error of the JSON text of `T` serde refused (`first`), naming the field path (under
+/// `field`, the path of `T` in the snapshot; `""`: the snapshot itself).
 #[cold]
-fn parse_error(json: &str, first: serde_json::Error) -> ConfigError {
+fn parse_error<'de, T: serde::Deserialize<'de>>(json: &'de str, field: &str, first: serde_json::Error) -> ConfigError {
     let mut de = serde_json::Deserializer::from_str(json);
-    match serde_path_to_error::deserialize::<_, RawSnapshot>(&mut de) {
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if path == "." || inner.is_syntax() || inner.is_eof() {
+            if field.is_empty() && (path == "." || inner.is_syntax() || inner.is_eof()) {
                 ConfigError::Json(inner)
-            } else {
+            } else if path == "." {
+                ConfigError::invalid(field, inner.to_string())
+            } else if field.is_empty() {
                 ConfigError::invalid(path, inner.to_string())
+            } else {
+                ConfigError::invalid(format!("{field}.{path}"), inner.to_string())
             }
         }
         // Trailing characters after the object.
@@ -161,23 +177,62 @@ fn parse_error(json: &str, first: serde_json::Error) -> ConfigError {
     }
 }
 
-fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
+/// Backend configs a new snapshot may share, found by their JSON text.
+#[derive(Default)]
+pub struct Reusable<'a>(HashMap<Text<'a>, &'a Arc<BackendConfig>>);
+
+impl<'a> Reusable<'a> {
+    pub fn new(configs: impl Iterator<Item = &'a Arc<BackendConfig>>) -> Self {
+        Reusable(configs.map(|c| (Text(&c.source.0), c)).collect())
+    }
+
+    fn get(&self, text: &str, pool: PoolConfig) -> Option<Arc<BackendConfig>> {
+        self.0
+            .get(&Text(text))
+            .filter(|c| c.source.1 == pool)
+            .map(|c| Arc::clone(c))
+    }
+}
+
+/// A backend's JSON text as a map key: hashed by its length and first bytes (where its unique
+/// name is), compared whole.
+#[derive(PartialEq, Eq)]
+struct Text<'a>(&'a str);
+
+impl Hash for Text<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let bytes = self.0.as_bytes();
+        state.write_usize(bytes.len());
+        state.write(&bytes[..bytes.len().min(96)]);
+    }
+}
+
+fn compile(raw: RawSnapshot<'_>, reusable: &Reusable<'_>) -> Result<Config, ConfigError> {
     let listeners = listeners(raw.listeners)?;
     let pool = pool(&raw.pool)?;
     let mut by_name = HashMap::new();
     let mut backends = Vec::with_capacity(raw.backends.len());
-    for (i, b) in raw.backends.into_iter().enumerate() {
-        let field = format!("backends[{i}]");
-        if b.name.is_empty() {
-            return Err(ConfigError::invalid(format!("{field}.name"), "must not be empty"));
-        }
+    for (i, text) in raw.backends.into_iter().enumerate() {
+        let text = text.get();
+        let b = match reusable.get(text, pool) {
+            Some(b) => b,
+            None => {
+                let field = format!("backends[{i}]");
+                let b: RawBackend =
+                    serde_json::from_str(text).map_err(|e| parse_error::<RawBackend>(text, &field, e))?;
+                if b.name.is_empty() {
+                    return Err(ConfigError::invalid(format!("{field}.name"), "must not be empty"));
+                }
+                Arc::new(backend(b, &field, (text, pool))?)
+            }
+        };
         if by_name.insert(b.name.clone(), i).is_some() {
             return Err(ConfigError::invalid(
-                format!("{field}.name"),
+                format!("backends[{i}].name"),
                 format!("duplicate backend {:?}", b.name),
             ));
         }
-        backends.push(backend(b, &field, pool)?);
+        backends.push(b);
     }
     let mut seen_domains = HashMap::new();
     let mut vhosts = Vec::with_capacity(raw.vhosts.len());
@@ -216,8 +271,9 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
     })
 }
 
-/// One backend, its fields checked (`field`: its path, e.g. `backends[3]`).
-fn backend(b: RawBackend, field: &str, pool: PoolConfig) -> Result<BackendConfig, ConfigError> {
+/// One backend, its fields checked (`field`: its path, e.g. `backends[3]`), from its JSON text
+/// and the snapshot's `pool`.
+fn backend(b: RawBackend, field: &str, (text, pool): (&str, PoolConfig)) -> Result<BackendConfig, ConfigError> {
     for (j, e) in b.endpoints.iter().enumerate() {
         check_endpoint(e).map_err(|m| ConfigError::invalid(format!("{field}.endpoints[{j}]"), m))?;
     }
@@ -270,6 +326,7 @@ fn backend(b: RawBackend, field: &str, pool: PoolConfig) -> Result<BackendConfig
             idle_timeout: b.idle_timeout_ms.map_or(pool.idle_timeout, Duration::from_millis),
             ..pool
         },
+        source: (text.into(), pool),
     })
 }
 

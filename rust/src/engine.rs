@@ -142,7 +142,9 @@ impl Engine {
     /// Validates a snapshot, binds its new listeners, swaps it in, then closes the listeners
     /// it dropped. On error nothing changes. Returns the new version.
     pub fn apply(&self, json: &str) -> Result<u64, Error> {
-        let cfg = config::parse(json)?;
+        let live = self.upstreams.live();
+        let cfg = config::parse_reusing(json, &config::Reusable::new(live.values().map(|(c, _)| c)))?;
+        drop(live);
         if self.identity.current().is_none() {
             needs_no_identity(&cfg)?;
         }

@@ -781,7 +781,7 @@ impl Shared {
 // === impl Upstreams ===
 
 /// The backends of a snapshot by name, each with the config it was built from.
-pub type Built = HashMap<Arc<str>, (BackendConfig, Arc<Backend>)>;
+pub type Built = HashMap<Arc<str>, (Arc<BackendConfig>, Arc<Backend>)>;
 
 /// The live snapshot's backends, so the next snapshot reuses what it keeps: a backend whose
 /// config is unchanged whole (endpoints, pools, load estimates, outlier state, round-robin
@@ -811,10 +811,10 @@ impl Upstreams {
 
     /// The backend `cfg` describes: the live one of that name when its config is the same,
     /// else a new one keeping the live endpoints it can. Records it in `next`.
-    pub fn backend(&self, live: &Built, cfg: BackendConfig, stats: &Stats, next: &mut Built) -> Arc<Backend> {
+    pub fn backend(&self, live: &Built, cfg: Arc<BackendConfig>, stats: &Stats, next: &mut Built) -> Arc<Backend> {
         let old = live.get_key_value(cfg.name.as_str());
         if let Some((name, (old_cfg, backend))) = old {
-            if *old_cfg == cfg {
+            if Arc::ptr_eq(old_cfg, &cfg) || *old_cfg == cfg {
                 next.insert(name.clone(), (cfg, backend.clone()));
                 return backend.clone();
             }

@@ -269,3 +269,48 @@ fn resilience_fields_are_checked_naming_the_field() {
         assert!(e.contains(expected), "{e}");
     }
 }
+
+#[test]
+fn backend_errors_name_the_field_path_inside_the_backend() {
+    let ok = r#"{"name": "a", "protocol": "http1"}"#;
+    let cases = [
+        (r#"{"name": "b", "protocol": "http3"}"#, "backends[1].protocol: unknown variant `http3`"),
+        (r#"{"name": "b", "protocol": "http1", "bogus": 1}"#, "backends[1].bogus: unknown field `bogus`"),
+        (r#"{"name": "b"}"#, "backends[1]: missing field `protocol`"),
+        (r#"{"name": "b", "protocol": "http1", "endpoints": [1]}"#, "backends[1].endpoints[0]: invalid type"),
+        (r#"{"name": "b", "protocol": "http1", "limits": {"max_requests": "x"}}"#, "backends[1].limits.max_requests"),
+        (r#"{"name": "", "protocol": "http1"}"#, "backends[1].name: must not be empty"),
+    ];
+    for (backend, want) in cases {
+        let got = err(&format!(r#"{{"backends": [{ok}, {backend}]}}"#));
+        assert!(got.contains(want), "error {got:?} should contain {want:?}");
+        assert!(!got.contains('\n'), "one line: {got:?}");
+    }
+}
+
+#[test]
+fn a_backend_with_the_same_text_and_pool_is_shared_not_parsed_again() {
+    let snap = |pool: &str, a: &str| {
+        format!(
+            r#"{{"pool": {{"connect_timeout_ms": {pool}}}, "backends": [
+                {{"name": "a", "protocol": "http1", "endpoints": [{a}]}},
+                {{"name": "b", "protocol": "h2c", "endpoints": ["127.0.0.1:2"]}}]}}"#
+        )
+    };
+    let live = parse(&snap("100", r#""127.0.0.1:1""#)).unwrap();
+    let reusable = Reusable::new(live.backends.iter());
+    let next = parse_reusing(&snap("100", r#""127.0.0.1:3""#), &reusable).unwrap();
+    assert!(!Arc::ptr_eq(&live.backends[0], &next.backends[0]), "changed text: parsed");
+    assert_eq!(next.backends[0].endpoints, ["127.0.0.1:3"]);
+    assert!(Arc::ptr_eq(&live.backends[1], &next.backends[1]), "same text: shared");
+    // The snapshot's pool settings are part of a backend's config.
+    let other_pool = parse_reusing(&snap("200", r#""127.0.0.1:1""#), &reusable).unwrap();
+    assert!(!Arc::ptr_eq(&live.backends[1], &other_pool.backends[1]));
+    assert_eq!(other_pool.backends[1].pool.connect_timeout, Duration::from_millis(200));
+    // A shared backend still counts for duplicate names.
+    let dup = r#"{"pool": {"connect_timeout_ms": 100}, "backends": [
+                {"name": "b", "protocol": "h2c", "endpoints": ["127.0.0.1:2"]},
+                {"name": "b", "protocol": "h2c", "endpoints": ["127.0.0.1:2"]}]}"#;
+    let got = parse_reusing(dup, &reusable).unwrap_err().to_string();
+    assert!(got.contains("backends[1].name: duplicate backend \"b\""), "{got}");
+}
