@@ -1,5 +1,5 @@
 //! Times `Engine::apply` of snapshot files (the issue 6 scale target: bench/kube_scale.py's
-//! `engine_apply`, without Python), split into parse+validate and the whole apply.
+//! `engine_apply`, without Python).
 //!
 //!     cargo run --release --no-default-features --example apply_snapshot -- A.json [B.json] [rounds]
 //!
@@ -32,26 +32,21 @@ fn main() {
     let b = args.get(1).map_or_else(|| a.clone(), |p| std::fs::read_to_string(p).expect("snapshot B"));
     let rounds: usize = args.get(2).map_or(10, |r| r.parse().expect("rounds"));
     let engine = _engine::Engine::new(1).expect("engine");
-    let (mut parse, mut apply, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut apply, mut cpu) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
         let json = if round % 2 == 0 { &a } else { &b };
-        let t = Instant::now();
-        _engine::config::parse(json).expect("valid snapshot");
-        let parsed = t.elapsed().as_secs_f64() * 1000.0;
         let (t, c) = (Instant::now(), cpu_ms());
         engine.apply(json).expect("applied");
         let (wall, cpu_used) = (t.elapsed().as_secs_f64() * 1000.0, cpu_ms() - c);
-        println!("round {round}: parse {parsed:.1} ms, apply {wall:.1} ms (cpu {cpu_used:.0} ms)");
+        println!("round {round}: apply {wall:.1} ms (cpu {cpu_used:.0} ms)");
         if round > 0 {
             // Round 0 builds every endpoint; the rest are what a change costs.
-            parse.push(parsed);
             apply.push(wall);
             cpu.push(cpu_used);
         }
     }
     println!(
-        "median of {rounds}: parse {:.1} ms, apply {:.1} ms (cpu {:.0} ms), {} bytes",
-        median(parse),
+        "median of {rounds}: apply {:.1} ms (cpu {:.0} ms), {} bytes",
         median(apply),
         median(cpu),
         a.len()

@@ -19,6 +19,7 @@ use crate::error::ConfigError;
 use crate::retry::{Budget, Condition, RetryPolicy, Timeouts};
 use crate::route::filters::{Fault, Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
+use crate::snapshot::LiveVhost;
 use crate::tls::{TlsMode, UpstreamTls};
 
 mod authz;
@@ -27,7 +28,7 @@ mod wire;
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
     PathModifierType, PathType, RawAbort, RawBackend, RawBackendTls, RawDelay, RawFilter, RawHeaderModifier,
-    RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSession, RawSnapshot,
+    RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSession, RawSnapshot, RawVhost,
     RawTimeouts, ValueType,
 };
 
@@ -44,7 +45,25 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Shared with the live snapshot's when their text is the same (`parse_reusing`).
     pub backends: Vec<Arc<BackendConfig>>,
-    pub vhosts: Vec<VhostConfig>,
+    pub vhosts: Vec<VhostEntry>,
+}
+
+/// A virtual host of a snapshot: parsed, or the live one reused whole (same JSON text, and
+/// every backend it names shared with the live snapshot).
+#[derive(Debug)]
+pub enum VhostEntry {
+    Parsed(VhostConfig),
+    Live(Arc<LiveVhost>),
+}
+
+impl VhostEntry {
+    #[cfg(test)]
+    fn parsed(&self) -> &VhostConfig {
+        match self {
+            VhostEntry::Parsed(v) => v,
+            VhostEntry::Live(_) => panic!("reused, not parsed"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -106,6 +125,8 @@ pub struct VhostConfig {
     /// Lower-cased: `example.com`, `*.example.com` or `*`.
     pub domains: Vec<String>,
     pub routes: Vec<RouteConfig>,
+    /// Its JSON text.
+    pub source: Box<str>,
 }
 
 #[derive(Debug)]
@@ -177,17 +198,27 @@ fn parse_error<'de, T: serde::Deserialize<'de>>(json: &'de str, field: &str, fir
     }
 }
 
-/// Backend configs a new snapshot may share, found by their JSON text.
+/// What of the live snapshot a new one may share, found by JSON text: backend configs, and
+/// compiled virtual hosts.
 #[derive(Default)]
-pub struct Reusable<'a>(HashMap<Text<'a>, &'a Arc<BackendConfig>>);
+pub struct Reusable<'a> {
+    backends: HashMap<Text<'a>, &'a Arc<BackendConfig>>,
+    vhosts: HashMap<Text<'a>, &'a Arc<LiveVhost>>,
+}
 
 impl<'a> Reusable<'a> {
-    pub fn new(configs: impl Iterator<Item = &'a Arc<BackendConfig>>) -> Self {
-        Reusable(configs.map(|c| (Text(&c.source.0), c)).collect())
+    pub fn new(
+        backends: impl Iterator<Item = &'a Arc<BackendConfig>>,
+        vhosts: impl Iterator<Item = &'a Arc<LiveVhost>>,
+    ) -> Self {
+        Reusable {
+            backends: backends.map(|c| (Text(&c.source.0), c)).collect(),
+            vhosts: vhosts.map(|v| (Text(&v.source), v)).collect(),
+        }
     }
 
-    fn get(&self, text: &str, pool: PoolConfig) -> Option<Arc<BackendConfig>> {
-        self.0
+    fn backend(&self, text: &str, pool: PoolConfig) -> Option<Arc<BackendConfig>> {
+        self.backends
             .get(&Text(text))
             .filter(|c| c.source.1 == pool)
             .map(|c| Arc::clone(c))
@@ -212,9 +243,13 @@ fn compile(raw: RawSnapshot<'_>, reusable: &Reusable<'_>) -> Result<Config, Conf
     let pool = pool(&raw.pool)?;
     let mut by_name = HashMap::new();
     let mut backends = Vec::with_capacity(raw.backends.len());
+    // Whether each backend's config is the live snapshot's (then its compiled backend is too).
+    let mut shared = Vec::with_capacity(raw.backends.len());
     for (i, text) in raw.backends.into_iter().enumerate() {
         let text = text.get();
-        let b = match reusable.get(text, pool) {
+        let reused = reusable.backend(text, pool);
+        shared.push(reused.is_some());
+        let b = match reused {
             Some(b) => b,
             None => {
                 let field = format!("backends[{i}]");
@@ -234,10 +269,27 @@ fn compile(raw: RawSnapshot<'_>, reusable: &Reusable<'_>) -> Result<Config, Conf
         }
         backends.push(b);
     }
-    let mut seen_domains = HashMap::new();
+    let mut seen_domains: HashMap<String, String> = HashMap::new();
     let mut vhosts = Vec::with_capacity(raw.vhosts.len());
-    for (i, v) in raw.vhosts.into_iter().enumerate() {
+    for (i, text) in raw.vhosts.into_iter().enumerate() {
+        let text = text.get();
+        if let Some(live) = reusable.vhosts.get(&Text(text)) {
+            // Its backends must be the live ones, its domains still its own; else it is parsed
+            // (and any error reported as for a new one).
+            let same_backends = live
+                .backends
+                .iter()
+                .all(|name| by_name.get(&**name).is_some_and(|&j| shared[j]));
+            if same_backends && live.domains.iter().all(|d| !seen_domains.contains_key(d)) {
+                for d in &live.domains {
+                    seen_domains.insert(d.clone(), live.vhost.name.clone());
+                }
+                vhosts.push(VhostEntry::Live(Arc::clone(live)));
+                continue;
+            }
+        }
         let field = format!("vhosts[{i}]");
+        let v: RawVhost = serde_json::from_str(text).map_err(|e| parse_error::<RawVhost>(text, &field, e))?;
         let mut domains = Vec::with_capacity(v.domains.len());
         for (j, d) in v.domains.iter().enumerate() {
             let d = d.to_ascii_lowercase();
@@ -256,11 +308,12 @@ fn compile(raw: RawSnapshot<'_>, reusable: &Reusable<'_>) -> Result<Config, Conf
             .enumerate()
             .map(|(j, r)| route(r, &format!("{field}.routes[{j}]"), &by_name))
             .collect::<Result<_, _>>()?;
-        vhosts.push(VhostConfig {
+        vhosts.push(VhostEntry::Parsed(VhostConfig {
             name: v.name,
             domains,
             routes,
-        });
+            source: text.into(),
+        }));
     }
     Ok(Config {
         version: raw.version,

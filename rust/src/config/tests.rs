@@ -42,7 +42,7 @@ fn parses_the_contract_example() {
     assert_eq!(cfg.backends[0].lb, LbKind::P2cPeakEwma);
     assert_eq!(cfg.backends[1].lb, LbKind::RoundRobin);
     assert_eq!(cfg.backends[1].protocol, Protocol::H2c);
-    let v = &cfg.vhosts[0];
+    let v = cfg.vhosts[0].parsed();
     assert_eq!(v.domains, ["reviews", "*.example.com"]);
     let r = &v.routes[0];
     assert_eq!(r.matcher.headers[0].name, "x-version");
@@ -132,7 +132,7 @@ fn regexes_are_anchored() {
         r#""match": {"path": {"type": "RegularExpression", "value": "/v[0-9]"}}"#,
     ))
     .unwrap();
-    let m = &cfg.vhosts[0].routes[0].matcher;
+    let m = &cfg.vhosts[0].parsed().routes[0].matcher;
     let headers = http::HeaderMap::new();
     assert!(m.matches(&Method::GET, "/v1", None, &headers));
     assert!(!m.matches(&Method::GET, "/v1/x", None, &headers));
@@ -214,7 +214,7 @@ fn resilience_fields_are_checked_naming_the_field() {
                      "budget": {"percent": 20, "min_per_s": 10, "window_ms": 10000}}"#,
     );
     let cfg = parse(&ok).unwrap();
-    let r = &cfg.vhosts[0].routes[0];
+    let r = &cfg.vhosts[0].parsed().routes[0];
     assert_eq!(r.timeouts.per_try, Some(Duration::from_millis(100)));
     assert_eq!(r.retry.attempts, 2);
     assert!(r.retry.retries_method(&Method::POST));
@@ -298,7 +298,7 @@ fn a_backend_with_the_same_text_and_pool_is_shared_not_parsed_again() {
         )
     };
     let live = parse(&snap("100", r#""127.0.0.1:1""#)).unwrap();
-    let reusable = Reusable::new(live.backends.iter());
+    let reusable = Reusable::new(live.backends.iter(), std::iter::empty());
     let next = parse_reusing(&snap("100", r#""127.0.0.1:3""#), &reusable).unwrap();
     assert!(!Arc::ptr_eq(&live.backends[0], &next.backends[0]), "changed text: parsed");
     assert_eq!(next.backends[0].endpoints, ["127.0.0.1:3"]);

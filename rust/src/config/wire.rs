@@ -17,8 +17,9 @@ pub(super) struct RawSnapshot<'a> {
     /// Each a `RawBackend`, parsed unless the live snapshot has the same text (`config::Reusable`).
     #[serde(default, borrow)]
     pub(super) backends: Vec<&'a RawValue>,
-    #[serde(default)]
-    pub(super) vhosts: Vec<RawVhost>,
+    /// Each a `RawVhost`, parsed unless the live snapshot has the same text (`config::Reusable`).
+    #[serde(default, borrow)]
+    pub(super) vhosts: Vec<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]

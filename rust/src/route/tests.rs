@@ -3,19 +3,19 @@ use crate::config;
 use crate::pool::Upstreams;
 use crate::snapshot::Snapshot;
 use crate::stats::Stats;
+use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 fn table(domains: &[&[&str]]) -> VhostTable {
+    let domains: Vec<Vec<String>> = domains
+        .iter()
+        .map(|d| d.iter().map(std::string::ToString::to_string).collect())
+        .collect();
     VhostTable::new(
         domains
             .iter()
             .enumerate()
-            .map(|(i, d)| {
-                (
-                    d.iter().map(std::string::ToString::to_string).collect(),
-                    Vhost::new(format!("v{i}"), Box::new([])),
-                )
-            })
+            .map(|(i, d)| (d.as_slice(), Arc::new(Vhost::new(format!("v{i}"), Box::new([])))))
             .collect(),
     )
 }
