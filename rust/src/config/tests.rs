@@ -314,3 +314,27 @@ fn a_backend_with_the_same_text_and_pool_is_shared_not_parsed_again() {
     let got = parse_reusing(dup, &reusable).unwrap_err().to_string();
     assert!(got.contains("backends[1].name: duplicate backend \"b\""), "{got}");
 }
+
+#[test]
+fn a_reused_vhost_still_claims_its_domains() {
+    let vhost = |name: &str, domain: &str| {
+        format!(r#"{{"name": "{name}", "domains": ["{domain}"], "routes": [{{"name": "r", "backends": [{{"backend": "b1", "weight": 1}}]}}]}}"#)
+    };
+    let live = crate::snapshot::Snapshot::compile(
+        parse(&snapshot(&format!("[{}]", vhost("a", "x")))).unwrap(),
+        1,
+        &crate::stats::Stats::default(),
+        &crate::pool::Upstreams::default(),
+        &[],
+    );
+    let backends = parse(&snapshot("[]")).unwrap().backends;
+    let reusable = Reusable::new(backends.iter(), live.snapshot.live.iter());
+    let got = parse_reusing(&snapshot(&format!("[{}, {}]", vhost("a", "x"), vhost("c", "X"))), &reusable)
+        .unwrap_err()
+        .to_string();
+    assert!(got.contains("vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"a\""), "{got}");
+    let got = parse_reusing(&snapshot(&format!("[{}, {}]", vhost("c", "x"), vhost("a", "x"))), &reusable)
+        .unwrap_err()
+        .to_string();
+    assert!(got.contains("vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"c\""), "{got}");
+}

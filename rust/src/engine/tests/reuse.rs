@@ -86,3 +86,50 @@ fn a_changed_backend_keeps_the_endpoints_it_keeps_with_the_same_settings() {
         assert!(Arc::ptr_eq(&third, &backend(&engine, "b")));
     });
 }
+
+/// Vhost `s` splits 1:1 between backends `ba` (`a`) and `bb` (`b`); vhost `o` routes to
+/// `other` (`other_endpoint`).
+fn two_vhosts(a: SocketAddr, b: SocketAddr, other_endpoint: SocketAddr) -> String {
+    format!(
+        r#"{{"listeners": [{{"name": "l", "address": "127.0.0.1:0"}}],
+            "backends": [
+              {{"name": "ba", "protocol": "http1", "endpoints": ["{a}"]}},
+              {{"name": "bb", "protocol": "http1", "endpoints": ["{b}"]}},
+              {{"name": "other", "protocol": "http1", "endpoints": ["{other_endpoint}"]}}],
+            "vhosts": [
+              {{"name": "s", "domains": ["s"], "routes": [{{"name": "split",
+                "backends": [{{"backend": "ba", "weight": 1}}, {{"backend": "bb", "weight": 1}}]}}]}},
+              {{"name": "o", "domains": ["o"], "routes": [{{"name": "o", "backends": [{{"backend": "other", "weight": 1}}]}}]}}]}}"#
+    )
+}
+
+fn vhost(engine: &Engine, name: &str) -> Arc<crate::route::Vhost> {
+    let snapshot = engine.proxy.snapshot.load();
+    let live = snapshot.live.iter().find(|v| v.vhost.name == name).unwrap();
+    live.vhost.clone()
+}
+
+#[test]
+fn an_unchanged_vhost_is_reused_whole_and_a_vhost_whose_backend_changed_is_not() {
+    run(async {
+        let a = upstream("a", false).await;
+        let b = upstream("b", false).await;
+        let engine = Engine::new(1).unwrap();
+        engine.apply(&two_vhosts(a, b, a)).unwrap();
+        let proxy = engine.listeners()[0].1;
+        let (s, o) = (vhost(&engine, "s"), vhost(&engine, "o"));
+        let first = h1(proxy, get("s", "/")).await.field("upstream").to_owned();
+        assert_eq!(h1(proxy, get("o", "/")).await.field("upstream"), "a");
+        engine.apply(&two_vhosts(a, b, b)).unwrap();
+        assert!(Arc::ptr_eq(&s, &vhost(&engine, "s")), "unchanged vhost rebuilt");
+        assert!(!Arc::ptr_eq(&o, &vhost(&engine, "o")), "its backend changed: recompiled");
+        let second = h1(proxy, get("s", "/")).await.field("upstream").to_owned();
+        assert_ne!(first, second, "the 1:1 split went on where it was (a rebuilt route starts over)");
+        assert_eq!(h1(proxy, get("o", "/")).await.field("upstream"), "b", "the new endpoint serves");
+        // The same text naming a backend that is gone: refused, naming the field.
+        let gone = two_vhosts(a, b, b).replace(&format!(r#"{{"name": "bb", "protocol": "http1", "endpoints": ["{b}"]}},"#), "");
+        let err = engine.apply(&gone).unwrap_err().to_string();
+        assert!(err.contains("vhosts[0].routes[0].backends[1].backend: unknown backend \"bb\""), "{err}");
+        assert!(Arc::ptr_eq(&s, &vhost(&engine, "s")), "a refused snapshot changes nothing");
+    });
+}
