@@ -29,7 +29,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a = std::fs::read_to_string(&args[0]).expect("snapshot A");
-    let b = args.get(1).map_or_else(|| a.clone(), |p| std::fs::read_to_string(p).expect("snapshot B"));
+    let b = args
+        .get(1)
+        .map_or_else(|| a.clone(), |p| std::fs::read_to_string(p).expect("snapshot B"));
     let rounds: usize = args.get(2).map_or(10, |r| r.parse().expect("rounds"));
     let engine = _engine::Engine::new(1).expect("engine");
     let (mut apply, mut cpu) = (Vec::new(), Vec::new());

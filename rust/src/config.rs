@@ -7,8 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -28,8 +28,8 @@ mod wire;
 pub use self::wire::{LbKind, Protocol};
 use self::wire::{
     PathModifierType, PathType, RawAbort, RawBackend, RawBackendTls, RawDelay, RawFilter, RawHeaderModifier,
-    RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSession, RawSnapshot, RawVhost,
-    RawTimeouts, ValueType,
+    RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSession, RawSnapshot,
+    RawTimeouts, RawVhost, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).

@@ -99,7 +99,12 @@ fn vhost(v: VhostConfig, backends: &[Arc<Backend>], stats: &Stats) -> LiveVhost 
                 .collect();
             let local_stats = stats.route(&r.name, "");
             let mirror = r.filters.mirror.map(|(i, percent)| (backends[i].clone(), percent));
-            named.extend(r.backends.iter().filter_map(|w| w.backend).map(|i| backends[i].name.clone()));
+            named.extend(
+                r.backends
+                    .iter()
+                    .filter_map(|w| w.backend)
+                    .map(|i| backends[i].name.clone()),
+            );
             named.extend(mirror.as_ref().map(|(b, _)| b.name.clone()));
             let policy = RoutePolicy {
                 timeouts: r.timeouts,

@@ -274,12 +274,27 @@ fn resilience_fields_are_checked_naming_the_field() {
 fn backend_errors_name_the_field_path_inside_the_backend() {
     let ok = r#"{"name": "a", "protocol": "http1"}"#;
     let cases = [
-        (r#"{"name": "b", "protocol": "http3"}"#, "backends[1].protocol: unknown variant `http3`"),
-        (r#"{"name": "b", "protocol": "http1", "bogus": 1}"#, "backends[1].bogus: unknown field `bogus`"),
+        (
+            r#"{"name": "b", "protocol": "http3"}"#,
+            "backends[1].protocol: unknown variant `http3`",
+        ),
+        (
+            r#"{"name": "b", "protocol": "http1", "bogus": 1}"#,
+            "backends[1].bogus: unknown field `bogus`",
+        ),
         (r#"{"name": "b"}"#, "backends[1]: missing field `protocol`"),
-        (r#"{"name": "b", "protocol": "http1", "endpoints": [1]}"#, "backends[1].endpoints[0]: invalid type"),
-        (r#"{"name": "b", "protocol": "http1", "limits": {"max_requests": "x"}}"#, "backends[1].limits.max_requests"),
-        (r#"{"name": "", "protocol": "http1"}"#, "backends[1].name: must not be empty"),
+        (
+            r#"{"name": "b", "protocol": "http1", "endpoints": [1]}"#,
+            "backends[1].endpoints[0]: invalid type",
+        ),
+        (
+            r#"{"name": "b", "protocol": "http1", "limits": {"max_requests": "x"}}"#,
+            "backends[1].limits.max_requests",
+        ),
+        (
+            r#"{"name": "", "protocol": "http1"}"#,
+            "backends[1].name: must not be empty",
+        ),
     ];
     for (backend, want) in cases {
         let got = err(&format!(r#"{{"backends": [{ok}, {backend}]}}"#));
@@ -300,7 +315,10 @@ fn a_backend_with_the_same_text_and_pool_is_shared_not_parsed_again() {
     let live = parse(&snap("100", r#""127.0.0.1:1""#)).unwrap();
     let reusable = Reusable::new(live.backends.iter(), std::iter::empty());
     let next = parse_reusing(&snap("100", r#""127.0.0.1:3""#), &reusable).unwrap();
-    assert!(!Arc::ptr_eq(&live.backends[0], &next.backends[0]), "changed text: parsed");
+    assert!(
+        !Arc::ptr_eq(&live.backends[0], &next.backends[0]),
+        "changed text: parsed"
+    );
     assert_eq!(next.backends[0].endpoints, ["127.0.0.1:3"]);
     assert!(Arc::ptr_eq(&live.backends[1], &next.backends[1]), "same text: shared");
     // The snapshot's pool settings are part of a backend's config.
@@ -318,7 +336,9 @@ fn a_backend_with_the_same_text_and_pool_is_shared_not_parsed_again() {
 #[test]
 fn a_reused_vhost_still_claims_its_domains() {
     let vhost = |name: &str, domain: &str| {
-        format!(r#"{{"name": "{name}", "domains": ["{domain}"], "routes": [{{"name": "r", "backends": [{{"backend": "b1", "weight": 1}}]}}]}}"#)
+        format!(
+            r#"{{"name": "{name}", "domains": ["{domain}"], "routes": [{{"name": "r", "backends": [{{"backend": "b1", "weight": 1}}]}}]}}"#
+        )
     };
     let live = crate::snapshot::Snapshot::compile(
         parse(&snapshot(&format!("[{}]", vhost("a", "x")))).unwrap(),
@@ -329,12 +349,24 @@ fn a_reused_vhost_still_claims_its_domains() {
     );
     let backends = parse(&snapshot("[]")).unwrap().backends;
     let reusable = Reusable::new(backends.iter(), live.snapshot.live.iter());
-    let got = parse_reusing(&snapshot(&format!("[{}, {}]", vhost("a", "x"), vhost("c", "X"))), &reusable)
-        .unwrap_err()
-        .to_string();
-    assert!(got.contains("vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"a\""), "{got}");
-    let got = parse_reusing(&snapshot(&format!("[{}, {}]", vhost("c", "x"), vhost("a", "x"))), &reusable)
-        .unwrap_err()
-        .to_string();
-    assert!(got.contains("vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"c\""), "{got}");
+    let got = parse_reusing(
+        &snapshot(&format!("[{}, {}]", vhost("a", "x"), vhost("c", "X"))),
+        &reusable,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        got.contains("vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"a\""),
+        "{got}"
+    );
+    let got = parse_reusing(
+        &snapshot(&format!("[{}, {}]", vhost("c", "x"), vhost("a", "x"))),
+        &reusable,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        got.contains("vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"c\""),
+        "{got}"
+    );
 }

@@ -3,8 +3,8 @@ use crate::config;
 use crate::pool::Upstreams;
 use crate::snapshot::Snapshot;
 use crate::stats::Stats;
-use std::sync::Arc;
 use http::{HeaderMap, Method};
+use std::sync::Arc;
 
 fn table(domains: &[&[&str]]) -> VhostTable {
     let domains: Vec<Vec<String>> = domains

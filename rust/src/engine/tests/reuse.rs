@@ -36,7 +36,10 @@ fn an_unchanged_backend_is_reused_whole_across_an_unrelated_change() {
         assert_eq!(h1(proxy, get("x", "/other")).await.field("upstream"), "a");
         // Only `other` changes (one EndpointSlice): `rr` is the same object, round robin included.
         engine.apply(&two_backends(a, b, &format!("\"{b}\""))).unwrap();
-        assert!(Arc::ptr_eq(&before, &backend(&engine, "rr")), "unchanged backend rebuilt");
+        assert!(
+            Arc::ptr_eq(&before, &backend(&engine, "rr")),
+            "unchanged backend rebuilt"
+        );
         assert_eq!(
             h1(proxy, get("x", "/")).await.field("upstream"),
             "b",
@@ -54,7 +57,11 @@ fn an_unchanged_backend_is_reused_whole_across_an_unrelated_change() {
             .filter(|u| u["backend"] == "other")
             .map(|u| u["endpoint"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(other, [b.to_string()], "the endpoint `other` dropped is gone from the stats");
+        assert_eq!(
+            other,
+            [b.to_string()],
+            "the endpoint `other` dropped is gone from the stats"
+        );
     });
 }
 
@@ -63,24 +70,36 @@ fn a_changed_backend_keeps_the_endpoints_it_keeps_with_the_same_settings() {
     run(async {
         let engine = Engine::new(1).unwrap();
         let eps = |list: &[&str]| list.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
-        let snap = |other: &str, protocol: &str| {
-            one_route(&format!(r#""protocol": "{protocol}", "endpoints": [{other}]"#))
-        };
-        engine.apply(&snap(&eps(&["127.0.0.1:1", "127.0.0.1:2"]), "http1")).unwrap();
+        let snap =
+            |other: &str, protocol: &str| one_route(&format!(r#""protocol": "{protocol}", "endpoints": [{other}]"#));
+        engine
+            .apply(&snap(&eps(&["127.0.0.1:1", "127.0.0.1:2"]), "http1"))
+            .unwrap();
         let first = backend(&engine, "b");
         engine
             .apply(&snap(&eps(&["127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:3"]), "http1"))
             .unwrap();
         let second = backend(&engine, "b");
         assert!(!Arc::ptr_eq(&first, &second), "a changed backend is rebuilt");
-        assert!(Arc::ptr_eq(&first.endpoints[1], &second.endpoints[0]), "kept endpoint reused");
-        assert!(Arc::ptr_eq(&second.endpoints[1], &second.endpoints[2]), "an address listed twice: one endpoint");
+        assert!(
+            Arc::ptr_eq(&first.endpoints[1], &second.endpoints[0]),
+            "kept endpoint reused"
+        );
+        assert!(
+            Arc::ptr_eq(&second.endpoints[1], &second.endpoints[2]),
+            "an address listed twice: one endpoint"
+        );
         let listed: Vec<_> = engine.upstreams.stats().iter().map(|e| e.addr.to_string()).collect();
         assert_eq!(listed, ["127.0.0.1:2", "127.0.0.1:3"]);
         // Other pool settings (here the protocol): every endpoint is new.
-        engine.apply(&snap(&eps(&["127.0.0.1:2", "127.0.0.1:3"]), "h2c")).unwrap();
+        engine
+            .apply(&snap(&eps(&["127.0.0.1:2", "127.0.0.1:3"]), "h2c"))
+            .unwrap();
         let third = backend(&engine, "b");
-        assert!(third.endpoints.iter().all(|e| !second.endpoints.iter().any(|s| Arc::ptr_eq(e, s))));
+        assert!(third
+            .endpoints
+            .iter()
+            .all(|e| !second.endpoints.iter().any(|s| Arc::ptr_eq(e, s))));
         // A refused snapshot changes nothing.
         engine.apply(&snap("\"nope\"", "http1")).unwrap_err();
         assert!(Arc::ptr_eq(&third, &backend(&engine, "b")));
@@ -122,14 +141,33 @@ fn an_unchanged_vhost_is_reused_whole_and_a_vhost_whose_backend_changed_is_not()
         assert_eq!(h1(proxy, get("o", "/")).await.field("upstream"), "a");
         engine.apply(&two_vhosts(a, b, b)).unwrap();
         assert!(Arc::ptr_eq(&s, &vhost(&engine, "s")), "unchanged vhost rebuilt");
-        assert!(!Arc::ptr_eq(&o, &vhost(&engine, "o")), "its backend changed: recompiled");
+        assert!(
+            !Arc::ptr_eq(&o, &vhost(&engine, "o")),
+            "its backend changed: recompiled"
+        );
         let second = h1(proxy, get("s", "/")).await.field("upstream").to_owned();
-        assert_ne!(first, second, "the 1:1 split went on where it was (a rebuilt route starts over)");
-        assert_eq!(h1(proxy, get("o", "/")).await.field("upstream"), "b", "the new endpoint serves");
+        assert_ne!(
+            first, second,
+            "the 1:1 split went on where it was (a rebuilt route starts over)"
+        );
+        assert_eq!(
+            h1(proxy, get("o", "/")).await.field("upstream"),
+            "b",
+            "the new endpoint serves"
+        );
         // The same text naming a backend that is gone: refused, naming the field.
-        let gone = two_vhosts(a, b, b).replace(&format!(r#"{{"name": "bb", "protocol": "http1", "endpoints": ["{b}"]}},"#), "");
+        let gone = two_vhosts(a, b, b).replace(
+            &format!(r#"{{"name": "bb", "protocol": "http1", "endpoints": ["{b}"]}},"#),
+            "",
+        );
         let err = engine.apply(&gone).unwrap_err().to_string();
-        assert!(err.contains("vhosts[0].routes[0].backends[1].backend: unknown backend \"bb\""), "{err}");
-        assert!(Arc::ptr_eq(&s, &vhost(&engine, "s")), "a refused snapshot changes nothing");
+        assert!(
+            err.contains("vhosts[0].routes[0].backends[1].backend: unknown backend \"bb\""),
+            "{err}"
+        );
+        assert!(
+            Arc::ptr_eq(&s, &vhost(&engine, "s")),
+            "a refused snapshot changes nothing"
+        );
     });
 }
