@@ -6,7 +6,9 @@
 //! the request path reads.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -17,6 +19,7 @@ use crate::error::ConfigError;
 use crate::retry::{Budget, Condition, RetryPolicy, Timeouts};
 use crate::route::filters::{Fault, Filters, HeaderModifier, PathModifier, Redirect, UrlRewrite};
 use crate::route::matcher::{anchored, HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
+use crate::snapshot::LiveVhost;
 use crate::tls::{TlsMode, UpstreamTls};
 
 mod authz;
@@ -26,7 +29,7 @@ pub use self::wire::{LbKind, Protocol};
 use self::wire::{
     PathModifierType, PathType, RawAbort, RawBackend, RawBackendTls, RawDelay, RawFilter, RawHeaderModifier,
     RawListener, RawMatch, RawOutlier, RawPathModifier, RawPool, RawRetry, RawRoute, RawSession, RawSnapshot,
-    RawTimeouts, ValueType,
+    RawTimeouts, RawVhost, ValueType,
 };
 
 /// Largest weight a backendRef may carry (Gateway API).
@@ -40,8 +43,27 @@ pub struct Config {
     pub version: Option<u64>,
     pub listeners: Vec<ListenerConfig>,
     pub pool: PoolConfig,
-    pub backends: Vec<BackendConfig>,
-    pub vhosts: Vec<VhostConfig>,
+    /// Shared with the live snapshot's when their text is the same (`parse_reusing`).
+    pub backends: Vec<Arc<BackendConfig>>,
+    pub vhosts: Vec<VhostEntry>,
+}
+
+/// A virtual host of a snapshot: parsed, or the live one reused whole (same JSON text, and
+/// every backend it names shared with the live snapshot).
+#[derive(Debug)]
+pub enum VhostEntry {
+    Parsed(VhostConfig),
+    Live(Arc<LiveVhost>),
+}
+
+impl VhostEntry {
+    #[cfg(test)]
+    fn parsed(&self) -> &VhostConfig {
+        match self {
+            VhostEntry::Parsed(v) => v,
+            VhostEntry::Live(_) => panic!("reused, not parsed"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -73,7 +95,7 @@ pub struct BackendLimits {
     pub max_retries: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub protocol: Protocol,
@@ -86,6 +108,15 @@ pub struct BackendConfig {
     pub limits: BackendLimits,
     /// The snapshot's pool settings with this backend's connection caps.
     pub pool: PoolConfig,
+    /// What it was compiled from: its JSON text and the snapshot's `pool`.
+    source: (Box<str>, PoolConfig),
+}
+
+impl BackendConfig {
+    /// Whether the endpoints of both are built alike (an endpoint of one serves the other).
+    pub fn same_pools(&self, other: &BackendConfig) -> bool {
+        (self.protocol, self.pool, &self.tls) == (other.protocol, other.pool, &other.tls)
+    }
 }
 
 #[derive(Debug)]
@@ -94,6 +125,8 @@ pub struct VhostConfig {
     /// Lower-cased: `example.com`, `*.example.com` or `*`.
     pub domains: Vec<String>,
     pub routes: Vec<RouteConfig>,
+    /// Its JSON text.
+    pub source: Box<str>,
 }
 
 #[derive(Debug)]
@@ -127,42 +160,136 @@ pub struct WeightedRef {
 
 /// Parses and validates a snapshot.
 pub fn parse(json: &str) -> Result<Config, ConfigError> {
-    let mut de = serde_json::Deserializer::from_str(json);
-    let raw: RawSnapshot = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || inner.is_syntax() || inner.is_eof() {
-            ConfigError::Json(inner)
-        } else {
-            ConfigError::invalid(path, inner.to_string())
-        }
-    })?;
-    de.end()?;
-    compile(raw)
+    parse_reusing(json, &Reusable::default())
 }
 
-fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
+/// Parses and validates a snapshot; a backend whose JSON text (and the snapshot's `pool`) is
+/// the same as one of `reusable` is that one, not parsed again.
+pub fn parse_reusing(json: &str, reusable: &Reusable<'_>) -> Result<Config, ConfigError> {
+    // serde straight into the typed structs; only a refused snapshot is parsed a second time,
+    // tracking the path, to name the field (the tracking doubles the cost of a large snapshot).
+    match serde_json::from_str::<RawSnapshot>(json) {
+        Ok(raw) => compile(raw, reusable),
+        Err(first) => Err(parse_error::<RawSnapshot>(json, "", first)),
+    }
+}
+
+/// The error of the JSON text of `T` serde refused (`first`), naming the field path (under
+/// `field`, the path of `T` in the snapshot; `""`: the snapshot itself).
+#[cold]
+fn parse_error<'de, T: serde::Deserialize<'de>>(json: &'de str, field: &str, first: serde_json::Error) -> ConfigError {
+    let mut de = serde_json::Deserializer::from_str(json);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if field.is_empty() && (path == "." || inner.is_syntax() || inner.is_eof()) {
+                ConfigError::Json(inner)
+            } else if path == "." {
+                ConfigError::invalid(field, inner.to_string())
+            } else if field.is_empty() {
+                ConfigError::invalid(path, inner.to_string())
+            } else {
+                ConfigError::invalid(format!("{field}.{path}"), inner.to_string())
+            }
+        }
+        // Trailing characters after the object.
+        Ok(_) => de.end().err().unwrap_or(first).into(),
+    }
+}
+
+/// What of the live snapshot a new one may share, found by JSON text: backend configs, and
+/// compiled virtual hosts.
+#[derive(Default)]
+pub struct Reusable<'a> {
+    backends: HashMap<Text<'a>, &'a Arc<BackendConfig>>,
+    vhosts: HashMap<Text<'a>, &'a Arc<LiveVhost>>,
+}
+
+impl<'a> Reusable<'a> {
+    pub fn new(
+        backends: impl Iterator<Item = &'a Arc<BackendConfig>>,
+        vhosts: impl Iterator<Item = &'a Arc<LiveVhost>>,
+    ) -> Self {
+        Reusable {
+            backends: backends.map(|c| (Text(&c.source.0), c)).collect(),
+            vhosts: vhosts.map(|v| (Text(&v.source), v)).collect(),
+        }
+    }
+
+    fn backend(&self, text: &str, pool: PoolConfig) -> Option<Arc<BackendConfig>> {
+        self.backends
+            .get(&Text(text))
+            .filter(|c| c.source.1 == pool)
+            .map(|c| Arc::clone(c))
+    }
+}
+
+/// A backend's JSON text as a map key: hashed by its length and first bytes (where its unique
+/// name is), compared whole.
+#[derive(PartialEq, Eq)]
+struct Text<'a>(&'a str);
+
+impl Hash for Text<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let bytes = self.0.as_bytes();
+        state.write_usize(bytes.len());
+        state.write(&bytes[..bytes.len().min(96)]);
+    }
+}
+
+fn compile(raw: RawSnapshot<'_>, reusable: &Reusable<'_>) -> Result<Config, ConfigError> {
     let listeners = listeners(raw.listeners)?;
     let pool = pool(&raw.pool)?;
     let mut by_name = HashMap::new();
     let mut backends = Vec::with_capacity(raw.backends.len());
-    for (i, b) in raw.backends.into_iter().enumerate() {
-        let field = format!("backends[{i}]");
-        if b.name.is_empty() {
-            return Err(ConfigError::invalid(format!("{field}.name"), "must not be empty"));
-        }
+    // Whether each backend's config is the live snapshot's (then its compiled backend is too).
+    let mut shared = Vec::with_capacity(raw.backends.len());
+    for (i, text) in raw.backends.into_iter().enumerate() {
+        let text = text.get();
+        let reused = reusable.backend(text, pool);
+        shared.push(reused.is_some());
+        let b = match reused {
+            Some(b) => b,
+            None => {
+                let field = format!("backends[{i}]");
+                let b: RawBackend =
+                    serde_json::from_str(text).map_err(|e| parse_error::<RawBackend>(text, &field, e))?;
+                if b.name.is_empty() {
+                    return Err(ConfigError::invalid(format!("{field}.name"), "must not be empty"));
+                }
+                Arc::new(backend(b, &field, (text, pool))?)
+            }
+        };
         if by_name.insert(b.name.clone(), i).is_some() {
             return Err(ConfigError::invalid(
-                format!("{field}.name"),
+                format!("backends[{i}].name"),
                 format!("duplicate backend {:?}", b.name),
             ));
         }
-        backends.push(backend(b, &field, pool)?);
+        backends.push(b);
     }
-    let mut seen_domains = HashMap::new();
+    let mut seen_domains: HashMap<String, String> = HashMap::new();
     let mut vhosts = Vec::with_capacity(raw.vhosts.len());
-    for (i, v) in raw.vhosts.into_iter().enumerate() {
+    for (i, text) in raw.vhosts.into_iter().enumerate() {
+        let text = text.get();
+        if let Some(live) = reusable.vhosts.get(&Text(text)) {
+            // Its backends must be the live ones, its domains still its own; else it is parsed
+            // (and any error reported as for a new one).
+            let same_backends = live
+                .backends
+                .iter()
+                .all(|name| by_name.get(&**name).is_some_and(|&j| shared[j]));
+            if same_backends && live.domains.iter().all(|d| !seen_domains.contains_key(d)) {
+                for d in &live.domains {
+                    seen_domains.insert(d.clone(), live.vhost.name.clone());
+                }
+                vhosts.push(VhostEntry::Live(Arc::clone(live)));
+                continue;
+            }
+        }
         let field = format!("vhosts[{i}]");
+        let v: RawVhost = serde_json::from_str(text).map_err(|e| parse_error::<RawVhost>(text, &field, e))?;
         let mut domains = Vec::with_capacity(v.domains.len());
         for (j, d) in v.domains.iter().enumerate() {
             let d = d.to_ascii_lowercase();
@@ -181,11 +308,12 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
             .enumerate()
             .map(|(j, r)| route(r, &format!("{field}.routes[{j}]"), &by_name))
             .collect::<Result<_, _>>()?;
-        vhosts.push(VhostConfig {
+        vhosts.push(VhostEntry::Parsed(VhostConfig {
             name: v.name,
             domains,
             routes,
-        });
+            source: text.into(),
+        }));
     }
     Ok(Config {
         version: raw.version,
@@ -196,8 +324,9 @@ fn compile(raw: RawSnapshot) -> Result<Config, ConfigError> {
     })
 }
 
-/// One backend, its fields checked (`field`: its path, e.g. `backends[3]`).
-fn backend(b: RawBackend, field: &str, pool: PoolConfig) -> Result<BackendConfig, ConfigError> {
+/// One backend, its fields checked (`field`: its path, e.g. `backends[3]`), from its JSON text
+/// and the snapshot's `pool`.
+fn backend(b: RawBackend, field: &str, (text, pool): (&str, PoolConfig)) -> Result<BackendConfig, ConfigError> {
     for (j, e) in b.endpoints.iter().enumerate() {
         check_endpoint(e).map_err(|m| ConfigError::invalid(format!("{field}.endpoints[{j}]"), m))?;
     }
@@ -250,6 +379,7 @@ fn backend(b: RawBackend, field: &str, pool: PoolConfig) -> Result<BackendConfig
             idle_timeout: b.idle_timeout_ms.map_or(pool.idle_timeout, Duration::from_millis),
             ..pool
         },
+        source: (text.into(), pool),
     })
 }
 

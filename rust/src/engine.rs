@@ -142,7 +142,12 @@ impl Engine {
     /// Validates a snapshot, binds its new listeners, swaps it in, then closes the listeners
     /// it dropped. On error nothing changes. Returns the new version.
     pub fn apply(&self, json: &str) -> Result<u64, Error> {
-        let cfg = config::parse(json)?;
+        // What the live snapshot has with the same JSON text is not parsed (nor compiled) again.
+        let cfg = {
+            let (backends, current) = (self.upstreams.live(), self.proxy.snapshot.load_full());
+            let reusable = config::Reusable::new(backends.values().map(|(c, _)| c), current.live.iter());
+            config::parse_reusing(json, &reusable)?
+        };
         if self.identity.current().is_none() {
             needs_no_identity(&cfg)?;
         }
@@ -166,7 +171,7 @@ impl Engine {
             .collect();
         let compiled = Snapshot::compile(cfg, version, &self.proxy.stats, &self.upstreams, &bound);
         self.proxy.snapshot.store(Arc::new(compiled.snapshot));
-        self.upstreams.retain(&compiled.endpoints);
+        self.upstreams.replace(compiled.backends);
         *live = slots
             .into_iter()
             .zip(modes)

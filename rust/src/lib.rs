@@ -31,5 +31,7 @@ mod testutil;
 #[cfg(feature = "python")]
 mod py;
 
+/// The extension's global allocator, for the examples (a plain Rust build keeps the system one).
+pub use alloc::MiMalloc;
 pub use engine::Engine;
 pub use error::{ConfigError, Error};

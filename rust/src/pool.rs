@@ -12,7 +12,7 @@
 //! per request and spawned a task per HTTP/1.1 response to wait for the connection to be idle:
 //! about 12 % of the engine's instructions per request, bench/README.md "Profiles".)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -30,12 +30,12 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
-use crate::balance::{outlier::Health, p2c::PeakEwma, Endpoint};
+use crate::balance::{outlier::Health, p2c::PeakEwma, Backend, Endpoint};
 use crate::body::{PeerBody, ProxyBody};
-use crate::config::{PoolConfig, Protocol};
+use crate::config::{BackendConfig, PoolConfig, Protocol};
 use crate::h1::body::RawBody;
 use crate::h1::conn::RawConn;
-use crate::stats::{EndpointStats, Limit};
+use crate::stats::{EndpointStats, Limit, Stats};
 use crate::tls::outbound::{clone_connect_error, TlsConnect};
 use crate::tls::{IdentityMismatch, IdentityStore, Stream, TlsStats, UpstreamTls};
 
@@ -780,21 +780,16 @@ impl Shared {
 
 // === impl Upstreams ===
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EndpointKey {
-    backend: Arc<str>,
-    addr: Arc<str>,
-    protocol: Protocol,
-    pool: PoolConfig,
-    /// TLS and plaintext connections to one address never share a pool.
-    tls: Option<UpstreamTls>,
-}
+/// The backends of a snapshot by name, each with the config it was built from.
+pub type Built = HashMap<Arc<str>, (Arc<BackendConfig>, Arc<Backend>)>;
 
-/// Every endpoint the current snapshot uses, so a new snapshot reuses the pools (and load
-/// estimates) of the endpoints it keeps.
+/// The live snapshot's backends, so the next snapshot reuses what it keeps: a backend whose
+/// config is unchanged whole (endpoints, pools, load estimates, outlier state, round-robin
+/// position; no work per endpoint), and of a changed backend the endpoints whose address and
+/// pool settings (protocol, pool, TLS) are unchanged.
 #[derive(Default)]
 pub struct Upstreams {
-    endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
+    live: Mutex<Arc<Built>>,
     /// What TLS endpoints present and trust.
     identity: Arc<IdentityStore>,
     tls_stats: Arc<TlsStats>,
@@ -803,14 +798,59 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(identity: Arc<IdentityStore>, tls_stats: Arc<TlsStats>) -> Self {
         Upstreams {
-            endpoints: Mutex::default(),
+            live: Mutex::default(),
             identity,
             tls_stats,
         }
     }
 
-    /// The endpoint `addr` of `backend`, created unless the registry has it with the same
-    /// protocol, pool and TLS settings. `used` collects the keys a snapshot being compiled uses.
+    /// The live snapshot's backends (what `backend` reuses from).
+    pub fn live(&self) -> Arc<Built> {
+        self.live.lock().clone()
+    }
+
+    /// The backend `cfg` describes: the live one of that name when its config is the same,
+    /// else a new one keeping the live endpoints it can. Records it in `next`.
+    pub fn backend(&self, live: &Built, cfg: Arc<BackendConfig>, stats: &Stats, next: &mut Built) -> Arc<Backend> {
+        let old = live.get_key_value(cfg.name.as_str());
+        if let Some((name, (old_cfg, backend))) = old {
+            if Arc::ptr_eq(old_cfg, &cfg) || *old_cfg == cfg {
+                next.insert(name.clone(), (cfg, backend.clone()));
+                return backend.clone();
+            }
+        }
+        let name: Arc<str> = old.map_or_else(|| Arc::from(cfg.name.as_str()), |(name, _)| name.clone());
+        // An address listed twice gets one endpoint.
+        let mut by_addr: HashMap<&str, Arc<Endpoint>> = match old {
+            Some((_, (old_cfg, backend))) if old_cfg.same_pools(&cfg) => {
+                backend.endpoints.iter().map(|e| (&*e.addr, e.clone())).collect()
+            }
+            _ => HashMap::new(),
+        };
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|addr| {
+                by_addr
+                    .entry(addr)
+                    .or_insert_with(|| self.endpoint(&name, addr, cfg.protocol, cfg.pool, cfg.tls.as_ref()))
+                    .clone()
+            })
+            .collect();
+        drop(by_addr);
+        let backend = Arc::new(Backend::new(
+            name.clone(),
+            cfg.protocol,
+            cfg.lb,
+            endpoints,
+            (cfg.outlier, cfg.limits),
+            stats.backend(&name),
+        ));
+        next.insert(name, (cfg, backend.clone()));
+        backend
+    }
+
+    /// A new endpoint `addr` of `backend`: its pool, connector and counters.
     pub fn endpoint(
         &self,
         backend: &Arc<str>,
@@ -818,65 +858,53 @@ impl Upstreams {
         protocol: Protocol,
         pool: PoolConfig,
         tls: Option<&UpstreamTls>,
-        used: &mut HashSet<EndpointKey>,
     ) -> Arc<Endpoint> {
-        let key = EndpointKey {
-            backend: backend.clone(),
-            addr: Arc::from(addr),
-            protocol,
-            pool,
-            tls: tls.cloned(),
-        };
-        let mut endpoints = self.endpoints.lock();
-        let ep = endpoints
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let stats = Arc::new(EndpointStats::new(backend.clone(), key.addr.clone()));
-                let tls = tls.map(|tls| {
-                    let http2 = protocol == Protocol::H2c;
-                    let connect = TlsConnect::new(tls, addr, http2, self.identity.clone(), self.tls_stats.clone())
-                        .expect("config validated the server name");
-                    Arc::new(connect)
-                });
-                let connector = Connector {
-                    addr: key.addr.clone(),
-                    timeout: pool.connect_timeout,
-                    stats: stats.clone(),
-                    tls,
-                    cap: pool.max_connections.filter(|_| protocol == Protocol::Http1).map(|max| {
-                        Arc::new(ConnCap {
-                            max_connections: max,
-                            max_pending: pool.max_pending.unwrap_or(u64::MAX),
-                            pending: AtomicU64::new(0),
-                            freed: Notify::new(),
-                        })
-                    }),
-                };
-                Arc::new(Endpoint {
-                    addr: key.addr.clone(),
-                    authority: Authority::from_maybe_shared(Bytes::copy_from_slice(addr.as_bytes()))
-                        .unwrap_or_else(|_| Authority::from_static("upstream")),
-                    client: UpstreamClient::new(connector, protocol, pool),
-                    load: PeakEwma::new(tokio::time::Instant::now()),
-                    stats,
-                    health: Health::default(),
+        let addr_arc: Arc<str> = Arc::from(addr);
+        let stats = Arc::new(EndpointStats::new(backend.clone(), addr_arc.clone()));
+        let tls = tls.map(|tls| {
+            let http2 = protocol == Protocol::H2c;
+            let connect = TlsConnect::new(tls, addr, http2, self.identity.clone(), self.tls_stats.clone())
+                .expect("config validated the server name");
+            Arc::new(connect)
+        });
+        let connector = Connector {
+            addr: addr_arc.clone(),
+            timeout: pool.connect_timeout,
+            stats: stats.clone(),
+            tls,
+            cap: pool.max_connections.filter(|_| protocol == Protocol::Http1).map(|max| {
+                Arc::new(ConnCap {
+                    max_connections: max,
+                    max_pending: pool.max_pending.unwrap_or(u64::MAX),
+                    pending: AtomicU64::new(0),
+                    freed: Notify::new(),
                 })
-            })
-            .clone();
-        used.insert(key);
-        ep
+            }),
+        };
+        Arc::new(Endpoint {
+            addr: addr_arc,
+            authority: Authority::from_maybe_shared(Bytes::copy_from_slice(addr.as_bytes()))
+                .unwrap_or_else(|_| Authority::from_static("upstream")),
+            client: UpstreamClient::new(connector, protocol, pool),
+            load: PeakEwma::new(tokio::time::Instant::now()),
+            stats,
+            health: Health::default(),
+        })
     }
 
-    /// Forgets endpoints the new snapshot does not use; their pools close once the last
-    /// request still holding the old snapshot finishes.
-    pub fn retain(&self, used: &HashSet<EndpointKey>) {
-        self.endpoints.lock().retain(|k, _| used.contains(k));
+    /// Makes `next` the live backends once its snapshot is live. The endpoints it dropped are
+    /// forgotten; their pools close once the last request still holding the old snapshot finishes.
+    pub fn replace(&self, next: Built) {
+        let old = std::mem::replace(&mut *self.live.lock(), Arc::new(next));
+        drop(old);
     }
 
     /// Every endpoint in use (for its stats), ordered by backend then address.
     pub fn stats(&self) -> Vec<Arc<Endpoint>> {
-        let mut out: Vec<_> = self.endpoints.lock().values().cloned().collect();
+        let live = self.live();
+        let mut out: Vec<_> = live.values().flat_map(|(_, b)| b.endpoints.iter().cloned()).collect();
         out.sort_by(|a, b| (&a.stats.backend, &a.stats.endpoint).cmp(&(&b.stats.backend, &b.stats.endpoint)));
+        out.dedup_by(|a, b| Arc::ptr_eq(a, b));
         out
     }
 }

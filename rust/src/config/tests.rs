@@ -42,7 +42,7 @@ fn parses_the_contract_example() {
     assert_eq!(cfg.backends[0].lb, LbKind::P2cPeakEwma);
     assert_eq!(cfg.backends[1].lb, LbKind::RoundRobin);
     assert_eq!(cfg.backends[1].protocol, Protocol::H2c);
-    let v = &cfg.vhosts[0];
+    let v = cfg.vhosts[0].parsed();
     assert_eq!(v.domains, ["reviews", "*.example.com"]);
     let r = &v.routes[0];
     assert_eq!(r.matcher.headers[0].name, "x-version");
@@ -132,7 +132,7 @@ fn regexes_are_anchored() {
         r#""match": {"path": {"type": "RegularExpression", "value": "/v[0-9]"}}"#,
     ))
     .unwrap();
-    let m = &cfg.vhosts[0].routes[0].matcher;
+    let m = &cfg.vhosts[0].parsed().routes[0].matcher;
     let headers = http::HeaderMap::new();
     assert!(m.matches(&Method::GET, "/v1", None, &headers));
     assert!(!m.matches(&Method::GET, "/v1/x", None, &headers));
@@ -214,7 +214,7 @@ fn resilience_fields_are_checked_naming_the_field() {
                      "budget": {"percent": 20, "min_per_s": 10, "window_ms": 10000}}"#,
     );
     let cfg = parse(&ok).unwrap();
-    let r = &cfg.vhosts[0].routes[0];
+    let r = &cfg.vhosts[0].parsed().routes[0];
     assert_eq!(r.timeouts.per_try, Some(Duration::from_millis(100)));
     assert_eq!(r.retry.attempts, 2);
     assert!(r.retry.retries_method(&Method::POST));
@@ -267,5 +267,96 @@ fn resilience_fields_are_checked_naming_the_field() {
     ] {
         let e = err(&route(body));
         assert!(e.contains(expected), "{e}");
+    }
+}
+
+#[test]
+fn backend_errors_name_the_field_path_inside_the_backend() {
+    let ok = r#"{"name": "a", "protocol": "http1"}"#;
+    let cases = [
+        (
+            r#"{"name": "b", "protocol": "http3"}"#,
+            "backends[1].protocol: unknown variant `http3`",
+        ),
+        (
+            r#"{"name": "b", "protocol": "http1", "bogus": 1}"#,
+            "backends[1].bogus: unknown field `bogus`",
+        ),
+        (r#"{"name": "b"}"#, "backends[1]: missing field `protocol`"),
+        (
+            r#"{"name": "b", "protocol": "http1", "endpoints": [1]}"#,
+            "backends[1].endpoints[0]: invalid type",
+        ),
+        (
+            r#"{"name": "b", "protocol": "http1", "limits": {"max_requests": "x"}}"#,
+            "backends[1].limits.max_requests",
+        ),
+        (
+            r#"{"name": "", "protocol": "http1"}"#,
+            "backends[1].name: must not be empty",
+        ),
+    ];
+    for (backend, want) in cases {
+        let got = err(&format!(r#"{{"backends": [{ok}, {backend}]}}"#));
+        assert!(got.contains(want), "error {got:?} should contain {want:?}");
+        assert!(!got.contains('\n'), "one line: {got:?}");
+    }
+}
+
+#[test]
+fn a_backend_with_the_same_text_and_pool_is_shared_not_parsed_again() {
+    let snap = |pool: &str, a: &str| {
+        format!(
+            r#"{{"pool": {{"connect_timeout_ms": {pool}}}, "backends": [
+                {{"name": "a", "protocol": "http1", "endpoints": [{a}]}},
+                {{"name": "b", "protocol": "h2c", "endpoints": ["127.0.0.1:2"]}}]}}"#
+        )
+    };
+    let live = parse(&snap("100", r#""127.0.0.1:1""#)).unwrap();
+    let reusable = Reusable::new(live.backends.iter(), std::iter::empty());
+    let next = parse_reusing(&snap("100", r#""127.0.0.1:3""#), &reusable).unwrap();
+    assert!(
+        !Arc::ptr_eq(&live.backends[0], &next.backends[0]),
+        "changed text: parsed"
+    );
+    assert_eq!(next.backends[0].endpoints, ["127.0.0.1:3"]);
+    assert!(Arc::ptr_eq(&live.backends[1], &next.backends[1]), "same text: shared");
+    // The snapshot's pool settings are part of a backend's config.
+    let other_pool = parse_reusing(&snap("200", r#""127.0.0.1:1""#), &reusable).unwrap();
+    assert!(!Arc::ptr_eq(&live.backends[1], &other_pool.backends[1]));
+    assert_eq!(other_pool.backends[1].pool.connect_timeout, Duration::from_millis(200));
+    // A shared backend still counts for duplicate names.
+    let dup = r#"{"pool": {"connect_timeout_ms": 100}, "backends": [
+                {"name": "b", "protocol": "h2c", "endpoints": ["127.0.0.1:2"]},
+                {"name": "b", "protocol": "h2c", "endpoints": ["127.0.0.1:2"]}]}"#;
+    let got = parse_reusing(dup, &reusable).unwrap_err().to_string();
+    assert!(got.contains("backends[1].name: duplicate backend \"b\""), "{got}");
+}
+
+#[test]
+fn a_reused_vhost_still_claims_its_domains() {
+    let vhost = |name: &str, domain: &str| {
+        format!(
+            r#"{{"name": "{name}", "domains": ["{domain}"], "routes": [{{"name": "r", "backends": [{{"backend": "b1", "weight": 1}}]}}]}}"#
+        )
+    };
+    let live = crate::snapshot::Snapshot::compile(
+        parse(&snapshot(&format!("[{}]", vhost("a", "x")))).unwrap(),
+        1,
+        &crate::stats::Stats::default(),
+        &crate::pool::Upstreams::default(),
+        &[],
+    );
+    let backends = parse(&snapshot("[]")).unwrap().backends;
+    let reusable = Reusable::new(backends.iter(), live.snapshot.live.iter());
+    // The reused vhost first, then after a new one claiming its domain (then it is parsed).
+    for (first, second) in [(("a", "x"), ("c", "X")), (("c", "x"), ("a", "x"))] {
+        let json = snapshot(&format!("[{}, {}]", vhost(first.0, first.1), vhost(second.0, second.1)));
+        let got = parse_reusing(&json, &reusable).unwrap_err().to_string();
+        let want = format!(
+            "vhosts[1].domains[0]: domain \"x\" is already claimed by vhost \"{}\"",
+            first.0
+        );
+        assert!(got.contains(&want), "{got}");
     }
 }

@@ -2,9 +2,11 @@
 //! (docs/engine-snapshot.md). Unknown fields are refused so contract drift shows at once.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSnapshot {
+pub(super) struct RawSnapshot<'a> {
     /// Set by the Python runtime; when absent the engine counts on from its current version.
     #[serde(default)]
     pub(super) version: Option<u64>,
@@ -12,10 +14,12 @@ pub(super) struct RawSnapshot {
     pub(super) listeners: Vec<RawListener>,
     #[serde(default)]
     pub(super) pool: RawPool,
-    #[serde(default)]
-    pub(super) backends: Vec<RawBackend>,
-    #[serde(default)]
-    pub(super) vhosts: Vec<RawVhost>,
+    /// Each a `RawBackend`, parsed unless the live snapshot has the same text (`config::Reusable`).
+    #[serde(default, borrow)]
+    pub(super) backends: Vec<&'a RawValue>,
+    /// Each a `RawVhost`, parsed unless the live snapshot has the same text (`config::Reusable`).
+    #[serde(default, borrow)]
+    pub(super) vhosts: Vec<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]

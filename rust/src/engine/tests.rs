@@ -693,4 +693,5 @@ fn sequential_requests_reuse_one_upstream_connection_each_way() {
 
 mod fastpath;
 mod resilience;
+mod reuse;
 mod server;

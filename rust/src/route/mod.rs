@@ -207,7 +207,8 @@ impl RouteIndex {
 /// Virtual hosts by domain: exact name first, then the longest `*.suffix`, then `*`.
 #[derive(Debug, Default)]
 pub struct VhostTable {
-    vhosts: Vec<Vhost>,
+    /// Shared with the next snapshot when it keeps them (`snapshot::LiveVhost`).
+    vhosts: Vec<Arc<Vhost>>,
     exact: HashMap<Box<str>, usize>,
     /// `.suffix` (from `*.suffix`), longest first.
     suffixes: Vec<(Box<str>, usize)>,
@@ -216,8 +217,9 @@ pub struct VhostTable {
 
 impl VhostTable {
     /// `entries` pairs each virtual host with its (lower-case, validated unique) domains.
-    pub fn new(entries: Vec<(Vec<String>, Vhost)>) -> Self {
+    pub fn new(entries: Vec<(&[String], Arc<Vhost>)>) -> Self {
         let mut table = VhostTable::default();
+        table.exact.reserve(entries.iter().map(|(d, _)| d.len()).sum());
         for (i, (domains, vhost)) in entries.into_iter().enumerate() {
             for d in domains {
                 if d == "*" {
@@ -225,7 +227,7 @@ impl VhostTable {
                 } else if let Some(suffix) = d.strip_prefix('*') {
                     table.suffixes.push((suffix.into(), i));
                 } else {
-                    table.exact.entry(d.into_boxed_str()).or_insert(i);
+                    table.exact.entry(d.as_str().into()).or_insert(i);
                 }
             }
             table.vhosts.push(vhost);

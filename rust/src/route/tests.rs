@@ -4,18 +4,18 @@ use crate::pool::Upstreams;
 use crate::snapshot::Snapshot;
 use crate::stats::Stats;
 use http::{HeaderMap, Method};
+use std::sync::Arc;
 
 fn table(domains: &[&[&str]]) -> VhostTable {
+    let domains: Vec<Vec<String>> = domains
+        .iter()
+        .map(|d| d.iter().map(std::string::ToString::to_string).collect())
+        .collect();
     VhostTable::new(
         domains
             .iter()
             .enumerate()
-            .map(|(i, d)| {
-                (
-                    d.iter().map(std::string::ToString::to_string).collect(),
-                    Vhost::new(format!("v{i}"), Box::new([])),
-                )
-            })
+            .map(|(i, d)| (d.as_slice(), Arc::new(Vhost::new(format!("v{i}"), Box::new([])))))
             .collect(),
     )
 }

@@ -21,14 +21,7 @@ fn records_classes_and_buckets_and_renders_the_contract() {
     };
     let upstreams = crate::pool::Upstreams::default();
     let backend: Arc<str> = Arc::from("default/b:80");
-    let ep = upstreams.endpoint(
-        &backend,
-        "127.0.0.1:1",
-        crate::config::Protocol::Http1,
-        pool,
-        None,
-        &mut std::collections::HashSet::new(),
-    );
+    let ep = upstreams.endpoint(&backend, "127.0.0.1:1", crate::config::Protocol::Http1, pool, None);
     ep.stats.connections_open.store(2, Relaxed);
     let v: serde_json::Value = serde_json::from_str(&stats.render(4, &[ep])).unwrap();
     assert_eq!(v["version"], 4);
