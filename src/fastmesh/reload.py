@@ -41,6 +41,24 @@ def digest(data: bytes) -> str:
     return hexdigest
 
 
+class LastContent:
+    """The digest of the config content last loaded, so a watcher hands on only content that changed."""
+
+    def __init__(self) -> None:
+        self._digest: str | None = None
+
+    def seen(self, content: bytes) -> None:
+        self._digest = digest(content)
+
+    def is_new(self, content: bytes) -> bool:
+        """True (and remembered) when `content` differs from what was last seen."""
+        content_digest = digest(content)
+        if content_digest == self._digest:
+            return False
+        self._digest = content_digest
+        return True
+
+
 class FileWatcher:
     """Calls `on_change(content)` when the file's content differs from the last content it was told about.
 
@@ -60,11 +78,11 @@ class FileWatcher:
         self.interval_s = interval_s
         self.settle_s = settle_s  # a file being written changes stat again within this
         self._fingerprint: Fingerprint | None = None
-        self._digest: str | None = None
+        self._last = LastContent()
 
     def seen(self, content: bytes, fp: Fingerprint | None = None) -> None:
         """Record what was loaded (and the stat it was read under), so polling does not load it again."""
-        self._digest = digest(content)
+        self._last.seen(content)
         self._fingerprint = fp
 
     async def poll_once(self) -> bool:
@@ -86,10 +104,8 @@ class FileWatcher:
             log.warning("cannot read %s: %s", self.path, e)
             return False
         self._fingerprint = current
-        content_digest = digest(content)
-        if content_digest == self._digest:
+        if not self._last.is_new(content):
             return False
-        self._digest = content_digest
         await self.on_change(content)
         return True
 

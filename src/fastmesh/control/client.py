@@ -29,7 +29,7 @@ from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, ProtocolErr
 from fastmesh.identity import CAWorkerError, ca_worker
 from fastmesh.issued import Issued
 from fastmesh.kube.watch import Backoff
-from fastmesh.reload import digest
+from fastmesh.reload import LastContent
 from fastmesh.state import State
 
 log = logging.getLogger("fastmesh.control")
@@ -128,10 +128,10 @@ class ControlWatcher:
         self.status: dict[str, Any] = {"url": source.url, "connected": False, "epoch": "", "version": 0,
                                        "connects": 0, "last_error": None, "last_message_at": None}
         state.control = self.status
-        self._digest: str | None = None
+        self._last = LastContent()
 
     def seen(self, content: bytes) -> None:
-        self._digest = digest(content)
+        self._last.seen(content)
 
     def content(self) -> bytes:
         return self.replica.content()
@@ -192,7 +192,5 @@ class ControlWatcher:
             return
         assert self.on_change is not None
         content = self.content()
-        content_digest = digest(content)
-        if content_digest != self._digest:
-            self._digest = content_digest
+        if self._last.is_new(content):
             await self.on_change(content)

@@ -28,7 +28,7 @@ from typing import Any
 
 from fastmesh.kube import KubeError
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, collection_path, documents, render
-from fastmesh.reload import digest
+from fastmesh.reload import LastContent
 
 log = logging.getLogger("fastmesh.kube")
 
@@ -244,10 +244,10 @@ class KubeWatcher:
         self.backoff_base_s = backoff_base_s
         self.watch_timeout_s = watch_timeout_s
         self.reflectors: list[Reflector] = []
-        self._digest: str | None = None
+        self._last = LastContent()
 
     def seen(self, content: bytes) -> None:
-        self._digest = digest(content)
+        self._last.seen(content)
 
     def content(self) -> bytes:
         listed = {r.kind: r.snapshot() for r in self.reflectors}
@@ -291,9 +291,7 @@ class KubeWatcher:
                     continue
                 assert self.on_change is not None
                 content = self.content()
-                content_digest = digest(content)
-                if content_digest != self._digest:
-                    self._digest = content_digest
+                if self._last.is_new(content):
                     await self.on_change(content)
         finally:
             for reflector in self.reflectors:
