@@ -136,6 +136,20 @@ def parser() -> argparse.ArgumentParser:
                          help="admin API (plain HTTP: /ready /live /stats /metrics; port 0: any); default none")
     control.add_argument("--cert-ttl", type=float, default=86400.0, metavar="SECONDS",
                          help="lifetime of the workload certificates it signs (default 86400)")
+    control.add_argument("--serving-cert-ttl", type=float, default=30 * 86400.0, metavar="SECONDS",
+                         help="lifetime of its own serving certificate, renewed at two thirds of it while running"
+                              " (default 2592000: 30 days)")
+    control.add_argument("--token-audience", action="append", default=[], metavar="AUDIENCE",
+                         help="take only ServiceAccount tokens minted for this audience (TokenReview"
+                              " spec.audiences; repeatable; e.g. fastmesh; default: the API server's audiences)")
+    control.add_argument("--no-leader-elect", dest="leader_elect", action="store_false",
+                         help="write status without holding the Lease (one replica only; default: elect a leader)")
+    control.add_argument("--lease-namespace", metavar="NAME",
+                         help="namespace of the leader election Lease (default: --kube-namespace, else default)")
+    control.add_argument("--lease-name", default="fastmesh-control", metavar="NAME",
+                         help="name of the leader election Lease (default fastmesh-control)")
+    control.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                         help="how long a leader that stopped renewing keeps the Lease (default 15)")
 
     validate = commands.add_parser("validate", help="check config files; exit 1 if any is invalid",
                                    formatter_class=_HelpFormatter)
@@ -245,7 +259,15 @@ def control(args: argparse.Namespace) -> int:
     host = split_hostport(args.listen)[0]
     names = args.server_name or sorted({"localhost", "127.0.0.1", *([host] if host not in ("0.0.0.0", "::") else [])})
     source = KubeSource(connection, args.kube_namespace, write_status=False)
-    return run_control(source, Settings(args.ca_dir, args.listen, tuple(names), args.cert_ttl, args.admin))
+    if args.serving_cert_ttl <= 0 or args.lease_duration < 1:
+        print("fastmesh control: --serving-cert-ttl must be > 0 and --lease-duration >= 1", file=sys.stderr)
+        return 2
+    settings = Settings(args.ca_dir, args.listen, tuple(names), args.cert_ttl, args.admin,
+                        serving_ttl_s=args.serving_cert_ttl, token_audiences=tuple(args.token_audience),
+                        leader_elect=args.leader_elect,
+                        lease_namespace=args.lease_namespace or args.kube_namespace or "default",
+                        lease_name=args.lease_name, lease_duration_s=args.lease_duration)
+    return run_control(source, settings)
 
 
 if __name__ == "__main__":

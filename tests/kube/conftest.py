@@ -7,6 +7,7 @@ failure fails these tests: it never skips them.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -14,13 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import httpx
+import pytest
+import yaml
 from kubernetes import client, config
 
 from deploy.testcluster import cluster as testcluster
 from fastmesh.config.crds import plural
-from tests.harness import Proxy, Upstream, backend, proxy_spec, route, rule, service
+from tests.harness import REPO, Proxy, Upstream, backend, proxy_spec, route, rule, service
 
 
 LOOPBACK_FQDN = "localhost.fastmesh.test"
@@ -146,3 +148,37 @@ def reviews_mesh(kube_api: client.ApiClient, namespace: str, upstream_factory: C
         return v1, v2
 
     return create
+
+
+@pytest.fixture(scope="session")
+def control_kubeconfig(kube_api: client.ApiClient, kube_cluster: testcluster.Cluster,
+                       tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig of a ServiceAccount (fastmesh-system/fastmesh-control) with only
+    deploy/rbac/control-plane.yaml, bound cluster-wide: what `fastmesh control` runs with in the tests."""
+    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+    role = yaml.safe_load((REPO / "deploy" / "rbac" / "control-plane.yaml").read_text())
+    name, namespace = "fastmesh-control", "fastmesh-system"
+    binding = {"metadata": {"name": name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": role["metadata"]["name"]},
+               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}
+    for create, body in ((core.create_namespace, {"metadata": {"name": namespace}}),
+                         (rbac.create_cluster_role, role), (rbac.create_cluster_role_binding, binding)):
+        try:
+            create(body)
+        except client.ApiException as e:
+            if e.status != 409:  # there already (a cluster kept between sessions)
+                raise
+    try:
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    except client.ApiException as e:
+        if e.status != 409:
+            raise
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[],
+                                                                                 expiration_seconds=6 * 3600))
+    config = json.loads(Path(kube_cluster.kubeconfig).read_text())
+    config["users"][0]["user"]["token"] = core.create_namespaced_service_account_token(name, namespace,
+                                                                                       request).status.token
+    path = tmp_path_factory.mktemp("control") / "control.kubeconfig"
+    path.write_text(json.dumps(config))
+    return path

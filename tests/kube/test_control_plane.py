@@ -18,7 +18,6 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 
-from deploy.testcluster import cluster as testcluster
 from fastmesh.ca import CA
 from fastmesh.ca.authority import make_csr
 from tests.harness import PYTHON, Proxy, _Process, backend, proxy_spec, route, rule
@@ -29,11 +28,13 @@ TRUST_DOMAIN = "cluster.local"
 
 
 class ControlPlane:
-    """`python -m fastmesh control --kubernetes` on 127.0.0.1 (port 0 the first time), once "ready"."""
+    """`python -m fastmesh control --kubernetes` on 127.0.0.1 (port 0 the first time), once "ready"; give it
+    the `control_kubeconfig` fixture's kubeconfig (only deploy/rbac/control-plane.yaml)."""
 
-    def __init__(self, kubeconfig: str, ca_dir: Path, tmp_path: Path, port: int = 0, run: int = 1) -> None:
-        argv = [PYTHON, "-m", "fastmesh", "control", "--kubernetes", "--kubeconfig", kubeconfig,
-                "--listen", f"127.0.0.1:{port}", "--ca-dir", str(ca_dir), "--admin", "127.0.0.1:0"]
+    def __init__(self, kubeconfig: str | Path, ca_dir: Path, tmp_path: Path, port: int = 0, run: int = 1,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        argv = [PYTHON, "-m", "fastmesh", "control", "--kubernetes", "--kubeconfig", str(kubeconfig),
+                "--listen", f"127.0.0.1:{port}", "--ca-dir", str(ca_dir), "--admin", "127.0.0.1:0", *extra_args]
         self.process = _Process(argv, tmp_path / f"control-{run}.stderr.log", "fastmesh control")
         try:
             self.ready = self.process.wait_event("ready", timeout=30)
@@ -105,7 +106,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def two_proxies(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, ca_dir: Path,
+    kube_api: client.ApiClient, control_kubeconfig: Path, namespace: str, ca_dir: Path,
     reviews_mesh: Callable[..., Any], kube_proxies: list[Proxy], control_planes: list[ControlPlane],
     tmp_path: Path,
 ) -> tuple[ControlPlane, list[Proxy]]:
@@ -113,7 +114,7 @@ def two_proxies(
     ServiceAccount connected to it, serving reviews-v1."""
     reviews_mesh()
     token = service_account_token(kube_api, namespace, "reviews", tmp_path)
-    control = ControlPlane(kube_cluster.kubeconfig, ca_dir, tmp_path)
+    control = ControlPlane(control_kubeconfig, ca_dir, tmp_path)
     control_planes.append(control)
     proxies = [Proxy.start_control_plane(control.url, ca_dir / "bundle.pem", token, tmp_path) for _ in range(2)]
     kube_proxies.extend(proxies)
@@ -162,7 +163,7 @@ def test_a_route_change_reaches_every_proxy_of_one_control_plane(
 
 def test_proxies_keep_serving_without_the_control_plane_and_converge_when_it_is_back(
     kube_api: client.ApiClient, namespace: str, two_proxies: tuple[ControlPlane, list[Proxy]],
-    kube_cluster: testcluster.Cluster, ca_dir: Path, control_planes: list[ControlPlane], tmp_path: Path,
+    control_kubeconfig: Path, ca_dir: Path, control_planes: list[ControlPlane], tmp_path: Path,
 ) -> None:
     control, proxies = two_proxies
 
@@ -175,7 +176,7 @@ def test_proxies_keep_serving_without_the_control_plane_and_converge_when_it_is_
         assert served_by(px, 20, host=f"reviews.{namespace}") == {"v1": 20}  # still serving, on the last config it had
         assert not [e for e in px.events if e["event"] == "reload_failed"]
 
-    restarted = ControlPlane(kube_cluster.kubeconfig, ca_dir, tmp_path, port=control.port, run=2)
+    restarted = ControlPlane(control_kubeconfig, ca_dir, tmp_path, port=control.port, run=2)
     control_planes.append(restarted)
     assert restarted.ready["epoch"] != control.ready["epoch"]
     for px in proxies:  # they reconnect on their own and converge on the change made meanwhile
@@ -202,12 +203,12 @@ def _uri_sans(cert_chain_pem: str) -> list[str]:
 
 
 def test_a_token_gets_a_certificate_for_its_own_identity_only(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, ca_dir: Path,
+    kube_api: client.ApiClient, control_kubeconfig: Path, namespace: str, ca_dir: Path,
     control_planes: list[ControlPlane], tmp_path: Path,
 ) -> None:
     token_a = service_account_token(kube_api, namespace, "a", tmp_path).read_text()
     token_b_path = service_account_token(kube_api, namespace, "b", tmp_path)
-    control = ControlPlane(kube_cluster.kubeconfig, ca_dir, tmp_path)
+    control = ControlPlane(control_kubeconfig, ca_dir, tmp_path)
     control_planes.append(control)
     bundle = ca_dir / "bundle.pem"
     id_a = f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/a"
@@ -242,7 +243,7 @@ def _identity_spec(namespace: str, service_account: str) -> dict[str, Any]:
 
 
 def test_a_proxy_gets_its_workload_certificate_from_the_control_plane(
-    kube_api: client.ApiClient, kube_cluster: testcluster.Cluster, namespace: str, other_namespace: str,
+    kube_api: client.ApiClient, control_kubeconfig: Path, namespace: str, other_namespace: str,
     ca_dir: Path, kube_proxies: list[Proxy], control_planes: list[ControlPlane], tmp_path: Path,
 ) -> None:
     token = service_account_token(kube_api, namespace, "a", tmp_path)
@@ -250,7 +251,7 @@ def test_a_proxy_gets_its_workload_certificate_from_the_control_plane(
     # In the other namespace, the Proxy object claims an identity its token does not prove.
     other_token = service_account_token(kube_api, other_namespace, "a", tmp_path)
     create_object(kube_api, other_namespace, _identity_spec(other_namespace, "b"))
-    control = ControlPlane(kube_cluster.kubeconfig, ca_dir, tmp_path)
+    control = ControlPlane(control_kubeconfig, ca_dir, tmp_path)
     control_planes.append(control)
 
     px = Proxy.start_control_plane(control.url, ca_dir / "bundle.pem", token, tmp_path)

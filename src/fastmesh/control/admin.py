@@ -27,6 +27,15 @@ def families(stats: dict[str, Any]) -> Iterator[Metric]:
         subscribers.add_metric([name], view["subscribers"])
     yield version
     yield subscribers
+    yield GaugeMetricFamily("fastmesh_control_leader", "1 while this replica holds the Lease (writes status).",
+                            value=1 if stats["status"]["leading"] else 0)
+    yield CounterMetricFamily("fastmesh_control_status_writes", "Status subresource writes.",
+                              value=stats["status"]["writes"])
+    serving = stats.get("serving_certificate")
+    if serving is not None:
+        yield GaugeMetricFamily("fastmesh_control_serving_certificate_expiry_seconds",
+                                "notAfter of the serving certificate in use (seconds since the epoch).",
+                                value=serving["not_after"])
 
 
 class _Collector(metrics.Collector):

@@ -1,7 +1,9 @@
 """Who a proxy is: its ServiceAccount token, checked by the API server (TokenReview, authentication.k8s.io/v1).
 
 `system:serviceaccount:<ns>:<sa>` becomes the workload `spiffe://<trust domain>/ns/<ns>/sa/<sa>`; the
-namespace also picks the proxy's view. Answers are cached for `cache_s` (a proxy reconnecting and asking for
+namespace also picks the proxy's view. With `audiences` (`fastmesh control --token-audience`), the review
+asks for them (`spec.audiences`): a token minted for another audience (e.g. the API server's own) is refused
+(401), so a token the proxy holds for something else cannot be replayed here. Answers are cached for `cache_s` (a proxy reconnecting and asking for
 a certificate makes one review, not two); a refused token is never cached.
 """
 
@@ -50,9 +52,11 @@ def workload_of(username: str, trust_domain: str) -> Workload:
 
 
 class TokenReviewer:
-    def __init__(self, client: Client, trust_domain: str, cache_s: float = 10.0) -> None:
+    def __init__(self, client: Client, trust_domain: str, cache_s: float = 10.0,
+                 audiences: tuple[str, ...] = ()) -> None:
         self.client = client
         self.trust_domain = trust_domain
+        self.audiences = audiences
         self.cache_s = cache_s
         self.reviews = 0
         self._cache: dict[str, tuple[float, Workload]] = {}
@@ -74,7 +78,10 @@ class TokenReviewer:
     def _review(self, token: str) -> str:
         """The authenticated username of `token` (from a thread: the call blocks)."""
         self.reviews += 1
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        spec: dict[str, object] = {"token": token}
+        if self.audiences:
+            spec["audiences"] = list(self.audiences)
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
         conn = self.client.open()
         try:
             status, data = self.client.call(conn, TOKEN_REVIEWS, "POST", body)
@@ -86,5 +93,12 @@ class TokenReviewer:
             raise AuthError(503, f"TokenReview answered {status}: {data.get('message', data)}")
         result = data.get("status") or {}
         if not result.get("authenticated"):
-            raise AuthError(401, f"the token is not valid: {result.get('error') or 'not authenticated'}")
+            why = result.get("error") or "not authenticated"
+            if self.audiences:
+                why = f"{why} (this control plane takes only tokens for the audience {', '.join(self.audiences)})"
+            raise AuthError(401, f"the token is not valid: {why}")
+        granted = set(result.get("audiences") or [])
+        if self.audiences and not granted & set(self.audiences):  # an authenticator that ignores audiences
+            raise AuthError(401, f"the token is not valid: it is for {sorted(granted) or 'the API server'}, "
+                                 f"not for the audience {', '.join(self.audiences)}")
         return str((result.get("user") or {}).get("username", ""))

@@ -3,12 +3,14 @@
 - Watching: the reflectors of fastmesh.kube.watch (list + watch per kind, bookmarks, 410 relist, backoff),
   one thread per kind, as the proxy's direct mode uses them; their changes (`take_changes`) are projected
   into config documents and applied to the `Store`, which turns them into one delta per view.
-- Serving: HTTP/2 over TLS (`h2`, on uvloop); the serving certificate is issued at start by the CA of
-  `--ca-dir`, which the proxies trust (`--ca-bundle`).
+- Serving: HTTP/2 over TLS (`h2`, on uvloop); the serving certificate is issued by the CA of `--ca-dir`,
+  which the proxies trust (`--ca-bundle`), and renewed while running (fastmesh.control.serving).
     GET  /v1/config?epoch=E&version=V   the proxy's view: a long-lived stream of protocol messages
     POST /v1/certificate                {"csr": PEM} -> a workload certificate for the token's identity only
   Both need `Authorization: Bearer <ServiceAccount token>` (TokenReview). Streams wait until every kind is
   listed: a control plane that just (re)started never serves a partial state.
+- Status: the leader (fastmesh.control.leader, a Lease) writes the status of the routes and fastmesh.io
+  objects it serves (fastmesh.control.status).
 - `--admin IP:PORT`: /ready, /live, /stats, /metrics (fastmesh.control.admin).
 """
 
@@ -35,11 +37,13 @@ import uvloop
 
 from fastmesh.ca import CA, CAError
 from fastmesh.ca.authority import csr_uris
-from fastmesh.ca.files import CERT_MODE, KEY_MODE, write_atomic
 from fastmesh.control.admin import ControlAdmin
 from fastmesh.control.auth import AuthError, TokenReviewer
-from fastmesh.control.h2conn import H2Connection, Stream, server_context
+from fastmesh.control.h2conn import H2Connection, Stream
+from fastmesh.control.leader import DEFAULT_LEASE, LeaderElector
 from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical
+from fastmesh.control.serving import ServingCertificate
+from fastmesh.control.status import WRITTEN, ControlStatus, StatusLoop, touches_status
 from fastmesh.control.views import Store, Subscriber
 from fastmesh.http1 import split_hostport
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, project
@@ -61,6 +65,15 @@ class Settings:
     """Names and IPs of the serving certificate."""
     cert_ttl_s: float = 86400.0
     admin: str | None = None
+    serving_ttl_s: float = 30 * 86400.0
+    """Lifetime of the serving certificate; renewed at two thirds of it."""
+    token_audiences: tuple[str, ...] = ()
+    """TokenReview `spec.audiences`: tokens for other audiences are refused (empty: the API server's)."""
+    leader_elect: bool = True
+    """Write status only while holding the Lease (off: always write, one replica only)."""
+    lease_namespace: str = "default"
+    lease_name: str = DEFAULT_LEASE
+    lease_duration_s: float = 15.0
 
 
 class ControlPlane:
@@ -70,7 +83,12 @@ class ControlPlane:
         self.emit = emit or EventWriter(open(os.devnull, "w"))
         self.store = Store()
         self.ca = CA.load(settings.ca_dir)  # fails at start (CAError) on a missing or broken CA
-        self.reviewer = TokenReviewer(Client(source.connection), self.ca.trust_domain)
+        self.reviewer = TokenReviewer(Client(source.connection), self.ca.trust_domain,
+                                      audiences=settings.token_audiences)
+        self.status = StatusLoop(ControlStatus(Client(source.connection), f"kubernetes {source.connection.server}"),
+                                 lambda: dict(self.store.texts), self._status_objects, self.emit)
+        self.leader: LeaderElector | None = None
+        self.serving: ServingCertificate | None = None
         self.reflectors: list[Reflector] = []
         self.synced = asyncio.Event()
         self.address = ""
@@ -116,6 +134,8 @@ class ControlPlane:
                 deletes.append(key)
             else:
                 upserts[key] = canonical(doc)
+        if touches_status(self.store.texts, upserts, deletes, replaced):
+            self.status.due()
         changed = sum(self.store.replace_kind(kind, docs) for kind, docs in replaced.items())
         return changed + self.store.apply(upserts, deletes)
 
@@ -223,15 +243,34 @@ class ControlPlane:
     def stats(self) -> dict[str, Any]:
         return {"epoch": self.store.epoch, "address": self.address, "synced": self.synced.is_set(),
                 "documents": len(self.store.texts), "changes": self.store.changes,
-                "token_reviews": self.reviewer.reviews,
+                "token_reviews": self.reviewer.reviews, "status": self.status.stats(),
+                "leader": self.leader.stats() if self.leader is not None else None,
+                "serving_certificate": self.serving.stats() if self.serving is not None else None,
                 "views": {name: {"version": view.version, "subscribers": len(view.subscribers),
                                  "documents": len(view.texts)} for name, view in sorted(self.store.views.items())}}
 
-    def _serving_context(self, directory: Path) -> Any:
-        issued = self.ca.issue_server(list(self.settings.hosts))
-        write_atomic(directory / "cert.pem", issued.cert_chain_pem.encode(), CERT_MODE)
-        write_atomic(directory / "key.pem", issued.key_pem.encode(), KEY_MODE)
-        return server_context(str(directory / "cert.pem"), str(directory / "key.pem"))
+    def _status_objects(self) -> dict[str, list[dict[str, Any]]]:
+        return {r.kind: r.snapshot() for r in self.reflectors if r.kind in WRITTEN}
+
+    def _start_leader_election(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.settings.leader_elect:
+            self.status.lead(True)
+            return
+
+        def changed(leading: bool) -> None:  # from the elector's thread
+            def on_loop() -> None:
+                self.status.lead(leading)
+                assert self.leader is not None
+                self.emit("leader", leading=leading, identity=self.leader.identity,
+                          lease=f"{self.settings.lease_namespace}/{self.settings.lease_name}")
+
+            loop.call_soon_threadsafe(on_loop)
+
+        s = self.settings
+        self.leader = LeaderElector(Client(self.source.connection), s.lease_namespace, s.lease_name,
+                                    LeaderElector.default_identity(self.store.epoch), s.lease_duration_s, changed)
+        threading.Thread(target=self.leader.run, name="lease", daemon=True).start()
 
     def _accept(self) -> H2Connection:
         conn = H2Connection(client_side=False, handler=self.handle)
@@ -246,7 +285,9 @@ class ControlPlane:
     async def serve(self, directory: Path) -> asyncio.Server:
         """Listen on --listen with a serving certificate written to `directory`; `self.address` is what was bound."""
         host, port = split_hostport(self.settings.listen)
-        context = self._serving_context(directory)
+        self.serving = ServingCertificate(self.settings.ca_dir, self.settings.hosts, directory,
+                                          self.settings.serving_ttl_s, self.emit)
+        context = self.serving.issue()
         server = await asyncio.get_running_loop().create_server(self._accept, host, port, ssl=context)
         bound = server.sockets[0].getsockname()
         self.address = f"{bound[0]}:{bound[1]}"
@@ -258,6 +299,9 @@ class ControlPlane:
             self._start_reflectors()
             follow = asyncio.ensure_future(self._follow())
             server = await self.serve(directory)
+            assert self.serving is not None
+            tasks = [follow, asyncio.ensure_future(self.serving.renew_forever()),
+                     asyncio.ensure_future(self._status_after_sync())]
             admin = ""
             if self.settings.admin is not None:
                 self.admin = ControlAdmin(self.stats, self.synced.is_set)
@@ -270,13 +314,21 @@ class ControlPlane:
             self.drop_connections()
             if self.admin is not None:
                 self.admin.close()
-            follow.cancel()
+            for task in tasks:
+                task.cancel()
             for reflector in self.reflectors:
                 reflector.stop()
+            if self.leader is not None:
+                await asyncio.to_thread(self.leader.stop)  # released: another replica leads at once
             self.emit("stopped")
             return 0
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+
+    async def _status_after_sync(self) -> None:
+        await self.synced.wait()  # never judge objects on a partial list
+        self._start_leader_election()
+        await self.status.run()
 
     def stop(self) -> None:
         self._stop.set()

@@ -127,9 +127,10 @@ class StatusWriter:
                     key = (meta.get("namespace", "default"), meta["name"])
                     report, generation = by_object.get((kind, *key)), int(meta.get("generation", 0))
                     if kind == "HTTPRoute":
-                        body = self._route_status(obj, conditions(report, generation, now))
+                        route_conditions = conditions(report, generation, now)
+                        body = self.route_status(obj, [route_conditions for _ in _parent_refs(obj)])
                     else:
-                        body = self._object_status(obj, object_conditions(report, generation, now))
+                        body = self.object_status(obj, object_conditions(report, generation, now))
                     if body is not None:
                         conn = conn or self.client.open()
                         self._patch(conn, api_version, plural, key, {"status": body})
@@ -139,11 +140,14 @@ class StatusWriter:
             if conn is not None:
                 conn.close()
 
+    parent_refs = staticmethod(_parent_refs)
+
     @staticmethod
-    def _route_status(route: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The route's new status, or None when ours is what it holds."""
+    def route_status(route: dict[str, Any], per_ref: list[list[dict[str, Any]]]) -> dict[str, Any] | None:
+        """The route's new status (`per_ref`: the conditions of each Service parentRef, in order), or None
+        when ours is what it holds."""
         ours = [{"parentRef": ref, "controllerName": CONTROLLER, "conditions": [dict(c) for c in conditions]}
-                for ref in _parent_refs(route)]
+                for ref, conditions in zip(_parent_refs(route), per_ref, strict=True)]
         held = (route.get("status") or {}).get("parents") or []
         others = [e for e in held if e.get("controllerName") != CONTROLLER]
         mine = [e for e in held if e.get("controllerName") == CONTROLLER]
@@ -153,7 +157,7 @@ class StatusWriter:
         return {"parents": others + ours}
 
     @staticmethod
-    def _object_status(obj: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def object_status(obj: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
         """A fastmesh.io object's new status (`conditions`), or None when it holds them already."""
         entry, held = {"conditions": conditions}, {"conditions": (obj.get("status") or {}).get("conditions") or []}
         if _same([entry], [held]):
@@ -162,14 +166,19 @@ class StatusWriter:
         return entry
 
     def _patch(self, conn: Any, api_version: str, plural: str, key: tuple[str, str], body: dict[str, Any]) -> None:
-        path = f"{collection_path(api_version, plural, key[0])}/{key[1]}/status"
+        self.patch(conn, f"{collection_path(api_version, plural, key[0])}/{key[1]}/status", body)
+
+    def patch(self, conn: Any, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Merge-patch a status subresource: (status, answer); 404 (deleted meanwhile) and 409 (a
+        resourceVersion in `body` that is not the object's) are the caller's to handle."""
         status, answer = self.client.call(conn, path, "PATCH", body, "application/merge-patch+json")
         if status == 403:
             self.enabled = False
             log.warning("no RBAC to write status (%s): not writing it", answer.get("message", status))
-        elif status == 404:
-            return  # deleted meanwhile
+        elif status in (404, 409):
+            pass
         elif status >= 300:
             raise KubeError(f"PATCH {path}: {status} {answer.get('message', answer)}")
         else:
             self.writes += 1
+        return status, answer
