@@ -11,13 +11,15 @@ as `ObjectReport`s, which the proxy writes into the objects' status (fastmesh.ku
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from fastmesh.config.checks import checked
 from fastmesh.config.errors import ConfigError, Problem
 from fastmesh.config.gcpause import without_gc
 from fastmesh.config.loader import Parsed, _identity, parse_documents
-from fastmesh.config.mesh import MeshConfig
+from fastmesh.config.mesh import Document, MeshConfig
+from fastmesh.config.model import KubeObject
 from fastmesh.config.yamlfile import read_documents
 
 
@@ -49,6 +51,22 @@ def load_cluster_text(text: str, source: str, namespace: str | None = None) -> t
     raw = read_documents(text, source)
     identity = {index: _identity(doc) if isinstance(doc, dict) else ("?", None, None) for index, doc in raw}
     return check_cluster(parse_documents(raw, source, namespace), identity)
+
+
+def check_objects(
+    source: str, namespace: str | None, objects: Sequence[tuple[Identity, KubeObject | None, Sequence[Problem]]]
+) -> tuple[MeshConfig, list[ObjectReport]]:
+    """`check_cluster` of objects parsed one by one: (identity, model or None when it failed the schema,
+    its schema problems); object i is document i + 1."""
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    identity: dict[int, Identity] = {}
+    for index, (ident, model, found) in enumerate(objects, 1):
+        identity[index] = ident
+        if model is not None:
+            documents.append(Document(index, model))
+        problems += [replace(p, document=index) for p in found]
+    return check_cluster(Parsed(MeshConfig(source, tuple(documents), namespace), frozenset(), problems), identity)
 
 
 @without_gc

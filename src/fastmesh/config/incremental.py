@@ -28,10 +28,10 @@ from typing import Any
 
 from fastmesh.config.checks.context import Context
 from fastmesh.config.checks.endpointslice import check_endpoint_slice
-from fastmesh.config.cluster import Identity, check_cluster
+from fastmesh.config.cluster import Identity, check_objects
 from fastmesh.config.errors import Problem
 from fastmesh.config.gcpause import paused_gc
-from fastmesh.config.loader import Parsed, _identity, _parse
+from fastmesh.config.loader import _identity, _parse
 from fastmesh.config.mesh import Document, MeshConfig
 from fastmesh.config.model import EndpointSlice, KubeObject
 from fastmesh.config.snapshot import compile_head
@@ -214,17 +214,8 @@ class IncrementalCompiler:
     def _full(self) -> _Compiled:
         self.full_compiles += 1
         keys = sorted(self.objects, key=_order)
-        documents: list[Document] = []
-        problems: list[Problem] = []
-        identity: dict[int, Identity] = {}
-        for index, key in enumerate(keys, 1):
-            obj = self.objects[key]
-            identity[index] = obj.identity
-            if obj.model is not None:
-                documents.append(Document(index, obj.model))
-            problems += [replace(p, document=index) for p in obj.problems]
-        parsed = Parsed(MeshConfig(self.source, tuple(documents), self.namespace), frozenset(), problems)
-        cfg, found = check_cluster(parsed, identity)
+        cfg, found = check_objects(self.source, self.namespace,
+                                   [(o.identity, o.model, o.problems) for o in map(self.objects.__getitem__, keys)])
         head = compile_head(cfg)
         self.overrides.apply(head)
         slices = slices_by_service(cfg.endpoint_slices)

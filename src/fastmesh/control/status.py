@@ -28,13 +28,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from fastmesh.config.cluster import Identity, check_cluster
+from fastmesh.config.cluster import Identity, check_objects
 from fastmesh.config.errors import Problem
-from fastmesh.config.loader import Parsed, _identity, _parse
-from fastmesh.config.mesh import Document, MeshConfig
+from fastmesh.config.loader import _identity, _parse
 from fastmesh.config.model import KubeObject
 from fastmesh.control.protocol import Key
 from fastmesh.kube import KubeError
@@ -81,17 +80,8 @@ class Checker:
     def check(self, keys: Iterable[Key]) -> dict[Key, Report]:
         """The reports (fastmesh.config.cluster.ObjectReport, as JSON) of the documents `keys` taken together."""
         ordered = list(keys)
-        documents: list[Document] = []
-        problems: list[Problem] = []
-        identity: dict[int, Identity] = {}
-        for index, key in enumerate(ordered, 1):
-            held = self.parsed[key]
-            identity[index] = held.identity
-            if held.model is not None:
-                documents.append(Document(index, held.model))
-            problems += [replace(p, document=index) for p in held.problems]
-        parsed = Parsed(MeshConfig(self.source, tuple(documents), None), frozenset(), problems)
-        _, found = check_cluster(parsed, identity)
+        _, found = check_objects(self.source, None, [(o.identity, o.model, o.problems)
+                                                     for o in map(self.parsed.__getitem__, ordered)])
         by_identity = {(k[0], k[1] or "default", k[2]): k for k in ordered}
         return {by_identity.get((r.kind, r.namespace, r.name), (r.kind, r.namespace, r.name)): r.to_json()
                 for r in found}
