@@ -160,6 +160,7 @@ class ControlStatus:
         of_namespace, variants = self.checker.reports(texts)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         conn = None
+        seen: set[Key] = set()
         try:
             for kind, listed in objects.items():
                 for obj in listed:
@@ -167,6 +168,7 @@ class ControlStatus:
                         return self.writer.writes - before
                     meta = obj.get("metadata") or {}
                     key = (kind, str(meta.get("namespace", "default")), str(meta.get("name", "")))
+                    seen.add(key)
                     held = self._after.get(key)
                     if held is not None:
                         if meta.get("resourceVersion") == held[0]:
@@ -180,6 +182,7 @@ class ControlStatus:
         finally:
             if conn is not None:
                 conn.close()
+        self._after = {k: v for k, v in self._after.items() if k in seen}  # deleted since: forgotten
         return self.writer.writes - before
 
     def _body(self, kind: str, key: Key, obj: dict[str, Any], of_namespace: dict[str, Variant],
