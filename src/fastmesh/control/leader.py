@@ -7,8 +7,9 @@ in small). Every replica serves proxies; only the leader writes status (fastmesh
   carry the resourceVersion read: of two replicas racing, one gets 409 and stays a follower.
 - A follower takes the Lease when its record has not changed for `leaseDurationSeconds`, measured on its
   own clock from when it saw the record change (not from `renewTime`: no trust in the clocks of others).
-- A leader that cannot renew within the lease duration stops leading (it no longer writes) before anyone
-  else can take over. On a clean stop it releases the Lease (holder emptied, duration 1 s), so another
+- A leader that cannot renew for two thirds of the lease duration (`renew_deadline_s`, client-go's
+  renewDeadline) stops leading (it no longer writes), before anyone else can take over; its requests time
+  out within a third of the duration, so a hung API server connection cannot hold it past that. On a clean stop it releases the Lease (holder emptied, duration 1 s), so another
   replica takes over at once.
 """
 
@@ -42,10 +43,12 @@ class LeaderElector:
 
     def __init__(self, client: Client, namespace: str, name: str, identity: str, duration_s: float,
                  on_change: Callable[[bool], None]) -> None:
-        self.client, self.namespace, self.name = client, namespace, name
+        self.client = Client(client.connection, timeout_s=max(0.5, duration_s / 3))
+        self.namespace, self.name = namespace, name
         self.identity = identity
         self.duration_s = duration_s
         self.retry_s = max(0.2, duration_s / 4)
+        self.renew_deadline_s = duration_s * 2 / 3
         self.on_change = on_change
         self.leading = False
         self.holder = ""
@@ -69,9 +72,9 @@ class LeaderElector:
                 self._try()
             except (KubeError, OSError, ValueError) as e:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, e)
-            if self.leading and time.monotonic() - self._renewed_at > self.duration_s:
-                log.warning("lease %s/%s not renewed for %.0fs: no longer leading", self.namespace, self.name,
-                            self.duration_s)
+            if self.leading and time.monotonic() - self._renewed_at > self.renew_deadline_s:
+                log.warning("lease %s/%s not renewed for %.1fs: no longer leading", self.namespace, self.name,
+                            self.renew_deadline_s)
                 self._set(False)
             self._stopped.wait(self.retry_s)
 
