@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+import socket
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -213,3 +218,80 @@ def test_only_the_leader_writes_and_another_replica_takes_over_within_the_lease(
     assert follower.stats()["status"]["writes"] == 1  # only the new route: the others hold their status
     metrics = httpx.get(f"{follower.admin_url}/metrics", timeout=5).text
     assert "fastmesh_control_leader 1.0" in metrics
+
+
+class Forwarder:
+    """A TCP relay on 127.0.0.1 to the API server; `cut()` closes it and every connection through it (a
+    control plane behind it loses the API server, as in a network partition)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [downstream, upstream]
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        self.server.close()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+def test_a_leader_cut_off_from_the_api_server_stops_writing_before_another_takes_over(
+    kube_api: client.ApiClient, control_kubeconfig: Path, namespace: str, ca_dir: Path,
+    control_planes: list[ControlPlane], tmp_path: Path,
+) -> None:
+    config = json.loads(control_kubeconfig.read_text())
+    server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
+    relay = Forwarder((server.hostname or "", server.port or 443))
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
+    relayed = tmp_path / "relayed.kubeconfig"
+    relayed.write_text(json.dumps(config))
+    args = ("--lease-namespace", namespace, "--lease-duration", str(LEASE))
+    first = ControlPlane(relayed, ca_dir, tmp_path, run=1, extra_args=args)
+    control_planes.append(first)
+    wait_for(lambda: first.stats()["leader"]["leading"], 20, "the first replica to lead")
+    second = ControlPlane(control_kubeconfig, ca_dir, tmp_path, run=2, extra_args=args)
+    control_planes.append(second)
+    wait_for(lambda: second.stats()["leader"]["holder"] == first.stats()["leader"]["identity"], 20,
+             "the second replica to see the leader")
+
+    relay.cut()
+    cut = time.monotonic()
+    stopped = started = None
+    while stopped is None or started is None:  # poll both: when did one stop and the other start leading
+        assert time.monotonic() - cut < LEASE * 4, (first.stats()["leader"], second.stats()["leader"])
+        if stopped is None and not first.stats()["leader"]["leading"]:
+            stopped = time.monotonic() - cut
+        if started is None and second.stats()["leader"]["leading"]:
+            started = time.monotonic() - cut
+        time.sleep(0.05)
+    print(f"\nAPI server cut off: the leader stopped after {stopped:.2f}s, the other led after {started:.2f}s")
+    assert stopped < started  # never two writers at once
+    assert "no longer leading" in first.process.stderr_tail(200)
