@@ -253,15 +253,15 @@ def control(args: argparse.Namespace) -> int:
     from fastmesh.http1 import split_hostport
     from fastmesh.kube.source import KubeSource
 
+    if args.serving_cert_ttl <= 0 or args.lease_duration < 1:
+        print("fastmesh control: --serving-cert-ttl must be > 0 and --lease-duration >= 1", file=sys.stderr)
+        return 2
     connection = _kube_connection(args, "control")
     if connection is None:
         return 2
     host = split_hostport(args.listen)[0]
     names = args.server_name or sorted({"localhost", "127.0.0.1", *([host] if host not in ("0.0.0.0", "::") else [])})
     source = KubeSource(connection, args.kube_namespace, write_status=False)
-    if args.serving_cert_ttl <= 0 or args.lease_duration < 1:
-        print("fastmesh control: --serving-cert-ttl must be > 0 and --lease-duration >= 1", file=sys.stderr)
-        return 2
     settings = Settings(args.ca_dir, args.listen, tuple(names), args.cert_ttl, args.admin,
                         serving_ttl_s=args.serving_cert_ttl, token_audiences=tuple(args.token_audience),
                         leader_elect=args.leader_elect,

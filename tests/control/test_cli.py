@@ -18,6 +18,13 @@ def test_control_plane_mode_needs_an_https_url_and_a_ca_bundle(capsys: object, t
     assert "--control-plane needs --ca-bundle" in err
 
 
+def test_control_refuses_a_serving_certificate_or_lease_time_that_cannot_work(capsys: object) -> None:
+    for bad in (["--serving-cert-ttl", "0"], ["--lease-duration", "0.5"]):
+        assert main(["control", "--kubernetes", "--ca-dir", "ca", *bad]) == 2
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert "--serving-cert-ttl must be > 0 and --lease-duration >= 1" in err
+
+
 def test_control_needs_a_ca_directory_that_holds_a_ca(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text('{"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],'

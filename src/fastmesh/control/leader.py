@@ -15,6 +15,7 @@ in small). Every replica serves proxies; only the leader writes status (fastmesh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -159,3 +160,16 @@ class LeaderElector:
     def stats(self) -> dict[str, Any]:
         return {"lease": f"{self.namespace}/{self.name}", "identity": self.identity, "leading": self.leading,
                 "holder": self.holder, "transitions": self.transitions}
+
+
+def start_election(client: Client, namespace: str, name: str, epoch: str, duration_s: float,
+                   on_change: Callable[[bool], None]) -> LeaderElector:
+    """A `LeaderElector` running in its own thread; `on_change` is called on the running event loop."""
+    loop = asyncio.get_running_loop()
+
+    def changed(leading: bool) -> None:  # from the elector's thread
+        loop.call_soon_threadsafe(on_change, leading)
+
+    elector = LeaderElector(client, namespace, name, LeaderElector.default_identity(epoch), duration_s, changed)
+    threading.Thread(target=elector.run, name="lease", daemon=True).start()
+    return elector

@@ -40,7 +40,7 @@ from fastmesh.ca.authority import csr_uris
 from fastmesh.control.admin import ControlAdmin
 from fastmesh.control.auth import AuthError, TokenReviewer
 from fastmesh.control.h2conn import H2Connection, Stream
-from fastmesh.control.leader import DEFAULT_LEASE, LeaderElector
+from fastmesh.control.leader import DEFAULT_LEASE, LeaderElector, start_election
 from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical
 from fastmesh.control.serving import ServingCertificate
 from fastmesh.control.status import WRITTEN, ControlStatus, StatusLoop, touches_status
@@ -253,24 +253,18 @@ class ControlPlane:
         return {r.kind: r.snapshot() for r in self.reflectors if r.kind in WRITTEN}
 
     def _start_leader_election(self) -> None:
-        loop = asyncio.get_running_loop()
-        if not self.settings.leader_elect:
+        s = self.settings
+        if not s.leader_elect:
             self.status.lead(True)
             return
+        self.leader = start_election(Client(self.source.connection), s.lease_namespace, s.lease_name,
+                                     self.store.epoch, s.lease_duration_s, self._leading)
 
-        def changed(leading: bool) -> None:  # from the elector's thread
-            def on_loop() -> None:
-                self.status.lead(leading)
-                assert self.leader is not None
-                self.emit("leader", leading=leading, identity=self.leader.identity,
-                          lease=f"{self.settings.lease_namespace}/{self.settings.lease_name}")
-
-            loop.call_soon_threadsafe(on_loop)
-
-        s = self.settings
-        self.leader = LeaderElector(Client(self.source.connection), s.lease_namespace, s.lease_name,
-                                    LeaderElector.default_identity(self.store.epoch), s.lease_duration_s, changed)
-        threading.Thread(target=self.leader.run, name="lease", daemon=True).start()
+    def _leading(self, leading: bool) -> None:
+        self.status.lead(leading)
+        assert self.leader is not None
+        self.emit("leader", leading=leading, identity=self.leader.identity,
+                  lease=f"{self.settings.lease_namespace}/{self.settings.lease_name}")
 
     def _accept(self) -> H2Connection:
         conn = H2Connection(client_side=False, handler=self.handle)
