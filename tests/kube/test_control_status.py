@@ -59,7 +59,8 @@ def _accepted(kube_api: client.ApiClient, plural: str, namespace: str, name: str
 
 def _version(kube_api: client.ApiClient, namespace: str, name: str, plural: str = "httproutes") -> str:
     group = GATEWAY if plural == "httproutes" else ("fastmesh.io", "v1alpha1")
-    return str(custom(kube_api).get_namespaced_custom_object(*group, namespace, plural, name)["metadata"]["resourceVersion"])
+    obj = custom(kube_api).get_namespaced_custom_object(*group, namespace, plural, name)
+    return str(obj["metadata"]["resourceVersion"])
 
 
 OK = {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")}

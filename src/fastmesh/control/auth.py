@@ -3,8 +3,9 @@
 `system:serviceaccount:<ns>:<sa>` becomes the workload `spiffe://<trust domain>/ns/<ns>/sa/<sa>`; the
 namespace also picks the proxy's view. With `audiences` (`fastmesh control --token-audience`), the review
 asks for them (`spec.audiences`): a token minted for another audience (e.g. the API server's own) is refused
-(401), so a token the proxy holds for something else cannot be replayed here. Answers are cached for `cache_s` (a proxy reconnecting and asking for
-a certificate makes one review, not two); a refused token is never cached.
+(401), so a token the proxy holds for something else cannot be replayed here. Answers are cached for
+`cache_s` (a proxy reconnecting and asking for a certificate makes one review, not two); a refused token
+is never cached.
 """
 
 from __future__ import annotations

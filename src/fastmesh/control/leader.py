@@ -9,8 +9,8 @@ in small). Every replica serves proxies; only the leader writes status (fastmesh
   own clock from when it saw the record change (not from `renewTime`: no trust in the clocks of others).
 - A leader that cannot renew for two thirds of the lease duration (`renew_deadline_s`, client-go's
   renewDeadline) stops leading (it no longer writes), before anyone else can take over; its requests time
-  out within a third of the duration, so a hung API server connection cannot hold it past that. On a clean stop it releases the Lease (holder emptied, duration 1 s), so another
-  replica takes over at once.
+  out within a third of the duration, so a hung API server connection cannot hold it past that.
+- On a clean stop it releases the Lease (holder emptied, duration 1 s): another replica takes over at once.
 """
 
 from __future__ import annotations
