@@ -7,7 +7,7 @@ in small). Every replica serves proxies; only the leader writes status (fastmesh
   carry the resourceVersion read: of two replicas racing, one gets 409 and stays a follower.
 - A follower takes the Lease when its record has not changed for `leaseDurationSeconds`, measured on its
   own clock from when it saw the record change (not from `renewTime`: no trust in the clocks of others).
-- A leader that cannot renew for two thirds of the lease duration (`renew_deadline_s`, client-go's
+- A leader that cannot renew for half the lease duration (`renew_deadline_s`, client-go's
   renewDeadline) stops leading (it no longer writes), before anyone else can take over; its requests time
   out within a third of the duration, so a hung API server connection cannot hold it past that.
 - On a clean stop it releases the Lease (holder emptied, duration 1 s): another replica takes over at once.
@@ -49,7 +49,7 @@ class LeaderElector:
         self.identity = identity
         self.duration_s = duration_s
         self.retry_s = max(0.2, duration_s / 4)
-        self.renew_deadline_s = duration_s * 2 / 3
+        self.renew_deadline_s = duration_s / 2  # two renewals missed; the others wait the whole duration
         self.on_change = on_change
         self.leading = False
         self.holder = ""

@@ -155,9 +155,10 @@ class ControlStatus:
     def writes(self) -> int:
         return self.writer.writes
 
-    def run(self, texts: dict[Key, str], objects: dict[str, list[dict[str, Any]]]) -> int:
+    def run(self, texts: dict[Key, str], objects: dict[str, list[dict[str, Any]]],
+            leading: Callable[[], bool] = lambda: True) -> int:
         """Check `texts` (the documents served) and write the status of `objects` (by kind, as the API
-        serves them, status included); how many writes it made."""
+        serves them, status included), while `leading()`; how many writes it made."""
         self.runs += 1
         before = self.writer.writes
         of_namespace, variants = self.checker.reports(texts)
@@ -167,7 +168,7 @@ class ControlStatus:
         try:
             for kind, listed in objects.items():
                 for obj in listed:
-                    if not self.writer.enabled:
+                    if not self.writer.enabled or not leading():  # no RBAC, or the lease was lost meanwhile
                         return self.writer.writes - before
                     meta = obj.get("metadata") or {}
                     key = (kind, str(meta.get("namespace", "default")), str(meta.get("name", "")))
@@ -263,7 +264,7 @@ class StatusLoop:
             if not self.leading:
                 continue
             try:
-                writes = await asyncio.to_thread(self.status.run, self.texts(), self.objects())
+                writes = await asyncio.to_thread(self.status.run, self.texts(), self.objects(), lambda: self.leading)
             except Exception:  # noqa: BLE001 - one bad object must not stop every later status
                 log.exception("computing the status failed")
                 writes = 0
