@@ -28,6 +28,7 @@ gives: tests/config/test_incremental.py compares them over random change sequenc
 
 from __future__ import annotations
 
+import bisect
 import gc
 import json
 from collections.abc import Iterable
@@ -337,11 +338,13 @@ class IncrementalCompiler:
                 report = ObjectReport(kind, namespace or "default", name or "", bool(problems),
                                       tuple(problems or unresolved))
                 compiled.reports[key] = report.to_json()
-        routes = [Document(0, old[name]) for name in sorted(old)]
-        documents = [d for d in cfg.documents if not isinstance(d.obj, HTTPRoute)]
-        at = next((i for i, d in enumerate(documents) if _KIND_ORDER[d.obj.KIND] > _KIND_ORDER["HTTPRoute"]),
-                  len(documents))
-        cfg = compiled.cfg = MeshConfig(cfg.source, (*documents[:at], *routes, *documents[at:]), cfg.own_namespace)
+        routes = tuple(Document(0, old[name]) for name in sorted(old))
+        documents = cfg.documents  # by kind in RESOURCES order: the routes are one run of them
+        rank = _KIND_ORDER["HTTPRoute"]
+        start = bisect.bisect_left(documents, rank, key=lambda d: _KIND_ORDER[d.obj.KIND])
+        end = bisect.bisect_right(documents, rank, key=lambda d: _KIND_ORDER[d.obj.KIND])
+        cfg = compiled.cfg = cfg.with_objects(HTTPRoute, documents[:start] + routes + documents[end:],
+                                              tuple(d.obj for d in routes))
         services = [s for skey in sorted(touched) if (s := cfg.service(*skey)) is not None]
         for service, vhost in zip(services, service_vhosts(cfg, services)):
             compiled.vhosts[(service.namespace, service.name)] = _dumps(vhost)
