@@ -44,7 +44,8 @@ def upsert(listed: Listed, kind: str, obj: dict[str, Any]) -> None:
 def proxy(namespace: str, port: int = 15001) -> dict[str, Any]:
     return {"apiVersion": "fastmesh.io/v1alpha1", "kind": "Proxy",
             "metadata": {"name": "proxy", "namespace": namespace},
-            "spec": {"listeners": [{"name": "outbound", "port": port}]}}
+            "spec": {"listeners": [{"name": "outbound", "port": port},
+                                   {"name": "inbound", "port": port + 100, "inboundService": "ns1/svc-1"}]}}
 
 
 def random_change(listed: Listed, rng: random.Random, generation: int) -> tuple[str, dict[str, Any] | None,
@@ -85,7 +86,24 @@ def random_change(listed: Listed, rng: random.Random, generation: int) -> tuple[
         return "HTTPRoute", None, ("HTTPRoute", *key(gone))
     if roll < 0.92:
         return "TrafficPolicy", traffic_policy(rng.randrange(services)), None
+    if roll < 0.95:
+        return "AuthorizationPolicy", authorization_policy(rng, services), None
+    if roll < 0.96 and listed.get("AuthorizationPolicy"):
+        gone = rng.choice(listed["AuthorizationPolicy"])
+        return "AuthorizationPolicy", None, ("AuthorizationPolicy", *key(gone))
     return "Proxy", proxy(rng.choice(("mesh", "other")), rng.choice((15001, 15002))), None
+
+
+def authorization_policy(rng: random.Random, services: int) -> dict[str, Any]:
+    """An AuthorizationPolicy of ns1 (the proxy's listener serves ns1/svc-1): on a Service or the
+    namespace, ALLOW or DENY; now and then one that fails a check (a bad method; a Service not there)."""
+    spec: dict[str, Any] = {"action": rng.choice(("ALLOW", "DENY")), "rules": [
+        {"from": [{"source": {"namespaces": [rng.choice(("ns1", "ns2"))]}}],
+         "to": [{"operation": {"methods": [rng.choice(("GET", "POST", "get!"))]}}]}]}
+    if rng.random() < 0.7:
+        spec["targetRefs"] = [{"kind": "Service", "name": f"svc-{rng.choice((1, 21, services + 1))}"}]
+    return {"apiVersion": "fastmesh.io/v1alpha1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": f"authz-{rng.randrange(4)}", "namespace": "ns1"}, "spec": spec}
 
 
 def changed_route(listed: Listed, rng: random.Random, services: int) -> dict[str, Any]:
@@ -141,11 +159,11 @@ def test_incremental_matches_a_full_compile_over_random_changes(seed: int) -> No
         "apiVersion": "fastmesh.io/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "on-route", "namespace": "ns4"},
         "spec": {"targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "route-4"},
                  "retry": {"attempts": 1}}})
-    overrides = Overrides(listeners={"outbound": "127.0.0.1:0"})
+    overrides = Overrides(listeners={"outbound": "127.0.0.1:0", "inbound": "127.0.0.1:0"})
     compiler = IncrementalCompiler(SOURCE, proxy_namespace="mesh", namespace="ns1", overrides=overrides)
     first = compiler.apply(everything(copy.deepcopy(listed)))
     assert (first.header, first.snapshot_json) == full(listed, "mesh", "ns1", overrides)
-    incremental = routes_incremental = 0
+    incremental = routes_incremental = policies_incremental = 0
     for generation in range(1, 150):
         kind, obj, deleted = random_change(listed, rng, generation)
         if obj is not None:
@@ -159,8 +177,10 @@ def test_incremental_matches_a_full_compile_over_random_changes(seed: int) -> No
         assert result.snapshot_json == snapshot, f"step {generation}: {kind} {obj and key(obj)} {deleted}"
         incremental += result.incremental
         routes_incremental += result.incremental and kind == "HTTPRoute"
+        policies_incremental += result.incremental and kind == "AuthorizationPolicy"
     assert incremental > 45  # most slice changes took the incremental path
     assert routes_incremental > 5  # and route changes (not after a Service was left out)
+    assert policies_incremental > 1
 
 
 def test_an_endpointslice_change_compiles_only_its_service() -> None:

@@ -7,20 +7,24 @@
 Objects are given as the API serves them (`fastmesh.kube.source.project` makes them documents) and
 parsed (pydantic) once per content: an unchanged object is never parsed again. Then:
 
-- Only EndpointSlices and HTTPRoutes changed (the common events) and the last compile succeeded:
+- Only EndpointSlices, HTTPRoutes and AuthorizationPolicies changed (the common events) and the last
+  compile succeeded:
   - each changed slice is checked against the config as it stands (a slice's checks read only itself
     and its Service), and only the backends of the Services whose slices changed are compiled again;
   - each changed HTTPRoute is checked against the config as it stands (a route's checks read Services,
     FaultInjections and the Proxy, never other routes), and only the vhosts of the Services it is attached
     to, before and after, are compiled again;
+  - each changed AuthorizationPolicy is checked against the config as it stands (its checks read only
+    Services), and only the listeners (the snapshot's head) are compiled again;
   the snapshot JSON is reassembled from the cached JSON of every other Service's backends and vhost.
 - Anything else, or where the result could differ from a full compile: a full check and compile of the
-  cached models (fastmesh.config.cluster). That is: a slice whose Service is not in the config, or a
-  route change when a Proxy or FaultInjection was left out, or a Service was and the route has a problem
-  (a full compile checks routes against the objects left out later, so its messages depend on the order
-  objects are left out in), when the route is (or was) on the listeners (host vhosts span routes), or
-  when a TrafficPolicy targeting an HTTPRoute or a Rollout is in the route's namespace (their checks and
-  what they render read the routes).
+  cached models (fastmesh.config.cluster). That is: a slice whose Service is not in the config; a route
+  or policy change after a Proxy was left out (a route change: or a FaultInjection), or after a Service
+  was when the route (policy) has a problem (a full compile checks it against the objects left out
+  later, so its messages depend on the order objects are left out in); a route that is (or was) on the
+  listeners (host vhosts span routes); a route of a namespace with a TrafficPolicy targeting an
+  HTTPRoute or a Rollout (their checks and what they render read the routes). TrafficPolicy,
+  FaultInjection, Service and Proxy changes are always a full compile.
 
 Either way the result is what the file path (`render` -> `load_cluster_text` -> `compile_snapshot`)
 gives: tests/config/test_incremental.py compares them over random change sequences.
@@ -31,10 +35,11 @@ from __future__ import annotations
 import bisect
 import gc
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fastmesh.config.checks.authorizationpolicy import check_authorization_policy
 from fastmesh.config.checks.context import Context
 from fastmesh.config.checks.endpointslice import check_endpoint_slice
 from fastmesh.config.checks.httproute import check_route
@@ -43,7 +48,7 @@ from fastmesh.config.errors import Problem
 from fastmesh.config.gcpause import paused_gc
 from fastmesh.config.loader import Parsed, _identity, _parse
 from fastmesh.config.mesh import Document, MeshConfig
-from fastmesh.config.model import EndpointSlice, HTTPRoute, KubeObject, Rollout, TrafficPolicy
+from fastmesh.config.model import AuthorizationPolicy, EndpointSlice, HTTPRoute, KubeObject, Rollout, TrafficPolicy
 from fastmesh.config.snapshot import compile_head
 from fastmesh.config.snapshot.backends import external_backends, service_backends, slices_by_service
 from fastmesh.config.snapshot.vhosts import Rendered, host_vhosts, service_vhosts
@@ -201,10 +206,16 @@ class IncrementalCompiler:
             compiled = self._compiled
             kinds = {key[0] for key in changed}
             routes = {key for key in changed if key[0] == "HTTPRoute"}
-            fast = (
-                compiled is not None and kinds <= {"EndpointSlice", "HTTPRoute"}
-                and self._routes_changed(compiled, routes) and self._slices_changed(compiled, changed - routes)
-            )
+            policies = {key for key in changed if key[0] == "AuthorizationPolicy"}
+            try:
+                fast = (
+                    compiled is not None and kinds <= {"EndpointSlice", "HTTPRoute", "AuthorizationPolicy"}
+                    and self._routes_changed(compiled, routes) and self._policies_changed(compiled, policies)
+                    and self._slices_changed(compiled, changed - routes - policies)
+                )
+            except BaseException:
+                self._compiled = self._last = None  # half brought up to date: the next apply compiles in full
+                raise
             if not fast:
                 self._compiled = self._last = None  # a failure below leaves no stale state behind
                 compiled = self._compiled = self._full()
@@ -291,7 +302,7 @@ class IncrementalCompiler:
             reports,
         )
 
-    # === HTTPRoutes ===
+    # === HTTPRoutes and AuthorizationPolicies ===
 
     def _routes_changed(self, compiled: _Compiled, keys: set[Key]) -> bool:
         """Bring `compiled` up to date with the changed routes; False (nothing touched) when one of them
@@ -300,55 +311,102 @@ class IncrementalCompiler:
             return True
         if compiled.left_out & {"Proxy", "FaultInjection"}:
             return False
+
+        def refused(key: Key, was: KubeObject | None, new: KubeObject | None) -> bool:
+            on_listeners = any(isinstance(r, HTTPRoute) and r.on_listeners() for r in (was, new))
+            return key[1] in compiled.route_readers or on_listeners
+
+        checked = self._checked(compiled, keys, HTTPRoute, check_route, refused)
+        if checked is None:
+            return False
+        touched: set[ServiceKey] = set()
+        for route in self._replace(compiled, keys, HTTPRoute, checked):
+            assert isinstance(route, HTTPRoute)
+            touched.update((ns, name) for ns, name, _ in route.service_parents())
         cfg = compiled.cfg
-        old = {(r.namespace, r.name): r for r in cfg.routes}
-        ctx = Context(cfg, frozenset(), allow_invalid_backends=True)  # route checks read no other route
+        services = [s for skey in sorted(touched) if (s := cfg.service(*skey)) is not None]
+        for service, vhost in zip(services, service_vhosts(cfg, services)):
+            compiled.vhosts[(service.namespace, service.name)] = _dumps(vhost)
+        return True
+
+    def _policies_changed(self, compiled: _Compiled, keys: set[Key]) -> bool:
+        """The same for AuthorizationPolicies: they are read only by the listeners (the snapshot's head)."""
+        if not keys:
+            return True
+        if "Proxy" in compiled.left_out:
+            return False
+        checked = self._checked(compiled, keys, AuthorizationPolicy, check_authorization_policy, lambda *_: False)
+        if checked is None:
+            return False
+        self._replace(compiled, keys, AuthorizationPolicy, checked)
+        head = compile_head(compiled.cfg)
+        self.overrides.apply(head)
+        compiled.head = _dumps(head)[:-1]
+        return True
+
+    def _checked(
+        self, compiled: _Compiled, keys: set[Key], cls: type[KubeObject], check: Callable[[Context, Document], None],
+        refused: Callable[[Key, KubeObject | None, KubeObject | None], bool],
+    ) -> dict[Key, tuple[list[Problem], list[Problem]]] | None:
+        """The changed objects of `cls`, checked against the config as it stands (their checks must read no
+        other object of `cls`): key -> (problems, unresolved refs). None when one needs the full compile:
+        `refused(key, as it was in the config, as it is)` says so; its name is not its key's (a duplicate of
+        another object); or it has a problem while a Service was left out (a full compile checks it against
+        the Services left out later: other messages)."""
+        cfg = compiled.cfg
+        current = {(o.namespace, o.name): o for o in cfg.objects(cls)}
+        ctx = Context(cfg, frozenset(), allow_invalid_backends=True)
         checked: dict[Key, tuple[list[Problem], list[Problem]]] = {}
         for key in keys:
-            was, obj = old.get(key[1:]), self.objects.get(key)
-            new = obj.model if obj is not None else None
-            if key[1] in compiled.route_readers or (was is not None and was.on_listeners()):
-                return False
-            if not isinstance(new, HTTPRoute):
+            obj = self.objects.get(key)
+            new = obj.model if obj is not None and isinstance(obj.model, cls) else None
+            if refused(key, current.get(key[1:]), new):
+                return None
+            if new is None:
                 continue
-            if new.on_listeners() or (new.namespace, new.name) != key[1:]:
-                return False  # (a name that differs from the key's: a duplicate of another object)
+            if (new.namespace, new.name) != key[1:]:
+                return None
             before, before_unresolved = len(ctx.problems), len(ctx.unresolved)
-            check_route(ctx, Document(0, new))
+            check(ctx, Document(0, new))
             checked[key] = ctx.problems[before:], ctx.unresolved[before_unresolved:]
             if checked[key][0] and "Service" in compiled.left_out:
-                # a full compile checks the route against the Services left out later: other messages
-                return False
-        touched: set[ServiceKey] = set()
+                return None
+        return checked
+
+    def _replace(
+        self, compiled: _Compiled, keys: set[Key], cls: type[KubeObject],
+        checked: dict[Key, tuple[list[Problem], list[Problem]]],
+    ) -> list[KubeObject]:
+        """Reports and config brought up to date with the changed objects of `cls` (checked by `_checked`);
+        the objects of `cls` among them that were in the config or are now."""
+        cfg = compiled.cfg
+        current = {(o.namespace, o.name): o for o in cfg.objects(cls)}
+        touched = []
         for key in keys:
             compiled.reports.pop(key, None)
-            was = old.pop(key[1:], None)
+            was = current.pop(key[1:], None)
             if was is not None:
-                touched.update((ns, name) for ns, name, _ in was.service_parents())
+                touched.append(was)
             obj = self.objects.get(key)
             if obj is None:
                 continue
             problems, unresolved = checked.get(key, ([], []))
             problems = obj.problems + problems
-            if isinstance(obj.model, HTTPRoute) and not problems:
-                old[key[1:]] = obj.model
-                touched.update((ns, name) for ns, name, _ in obj.model.service_parents())
+            if isinstance(obj.model, cls) and not problems:
+                current[key[1:]] = obj.model
+                touched.append(obj.model)
             if problems or unresolved:
                 kind, namespace, name = obj.identity
                 report = ObjectReport(kind, namespace or "default", name or "", bool(problems),
                                       tuple(problems or unresolved))
                 compiled.reports[key] = report.to_json()
-        routes = tuple(Document(0, old[name]) for name in sorted(old))
-        documents = cfg.documents  # by kind in RESOURCES order: the routes are one run of them
-        rank = _KIND_ORDER["HTTPRoute"]
+        kept = tuple(Document(0, current[name]) for name in sorted(current))
+        documents = cfg.documents  # by kind in RESOURCES order: those of `cls` are one run of them
+        rank = _KIND_ORDER[cls.KIND]
         start = bisect.bisect_left(documents, rank, key=lambda d: _KIND_ORDER[d.obj.KIND])
         end = bisect.bisect_right(documents, rank, key=lambda d: _KIND_ORDER[d.obj.KIND])
-        cfg = compiled.cfg = cfg.with_objects(HTTPRoute, documents[:start] + routes + documents[end:],
-                                              tuple(d.obj for d in routes))
-        services = [s for skey in sorted(touched) if (s := cfg.service(*skey)) is not None]
-        for service, vhost in zip(services, service_vhosts(cfg, services)):
-            compiled.vhosts[(service.namespace, service.name)] = _dumps(vhost)
-        return True
+        compiled.cfg = cfg.with_objects(cls, documents[:start] + kept + documents[end:], tuple(d.obj for d in kept))
+        return touched
 
     # === EndpointSlices only ===
 
