@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import gc
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,7 +52,7 @@ from fastmesh.config.mesh import Document, MeshConfig
 from fastmesh.config.model import AuthorizationPolicy, EndpointSlice, HTTPRoute, KubeObject, Rollout, TrafficPolicy
 from fastmesh.config.snapshot import compile_head
 from fastmesh.config.snapshot.backends import external_backends, service_backends, slices_by_service
-from fastmesh.config.snapshot.vhosts import Rendered, host_vhosts, service_vhosts
+from fastmesh.config.snapshot.vhosts import Rendered, host_vhosts, service_names, service_vhosts
 from fastmesh.config.worker import proxy_settings
 from fastmesh.kube.source import RESOURCES, project
 from fastmesh.overrides import Overrides
@@ -142,6 +143,8 @@ class _Compiled:
     """Service -> the JSON of its vhost."""
     host_vhosts: list[str]
     """The JSON of each vhost of the listener routes' hosts."""
+    names: Counter[str]
+    """How many Services have each name (fastmesh.config.snapshot.vhosts.service_names)."""
     route_readers: frozenset[str]
     """Namespaces where a route change needs the full compile: a TrafficPolicy targeting an HTTPRoute
     or a Rollout is there (their checks and what they render read the routes)."""
@@ -283,8 +286,8 @@ class IncrementalCompiler:
         services = [(service.namespace, service.name) for service in cfg.services]
         backends = {skey: _dumps(service_backends(cfg, service, slices.get(skey, [])))[1:-1]
                     for skey, service in zip(services, cfg.services)}
-        rendered = Rendered(cfg)
-        vhosts = {skey: _dumps(vhost) for skey, vhost in zip(services, service_vhosts(cfg, cfg.services, rendered))}
+        rendered, names = Rendered(cfg), service_names(cfg)
+        vhosts = {skey: _dumps(vhost) for skey, vhost in zip(services, service_vhosts(cfg, cfg.services, rendered, names))}
         by_identity = {(k[0], k[1] or "default", k[2]): k for k in keys} if found else {}
         reports = {by_identity.get((r.kind, r.namespace, r.name), (r.kind, r.namespace, r.name)): r.to_json()
                    for r in found}
@@ -295,7 +298,7 @@ class IncrementalCompiler:
         )
         return _Compiled(
             cfg, _dumps(head)[:-1], _Joined(services, backends), [_dumps(b) for b in external_backends(cfg)],
-            _Joined(services, vhosts), [_dumps(v) for v in host_vhosts(cfg, rendered)], readers,
+            _Joined(services, vhosts), [_dumps(v) for v in host_vhosts(cfg, rendered)], names, readers,
             frozenset(r.kind for r in found if r.left_out),
             {skey: {eps.name: eps for eps in found_slices} for skey, found_slices in slices.items()},
             {("EndpointSlice", eps.namespace, eps.name): skey for skey, found in slices.items() for eps in found},
@@ -325,7 +328,7 @@ class IncrementalCompiler:
             touched.update((ns, name) for ns, name, _ in route.service_parents())
         cfg = compiled.cfg
         services = [s for skey in sorted(touched) if (s := cfg.service(*skey)) is not None]
-        for service, vhost in zip(services, service_vhosts(cfg, services)):
+        for service, vhost in zip(services, service_vhosts(cfg, services, names=compiled.names)):
             compiled.vhosts[(service.namespace, service.name)] = _dumps(vhost)
         return True
 

@@ -102,20 +102,26 @@ def gamma_routes(routes: list[HTTPRoute], own_namespace: str) -> dict[tuple[str,
 
 
 def service_vhosts(
-    cfg: MeshConfig, services: list[Service], rendered: Rendered | None = None
+    cfg: MeshConfig, services: list[Service], rendered: Rendered | None = None, names: Counter[str] | None = None
 ) -> list[dict[str, Any]]:
     """The vhosts of `services` (of `cfg`), each as `compile_vhosts` gives it: a Service's vhost reads
-    only the Services' names, the routes attached to it and what they render (fastmesh.config.incremental
-    compiles the vhosts of the Services a route change touches with it)."""
+    only the Services' names (`names`: `service_names(cfg)`, when known), the routes attached to it and
+    what they render (fastmesh.config.incremental compiles the vhosts of the Services a route change
+    touches with it)."""
     rendered = rendered or Rendered(cfg)
     attached = gamma_routes(cfg.routes, cfg.namespace)
     # A bare Service name is ambiguous when two namespaces have a Service of that name: only the
     # qualified names route then.
-    name_counts = Counter(s.name for s in cfg.services)
+    name_counts = names if names is not None else service_names(cfg)
     return [
         _service_vhost(rendered, s, attached.get((s.namespace, s.name), []), name_counts[s.name] == 1)
         for s in services
     ]
+
+
+def service_names(cfg: MeshConfig) -> Counter[str]:
+    """How many Services (of any namespace) have each name."""
+    return Counter(s.name for s in cfg.services)
 
 
 def host_vhosts(cfg: MeshConfig, rendered: Rendered | None = None) -> list[dict[str, Any]]:
