@@ -32,7 +32,7 @@ def test_changes_from_a_control_plane_log_no_reload_at_info_and_warn_of_a_left_o
         source = ControlSource(f"https://{control.address}", str(tmp_path / "ca" / "bundle.pem"), str(token))
         core = FakeEngineCore()
         runtime = Runtime(None, Overrides(admin_address="127.0.0.1:0", listeners={"outbound": "127.0.0.1:0"}),
-                          engine_factory=lambda threads: Engine(core),  # type: ignore[arg-type]
+                          engine_factory=lambda threads: Engine(core),
                           events=io.StringIO(), handle_signals=False, control=source)
         task = asyncio.ensure_future(runtime.run())
         try:

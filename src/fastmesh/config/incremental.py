@@ -283,11 +283,11 @@ class IncrementalCompiler:
         head = compile_head(cfg)
         self.overrides.apply(head)
         slices = slices_by_service(cfg.endpoint_slices)
-        services = [(service.namespace, service.name) for service in cfg.services]
-        backends = {skey: _dumps(service_backends(cfg, service, slices.get(skey, [])))[1:-1]
+        services: list[ServiceKey] = [(service.namespace, service.name) for service in cfg.services]
+        backends: dict[ServiceKey, str] = {skey: _dumps(service_backends(cfg, service, slices.get(skey, [])))[1:-1]
                     for skey, service in zip(services, cfg.services)}
         rendered, names = Rendered(cfg), service_names(cfg)
-        vhosts = {skey: _dumps(vhost) for skey, vhost in zip(services, service_vhosts(cfg, cfg.services, rendered, names))}
+        vhosts: dict[ServiceKey, str] = {skey: _dumps(vhost) for skey, vhost in zip(services, service_vhosts(cfg, cfg.services, rendered, names))}
         by_identity = {(k[0], k[1] or "default", k[2]): k for k in keys} if found else {}
         reports = {by_identity.get((r.kind, r.namespace, r.name), (r.kind, r.namespace, r.name)): r.to_json()
                    for r in found}
@@ -322,7 +322,7 @@ class IncrementalCompiler:
         checked = self._checked(compiled, keys, HTTPRoute, check_route, refused)
         if checked is None:
             return False
-        touched: set[ServiceKey] = set()
+        touched: set[tuple[str, str]] = set()
         for route in self._replace(compiled, keys, HTTPRoute, checked):
             assert isinstance(route, HTTPRoute)
             touched.update((ns, name) for ns, name, _ in route.service_parents())
