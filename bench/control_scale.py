@@ -52,13 +52,32 @@ def _mem_available_mb() -> float:
     return 0.0
 
 
-def _cpu_s(pids: Sequence[int]) -> float:
-    """utime + stime (s) of the processes and their live descendants (the compiler children)."""
-    from bench.procs import process_tree, read_proc
+def _cpu_s(pids: Sequence[int], children: bool = True) -> float:
+    """CPU time (s) of the processes and (`children`) their live descendants (the compiler children): the
+    scheduler's nanosecond count of every thread (/proc/PID/task/TID/schedstat; the engine's threads too),
+    not the 10 ms ticks of /proc/PID/stat, so one proxy's few ms per change are measured, not rounded."""
+    from bench.procs import process_tree
 
-    tree = sorted({p for pid in pids for p in process_tree(pid)})
-    ticks = read_proc(tree, lambda stat: sum(map(int, stat[stat.rindex(")") + 2:].split()[11:13])), "stat")
-    return sum(ticks) / os.sysconf("SC_CLK_TCK")
+    tree = sorted({p for pid in pids for p in process_tree(pid)}) if children else sorted(pids)
+    total = 0
+    for pid in tree:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total / 1e9
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _token(api: Any, conn: Any, namespace: str, name: str) -> str:
@@ -148,12 +167,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["ready_s"] = time.perf_counter() - t0
             time.sleep(3)  # let the last starts settle (their compiler children are up)
             out["control_rss_ready_mb"] = _tree_rss_mb(control.popen.pid)
+            idle_before, idle_t0 = _cpu_s([px.popen.pid for px in proxies]), time.perf_counter()
+            time.sleep(5)  # no change: what the proxies spend idle (part of each change's CPU window below)
+            out["idle_cpu_ms_per_proxy_s"] = ((_cpu_s([px.popen.pid for px in proxies]) - idle_before) * 1000
+                                              / len(proxies) / (time.perf_counter() - idle_t0))
 
+            spy = None
+            if args.py_spy:  # samples of the first proxy and its compiler child during the changes
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                        str(proxies[0].popen.pid), "--subprocesses", "--rate", "1000",
+                                        "--format", "raw", "--output", str(args.py_spy)], stdout=subprocess.DEVNULL)
+                time.sleep(2)
             # The changes.
             rng = random.Random(6)
             every: list[float] = []
             by_kind: dict[str, list[float]] = {"EndpointSlice": [], "HTTPRoute": []}
             cpu: dict[str, list[float]] = {"EndpointSlice": [], "HTTPRoute": []}
+            cpu_parents: dict[str, list[float]] = {"EndpointSlice": [], "HTTPRoute": []}
+            cpu_control: dict[str, list[float]] = {"EndpointSlice": [], "HTTPRoute": []}
             last: dict[str, list[float]] = {"EndpointSlice": [], "HTTPRoute": []}
             routes = listed["HTTPRoute"]
             for generation in range(1, args.changes + 1):
@@ -162,6 +193,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 marks = [px.mark() for px in proxies]
                 cpu_before = _cpu_s([px.popen.pid for px in proxies])
+                parents_before = _cpu_s([px.popen.pid for px in proxies], children=False)
+                control_before = _cpu_s([control.popen.pid])
                 if generation % 2:
                     kind = "EndpointSlice"
                     changed = changed_slice(listed, rng, generation)
@@ -175,18 +208,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     kind = "HTTPRoute"
                     r = routes[generation // 2 % len(routes)]
-                    weight = 50 + generation  # a new weight each time: always a change
+                    weight = 100 + generation  # a new weight each time (never the 90 it starts with): always a change
                     patch = [{"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": weight}]
                     tc.kubectl_run("-n", r["metadata"]["namespace"], "patch", "httproute", r["metadata"]["name"],
                                "--type=json", "-p", json.dumps(patch))
                 returned = time.perf_counter()
                 applied = [(px.wait("reloaded", mark, 120) - returned) * 1000 for px, mark in zip(proxies, marks)]
                 cpu[kind].append(_cpu_s([px.popen.pid for px in proxies]) - cpu_before)
+                cpu_parents[kind].append(_cpu_s([px.popen.pid for px in proxies], children=False) - parents_before)
+                cpu_control[kind].append(_cpu_s([control.popen.pid]) - control_before)
                 every += applied
                 by_kind[kind] += applied
                 print(f"change {generation} ({kind}): applied by all {max(applied):.0f} ms", file=sys.stderr)
                 last[kind].append(max(applied))
                 time.sleep(args.pause)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(60)
             alls = last["EndpointSlice"] + last["HTTPRoute"]
             out["change_ms"] = {"p50": pct(every, 50), "p99": pct(every, 99), "max": max(every), "n": len(every),
                                 "changes": len(alls), "all_p50": pct(alls, 50), "all_p99": pct(alls, 99),
@@ -195,9 +233,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "by_kind": {k: {"p50": pct(v, 50), "p99": pct(v, 99), "all_p50": pct(last[k], 50),
                                                 "all_p99": pct(last[k], 99)} for k, v in by_kind.items() if v}}
             out["proxies_cpu_s_per_change"] = {k: statistics.median(v) for k, v in cpu.items() if v}
+            out["proxies_parent_cpu_s_per_change"] = {k: statistics.median(v) for k, v in cpu_parents.items() if v}
+            out["control_cpu_s_per_change"] = {k: statistics.median(v) for k, v in cpu_control.items() if v}
             out["control_rss_mb"] = _tree_rss_mb(control.popen.pid)
             rss = sorted(_tree_rss_mb(px.popen.pid) for px in proxies)
             out["proxy_rss_mb"] = {"p50": pct(rss, 50), "max": rss[-1], "total": sum(rss)}
+            own = sorted(_rss_mb(px.popen.pid) for px in proxies)  # the proxy process alone
+            out["proxy_own_rss_mb"] = {"p50": pct(own, 50), "max": own[-1]}
             out["reload_failed"] = sum(e.get("event") == "reload_failed" for px in proxies for _, e in px.events)
             out["load_end"] = os.getloadavg()
         finally:
@@ -240,9 +282,16 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
         + f". Reloads refused: {m['reload_failed']}.",
         "",
         "CPU of all the proxies (with their compiler children) per change, median: " + ", ".join(
-            f"{k} {v:.1f} s ({v / m['proxies'] * 1000:.0f} ms a proxy)"
+            f"{k} {v:.2f} s ({v / m['proxies'] * 1000:.1f} ms a proxy)"
             for k, v in m["proxies_cpu_s_per_change"].items())
-        + f" — on {os.cpu_count()} cores shared with other work, the floor of the time to apply it everywhere.",
+        + f" — on {os.cpu_count()} cores shared with other work, the floor of the time to apply it everywhere."
+        + (" Of it, the proxy processes (without the children): " + ", ".join(
+            f"{k} {v / m['proxies'] * 1000:.1f} ms a proxy" for k, v in m["proxies_parent_cpu_s_per_change"].items())
+           + "." if m.get("proxies_parent_cpu_s_per_change") else "")
+        + (f" Idle (no change, 5 s): {m['idle_cpu_ms_per_proxy_s']:.2f} ms of CPU per proxy per second."
+           if "idle_cpu_ms_per_proxy_s" in m else "")
+        + (" The control plane: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in m["control_cpu_s_per_change"].items())
+           + " per change." if m.get("control_cpu_s_per_change") else ""),
         "",
         "| RSS | |",
         "|---|---|",
@@ -251,6 +300,8 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
         f"| one proxy with its compiler child, p50 / max | {m['proxy_rss_mb']['p50']:.0f} MB / "
         f"{m['proxy_rss_mb']['max']:.0f} MB |",
         f"| all proxies | {m['proxy_rss_mb']['total'] / 1024:.1f} GB |",
+        *([f"| one proxy process alone (without its compiler child), p50 / max | {m['proxy_own_rss_mb']['p50']:.0f} MB"
+           f" / {m['proxy_own_rss_mb']['max']:.0f} MB |"] if m.get("proxy_own_rss_mb") else []),
     ]
     if m.get("note"):
         lines += ["", m["note"]]
@@ -274,6 +325,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--create-timeout", type=float, default=120.0)
     p.add_argument("--timeout", type=float, default=900.0, help="bound of the whole run (s)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--py-spy", type=Path, help="record the first proxy (and its child) with py-spy into this file")
     return p.parse_args(argv)
 
 

@@ -118,6 +118,7 @@ class Runtime:
 
             self.status = StatusWriter(Client(kube.connection))
         self._status_lock = asyncio.Lock()
+        self._left_out: dict[tuple[str, str, str], str] = {}  # the objects left out, as last warned of
         self.engine: Engine | None = None
         self.admin: Admin | None = None
         self.admin_requested = ""  # as configured (may have port 0)
@@ -336,17 +337,24 @@ class Runtime:
             self._write_status(loaded)
             self.state.reloads += 1
             self.state.last_reload_error = None
-            log.info("reloaded %s (%s): version %d", self.label, reason, version)
+            # per change from a cluster or a control plane: not at info (100s of proxies, each change)
+            level = logging.INFO if self.path is not None or reason == "SIGHUP" else logging.DEBUG
+            log.log(level, "reloaded %s (%s): version %d", self.label, reason, version)
             self.emit("reloaded", version=version)
             return True
 
     def _write_status(self, loaded: Compiled) -> None:
         """From a cluster: report on the objects of the config just applied (fastmesh.kube.status)."""
         reports = list(loaded.objects)
+        warned: dict[tuple[str, str, str], str] = {}
         for report in reports:
             if report["left_out"]:
                 problems = "; ".join(f"{p['path']}: {p['message']}" for p in report["problems"])
-                log.warning("%s %s/%s left out: %s", report["kind"], report["namespace"], report["name"], problems)
+                name = (report["kind"], report["namespace"], report["name"])
+                if self._left_out.get(name) != problems:  # once, not again with every change that follows
+                    log.warning("%s %s/%s left out: %s", *name, problems)
+                warned[name] = problems
+        self._left_out = warned
         if self.kube is None or self.status is None or not self.status.enabled:
             return
         own = self.kube.proxy_namespace

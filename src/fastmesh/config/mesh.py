@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -74,6 +75,17 @@ class MeshConfig:
             name = target.name if target.kind == "Service" else f"HTTPRoute/{target.name}"
             policies.setdefault((p.namespace, name, target.port), p)
         object.__setattr__(self, "_policies", policies)
+
+    def with_objects(
+        self, kind: type[KubeObject], documents: tuple[Document, ...], objects: tuple[KubeObject, ...]
+    ) -> MeshConfig:
+        """This config with `documents`, which differ from its own only in the `objects` of `kind` (not a
+        Service, Proxy or TrafficPolicy: their indexes are kept); without building the indexes again."""
+        assert kind not in (Service, Proxy, TrafficPolicy)
+        new = copy.copy(self)
+        object.__setattr__(new, "documents", documents)
+        object.__setattr__(new, "_by_kind", {**self._by_kind, kind: objects})
+        return new
 
     def objects(self, kind: type[T]) -> Iterator[T]:
         """The objects of one kind (its exact class: the kinds have no subclasses), in file order."""

@@ -12,7 +12,7 @@ from fastmesh.config.mesh import MeshConfig
 from fastmesh.config.model import HTTPRoute, Service
 
 
-class _Rendered:
+class Rendered:
     """Entries and rendered routes, computed once per route: a route serving many vhosts (one
     without hostnames is in every host's) is rendered once and shared by them."""
 
@@ -34,7 +34,7 @@ class _Rendered:
 
 
 def _service_vhost(
-    rendered: _Rendered, service: Service, attached: list[HTTPRoute], bare_name: bool
+    rendered: Rendered, service: Service, attached: list[HTTPRoute], bare_name: bool
 ) -> dict[str, Any]:
     if attached:
         keyed = [(precedence_key(e), r) for route in attached for e, r in rendered(route)]
@@ -46,7 +46,7 @@ def _service_vhost(
     return {"name": service.ref, "domains": domains, "routes": routes}
 
 
-def _host_vhost(rendered: _Rendered, host: str, routes: list[HTTPRoute]) -> dict[str, Any]:
+def _host_vhost(rendered: Rendered, host: str, routes: list[HTTPRoute]) -> dict[str, Any]:
     """The vhost of `host` from the listener routes that serve it (in file order)."""
     keyed: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     for route in routes:
@@ -101,22 +101,41 @@ def gamma_routes(routes: list[HTTPRoute], own_namespace: str) -> dict[tuple[str,
     return {**producer, **consumer}
 
 
-def compile_vhosts(cfg: MeshConfig) -> list[dict[str, Any]]:
-    services = cfg.services
-    routes = cfg.routes
-    rendered = _Rendered(cfg)
-    attached = gamma_routes(routes, cfg.namespace)
+def service_vhosts(
+    cfg: MeshConfig, services: list[Service], rendered: Rendered | None = None, names: Counter[str] | None = None
+) -> list[dict[str, Any]]:
+    """The vhosts of `services` (of `cfg`), each as `compile_vhosts` gives it: a Service's vhost reads
+    only the Services' names (`names`: `service_names(cfg)`, when known), the routes attached to it and
+    what they render (fastmesh.config.incremental compiles the vhosts of the Services a route change
+    touches with it)."""
+    rendered = rendered or Rendered(cfg)
+    attached = gamma_routes(cfg.routes, cfg.namespace)
     # A bare Service name is ambiguous when two namespaces have a Service of that name: only the
     # qualified names route then.
-    name_counts = Counter(s.name for s in services)
-    vhosts = [
+    name_counts = names if names is not None else service_names(cfg)
+    return [
         _service_vhost(rendered, s, attached.get((s.namespace, s.name), []), name_counts[s.name] == 1)
         for s in services
     ]
-    listener_routes = [r for r in routes if r.on_listeners()]
+
+
+def service_names(cfg: MeshConfig) -> Counter[str]:
+    """How many Services (of any namespace) have each name."""
+    return Counter(s.name for s in cfg.services)
+
+
+def host_vhosts(cfg: MeshConfig, rendered: Rendered | None = None) -> list[dict[str, Any]]:
+    """The vhosts of the listener routes' hostnames, then `*`."""
+    rendered = rendered or Rendered(cfg)
+    listener_routes = [r for r in cfg.routes if r.on_listeners()]
     index = _HostIndex(listener_routes)
     hosts = sorted(index.by_hostname, key=_wildcards_last)
-    vhosts += [_host_vhost(rendered, host, index.serving(host)) for host in hosts]
+    vhosts = [_host_vhost(rendered, host, index.serving(host)) for host in hosts]
     if index.every_host:
         vhosts.append(_host_vhost(rendered, "*", index.every_host))
     return vhosts
+
+
+def compile_vhosts(cfg: MeshConfig) -> list[dict[str, Any]]:
+    rendered = Rendered(cfg)  # a route on a Service and on the listeners is rendered once
+    return service_vhosts(cfg, cfg.services, rendered) + host_vhosts(cfg, rendered)
