@@ -22,7 +22,7 @@ from fastmesh.config.model import EndpointSlice
 from fastmesh.kube.source import project
 from tests.config.test_bad_config import BASE, CASES
 
-parse = fastpath.AVAILABLE.get(EndpointSlice)
+parse = fastpath.AVAILABLE.get("parse_endpoint_slice")
 API_VERSION = "discovery.k8s.io/v1"
 
 
@@ -253,3 +253,40 @@ def test_compile_identical_with_and_without_ext(ext: bool) -> None:
     assert results[0] == results[1]
     left_out = {o["name"] for o in results[0][0][1]["objects"] if o.get("left_out")}
     assert {"bad-port", "bad-ready", "bad-family"} <= left_out
+
+
+
+_CHILD = """
+import sys
+if sys.argv[1] == "missing":
+    sys.modules["fastmesh._ext.endpointslice"] = None  # import fails as when ext/ was never built
+from bench.synthetic_cluster import cluster
+from fastmesh.config import fastpath
+from fastmesh.config.incremental import IncrementalCompiler
+from fastmesh.config.model import EndpointSlice
+print(bool(fastpath.AVAILABLE), fastpath.fast_parser(EndpointSlice) is not None)
+listed = cluster(100, 1000, 10, 5)
+print(IncrementalCompiler("k").apply([(k, o) for k, objs in listed.items() for o in objs]).snapshot_json)
+"""
+
+
+@pytest.mark.parametrize("how", ["missing", "FASTMESH_NO_EXT"])
+def test_without_the_module_the_python_path_gives_the_same(how: str, compiled: Any) -> None:
+    """A process where the module cannot be imported (or is switched off by the environment) runs the
+    pure-Python path and compiles the same snapshot as this one, with the module."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")])}
+    if how == "FASTMESH_NO_EXT":
+        env["FASTMESH_NO_EXT"] = "1"
+    child = subprocess.run([sys.executable, "-c", _CHILD, how], capture_output=True, text=True, env=env,
+                           timeout=120, check=True)
+    flags, snapshot = child.stdout.split("\n", 1)
+    assert flags == ("False False" if how == "missing" else "True False")
+    listed = cluster(100, 1000, 10, 5)
+    assert fastpath.fast_parser(EndpointSlice) is compiled
+    here = IncrementalCompiler("k").apply([(k, o) for k, objs in listed.items() for o in objs]).snapshot_json
+    assert snapshot.strip() == here
