@@ -43,10 +43,35 @@ cdef dict _CONDITION_FIELDS = {"ready": "ready", "serving": "serving", "terminat
 cdef dict _PORT_FIELDS = {"name": "name", "port": "port", "protocol": "protocol", "appProtocol": "app_protocol"}
 cdef frozenset _ADDRESS_TYPES = frozenset(("IPv4", "IPv6", "FQDN"))
 
-# Limits of the schema (fastmesh.config.model.endpointslice); tests/config/test_ext.py checks they agree.
-cdef Py_ssize_t MAX_ENDPOINTS = 1000
-cdef Py_ssize_t MAX_ADDRESSES = 100
-cdef Py_ssize_t MAX_PORTS = 100
+
+
+def _check_fields(model, dict fields):
+    """This module builds every field of `model` by name: one added to the model (or renamed) must be added
+    here too; until then the module does not load and the pure-Python path runs (test_ext.py fails)."""
+    known = {info.alias: name for name, info in model.model_fields.items()}
+    if known != fields:
+        raise ImportError(f"ext/endpointslice.pyx is out of date with {model.__name__}: {known} != {fields}")
+
+
+def _length(model, str name, str bound):
+    """A list field's min_length or max_length, as the model declares it."""
+    for constraint in model.model_fields[name].metadata:
+        if hasattr(constraint, bound):
+            return getattr(constraint, bound)
+    raise ImportError(f"{model.__name__}.{name} has no {bound}")
+
+
+_check_fields(EndpointSlice, _SLICE_FIELDS)
+_check_fields(EndpointEntry, _ENTRY_FIELDS)
+_check_fields(EndpointConditions, _CONDITION_FIELDS)
+_check_fields(EndpointPort, _PORT_FIELDS)
+
+# The limits of the schema, read from the models.
+cdef Py_ssize_t MAX_ENDPOINTS = _length(EndpointSlice, "endpoints", "max_length")
+cdef Py_ssize_t MIN_PORTS = _length(EndpointSlice, "ports", "min_length")
+cdef Py_ssize_t MAX_PORTS = _length(EndpointSlice, "ports", "max_length")
+cdef Py_ssize_t MIN_ADDRESSES = _length(EndpointEntry, "addresses", "min_length")
+cdef Py_ssize_t MAX_ADDRESSES = _length(EndpointEntry, "addresses", "max_length")
 
 
 class _Decline(Exception):
@@ -113,7 +138,7 @@ cdef object _entry(object raw):
         raise _Decline()
     cdef list addresses = list(<list>raw_addresses)
     cdef Py_ssize_t n = len(addresses)
-    if n < 1 or n > MAX_ADDRESSES:
+    if n < MIN_ADDRESSES or n > MAX_ADDRESSES:
         raise _Decline()
     for address in addresses:
         if type(address) is not str:
@@ -163,7 +188,7 @@ cpdef object parse_endpoint_slice(object doc):
         raw_endpoints, raw_ports = d.get("endpoints", []), d.get("ports")
         if type(raw_endpoints) is not list or len(<list>raw_endpoints) > MAX_ENDPOINTS:
             return None
-        if type(raw_ports) is not list or not (1 <= len(<list>raw_ports) <= MAX_PORTS):
+        if type(raw_ports) is not list or not (MIN_PORTS <= len(<list>raw_ports) <= MAX_PORTS):
             return None
         endpoints = [_entry(e) for e in <list>raw_endpoints]
         ports = [_port(p) for p in <list>raw_ports]

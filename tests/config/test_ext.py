@@ -28,7 +28,17 @@ API_VERSION = "discovery.k8s.io/v1"
 
 def test_the_extension_is_built() -> None:
     """`make test` builds ext/ (`make ext`): the tests below then compare both paths, not one with itself."""
-    assert parse is not None, "fastmesh._ext.endpointslice is not built: run `make ext`"
+    assert parse is not None, f"fastmesh._ext.endpointslice did not load ({fastpath.NOT_LOADED}): run `make ext`"
+
+
+def test_a_model_field_the_module_does_not_build_keeps_it_from_loading(compiled: Any) -> None:
+    """A field added to the model and not to the module: the module refuses to load (the Python path runs)."""
+    from fastmesh._ext import endpointslice
+
+    fields = {info.alias: name for name, info in EndpointSlice.model_fields.items()}
+    endpointslice._check_fields(EndpointSlice, fields)
+    with pytest.raises(ImportError, match="out of date with EndpointSlice"):
+        endpointslice._check_fields(EndpointSlice, {k: v for k, v in fields.items() if k != "addressType"})
 
 
 @pytest.fixture(params=[True, False], ids=["ext", "python"])

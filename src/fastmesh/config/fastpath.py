@@ -27,12 +27,17 @@ _MODULES = {
 _PARSERS: dict[type[KubeObject], str] = {EndpointSlice: "parse_endpoint_slice"}
 
 
+NOT_LOADED: dict[str, str] = {}
+"""ext/ module -> why it did not load (not built; or out of date with the models it builds)."""
+
+
 def _load() -> dict[str, Callable[..., Any]]:
     found: dict[str, Callable[..., Any]] = {}
     for module, names in _MODULES.items():
         try:
             loaded = importlib.import_module(f"fastmesh._ext.{module}")
-        except ImportError:  # not built: the pure-Python path
+        except ImportError as e:  # the pure-Python path
+            NOT_LOADED[module] = str(e)
             continue
         found.update((name, getattr(loaded, name)) for name in names)
     return found
