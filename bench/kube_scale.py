@@ -88,7 +88,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     # With the Cython modules of ext/ (when built) and, in the same run, without them (--no-compare-ext:
     # only the default path); the rounds alternate which goes first.
-    built = bool(fastpath.AVAILABLE)
+    built = fastpath.ON  # built and not switched off by FASTMESH_NO_EXT
     modes = [True, False] if built and args.compare_ext else [built]
     fulls: dict[bool, list[tuple[float, float]]] = {mode: [] for mode in modes}
     compiler = None
@@ -387,7 +387,7 @@ def _verdict(value: float, target: float) -> str:
 
 
 def _with(m: dict[str, Any]) -> str:
-    return ", with ext/ (Cython)" if m.get("ext") else ", pure Python (ext/ not built)"
+    return ", with ext/ (Cython)" if m.get("ext") else ", pure Python (ext/ not built, or FASTMESH_NO_EXT set)"
 
 
 def _gain(before: float, after: float) -> str:

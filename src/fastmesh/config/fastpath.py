@@ -45,7 +45,9 @@ def _load() -> dict[str, Callable[..., Any]]:
 
 AVAILABLE: dict[str, Callable[..., Any]] = _load()
 """The compiled functions built, by name."""
-_active: dict[str, Callable[..., Any]] = {} if os.environ.get("FASTMESH_NO_EXT") else dict(AVAILABLE)
+ON = bool(AVAILABLE) and not os.environ.get("FASTMESH_NO_EXT")
+"""Whether the process runs the compiled functions unless told otherwise (`use_ext`)."""
+_active: dict[str, Callable[..., Any]] = dict(AVAILABLE) if ON else {}
 
 
 def fast_parser(model: type[KubeObject]) -> Parser | None:
