@@ -113,6 +113,20 @@ def test_builds_what_pydantic_builds_for_a_synthetic_cluster(compiled: Any) -> N
         assert_same_model(compiled(doc), EndpointSlice.model_validate(doc))
 
 
+def test_what_instances_share_stays_apart(compiled: Any) -> None:
+    """Equal conditions and the fields set of one shape are shared: frozen, and copies get their own."""
+    eps = compiled(_slice(endpoints=[{"addresses": ["10.0.0.1"], "conditions": {"ready": True}},
+                                     {"addresses": ["10.0.0.2"], "conditions": {"ready": True}}]))
+    a, b = eps.endpoints
+    assert a.conditions is b.conditions and a.model_fields_set is b.model_fields_set
+    c = a.model_copy(update={"zone": "z"})
+    assert "zone" in c.model_fields_set and b.model_fields_set == {"addresses", "conditions"}
+    with pytest.raises(ValidationError):
+        a.conditions.ready = False
+    with pytest.raises(ValidationError):
+        a.zone = "z"
+
+
 BAD = {
     "too many endpoints": _slice(endpoints=[{"addresses": ["10.0.0.1"]}] * 1001),
     "too many addresses": _slice(endpoints=[{"addresses": ["10.0.0.1"] * 101}]),
