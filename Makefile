@@ -12,13 +12,18 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real peers the tests and benchmarks meet: curl, wrk, h2load (nghttp2-client), nginx, HAProxy.
 RUST_SRC := $(shell find rust/src -name '*.rs' 2>/dev/null) rust/Cargo.toml
 ENGINE   := $(VENV)/.engine-built
+# Cython modules (ext/, setup.py) built beside the sources into src/fastmesh/_ext/; without them the
+# pure-Python path runs (fastmesh.config.fastpath).
+EXT_SRC  := $(wildcard ext/*.pyx ext/*.pxd ext/includes/*.pxd) setup.py
+EXT      := $(VENV)/.ext-built
 
-.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench bench-kube-scale fortio clean \
+.PHONY: help setup system-deps engine ext test test-rust test-python stubtest demo bench bench-kube-scale fortio clean \
         testcluster-build testcluster testcluster-stop
 
 help:
 	@echo "make demo   - set up, build the engine (release) and run the demo mesh"
 	@echo "make test   - set up and run every test (Rust and Python)"
+	@echo "make ext    - build the Cython modules of ext/ (part of make engine; the pure-Python path runs without them)"
 	@echo "make bench  - benchmarks against nginx and HAProxy (bench/)"
 	@echo "make bench-kube-scale - config compile at 10,000 Services / 100,000 endpoints (bench/kube_scale.py)"
 	@echo "make testcluster - start kube-apiserver + etcd on loopback (deploy/testcluster/); testcluster-stop stops it"
@@ -48,10 +53,18 @@ setup: system-deps $(VENV)/.deps
 
 $(ENGINE): $(VENV)/.deps $(RUST_SRC) pyproject.toml
 	@echo "==> building the engine (release; first build takes a few minutes)"
-	PATH="$(HOME)/.cargo/bin:$$PATH" VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E test
+	PATH="$(HOME)/.cargo/bin:$$PATH" VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E test,ext
 	touch $@
 
-engine: setup $(ENGINE)
+# Cython and setuptools come with the engine (the `ext` extra of pyproject.toml).
+$(EXT): $(ENGINE) $(EXT_SRC)
+	@echo "==> building the Cython modules of ext/ (setup.py build_ext)"
+	$(PY) -W ignore setup.py -q build_ext --inplace
+	touch $@
+
+ext: setup $(EXT)
+
+engine: setup $(ENGINE) $(EXT)
 
 test-rust: setup
 	@echo "==> Rust tests"
@@ -95,4 +108,4 @@ bench-kube-scale: engine
 	$(PY) bench/kube_scale.py
 
 clean:
-	rm -rf $(VENV) build dist
+	rm -rf $(VENV) build dist ext/*.c src/fastmesh/_ext/*.so

@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "src"))
 from bench import machine  # noqa: E402
 from bench.synthetic_cluster import changed_slice, cluster  # noqa: E402
 from fastmesh.compiler import child_env  # noqa: E402
+from fastmesh.config import fastpath  # noqa: E402
 from fastmesh.config.incremental import IncrementalCompiler  # noqa: E402
 from fastmesh.kube.source import documents, render  # noqa: E402
 
@@ -85,32 +86,53 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "routes": len(listed["HTTPRoute"]), "policies": len(listed["TrafficPolicy"]),
         "generate_s": time.perf_counter() - t0,
     }
-    fulls: list[tuple[float, float]] = []
+    # With the Cython modules of ext/ (when built) and, in the same run, without them (--no-compare-ext:
+    # only the default path); the rounds alternate which goes first.
+    built = fastpath.ON  # built and not switched off by FASTMESH_NO_EXT
+    modes = [True, False] if built and args.compare_ext else [built]
+    fulls: dict[bool, list[tuple[float, float]]] = {mode: [] for mode in modes}
     compiler = None
-    for _ in range(args.rounds):
-        compiler = None  # the previous round's state is freed before the next is built
-        gc.collect()
-        compiler = IncrementalCompiler(SOURCE, freeze_gc=True)
-        wall, cpu, result = timed(lambda c=compiler: c.apply(objects))
-        fulls.append((wall, cpu))
+    snapshots = {}
+    for r in range(args.rounds):
+        for mode in modes if r % 2 == 0 else modes[::-1]:
+            fastpath.use_ext(mode)
+            compiler = None  # the previous round's state is freed before the next is built
+            gc.collect()
+            compiler = IncrementalCompiler(SOURCE, freeze_gc=True)
+            wall, cpu, result = timed(lambda c=compiler: c.apply(objects))
+            fulls[mode].append((wall, cpu))
+            snapshots[mode] = result.snapshot_json
     assert compiler is not None
-    out["full_wall_s"] = statistics.median(w for w, _ in fulls)
-    out["full_cpu_s"] = statistics.median(c for _, c in fulls)
-    out["full_rounds"] = fulls
+    assert len(set(snapshots.values())) == 1, "ext/ and the pure-Python path compiled different snapshots"
+    out["ext"] = modes[0]
+    out["full_wall_s"] = statistics.median(w for w, _ in fulls[modes[0]])
+    out["full_cpu_s"] = statistics.median(c for _, c in fulls[modes[0]])
+    out["full_rounds"] = fulls[modes[0]]
     out["snapshot_bytes"] = len(result.snapshot_json)
     out["rss_after_full_mb"] = _status_mb("VmRSS")
     rng = random.Random(6)
-    walls, cpus = [], []
     before_last = result.snapshot_json
-    for generation in range(1, args.changes + 1):
-        before_last = result.snapshot_json
-        changed = changed_slice(listed, rng, generation)
-        wall, cpu, result = timed(lambda: compiler.apply([("EndpointSlice", changed)]))
-        assert result.incremental, "an EndpointSlice change took the full compile"
-        walls.append(wall * 1000)
-        cpus.append(cpu * 1000)
-    out["change_ms"] = {"p50": pct(walls, 50), "p99": pct(walls, 99), "max": max(walls),
-                        "cpu_p50": pct(cpus, 50), "cpu_p99": pct(cpus, 99)}
+    generation = 0
+    for mode in modes:  # the last compiler, changed with each path in turn
+        fastpath.use_ext(mode)
+        walls, cpus = [], []
+        for _ in range(args.changes):
+            generation += 1
+            before_last = result.snapshot_json
+            changed = changed_slice(listed, rng, generation)
+            wall, cpu, result = timed(lambda: compiler.apply([("EndpointSlice", changed)]))
+            assert result.incremental, "an EndpointSlice change took the full compile"
+            walls.append(wall * 1000)
+            cpus.append(cpu * 1000)
+        change = {"p50": pct(walls, 50), "p99": pct(walls, 99), "max": max(walls),
+                  "cpu_p50": pct(cpus, 50), "cpu_p99": pct(cpus, 99)}
+        if mode == modes[0]:
+            out["change_ms"] = change
+        else:
+            out["python"] = {"full_wall_s": statistics.median(w for w, _ in fulls[mode]),
+                             "full_cpu_s": statistics.median(c for _, c in fulls[mode]),
+                             "full_rounds": fulls[mode], "change_ms": change}
+    fastpath.use_ext(built)
     out["full_compiles"] = compiler.full_compiles
     out["changes"] = args.changes
     out["rss_mb"] = _status_mb("VmRSS")
@@ -364,8 +386,24 @@ def _verdict(value: float, target: float) -> str:
     return f"≤ {target:g}: " + ("met" if value <= target else "MISSED")
 
 
+def _with(m: dict[str, Any]) -> str:
+    return ", with ext/ (Cython)" if m.get("ext") else ", pure Python (ext/ not built, or FASTMESH_NO_EXT set)"
+
+
+def _gain(before: float, after: float) -> str:
+    return f"{(before - after) / before * 100:.0f} %"
+
+
+def _paired(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> str:
+    """The median of the CPU saved within each round, and its range: steadier than two medians on a
+    shared machine, where the load moves between rounds."""
+    saved = sorted((b[1] - a[1]) / b[1] * 100 for b, a in zip(before, after))
+    return f"median {statistics.median(saved):.0f} % CPU ({saved[0]:.0f} to {saved[-1]:.0f} %)"
+
+
 def report(m: dict[str, Any], argv: Sequence[str]) -> str:
     c = m["change_ms"]
+    p = m.get("python", {})
     lines = [
         f"# Kubernetes at scale: config compile — {datetime.date.today().isoformat()}",
         "",
@@ -377,12 +415,19 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
         "",
         "| measure | wall | CPU | target (issue 6) |",
         "|---|---|---|---|",
-        f"| full compile (`IncrementalCompiler.apply`, all objects; median of {len(m['full_rounds'])}) | "
+        f"| full compile (`IncrementalCompiler.apply`, all objects; median of {len(m['full_rounds'])}){_with(m)} | "
         f"{m['full_wall_s']:.2f} s | {m['full_cpu_s']:.2f} s | {_verdict(m['full_cpu_s'], TARGETS['full_s'])} (CPU) |",
+        *([f"| full compile, pure Python (ext/ switched off, same run; median of {len(p['full_rounds'])}) | "
+           f"{p['full_wall_s']:.2f} s | {p['full_cpu_s']:.2f} s | {_verdict(p['full_cpu_s'], TARGETS['full_s'])} "
+           f"(CPU); ext/ saves {_gain(p['full_cpu_s'], m['full_cpu_s'])} CPU, "
+           f"{_gain(p['full_wall_s'], m['full_wall_s'])} wall (medians); round by round (each round compiles "
+           f"with and without, in turn): {_paired(p['full_rounds'], m['full_rounds'])} |"] if p else []),
         f"| one EndpointSlice change, p50 | {c['p50']:.2f} ms | {c['cpu_p50']:.2f} ms | |",
         f"| one EndpointSlice change, p99 (of {m['changes']}) | {c['p99']:.2f} ms | "
         f"{c['cpu_p99']:.2f} ms | {_verdict(c['p99'], TARGETS['change_ms'])} (wall, compile only) |",
         f"| one EndpointSlice change, max | {c['max']:.2f} ms | | |",
+        *([f"| one EndpointSlice change, pure Python, p50 / p99 (of {m['changes']}) | {pc['p50']:.2f} / "
+           f"{pc['p99']:.2f} ms | {pc['cpu_p50']:.2f} / {pc['cpu_p99']:.2f} ms | |"] if (pc := p.get("change_ms")) else []),
         f"| RSS after full compile + changes (objects + compiler) | {m['rss_mb']:.0f} MB | | "
         f"{_verdict(m['rss_mb'], TARGETS['rss_mb'])} |",
         f"| peak RSS (VmHWM) | {m['hwm_mb']:.0f} MB | | {_verdict(m['hwm_mb'], TARGETS['rss_mb'])} |",
@@ -392,7 +437,8 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
           if m.get("engine_apply_ms") else []),
         "",
         f"Full compiles run: {m['full_compiles']} per compiler (every change took the incremental path). "
-        f"Rounds (wall s, CPU s): {', '.join(f'({w:.2f}, {c:.2f})' for w, c in m['full_rounds'])}.",
+        f"Rounds (wall s, CPU s): {', '.join(f'({w:.2f}, {c:.2f})' for w, c in m['full_rounds'])}"
+        + (f"; pure Python: {', '.join(f'({w:.2f}, {c:.2f})' for w, c in p['full_rounds'])}" if p else "") + ".",
     ]
     if "baseline" in m:
         b = m["baseline"]
@@ -435,6 +481,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="full compiles (median reported)")
     p.add_argument("--changes", type=int, default=200, help="single EndpointSlice changes")
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
+    p.add_argument("--no-compare-ext", dest="compare_ext", action="store_false",
+                   help="only the default path (with ext/ when built), not also the pure-Python one")
     p.add_argument("--profile", choices=("full", "change"))
     p.add_argument("--apiserver", action="store_true",
                    help="also: create the cluster in a test kube-apiserver and run fastmesh proxy --kubernetes on it")

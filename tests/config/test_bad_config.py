@@ -54,6 +54,12 @@ spec:
 """
 
 
+SLICE = (
+    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+    "metadata: {name: r-3, labels: {kubernetes.io/service-name: reviews}}\n"
+)
+"""An EndpointSlice of `reviews` up to its addressType (the cases add the rest)."""
+
 POLICY = """\
 apiVersion: fastmesh.io/v1alpha1
 kind: TrafficPolicy
@@ -278,6 +284,38 @@ CASES = [
          "addressType: IPv4\nports: [{name: http, port: 1}]\nendpoints: [{addresses: ['::1']}]\n",
          "endpoints[0].addresses[0]", "must be an IPv4 address, as the slice's addressType says (got '::1')",
          label="EndpointSlice default/r-2"),
+    # The schema of an EndpointSlice (ext/endpointslice.pyx declines these: pydantic words them).
+    *(Case(f"EndpointSlice {what}", SLICE + body, path, message, label="EndpointSlice default/r-3") for what, body, path, message in (
+        ("port as a string", "addressType: IPv4\nports: [{name: http, port: '18081'}]\n", "ports[0].port",
+         "must be an integer (got '18081')"),
+        ("port out of range", "addressType: IPv4\nports: [{name: http, port: 70000}]\n", "ports[0].port",
+         "must be between 1 and 65535 (got 70000)"),
+        ("UDP port", "addressType: IPv4\nports: [{name: http, port: 1, protocol: UDP}]\n", "ports[0].protocol",
+         "must be 'TCP' (got 'UDP')"),
+        ("no ports", "addressType: IPv4\nports: []\n", "ports", "must have at least 1 item(s) (got 0)"),
+        ("addressType misspelled", "addressType: ipv4\nports: [{name: http, port: 1}]\n", "addressType",
+         "must be 'IPv4', 'IPv6' or 'FQDN' (got 'ipv4')"),
+        ("endpoints as a mapping", "addressType: IPv4\nports: [{name: http, port: 1}]\nendpoints: {addresses: [127.0.0.1]}\n",
+         "endpoints", "must be a list (got a mapping)"),
+        ("endpoint without addresses", "addressType: IPv4\nports: [{name: http, port: 1}]\nendpoints: [{addresses: []}]\n",
+         "endpoints[0].addresses", "must have at least 1 item(s) (got 0)"),
+        ("address as a number", "addressType: IPv4\nports: [{name: http, port: 1}]\n"
+         "endpoints: [{addresses: [127.0.0.1, 5]}]\n", "endpoints[0].addresses[1]", "must be a string (got 5)"),
+        ("ready as a string", "addressType: IPv4\nports: [{name: http, port: 1}]\n"
+         "endpoints: [{addresses: [127.0.0.1], conditions: {ready: 'yes'}}]\n", "endpoints[0].conditions.ready",
+         "must be true or false (got 'yes')"),
+        ("conditions null", "addressType: IPv4\nports: [{name: http, port: 1}]\n"
+         "endpoints: [{addresses: [127.0.0.1], conditions: null}]\n", "endpoints[0].conditions",
+         "must be a mapping (got null)"),
+        ("condition misspelled", "addressType: IPv4\nports: [{name: http, port: 1}]\n"
+         "endpoints: [{addresses: [127.0.0.1], conditions: {redy: true}}]\n", "endpoints[0].conditions.redy",
+         "unknown field 'redy' (did you mean 'ready'?)"),
+        ("endpoint field misspelled", "addressType: IPv4\nports: [{name: http, port: 1}]\n"
+         "endpoints: [{addresses: [127.0.0.1], nodename: n1}]\n", "endpoints[0].nodename",
+         "unknown field 'nodename' (did you mean 'nodeName'?)"),
+        ("zone as a number", "addressType: IPv4\nports: [{name: http, port: 1}]\n"
+         "endpoints: [{addresses: [127.0.0.1], zone: 3}]\n", "endpoints[0].zone", "must be a string (got 3)"),
+    )),
     # === AuthorizationPolicy ===
     Case("policy targets a missing Service", policy("targetRefs: [{kind: Service, name: reviewz}]"),
          "spec.targetRefs[0].name", "Service default/reviewz not found (did you mean reviews?)", label=AUTHZ_LABEL),

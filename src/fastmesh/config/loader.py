@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from fastmesh.config.checks import check
 from fastmesh.config.errors import ConfigError, Problem, field_path
+from fastmesh.config.fastpath import fast_parser
 from fastmesh.config.gcpause import without_gc
 from fastmesh.config.mesh import Document, MeshConfig, doc_label
 from fastmesh.config.model import KINDS, KubeObject
@@ -123,8 +124,11 @@ def _parse(
         got = "it is missing" if api_version is None else f"got {api_version!r}"
         report(("apiVersion",), f"{kind} is apiVersion {model.API_VERSION!r} ({got})")
         raw = {**raw, "apiVersion": model.API_VERSION}  # check the rest all the same
+    fast = fast_parser(model)  # ext/ (Cython): the same model, or None and pydantic says what is wrong
     try:
-        obj = model.model_validate(raw)
+        obj = fast(raw) if fast is not None else None
+        if obj is None:
+            obj = model.model_validate(raw)
     except ValidationError as e:
         for error in e.errors():
             report(tuple(error["loc"]), describe(model, error))
