@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 import weakref
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from fastmesh.control.admin import ControlAdmin
 from fastmesh.control.auth import AuthError, TokenReviewer
 from fastmesh.control.h2conn import H2Connection, Stream, server_context
 from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical
-from fastmesh.control.views import Store, Subscriber
+from fastmesh.control.views import Deliveries, Store, Subscriber
 from fastmesh.http1 import split_hostport
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, project
 from fastmesh.kube.watch import Backoff, Changes, Reflector
@@ -78,13 +79,19 @@ class ControlPlane:
         self.connections: weakref.WeakSet[H2Connection] = weakref.WeakSet()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
+        self._event_at: float | None = None
+        """When the first watch event not yet applied came (time.time()): the `pushed` event's `watched_at`."""
+        self.deliveries = Deliveries(lambda change, subscribers: self.emit(
+            "sent", change=change, subscribers=subscribers, sent_at=time.time()))
 
     # === watching ===
 
     def _start_reflectors(self) -> None:
         loop = asyncio.get_running_loop()
 
-        def changed() -> None:
+        def changed() -> None:  # from a reflector's thread, after each event
+            if self._event_at is None:
+                self._event_at = time.time()
             loop.call_soon_threadsafe(self._dirty.set)
 
         client = Client(self.source.connection)
@@ -122,6 +129,7 @@ class ControlPlane:
     async def _follow(self) -> None:
         while not all(r.synced.is_set() for r in self.reflectors):
             await asyncio.sleep(0.02)
+        self._event_at = None
         self._sync()
         # The listed objects live on: out of the cyclic GC's reach, so its full collections do not rescan
         # them while a change is being pushed (at 100k endpoints, ~60 ms pauses: bench/control_bench.py).
@@ -132,6 +140,7 @@ class ControlPlane:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            watched_at, self._event_at = self._event_at, None
             try:
                 views = self._sync()
             except Exception:  # noqa: BLE001 - a bug on one object must not stop every later push
@@ -139,7 +148,9 @@ class ControlPlane:
                 continue
             if views:
                 log.info("change %d: %d views updated", self.store.changes, views)
-                self.emit("pushed", change=self.store.changes, views=views)
+                self.emit("pushed", change=self.store.changes, views=views, watched_at=watched_at,
+                          queued_at=time.time())
+                self.deliveries.track(self.store.changes, self.store.pushed)
 
     # === serving ===
 
@@ -189,6 +200,7 @@ class ControlPlane:
         try:
             while (queued := await subscriber.queue.get()) is not None:
                 await conn.send_data(stream, queued.encode() + b"\n")
+                self.deliveries.written(queued)
             conn.h2.reset_stream(stream.id)  # overflowed: the proxy reconnects and resumes
         finally:
             view.subscribers.discard(subscriber)

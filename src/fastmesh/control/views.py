@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastmesh.control.protocol import Key, canonical, delta_message, full_message, key_of
@@ -107,6 +107,8 @@ class Store:
         self.texts: dict[Key, str] = {}
         self.views: dict[str, View] = {}
         self.changes = 0
+        self.pushed: list[tuple[str, int]] = []
+        """The last change's delta messages, each with the number of subscribers it was queued for."""
 
     def view(self, namespace: str) -> View:
         view = self.views.get(namespace)
@@ -130,4 +132,51 @@ class Store:
         for k in deletes:
             del self.texts[k]
         self.changes += 1
-        return sum(view.apply(upserts, deletes) is not None for view in self.views.values())
+        self.pushed = [(message, sum(not s.closed for s in view.subscribers)) for view in self.views.values()
+                       if (message := view.apply(upserts, deletes)) is not None]
+        return len(self.pushed)
+
+
+class Deliveries:
+    """When each change's delta messages have been written to every subscriber they were queued for:
+    `done(change, subscribers)` is called then (the control plane's `sent` event). Changes whose messages
+    never all get written (a proxy went away) are forgotten after `keep` newer ones."""
+
+    def __init__(self, done: Callable[[int, int], None], keep: int = HISTORY) -> None:
+        self.done = done
+        self.keep = keep
+        self._messages: dict[int, list[Any]] = {}
+        """id(message) -> [message, its change]; the message is held so that its id is not reused."""
+        self._changes: OrderedDict[int, list[int]] = OrderedDict()
+        """change -> [writes still to come, subscribers]."""
+
+    def track(self, change: int, pushed: list[tuple[str, int]]) -> None:
+        subscribers = sum(n for _, n in pushed)
+        if not subscribers:
+            return
+        for message, n in pushed:
+            if n:
+                self._messages[id(message)] = [message, change]
+        self._changes[change] = [subscribers, subscribers]
+        while len(self._changes) > self.keep:
+            old, _ = self._changes.popitem(last=False)
+            self._forget(old)
+
+    def written(self, message: str) -> None:
+        """One subscriber's stream has been handed `message`."""
+        entry = self._messages.get(id(message))
+        if entry is None or entry[0] is not message:
+            return
+        change = entry[1]
+        counts = self._changes.get(change)
+        if counts is None:
+            return
+        counts[0] -= 1
+        if counts[0] == 0:
+            del self._changes[change]
+            self._forget(change)
+            self.done(change, counts[1])
+
+    def _forget(self, change: int) -> None:
+        for key in [k for k, (_, c) in self._messages.items() if c == change]:
+            del self._messages[key]

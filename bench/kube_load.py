@@ -1,0 +1,162 @@
+"""Bulk creation of a synthetic cluster in a (test) kube-apiserver: concurrent POSTs over HTTP/2.
+
+`create_all(kubeconfig, listed)` POSTs every object of `listed` (bench/synthetic_cluster.py: kind -> objects),
+namespaces first, with `streams` requests in flight multiplexed over `connections` HTTP/2 connections (httpx),
+retrying what the apiserver sheds (429, 5xx) with backoff. It shows progress on stderr every few seconds and
+gives up with `LoadTimeout` (how many of how many were created) after `timeout_s`. An object that already
+exists (409) counts as created, so a run can be resumed.
+
+The test cluster is started for a load by `testcluster.start(..., extra_args=APISERVER_FLAGS)`: more requests
+in flight than the defaults (the bench's own cluster instance only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from fastmesh.kube.kubeconfig import connect
+from fastmesh.kube.source import RESOURCES, collection_path
+
+Obj = dict[str, Any]
+KINDS = ("Service", "EndpointSlice", "HTTPRoute", "TrafficPolicy")
+APISERVER_FLAGS = ("--max-requests-inflight=1600", "--max-mutating-requests-inflight=800")
+RETRY_STATUS = {429, 500, 502, 503, 504}
+ACCEPT = "application/vnd.kubernetes.protobuf, application/json"
+"""The answers are not read (only their status): protobuf where the kind has it costs the apiserver less."""
+
+
+class LoadError(RuntimeError):
+    """The apiserver refused an object (not a shed load): the message names it and says why."""
+
+
+class LoadTimeout(LoadError):
+    """The bound was reached before every object was created."""
+
+
+@dataclass
+class Loaded:
+    created: int
+    seconds: float
+    retries: int
+
+    @property
+    def rate(self) -> float:
+        return self.created / self.seconds if self.seconds else 0.0
+
+
+def jobs(listed: dict[str, list[Obj]]) -> list[tuple[str, Obj]]:
+    """(collection path, body to POST) of every object, Services first: the objects as a client creates
+    them (no uid, resourceVersion, creationTimestamp, nor the clusterIP the apiserver allocates)."""
+    plural = {kind: (api_version, p) for kind, api_version, p in RESOURCES}
+    out = []
+    for kind in KINDS:
+        api_version, p = plural[kind]
+        for obj in listed.get(kind, []):
+            body = {k: v for k, v in obj.items() if k != "status"}
+            body["metadata"] = {k: v for k, v in obj["metadata"].items()
+                                if k in ("name", "namespace", "labels", "annotations")}
+            if kind == "Service":
+                body["spec"] = {k: v for k, v in obj["spec"].items() if k != "clusterIP"}
+            out.append((collection_path(api_version, p, obj["metadata"]["namespace"]), body))
+    return out
+
+
+def namespaces_of(listed: dict[str, list[Obj]]) -> list[str]:
+    return sorted({o["metadata"]["namespace"] for objs in listed.values() for o in objs})
+
+
+def renamespaced(listed: dict[str, list[Obj]], prefix: str) -> dict[str, list[Obj]]:
+    """The same cluster in namespaces named `prefix` + the original name (a test's own namespaces in a
+    shared apiserver)."""
+    text = json.dumps(listed)
+    for ns in sorted(namespaces_of(listed), key=len, reverse=True):
+        text = text.replace(f'"namespace": "{ns}"', f'"namespace": "{prefix}{ns}"')
+    moved: dict[str, list[Obj]] = json.loads(text)
+    return moved
+
+
+async def _create(kubeconfig: str | Path, work: Iterable[tuple[str, Obj]], total: int, state: dict[str, int], *,
+                  connections: int, streams: int, progress: TextIO | None, every_s: float) -> None:
+    import httpx
+
+    conn = connect(kubeconfig)
+    headers = {"Content-Type": "application/json", "Accept": ACCEPT}
+    if conn.bearer():
+        headers["Authorization"] = f"Bearer {conn.bearer()}"
+    clients = [httpx.AsyncClient(http2=True, verify=conn.ssl_context(), base_url=conn.server, headers=headers,
+                                 timeout=60.0, limits=httpx.Limits(max_connections=1))
+               for _ in range(connections)]
+    pending = iter(work)
+    started = time.perf_counter()
+    rng = random.Random(6)
+
+    async def post(client: httpx.AsyncClient, path: str, body: Obj) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        for attempt in range(8):
+            try:
+                response = await client.post(path, content=data)
+            except httpx.TransportError as e:
+                status, why = 0, f"{type(e).__name__}: {e}"
+            else:
+                status, why = response.status_code, response.text[:300]
+                if status in (201, 409):
+                    state["created"] += 1
+                    return
+                if status not in RETRY_STATUS:
+                    break
+            state["retries"] += 1
+            await asyncio.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + rng.random()))
+        raise LoadError(f"POST {path} {body['metadata']['name']}: {status or 'no answer'}: {why}")
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for path, body in pending:  # one shared iterator: each job is taken once
+            await post(client, path, body)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            seconds = time.perf_counter() - started
+            if progress is not None:
+                print(f"created {state['created']:,} of {total:,} objects in {seconds:.0f} s "
+                      f"({state['created'] / seconds:.0f}/s, {state['retries']} retries)", file=progress, flush=True)
+
+    reporter = asyncio.ensure_future(report())
+    try:
+        await asyncio.gather(*(worker(clients[i % connections]) for i in range(streams)))
+    finally:
+        reporter.cancel()
+        for client in clients:
+            await client.aclose()
+
+
+def create_all(kubeconfig: str | Path, listed: dict[str, list[Obj]], *, timeout_s: float = 600.0,
+               connections: int = 4, streams: int = 48, progress: TextIO | None = sys.stderr,
+               every_s: float = 5.0) -> Loaded:
+    """Create the namespaces of `listed`, then every object; LoadTimeout after `timeout_s`."""
+    work = jobs(listed)
+    namespaces = [("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                  for ns in namespaces_of(listed)]
+    total = len(namespaces) + len(work)
+    state = {"created": 0, "retries": 0}
+
+    async def main() -> None:
+        await _create(kubeconfig, namespaces, total, state, connections=1, streams=min(8, len(namespaces)),
+                      progress=None, every_s=every_s)
+        await _create(kubeconfig, work, total, state, connections=connections, streams=streams,
+                      progress=progress, every_s=every_s)
+
+    started = time.perf_counter()
+    try:
+        asyncio.run(asyncio.wait_for(main(), timeout_s))
+    except TimeoutError:
+        raise LoadTimeout(f"gave up creating the cluster after {time.perf_counter() - started:.0f} s (the "
+                          f"{timeout_s:g} s bound): {state['created']:,} of {total:,} objects created") from None
+    return Loaded(state["created"], time.perf_counter() - started, state["retries"])
