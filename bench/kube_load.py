@@ -22,7 +22,7 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,6 +51,8 @@ class Loaded:
     created: int
     seconds: float
     retries: int
+    answers: dict[str, str] = field(default_factory=dict)
+    """The first answer of each status retried (and of each status on a retry): what the apiserver shed."""
 
     @property
     def rate(self) -> float:
@@ -139,7 +141,8 @@ async def _poster(kubeconfig: str | Path, connections: int, http2: bool) -> Asyn
         await session.close()
 
 
-async def _create(kubeconfig: str | Path, work: Iterable[tuple[str, Obj]], total: int, state: dict[str, int], *,
+async def _create(kubeconfig: str | Path, work: Iterable[tuple[str, Obj]], total: int, state: dict[str, int],
+                  answers: dict[str, str], *,
                   connections: int, streams: int, http2: bool, progress: TextIO | None, every_s: float) -> None:
     pending = iter(work)
     started = time.perf_counter()
@@ -149,9 +152,12 @@ async def _create(kubeconfig: str | Path, work: Iterable[tuple[str, Obj]], total
         data = json.dumps(body, separators=(",", ":")).encode()
         for attempt in range(8):
             status, why = await send(path, data)
+            if attempt:
+                answers.setdefault(f"{status} on a retry", why)
             if status in (201, 409):
                 state["created"] += 1
                 return
+            answers.setdefault(str(status), why)
             if status and status not in RETRY_STATUS:
                 break
             state["retries"] += 1
@@ -187,11 +193,12 @@ def create_all(kubeconfig: str | Path, listed: dict[str, list[Obj]], *, timeout_
                   for ns in namespaces_of(listed)]
     total = len(namespaces) + len(work)
     state = {"created": 0, "retries": 0}
+    answers: dict[str, str] = {}
 
     async def main() -> None:
-        await _create(kubeconfig, namespaces, total, state, connections=1, streams=min(8, len(namespaces)),
+        await _create(kubeconfig, namespaces, total, state, answers, connections=1, streams=min(8, len(namespaces)),
                       http2=http2, progress=None, every_s=every_s)
-        await _create(kubeconfig, work, total, state, connections=connections, streams=streams, http2=http2,
+        await _create(kubeconfig, work, total, state, answers, connections=connections, streams=streams, http2=http2,
                       progress=progress, every_s=every_s)
 
     started = time.perf_counter()
@@ -200,4 +207,26 @@ def create_all(kubeconfig: str | Path, listed: dict[str, list[Obj]], *, timeout_
     except TimeoutError:
         raise LoadTimeout(f"gave up creating the cluster after {time.perf_counter() - started:.0f} s (the "
                           f"{timeout_s:g} s bound): {state['created']:,} of {total:,} objects created") from None
-    return Loaded(state["created"], time.perf_counter() - started, state["retries"])
+    return Loaded(state["created"], time.perf_counter() - started, state["retries"], answers)
+
+
+def count(kubeconfig: str | Path, listed: dict[str, list[Obj]]) -> dict[str, int]:
+    """How many objects of each kind of `listed` the apiserver holds in the namespaces of `listed`."""
+    from fastmesh.kube.source import Client
+
+    plural = {kind: (api_version, p) for kind, api_version, p in RESOURCES}
+    api = Client(connect(kubeconfig), timeout_s=60)
+    found: dict[str, int] = {}
+    conn = api.open()
+    try:
+        for kind in listed:
+            api_version, p = plural[kind]
+            for ns in namespaces_of({kind: listed[kind]}):
+                status, body = api.call(conn, f"{collection_path(api_version, p, ns)}?limit=1")
+                if status != 200:
+                    raise LoadError(f"counting {kind} in {ns}: {status} {body.get('message')}")
+                meta = body.get("metadata") or {}
+                found[kind] = found.get(kind, 0) + len(body.get("items") or []) + int(meta.get("remainingItemCount", 0))
+    finally:
+        conn.close()
+    return found

@@ -171,7 +171,7 @@ def test_a_change_is_sent_once_every_subscriber_it_was_queued_for_has_been_writt
         assert message is not None
         deliveries.written(message)
     assert sent == []  # the second proxy of view a has not been written it yet
-    deliveries.written(str(sa2.queue.get_nowait()) + " ")  # another text (not the queued one): not counted
+    deliveries.written((sa2.queue.get_nowait() or b"") + b" ")  # another text (not the queued one): not counted
     assert sent == []
     store.apply(texts(doc("Service", "b", "db", port=5)), [])  # a later change, written to all three
     deliveries.track(store.changes, store.pushed)
@@ -190,3 +190,15 @@ def test_changes_never_written_everywhere_are_forgotten_after_the_history() -> N
         store.apply(texts(doc("Service", "a", f"s{i}")), [])
         deliveries.track(store.changes, store.pushed)
     assert len(deliveries._changes) == 3 and len(deliveries._messages) == 3
+
+
+def test_a_views_full_state_is_encoded_once_and_dropped_when_its_version_moves_on() -> None:
+    store = Store(epoch="e1")
+    store.apply(texts(doc("Service", "a", "web", port=1)), [])
+    view = store.view("a")
+    first = view.catch_up(None, None)[0]
+    assert first.endswith(b"\n") and first.count(b"\n") == 1  # one line, as written to the stream
+    assert view.catch_up(None, None)[0] is first  # a second proxy gets the same bytes: no second encoding
+    store.apply(texts(doc("Service", "a", "web", port=2)), [])
+    assert view._full is None  # the old version's full state is not held on to
+    assert json.loads(view.catch_up(None, None)[0])["version"] == 2

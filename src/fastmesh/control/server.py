@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.parse
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,14 +41,16 @@ from fastmesh.ca.files import CERT_MODE, KEY_MODE, write_atomic
 from fastmesh.control.admin import ControlAdmin
 from fastmesh.control.auth import AuthError, TokenReviewer
 from fastmesh.control.h2conn import H2Connection, Stream, server_context
-from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical
-from fastmesh.control.views import Deliveries, Store, Subscriber
+from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical, key_of
+from fastmesh.control.views import Deliveries, Store, Subscriber, line
 from fastmesh.http1 import split_hostport
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, project
 from fastmesh.kube.watch import Backoff, Changes, Reflector
 from fastmesh.runtime import EventWriter, setup_logging
 
 log = logging.getLogger("fastmesh.control")
+Document = tuple[Key, str]
+"""A document's key and canonical text."""
 JSON = "application/json"
 
 
@@ -96,35 +99,35 @@ class ControlPlane:
 
         client = Client(self.source.connection)
         self.reflectors = [Reflector(client, kind, api_version, plural, self.source.namespace, changed,
-                                     backoff=Backoff(0.5))
+                                     backoff=Backoff(0.5), transform=self._keeper(kind, api_version))
                            for kind, api_version, plural in RESOURCES]
         for reflector in self.reflectors:
             reflector.track = True  # take_changes: only what changed reaches the store
             threading.Thread(target=reflector.run, name=f"kube-{reflector.plural}", daemon=True).start()
 
+    def _keeper(self, kind: str, api_version: str) -> Callable[[dict[str, Any]], Document | None]:
+        """What the reflectors keep of an object (in their thread, as it comes): its key and document text, or
+        None when it projects to nothing (not proxied: out of the store)."""
+
+        def keep(obj: dict[str, Any]) -> Document | None:
+            if self._event_at is None and self.synced.is_set():
+                self._event_at = time.time()  # the watch event came (before it is projected)
+            doc = project(kind, api_version, obj)
+            return None if doc is None else (key_of(doc), canonical(doc))
+
+        return keep
+
     def _sync(self) -> int:
         """Apply what the reflectors saw since the last call to the store; how many view changes it made."""
-        versions = {kind: api_version for kind, api_version, _ in RESOURCES}
         changes = Changes()
         for reflector in self.reflectors:
             reflector.take_changes(changes)
-        replaced: dict[str, list[dict[str, Any]]] = {kind: [] for kind in changes.replace_kinds}
+        replaced: dict[str, dict[Key, str]] = {kind: {} for kind in changes.replace_kinds}
         upserts: dict[Key, str] = {}
-        deletes: list[Key] = list(changes.deletes)
-        for kind, obj in changes.upserts:
-            doc = project(kind, versions[kind], obj)
-            if kind in replaced:  # relisted: every object of the kind is here
-                if doc is not None:
-                    replaced[kind].append(doc)
-                continue
-            meta = obj.get("metadata") or {}
-            key = (kind, str(meta.get("namespace", "")), str(meta.get("name", "")))
-            if doc is None:
-                deletes.append(key)
-            else:
-                upserts[key] = canonical(doc)
-        changed = sum(self.store.replace_kind(kind, docs) for kind, docs in replaced.items())
-        return changed + self.store.apply(upserts, deletes)
+        for kind, (key, text) in changes.upserts:  # (the reflectors keep documents: `_keeper`)
+            (replaced[kind] if kind in replaced else upserts)[key] = text
+        changed = sum(self.store.replace_texts(kind, texts) for kind, texts in replaced.items())
+        return changed + self.store.apply(upserts, changes.deletes)
 
     async def _follow(self) -> None:
         while not all(r.synced.is_set() for r in self.reflectors):
@@ -191,7 +194,7 @@ class ControlPlane:
         subscriber = Subscriber()
         hello = {"type": "hello", "epoch": self.store.epoch, "namespace": workload.namespace,
                  "identity": workload.spiffe_id}
-        for message in (json.dumps(hello), *view.catch_up(epoch, version)):
+        for message in (line(json.dumps(hello)), *view.catch_up(epoch, version)):
             subscriber.send(message)
         view.subscribers.add(subscriber)  # in the same step as the catch-up: no delta falls between
         log.info("%s connected (view %s, had %s/%s, now %d)", workload.spiffe_id, view.namespace, epoch,
@@ -199,7 +202,7 @@ class ControlPlane:
         conn.send_headers(stream.id, [(":status", "200"), ("content-type", "application/x-ndjson")])
         try:
             while (queued := await subscriber.queue.get()) is not None:
-                await conn.send_data(stream, queued.encode() + b"\n")
+                await conn.send_data(stream, queued)
                 self.deliveries.written(queued)
             conn.h2.reset_stream(stream.id)  # overflowed: the proxy reconnects and resumes
         finally:
