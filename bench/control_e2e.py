@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,12 +46,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from bench import machine  # noqa: E402
-from bench.control_scale import _cpu_s, _mem_available_mb, _stop_all, _token  # noqa: E402
+from bench.control_scale import _cpu_s, _mem_available_mb, _stop_all, token_files  # noqa: E402
 from bench.kube_load import APISERVER_FLAGS, count, create_all, renamespaced  # noqa: E402
-from bench.kube_scale import _ProxyProcess, pct, write_results  # noqa: E402
+from bench.kube_scale import _ProxyProcess, bench_main, pct  # noqa: E402
 from bench.synthetic_cluster import changed_slice, cluster  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
 TARGETS = {"push_ms": 50.0, "control_rss_mb": 500.0, "synced_s": 2.0}  # issue 6
 
 
@@ -157,14 +155,7 @@ def run(args: argparse.Namespace, progress: TextIO = sys.stderr) -> dict[str, An
             if missing:
                 raise RuntimeError(f"the apiserver holds fewer objects than the cluster has: {missing} missing")
             api = Client(connect(tc.kubeconfig), timeout_s=60)
-            conn = api.open()
-            namespaces = sorted({o["metadata"]["namespace"] for o in listed["Service"]})[:args.views]
-            tokens = []
-            for ns in namespaces:
-                path = tmp / f"{ns}.token"
-                path.write_text(_token(api, conn, ns, "proxy"))
-                tokens.append(path)
-            conn.close()
+            tokens = token_files(api, sorted({o["metadata"]["namespace"] for o in listed["Service"]})[:args.views], tmp)
             CA.init(tmp / "ca", "cluster.local")
 
             # The control plane: start to synced.
@@ -277,9 +268,6 @@ def _row(name: str, s: dict[str, float], target: str = "") -> str:
 
 def report(m: dict[str, Any], argv: Sequence[str]) -> str:
     c, ctl, px = m["changes"], m["control"], m["proxies"]
-    box = machine.machine()
-    commit = machine._run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
-
     def verdict(value: float, target: float) -> str:
         return "met" if value <= target else "MISSED"
 
@@ -340,12 +328,8 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
     ]
     if m.get("note"):
         lines += ["", m["note"]]
-    lines += ["", f"Machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']}, {box['os']}; Python "
-              f"{sys.version.split()[0]}; commit {commit}; load average at the start "
-              f"{', '.join(f'{x:.1f}' for x in m['load_start'])}, at the end "
-              f"{', '.join(f'{x:.1f}' for x in m['load_end'])}; MemAvailable {m['mem_available_start_mb']:.0f} MB "
-              f"at the start, {m['mem_available_end_mb']:.0f} MB at the end (shared machine: other engineers' builds "
-              "and benches ran alongside).", ""]
+    lines += ["", machine.footer(m["load_start"], m["load_end"], f"; MemAvailable {m['mem_available_start_mb']:.0f} "
+                                 f"MB at the start, {m['mem_available_end_mb']:.0f} MB at the end"), ""]
     return "\n".join(lines)
 
 
@@ -380,12 +364,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    raw_argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(raw_argv)
-    m = run(args)
-    text = report(m, raw_argv)
-    write_results(text, m, args.out or RESULTS / f"{datetime.date.today().isoformat()}-control-e2e.md")
-    return 0
+    return bench_main(argv, parse_args, run, report, "control-e2e")
 
 
 if __name__ == "__main__":

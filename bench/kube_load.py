@@ -153,7 +153,7 @@ async def _create(kubeconfig: str | Path, work: Iterable[tuple[str, Obj]], total
         for attempt in range(8):
             status, why = await send(path, data)
             if attempt:
-                answers.setdefault(f"{status} on a retry", why)
+                answers.setdefault(f"{status} on a retry", "" if status in (201, 409) else why)
             if status in (201, 409):
                 state["created"] += 1
                 return

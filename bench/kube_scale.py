@@ -450,6 +450,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def bench_main(argv: Sequence[str] | None, parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+               run: Callable[[argparse.Namespace], dict[str, Any]], report: Callable[[dict[str, Any], Sequence[str]], str],
+               stem: str) -> int:
+    """Parse, run, report to bench/results/<date>-<stem>.md (or --out) and its .json."""
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw_argv)
+    m = run(args)
+    write_results(report(m, raw_argv), m, args.out or RESULTS / f"{datetime.date.today().isoformat()}-{stem}.md")
+    return 0
+
+
 def write_results(text: str, data: dict[str, Any], out: Path) -> None:
     """The report to `out` (and the figures beside it, .json), and to stdout."""
     out.write_text(text)

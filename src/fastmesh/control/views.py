@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastmesh.control.protocol import Key, canonical, delta_message, full_message, key_of
+from fastmesh.control.protocol import Key, canonical, delta_message, full_line, key_of
 
 HISTORY = 256
 QUEUE = 1024
@@ -44,10 +44,10 @@ class Subscriber:
     closes it: it reconnects and resumes from its version."""
 
     def __init__(self, maxsize: int = QUEUE) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[bytes | bytearray | None] = asyncio.Queue(maxsize)
         self.closed = False
 
-    def send(self, message: bytes) -> None:
+    def send(self, message: bytes | bytearray) -> None:
         if self.closed:
             return
         try:
@@ -72,7 +72,7 @@ class View:
         self.history: deque[tuple[int, bytes]] = deque(maxlen=history)
         """(version it starts from, the delta message to the next version)."""
         self.subscribers: set[Subscriber] = set()
-        self._full: tuple[int, bytes] | None = None  # the full state message of the version, made once
+        self._full: tuple[int, bytearray] | None = None  # the full state message of the version, made once
 
     def apply(self, upserts: dict[Key, str], deletes: Iterable[Key]) -> bytes | None:
         """Record a change of the store; the delta message sent to the subscribers, or None if this view
@@ -94,7 +94,7 @@ class View:
             subscriber.send(message)
         return message
 
-    def catch_up(self, epoch: str | None, version: int | None) -> list[bytes]:
+    def catch_up(self, epoch: str | None, version: int | None) -> list[bytes | bytearray]:
         """The messages that bring a proxy having `version` of `epoch` to the current version: the deltas it
         missed if they are all still in the history, else the full state."""
         if epoch == self.epoch and version is not None:
@@ -104,7 +104,7 @@ class View:
             if self.history and self.history[0][0] <= version < self.version and missed:
                 return missed
         if self._full is None or self._full[0] != self.version:
-            self._full = (self.version, line(full_message(self.epoch, self.version, list(self.texts.values()))))
+            self._full = (self.version, full_line(self.epoch, self.version, list(self.texts.values())))
         return [self._full[1]]
 
 
@@ -175,7 +175,7 @@ class Deliveries:
             old, _ = self._changes.popitem(last=False)
             self._forget(old)
 
-    def written(self, message: bytes) -> None:
+    def written(self, message: bytes | bytearray) -> None:
         """One subscriber's stream has been handed `message`."""
         entry = self._messages.get(id(message))
         if entry is None or entry[0] is not message:

@@ -170,11 +170,13 @@ class Reflector:
 
     def _list(self) -> bool:
         """Replace the items with a fresh list; False when the API is not served."""
-        listed = self.client.list_with_version(self.api_version, self.plural, self.namespace)
+        transform = self.transform
+        listed = self.client.list_with_version(
+            self.api_version, self.plural, self.namespace,
+            None if transform is None else lambda obj: (_key(obj), transform(obj)))  # page by page
         self.lists += 1
         items, version = listed if listed is not None else ([], "")
-        keep = self.transform or (lambda obj: obj)
-        new = {_key(obj): keep(obj) for obj in items}
+        new = {_key(obj): obj for obj in items} if transform is None else dict(items)
         with self._lock:
             if self.track:
                 self.dirty |= self.items.keys() | new.keys()
