@@ -200,6 +200,7 @@ def run(args: argparse.Namespace, progress: TextIO = sys.stderr) -> dict[str, An
             rng = random.Random(6)
             rows: list[dict[str, Any]] = []
             pool = ThreadPoolExecutor(len(proxies))
+            control_cpu = _cpu_s([control.popen.pid])
             for generation in range(1, args.changes + 1):
                 if time.monotonic() > deadline:
                     out["note"] = f"stopped at the {args.timeout:g} s bound after {generation - 1} changes"
@@ -229,6 +230,7 @@ def run(args: argparse.Namespace, progress: TextIO = sys.stderr) -> dict[str, An
                     f"later, applied by all {(max(applied) - called) * 1e3:.0f} ms after the PATCH")
                 time.sleep(args.pause)
             pool.shutdown()
+            out["control"]["cpu_per_change_ms"] = (_cpu_s([control.popen.pid]) - control_cpu) / max(1, len(rows)) * 1e3
             if not rows:
                 raise RuntimeError("no change was measured")
             ms = 1000.0
@@ -302,7 +304,8 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
         _row("PATCH sent → control plane watch event", c["watch_ms"]),
         _row("control plane: watch event → deltas queued", c["queue_ms"]),
         _row(f"**control plane: watch event → written to all {px['n']} proxies' streams**", c["push_ms"],
-             f"≤ {TARGETS['push_ms']:g} ms: {verdict(c['push_ms']['p99'], TARGETS['push_ms'])} (p99)"),
+             f"≤ {TARGETS['push_ms']:g} ms: {verdict(c['push_ms']['p99'], TARGETS['push_ms'])} (p99)"
+             + (f"; CPU {ctl['cpu_per_change_ms']:.1f} ms a change" if "cpu_per_change_ms" in ctl else "")),
         _row("written → received by a proxy (its stream read, replica updated)", c["received_after_sent_ms"]),
         _row("PATCH sent → received by a proxy", c["received_ms"]),
         _row("received → applied by the proxy's engine (`reloaded`)", c["applied_after_received_ms"]),
