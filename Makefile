@@ -17,7 +17,7 @@ ENGINE   := $(VENV)/.engine-built
 EXT_SRC  := $(wildcard ext/*.pyx ext/*.pxd ext/includes/*.pxd) setup.py
 EXT      := $(VENV)/.ext-built
 
-.PHONY: help setup system-deps engine ext test test-rust test-python stubtest demo bench bench-kube-scale fortio clean \
+.PHONY: help setup system-deps engine ext test test-rust test-python stubtest demo bench bench-kube-scale bench-control-e2e fortio clean \
         testcluster-build testcluster testcluster-stop
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make ext    - build the Cython modules of ext/ (part of make engine; the pure-Python path runs without them)"
 	@echo "make bench  - benchmarks against nginx and HAProxy (bench/)"
 	@echo "make bench-kube-scale - config compile at 10,000 Services / 100,000 endpoints (bench/kube_scale.py)"
+	@echo "make bench-control-e2e - fastmesh control + 5 proxies at 10,000 Services in a real apiserver (bench/control_e2e.py)"
 	@echo "make testcluster - start kube-apiserver + etcd on loopback (deploy/testcluster/); testcluster-stop stops it"
 
 system-deps:
@@ -106,6 +107,10 @@ bench: engine fortio
 # Issue 6: 10,000 Services / 100,000 endpoints through the incremental compiler (bench/kube_scale.py).
 bench-kube-scale: engine
 	$(PY) bench/kube_scale.py
+
+# Issue 6 end to end: the cluster created in the test apiserver, fastmesh control, 5 proxies (bench/control_e2e.py).
+bench-control-e2e: engine testcluster-build
+	FASTMESH_CACHE=$(CACHE) $(PY) bench/control_e2e.py
 
 clean:
 	rm -rf $(VENV) build dist ext/*.c src/fastmesh/_ext/*.so

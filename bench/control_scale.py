@@ -38,10 +38,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src"))
 
 from bench import machine  # noqa: E402
-from bench.kube_scale import _create_all, _ProxyProcess, _tree_rss_mb, pct, write_results  # noqa: E402
+from bench.kube_scale import _create_all, _ProxyProcess, _tree_rss_mb, bench_main, pct  # noqa: E402
 from bench.synthetic_cluster import changed_slice, cluster  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
 TARGET_MS = 1000.0  # issue 6: applied by all proxies within 1 s at p99
 
 
@@ -91,6 +90,20 @@ def _token(api: Any, conn: Any, namespace: str, name: str) -> str:
     return str(body["status"]["token"])
 
 
+def token_files(api: Any, namespaces: Sequence[str], directory: Path) -> list[Path]:
+    """A ServiceAccount `proxy` in each namespace and a token of it, written to <directory>/<namespace>.token."""
+    conn = api.open()
+    try:
+        paths = []
+        for ns in namespaces:
+            path = directory / f"{ns}.token"
+            path.write_text(_token(api, conn, ns, "proxy"))
+            paths.append(path)
+    finally:
+        conn.close()
+    return paths
+
+
 def _stop_all(procs: Sequence[_ProxyProcess]) -> None:
     for p in procs:
         p.popen.terminate()
@@ -124,14 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             created, seconds = _create_all(api, listed, time.perf_counter() + args.create_timeout)
             out.update(created=len(created), create_s=seconds)
             assert len(created) == out["objects"], f"created {len(created)} of {out['objects']} objects"
-            conn = api.open()
-            namespaces = [f"ns{i}" for i in range(args.views)]
-            tokens = []
-            for ns in namespaces:
-                path = tmp / f"{ns}.token"
-                path.write_text(_token(api, conn, ns, "proxy"))
-                tokens.append(path)
-            conn.close()
+            tokens = token_files(api, [f"ns{i}" for i in range(args.views)], tmp)
             CA.init(tmp / "ca", "cluster.local")
             control = _ProxyProcess([sys.executable, "-m", "fastmesh", "control", "--kubernetes", "--kubeconfig",
                                      tc.kubeconfig, "--listen", "127.0.0.1:0", "--ca-dir", str(tmp / "ca"),
@@ -250,8 +256,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(m: dict[str, Any], argv: Sequence[str]) -> str:
     c = m["change_ms"]
-    box = machine.machine()
-    commit = machine._run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
     verdict = "met" if c["all_p99"] <= TARGET_MS else "MISSED"
     lines = [
         f"# The control plane with {m['proxies']} proxies — {datetime.date.today().isoformat()}",
@@ -305,11 +309,7 @@ def report(m: dict[str, Any], argv: Sequence[str]) -> str:
     ]
     if m.get("note"):
         lines += ["", m["note"]]
-    lines += ["", f"Machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']}, {box['os']}; Python "
-              f"{sys.version.split()[0]}; commit {commit}; load average at the start "
-              f"{', '.join(f'{x:.1f}' for x in m['load_start'])}, at the end "
-              f"{', '.join(f'{x:.1f}' for x in m['load_end'])} (shared machine: other engineers' builds and "
-              "tests ran alongside).", ""]
+    lines += ["", machine.footer(m["load_start"], m["load_end"]), ""]
     return "\n".join(lines)
 
 
@@ -330,12 +330,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    raw_argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(raw_argv)
-    m = run(args)
-    text = report(m, raw_argv)
-    write_results(text, m, args.out or RESULTS / f"{datetime.date.today().isoformat()}-control-scale.md")
-    return 0
+    return bench_main(argv, parse_args, run, report, "control-scale")
 
 
 if __name__ == "__main__":

@@ -202,26 +202,16 @@ def _create_all(conn_client: Any, listed: dict[str, list[dict[str, Any]]], deadl
     (the paths of the objects created, seconds)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fastmesh.kube.source import RESOURCES, collection_path
+    from bench.kube_load import jobs as create_jobs
+    from bench.kube_load import namespaces_of
 
-    plural = {kind: (api_version, p) for kind, api_version, p in RESOURCES}
-    namespaces = sorted({o["metadata"]["namespace"] for objs in listed.values() for o in objs})
     t0 = time.perf_counter()
     conn = conn_client.open()
-    for ns in namespaces:
+    for ns in namespaces_of(listed):
         status, body = conn_client.call(conn, "/api/v1/namespaces", "POST", {"metadata": {"name": ns}})
         assert status in (201, 409), body
     conn.close()
-    jobs = []
-    for kind in ("Service", "EndpointSlice", "HTTPRoute", "TrafficPolicy"):
-        api_version, p = plural[kind]
-        for obj in listed.get(kind, []):
-            body = {k: v for k, v in obj.items() if k != "status"}
-            body["metadata"] = {k: v for k, v in obj["metadata"].items()
-                                if k in ("name", "namespace", "labels", "annotations")}
-            if kind == "Service":
-                body["spec"] = {k: v for k, v in obj["spec"].items() if k != "clusterIP"}
-            jobs.append((collection_path(api_version, p, obj["metadata"]["namespace"]), body))
+    jobs = create_jobs(listed)
 
     def post(share: list[tuple[str, dict[str, Any]]]) -> list[str]:
         done, conn = [], conn_client.open()
@@ -258,11 +248,10 @@ def _tree_rss_mb(pid: int) -> float:
 class _ProxyProcess:
     """`fastmesh proxy` and the times its JSON events came."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], stderr: Any = subprocess.DEVNULL) -> None:
         import threading
 
-        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(),
-                                      cwd=REPO)
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=child_env(), cwd=REPO)
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -506,6 +495,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         m["apiserver"] = through_apiserver(args)
     text = report(m, raw_argv)
     write_results(text, m, args.out or RESULTS / f"{datetime.date.today().isoformat()}-kube-scale.md")
+    return 0
+
+
+def bench_main(argv: Sequence[str] | None, parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+               run: Callable[[argparse.Namespace], dict[str, Any]], report: Callable[[dict[str, Any], Sequence[str]], str],
+               stem: str) -> int:
+    """Parse, run, report to bench/results/<date>-<stem>.md (or --out) and its .json."""
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw_argv)
+    m = run(args)
+    write_results(report(m, raw_argv), m, args.out or RESULTS / f"{datetime.date.today().isoformat()}-{stem}.md")
     return 0
 
 

@@ -68,3 +68,14 @@ def versions() -> dict[str, str]:
         "python": sys.version.split()[0],
         "commit": commit + (" (with uncommitted changes)" if dirty else ""),
     }
+
+
+def footer(load_start: tuple[float, ...] | list[float], load_end: tuple[float, ...] | list[float],
+           extra: str = "") -> str:
+    """The line a kube bench's report ends with: machine, Python, commit, load averages (the machine is shared)."""
+    box = machine()
+    commit = _run(["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "--short=12", "HEAD"])
+    return (f"Machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']}, {box['os']}; Python "
+            f"{sys.version.split()[0]}; commit {commit}; load average at the start "
+            f"{', '.join(f'{x:.1f}' for x in load_start)}, at the end {', '.join(f'{x:.1f}' for x in load_end)}"
+            f"{extra} (shared machine: other engineers' builds and tests ran alongside).")

@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -221,8 +221,9 @@ def _wait(what: str, check: Callable[[], str | None], proc_pids: dict[str, int],
     raise ClusterError(f"{what} not ready after {timeout:.0f} s: {why}")
 
 
-def start(directory: Path = DEFAULT_DIR, timeout: float = 180.0) -> Cluster:
-    """Build if needed, start etcd and kube-apiserver on free loopback ports, install the CRDs."""
+def start(directory: Path = DEFAULT_DIR, timeout: float = 180.0, extra_args: Sequence[str] = ()) -> Cluster:
+    """Build if needed, start etcd and kube-apiserver on free loopback ports, install the CRDs.
+    `extra_args`: more kube-apiserver flags (a bench's own instance: e.g. more requests in flight)."""
     bins = toolchain.build()
     version = toolchain.pinned_kubernetes_version()
     directory = directory.resolve()
@@ -284,7 +285,7 @@ def start(directory: Path = DEFAULT_DIR, timeout: float = 180.0) -> Cluster:
             f"--service-account-signing-key-file={files['sa_key']}",
             "--service-cluster-ip-range=10.96.0.0/16",
             "--endpoint-reconciler-type=none",  # 127.0.0.1 may not be the kubernetes Service endpoint
-            f"--cert-dir={directory / 'pki'}", "--profiling=false", "--v=1",
+            f"--cert-dir={directory / 'pki'}", "--profiling=false", "--v=1", *extra_args,
         ]
         apiserver = _spawn(cluster.apiserver_argv, directory / "kube-apiserver.log")
         pids["kube-apiserver"] = apiserver.pid

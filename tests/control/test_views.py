@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fastmesh.control.protocol import ProtocolError, Replica, canonical, key_of, render
-from fastmesh.control.views import Store, Subscriber
+from fastmesh.control.views import Deliveries, Store, Subscriber
 from fastmesh.kube.source import documents
 from fastmesh.kube.source import render as kube_render
 
@@ -152,3 +152,53 @@ def test_a_subscriber_that_does_not_read_is_closed_not_buffered_without_bound() 
         assert subscriber.queue.get_nowait() is None  # the end marker: the server resets the stream
 
     asyncio.run(run())
+
+
+def test_a_change_is_sent_once_every_subscriber_it_was_queued_for_has_been_written_it() -> None:
+    store = Store(epoch="e1")
+    store.apply(texts(doc("Service", "a", "web", port=1), doc("Service", "b", "db", port=2)), [])
+    _, sa = follow(store, "a")
+    _, sa2 = follow(store, "a")
+    _, sb = follow(store, "b")
+    sent: list[tuple[int, int]] = []
+    deliveries = Deliveries(lambda change, subscribers: sent.append((change, subscribers)))
+
+    store.apply(texts(doc("Service", "a", "web", port=3), doc("Service", "b", "db", port=4)), [])
+    deliveries.track(store.changes, store.pushed)
+    assert sorted(n for _, n in store.pushed) == [1, 2]  # two views: a (2 proxies), b (1)
+    for subscriber in (sa, sb):
+        message = subscriber.queue.get_nowait()
+        assert message is not None
+        deliveries.written(message)
+    assert sent == []  # the second proxy of view a has not been written it yet
+    deliveries.written((sa2.queue.get_nowait() or b"") + b" ")  # another text (not the queued one): not counted
+    assert sent == []
+    store.apply(texts(doc("Service", "b", "db", port=5)), [])  # a later change, written to all three
+    deliveries.track(store.changes, store.pushed)
+    for subscriber in (sa, sa2, sb):
+        later = subscriber.queue.get_nowait()
+        assert later is not None
+        deliveries.written(later)
+    assert sent == [(store.changes, 3)]  # the first change still waits for the second proxy of view a
+
+
+def test_changes_never_written_everywhere_are_forgotten_after_the_history() -> None:
+    store = Store(epoch="e1")
+    _, subscriber = follow(store, "a")
+    deliveries = Deliveries(lambda change, subscribers: None, keep=3)
+    for i in range(5):
+        store.apply(texts(doc("Service", "a", f"s{i}")), [])
+        deliveries.track(store.changes, store.pushed)
+    assert len(deliveries._changes) == 3 and len(deliveries._messages) == 3
+
+
+def test_a_views_full_state_is_encoded_once_and_dropped_when_its_version_moves_on() -> None:
+    store = Store(epoch="e1")
+    store.apply(texts(doc("Service", "a", "web", port=1)), [])
+    view = store.view("a")
+    first = view.catch_up(None, None)[0]
+    assert first.endswith(b"\n") and first.count(b"\n") == 1  # one line, as written to the stream
+    assert view.catch_up(None, None)[0] is first  # a second proxy gets the same bytes: no second encoding
+    store.apply(texts(doc("Service", "a", "web", port=2)), [])
+    assert view._full is None  # the old version's full state is not held on to
+    assert json.loads(view.catch_up(None, None)[0])["version"] == 2

@@ -17,7 +17,7 @@ import pytest
 
 from fastmesh.kube.kubeconfig import Connection
 from fastmesh.kube.source import Client, KubeSource
-from fastmesh.kube.watch import Backoff, KubeWatcher, Reflector
+from fastmesh.kube.watch import Backoff, Changes, KubeWatcher, Reflector
 
 
 def _svc(name: str, version: str, port: int = 80) -> dict[str, Any]:
@@ -248,3 +248,35 @@ def test_watcher_hands_over_only_what_changed_and_a_relist_as_a_replacement(api:
     assert relist.replace_kinds == ["Service"] and not relist.deletes
     assert sorted(o["metadata"]["name"] for k, o in relist.upserts) == ["b", "c"]
     assert {o["metadata"]["name"] for o in source.listed["Service"]} == {"b", "c"}
+
+
+def test_a_reflector_keeps_what_its_transform_makes_and_none_reads_as_gone(api: FakeAPI) -> None:
+    """The control plane's reflectors keep each object's document text, not the API's dict: `items` holds the
+    transform's result; an object it maps to None (not proxied) is a delete, and is left out of a relist."""
+    gate = threading.Event()
+    api.lists = [([_svc("a", "1"), _svc("b", "2", port=0)], "5")]
+    api.watches = [(gate, [{"type": "MODIFIED", "object": _svc("a", "6", port=81)},
+                           {"type": "MODIFIED", "object": _svc("c", "7", port=0)}])]
+
+    def text(obj: dict[str, Any]) -> str | None:
+        port = obj["spec"]["ports"][0]["port"]
+        return f"{obj['metadata']['name']}:{port}" if port else None
+
+    changes: list[int] = []
+    reflector = Reflector(Client(api.connection), "Service", "v1", "services", "ns", lambda: changes.append(1),
+                          transform=text)
+    reflector.track = True
+    threading.Thread(target=reflector.run, daemon=True).start()
+    try:
+        _until(lambda: reflector.synced.is_set())
+        taken = Changes()
+        reflector.take_changes(taken)
+        assert taken.upserts == [("Service", "a:80")] and taken.replace_kinds == ["Service"]
+        assert reflector.items == {("ns", "a"): "a:80", ("ns", "b"): None} and reflector.snapshot() == ["a:80"]
+        gate.set()
+        _until(lambda: len(changes) == 3)
+        taken = Changes()
+        reflector.take_changes(taken)
+        assert taken.upserts == [("Service", "a:81")] and taken.deletes == [("Service", "ns", "c")]
+    finally:
+        reflector.stop()

@@ -170,7 +170,7 @@ class H2Connection(asyncio.Protocol):
         self.h2.send_headers(stream_id, headers, end_stream=end)
         self._flush()
 
-    async def send_data(self, stream: Stream, data: bytes, end: bool = False) -> None:
+    async def send_data(self, stream: Stream, data: bytes | bytearray, end: bool = False) -> None:
         """Send `data` within the peer's windows; ConnectionError if the stream or connection went away."""
         view = memoryview(data)
         while True:

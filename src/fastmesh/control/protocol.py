@@ -50,8 +50,16 @@ def render(texts: dict[Key, str]) -> bytes:
     return ("\n---\n".join(texts[k] for k in order) + "\n").encode()
 
 
-def full_message(epoch: str, version: int, texts: list[str]) -> str:
-    return f'{{"type":"full","epoch":{json.dumps(epoch)},"version":{version},"documents":[{",".join(texts)}]}}'
+def full_line(epoch: str, version: int, texts: list[str]) -> bytearray:
+    """The full state message as the stream's line (newline included), grown in place: at 10,000 Services it
+    is ~23 MB, made without the joined text and its encoded copy beside it."""
+    out = bytearray(f'{{"type":"full","epoch":{json.dumps(epoch)},"version":{version},"documents":['.encode())
+    for i, text in enumerate(texts):
+        if i:
+            out += b","
+        out += text.encode()
+    out += b"]}\n"
+    return out
 
 
 def delta_message(epoch: str, base: int, version: int, upserts: list[str], deletes: list[Key]) -> str:

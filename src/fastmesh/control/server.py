@@ -26,8 +26,10 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -39,18 +41,22 @@ from fastmesh.ca import CA, CAError
 from fastmesh.ca.authority import csr_uris
 from fastmesh.control.admin import ControlAdmin
 from fastmesh.control.auth import AuthError, TokenReviewer
-from fastmesh.control.h2conn import H2Connection, Stream
+from fastmesh.control.h2conn import H2Connection, Stream, server_context
 from fastmesh.control.leader import DEFAULT_LEASE, LeaderElector, start_election
-from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical
+from fastmesh.control.protocol import CERTIFICATE_PATH, CONFIG_PATH, Key, canonical, key_of
 from fastmesh.control.serving import ServingCertificate
 from fastmesh.control.status import WRITTEN, ControlStatus, StatusLoop, touches_status
-from fastmesh.control.views import Store, Subscriber
+from fastmesh.control.views import Deliveries, Store, Subscriber, line
 from fastmesh.http1 import split_hostport
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, project
 from fastmesh.kube.watch import Backoff, Changes, Reflector
 from fastmesh.runtime import EventWriter, setup_logging
 
 log = logging.getLogger("fastmesh.control")
+Document = tuple[Key, str | None, dict[str, Any] | None]
+"""What a reflector keeps of an object: its key, its document text (None: not served), and for the kinds whose
+status the control plane writes (`WRITTEN`) the object as the API served it (else None)."""
+"""A document's key and canonical text."""
 JSON = "application/json"
 
 
@@ -96,52 +102,67 @@ class ControlPlane:
         self.connections: weakref.WeakSet[H2Connection] = weakref.WeakSet()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
+        self._event_at: float | None = None
+        """When the first watch event not yet applied came (time.time()): the `pushed` event's `watched_at`."""
+        self.deliveries = Deliveries(lambda change, subscribers: self.emit(
+            "sent", change=change, subscribers=subscribers, sent_at=time.time()))
 
     # === watching ===
 
     def _start_reflectors(self) -> None:
         loop = asyncio.get_running_loop()
 
-        def changed() -> None:
+        def changed() -> None:  # from a reflector's thread, after each event
+            if self._event_at is None:
+                self._event_at = time.time()
             loop.call_soon_threadsafe(self._dirty.set)
 
         client = Client(self.source.connection)
         self.reflectors = [Reflector(client, kind, api_version, plural, self.source.namespace, changed,
-                                     backoff=Backoff(0.5))
+                                     backoff=Backoff(0.5), transform=self._keeper(kind, api_version))
                            for kind, api_version, plural in RESOURCES]
         for reflector in self.reflectors:
             reflector.track = True  # take_changes: only what changed reaches the store
             threading.Thread(target=reflector.run, name=f"kube-{reflector.plural}", daemon=True).start()
 
+    def _keeper(self, kind: str, api_version: str) -> Callable[[dict[str, Any]], Document | None]:
+        """What the reflectors keep of an object (in their thread, as it comes): its key and document text, or
+        None when it projects to nothing (not proxied: out of the store)."""
+
+        def keep(obj: dict[str, Any]) -> Document | None:
+            if self._event_at is None and self.synced.is_set():
+                self._event_at = time.time()  # the watch event came (before it is projected)
+            doc = project(kind, api_version, obj)
+            if kind in WRITTEN:
+                meta = obj.get("metadata") or {}
+                key = (kind, str(meta.get("namespace", "default")), str(meta.get("name", "")))
+                return (key if doc is None else key_of(doc), None if doc is None else canonical(doc), obj)
+            return None if doc is None else (key_of(doc), canonical(doc), None)
+
+        return keep
+
     def _sync(self) -> int:
         """Apply what the reflectors saw since the last call to the store; how many view changes it made."""
-        versions = {kind: api_version for kind, api_version, _ in RESOURCES}
         changes = Changes()
         for reflector in self.reflectors:
             reflector.take_changes(changes)
-        replaced: dict[str, list[dict[str, Any]]] = {kind: [] for kind in changes.replace_kinds}
+        replaced: dict[str, dict[Key, str]] = {kind: {} for kind in changes.replace_kinds}
         upserts: dict[Key, str] = {}
         deletes: list[Key] = list(changes.deletes)
-        for kind, obj in changes.upserts:
-            doc = project(kind, versions[kind], obj)
-            if kind in replaced:  # relisted: every object of the kind is here
-                if doc is not None:
-                    replaced[kind].append(doc)
-                continue
-            meta = obj.get("metadata") or {}
-            key = (kind, str(meta.get("namespace", "")), str(meta.get("name", "")))
-            if doc is None:
+        for kind, (key, text, _) in changes.upserts:  # (the reflectors keep documents: `_keeper`)
+            if text is None:  # kept for its status only: not served
                 deletes.append(key)
             else:
-                upserts[key] = canonical(doc)
+                (replaced[kind] if kind in replaced else upserts)[key] = text
         if touches_status(self.store.texts, upserts, deletes, replaced):
             self.status.due()
-        changed = sum(self.store.replace_kind(kind, docs) for kind, docs in replaced.items())
+        changed = sum(self.store.replace_texts(kind, texts) for kind, texts in replaced.items())
         return changed + self.store.apply(upserts, deletes)
 
     async def _follow(self) -> None:
         while not all(r.synced.is_set() for r in self.reflectors):
             await asyncio.sleep(0.02)
+        self._event_at = None
         self._sync()
         # The listed objects live on: out of the cyclic GC's reach, so its full collections do not rescan
         # them while a change is being pushed (at 100k endpoints, ~60 ms pauses: bench/control_bench.py).
@@ -152,6 +173,7 @@ class ControlPlane:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            watched_at, self._event_at = self._event_at, None
             try:
                 views = self._sync()
             except Exception:  # noqa: BLE001 - a bug on one object must not stop every later push
@@ -159,7 +181,9 @@ class ControlPlane:
                 continue
             if views:
                 log.info("change %d: %d views updated", self.store.changes, views)
-                self.emit("pushed", change=self.store.changes, views=views)
+                self.emit("pushed", change=self.store.changes, views=views, watched_at=watched_at,
+                          queued_at=time.time())
+                self.deliveries.track(self.store.changes, self.store.pushed)
 
     # === serving ===
 
@@ -200,7 +224,7 @@ class ControlPlane:
         subscriber = Subscriber()
         hello = {"type": "hello", "epoch": self.store.epoch, "namespace": workload.namespace,
                  "identity": workload.spiffe_id}
-        for message in (json.dumps(hello), *view.catch_up(epoch, version)):
+        for message in (line(json.dumps(hello)), *view.catch_up(epoch, version)):
             subscriber.send(message)
         view.subscribers.add(subscriber)  # in the same step as the catch-up: no delta falls between
         log.info("%s connected (view %s, had %s/%s, now %d)", workload.spiffe_id, view.namespace, epoch,
@@ -208,7 +232,8 @@ class ControlPlane:
         conn.send_headers(stream.id, [(":status", "200"), ("content-type", "application/x-ndjson")])
         try:
             while (queued := await subscriber.queue.get()) is not None:
-                await conn.send_data(stream, queued.encode() + b"\n")
+                await conn.send_data(stream, queued)
+                self.deliveries.written(queued)
             conn.h2.reset_stream(stream.id)  # overflowed: the proxy reconnects and resumes
         finally:
             view.subscribers.discard(subscriber)
@@ -250,7 +275,7 @@ class ControlPlane:
                                  "documents": len(view.texts)} for name, view in sorted(self.store.views.items())}}
 
     def _status_objects(self) -> dict[str, list[dict[str, Any]]]:
-        return {r.kind: r.snapshot() for r in self.reflectors if r.kind in WRITTEN}
+        return {r.kind: [kept[2] for kept in r.snapshot()] for r in self.reflectors if r.kind in WRITTEN}
 
     def _start_leader_election(self) -> None:
         s = self.settings

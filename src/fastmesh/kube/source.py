@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,11 +94,13 @@ class Client:
         return response.status, data
 
     def list_with_version(
-        self, api_version: str, plural: str, namespace: str | None = None
-    ) -> tuple[list[dict[str, Any]], str] | None:
-        """(objects, the list's resourceVersion to watch from), or None when the API does not serve it."""
+        self, api_version: str, plural: str, namespace: str | None = None,
+        each: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> tuple[list[Any], str] | None:
+        """(objects, the list's resourceVersion to watch from), or None when the API does not serve it.
+        `each`: what is kept of each object, made page by page (a page's objects are freed before the next)."""
         path = collection_path(api_version, plural, namespace)
-        items: list[dict[str, Any]] = []
+        items: list[Any] = []
         token = ""
         conn = self.open()
         try:
@@ -108,7 +111,8 @@ class Client:
                     return None
                 if status != 200:
                     raise KubeError(f"GET {self.connection.server}{path}: {status} {data.get('message', data)}")
-                items += data.get("items") or []
+                page = data.get("items") or []
+                items += page if each is None else [each(obj) for obj in page]
                 meta = data.get("metadata") or {}
                 token = meta.get("continue") or ""
                 if not token:

@@ -93,8 +93,13 @@ class Reflector:
         backoff: Backoff | None = None,
         watch_timeout_s: int = 300,
         not_served_retry_s: float = 30.0,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.client = client
+        self.transform = transform
+        """What is kept of each object as it comes (client-go's SetTransform): `items` holds its result, None
+        reading as an object not there. The control plane keeps each object's document text, not the API's
+        dict (~145 of ~270 MB at 10,000 Services / 100,000 endpoints)."""
         self.kind, self.api_version, self.plural, self.namespace = kind, api_version, plural, namespace
         self.changed = changed
         self.backoff = backoff or Backoff()
@@ -117,7 +122,7 @@ class Reflector:
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self.items.values())
+            return [obj for obj in self.items.values() if obj is not None]
 
     def take_changes(self, changes: Changes) -> None:
         """Add what changed since the last call to `changes` (and forget it here)."""
@@ -125,7 +130,7 @@ class Reflector:
             dirty, self.dirty = self.dirty, set()
             if self.relisted:
                 changes.replace_kinds.append(self.kind)
-                changes.upserts += [(self.kind, obj) for obj in self.items.values()]
+                changes.upserts += [(self.kind, obj) for obj in self.items.values() if obj is not None]
                 self.relisted = False
                 return
             for key in dirty:
@@ -165,11 +170,14 @@ class Reflector:
 
     def _list(self) -> bool:
         """Replace the items with a fresh list; False when the API is not served."""
-        listed = self.client.list_with_version(self.api_version, self.plural, self.namespace)
+        transform = self.transform
+        listed = self.client.list_with_version(
+            self.api_version, self.plural, self.namespace,
+            None if transform is None else lambda obj: (_key(obj), transform(obj)))  # page by page
         self.lists += 1
         items, version = listed if listed is not None else ([], "")
+        new = {_key(obj): obj for obj in items} if transform is None else dict(items)
         with self._lock:
-            new = {_key(obj): obj for obj in items}
             if self.track:
                 self.dirty |= self.items.keys() | new.keys()
                 self.relisted = True
@@ -209,10 +217,11 @@ class Reflector:
                 raise Gone(str(obj.get("message", "410")))
             raise KubeError(f"watch error: {obj.get('code')} {obj.get('message')}")
         version = str((obj.get("metadata") or {}).get("resourceVersion", self.resource_version))
+        kept = self.transform(obj) if self.transform is not None and kind in ("ADDED", "MODIFIED") else obj
         with self._lock:
             self.resource_version = version
             if kind in ("ADDED", "MODIFIED"):
-                self.items[_key(obj)] = obj
+                self.items[_key(obj)] = kept
             elif kind == "DELETED":
                 self.items.pop(_key(obj), None)
             else:  # BOOKMARK: only the version moves on
