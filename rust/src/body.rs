@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 
 use crate::balance::{Endpoint, Slot};
 use crate::h1::body::RawBody;
+use crate::headers::raw::RawHeaders;
 use crate::pool::Pooled;
 use crate::stats::{ResilienceStats, Stats};
 
@@ -117,6 +118,25 @@ impl Drop for InFlight {
 pub enum PeerBody {
     Hyper(Incoming),
     Raw(Box<RawBody>),
+}
+
+impl PeerBody {
+    /// The header fields of a response from the engine's own HTTP/1.1 client, kept as bytes
+    /// (`headers::raw`) while nobody needed a `HeaderMap`; the response's `HeaderMap` is empty
+    /// then.
+    pub fn raw_head(&mut self) -> Option<&mut RawHeaders> {
+        match self {
+            PeerBody::Raw(b) => b.head.as_mut(),
+            PeerBody::Hyper(_) => None,
+        }
+    }
+
+    pub fn take_raw_head(&mut self) -> Option<RawHeaders> {
+        match self {
+            PeerBody::Raw(b) => b.head.take(),
+            PeerBody::Hyper(_) => None,
+        }
+    }
 }
 
 impl Body for PeerBody {
@@ -265,6 +285,13 @@ impl ProxyBody {
     /// read from it yet: `Some(None)` no body, `Some(Some(data))`; `None` otherwise.
     pub fn in_memory(&self) -> Option<Option<&Bytes>> {
         (self.inner.is_none() && self.trailers.is_none()).then_some(self.buffered.as_ref())
+    }
+
+    /// The response's header fields if they are still bytes (`PeerBody::raw_head`), taken: the
+    /// writer of the head writes them (`h1::server`), or `into_map` puts them in the response's
+    /// `HeaderMap` (`proxy::Conn::handle`).
+    pub fn take_raw_head(&mut self) -> Option<RawHeaders> {
+        self.inner.as_mut().and_then(PeerBody::take_raw_head)
     }
 
     /// Cuts the body (an error to the client, counted) if it has not ended by `deadline`.

@@ -501,11 +501,11 @@ impl UpstreamClient {
             shared: shared.clone(),
             authority: authority.clone(),
         };
-        let body = RawBody::new(conn, head.framing, head.keep_alive, back);
+        // The header fields travel as bytes inside the (boxed) body: `PeerBody::raw_head`.
+        let body = RawBody::new(conn, head.headers, head.framing, head.keep_alive, back);
         let mut resp = Response::new(PeerBody::Raw(Box::new(body)));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
-        *resp.headers_mut() = head.headers;
         // The body gives the connection back itself.
         let pooled = Pooled {
             shared: shared.clone(),

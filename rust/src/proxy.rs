@@ -21,6 +21,7 @@ use crate::balance::{Backend, Endpoint, Slot};
 use crate::body::{BodyError, Deadline, InFlight, PeerBody, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
+use crate::headers::raw::HeaderEdit;
 use crate::pool::{Pooled, UpstreamError};
 use crate::retry::{Failure, RetryPolicy, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::route::filters::{hit, RequestTarget};
@@ -61,9 +62,25 @@ impl Conn {
         }
     }
 
-    #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
     /// `req`'s body: `ProxyBody::request` (hyper's server) or `ProxyBody::buffered` (`h1::server`).
-    pub async fn handle(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
+    /// The response's header fields are all in its `HeaderMap`.
+    pub async fn handle(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
+        let mut resp = self.handle_h1(req).await;
+        if let Some(raw) = resp.body_mut().take_raw_head() {
+            let map = std::mem::take(resp.headers_mut());
+            let mut all = raw.into_map();
+            all.extend(map);
+            *resp.headers_mut() = all;
+        }
+        resp
+    }
+
+    /// `handle` for a writer of HTTP/1.1 heads (`h1::server`): a response from the engine's own
+    /// HTTP/1.1 client may keep its header fields as bytes (`ProxyBody::take_raw_head`, its
+    /// `HeaderMap` empty then), already edited (hop-by-hop removed, the route's
+    /// `ResponseHeaderModifier`, `set-cookie`).
+    #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
+    pub async fn handle_h1(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
         // In flight requests keep the snapshot they started with, even across a swap.
@@ -165,15 +182,13 @@ impl Conn {
                 } else {
                     endpoint.load.observe(now - sent, now);
                 }
-                let (mut parts, body) = resp.into_parts();
+                let (mut parts, mut body) = resp.into_parts();
                 // Answer in the client's protocol, whatever the upstream spoke.
                 parts.version = version;
-                headers::strip_hop_by_hop(&mut parts.headers);
-                for m in &route.filters.response_headers {
-                    m.apply(&mut parts.headers);
-                }
-                if let Some(cookie) = set_cookie {
-                    parts.headers.append(SET_COOKIE, cookie.clone());
+                if let Some(raw) = body.raw_head() {
+                    edit_response(raw, route, set_cookie, |raw| raw.strip_hop_by_hop(false));
+                } else {
+                    edit_response(&mut parts.headers, route, set_cookie, headers::strip_hop_by_hop);
                 }
                 target.stats.record(parts.status, now - start);
                 let mut body = ProxyBody::upstream(body, inflight, pooled);
@@ -247,6 +262,23 @@ impl Conn {
         uri.path_and_query = Some(path_and_query);
         *req.uri_mut() = Uri::from_parts(uri).ok()?;
         Some(authority)
+    }
+}
+
+/// A response's header fields on their way to the client: hop-by-hop ones removed (`strip`),
+/// the route's `ResponseHeaderModifier`s applied, the session's `set-cookie` added.
+fn edit_response<H: HeaderEdit>(
+    headers: &mut H,
+    route: &Route,
+    set_cookie: Option<&HeaderValue>,
+    strip: impl FnOnce(&mut H),
+) {
+    strip(headers);
+    for m in &route.filters.response_headers {
+        m.apply(headers);
+    }
+    if let Some(cookie) = set_cookie {
+        headers.append_header(SET_COOKIE, cookie.clone());
     }
 }
 

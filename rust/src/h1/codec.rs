@@ -7,6 +7,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::io;
 
+use crate::headers::raw::RawHeaders;
+
 /// Most headers a response (or its trailers) may have, as hyper's default.
 const MAX_HEADERS: usize = 100;
 /// Largest response head (or chunk-size line plus trailers) kept while waiting for its end.
@@ -56,7 +58,8 @@ pub enum Framing {
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
-    pub headers: HeaderMap,
+    /// The fields as they came (`headers::raw`).
+    pub headers: RawHeaders,
     pub framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub keep_alive: bool,
@@ -98,12 +101,8 @@ pub fn parse_response(
         [n, n + h.name.len(), v, v + h.value.len()]
     }));
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for &[n0, n1, v0, v1] in spans.iter() {
-        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| invalid("invalid header value"))?;
-        headers.append(name, value);
-    }
+    // Forwarded as these bytes (`RawHeaders`): no `HeaderMap` unless something needs one.
+    let headers = RawHeaders::new(head, spans);
     let framing = framing(status, head_request, &headers)?;
     let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
     Ok(Some(ResponseHead {
@@ -115,7 +114,7 @@ pub fn parse_response(
     }))
 }
 
-fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> io::Result<Framing> {
+fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::Result<Framing> {
     if status.is_informational()
         || head_request
         || status == StatusCode::NO_CONTENT
@@ -123,18 +122,18 @@ fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> io::R
     {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(last) = headers.get_all(TRANSFER_ENCODING.as_str()).last() {
         // The last coding must be chunked for the length to be known; else the body runs to
         // the connection's close.
-        let last = headers.get_all(TRANSFER_ENCODING).iter().next_back();
         let chunked = last
-            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+            .rsplit(|b| *b == b',')
+            .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked { Framing::Chunked } else { Framing::Close });
     }
     let mut length: Option<u64> = None;
-    for v in &headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
+    for v in headers.get_all(CONTENT_LENGTH.as_str()) {
+        for part in v.split(|b| *b == b',') {
             let n = parse_decimal(part.trim_ascii()).ok_or_else(|| invalid("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(invalid("conflicting content-length"));
@@ -158,11 +157,10 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 }
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+fn keeps_alive(version: Version, headers: &RawHeaders) -> bool {
     let has = |token: &[u8]| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
+        headers.get_all(CONNECTION.as_str()).any(|v| {
+            v.split(|b| *b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
         })
     };
@@ -339,7 +337,7 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.framing, Framing::Length(12));
         assert!(r.keep_alive);
-        assert_eq!(r.headers["x-y"], "a b");
+        assert_eq!(r.headers.get("x-y"), Some(&b"a b"[..]));
         let f = |b: &[u8], head| parse(b, head).unwrap().unwrap().framing;
         assert_eq!(
             f(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n", true),

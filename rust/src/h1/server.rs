@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use super::conn::write_all;
 use crate::body::ProxyBody;
+use crate::headers::raw::RawHeaders;
 use crate::proxy::Conn;
 
 /// Most headers a request may have (hyper's default; over it hyper answers 431).
@@ -108,7 +109,7 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
             let _ = write_all(&mut io, &mut &BAD_REQUEST[..]).await;
             return None;
         };
-        let resp = conn.handle(req).await;
+        let resp = conn.handle_h1(req).await;
         let close = head.close || draining || *drain.borrow();
         if respond(&mut io, &mut out, resp, head.is_head_method, close)
             .await
@@ -242,14 +243,19 @@ async fn respond(
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     out.clear();
-    let framing = write_head(out, status, &parts.headers, &body, head_request, close);
+    let raw = body.take_raw_head();
+    let fields = Fields {
+        map: &parts.headers,
+        raw: raw.as_ref(),
+    };
+    let framing = write_head(out, status, fields, &body, head_request, close);
     if framing == Framing::None {
         // The request ends (its in-flight count, its upstream connection back to the pool)
         // before the client can see the answer.
         drop(body);
         return write_all(io, &mut &out[..]).await;
     }
-    let allowed = framing == Framing::Chunked && parts.headers.contains_key(TRAILER);
+    let allowed = framing == Framing::Chunked && fields.contains(TRAILER.as_str());
     let declared = match framing {
         Framing::Length(n) => n,
         _ => u64::MAX,
@@ -301,7 +307,7 @@ async fn respond(
             let mut last = Vec::new();
             last.extend_from_slice(tail);
             if framing == Framing::Chunked {
-                finish_chunked(&mut last, trailers.take(), &parts.headers);
+                finish_chunked(&mut last, trailers.take(), fields);
             }
             drop(body);
             write_all(io, &mut (&out[..]).chain(&data[..]).chain(&last[..])).await?;
@@ -312,7 +318,7 @@ async fn respond(
         head_sent = true;
     }
     if framing == Framing::Chunked {
-        finish_chunked(out, trailers, &parts.headers);
+        finish_chunked(out, trailers, fields);
     }
     if !out.is_empty() {
         write_all(io, &mut &out[..]).await?;
@@ -336,13 +342,12 @@ enum Next {
 
 /// The last chunk and the trailers the response's `Trailer` header announced (as hyper's
 /// server does).
-fn finish_chunked(dst: &mut Vec<u8>, trailers: Option<HeaderMap>, headers: &HeaderMap) {
+fn finish_chunked(dst: &mut Vec<u8>, trailers: Option<HeaderMap>, headers: Fields<'_>) {
     dst.extend_from_slice(b"0\r\n");
     if let Some(trailers) = trailers {
         let announced: Vec<HeaderName> = headers
-            .get_all(TRAILER)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .get_all(TRAILER.as_str())
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
             .collect();
@@ -362,13 +367,32 @@ fn write_header(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// A response's header fields: its `HeaderMap`, and those still kept as bytes (`headers::raw`).
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    map: &'a HeaderMap,
+    raw: Option<&'a RawHeaders>,
+}
+
+impl<'a> Fields<'a> {
+    /// The values of `name` (lower-case): the map's, then the raw ones.
+    fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let map = self.map.get_all(name).into_iter().map(HeaderValue::as_bytes);
+        map.chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
+    }
+
+    fn contains(self, name: &str) -> bool {
+        self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
+    }
+}
+
 /// The status line and headers as hyper's server writes them (names lower-case, a `date`
 /// when there is none, `content-length` from the body when known, else chunked); how the body
-/// follows.
+/// follows. Fields kept as bytes go out as they came (their names' case, their order).
 fn write_head(
     dst: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: Fields<'_>,
     body: &ProxyBody,
     head_request: bool,
     close: bool,
@@ -378,13 +402,16 @@ fn write_head(
     dst.push(b' ');
     dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     dst.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.map {
         if close && name == CONNECTION {
             continue;
         }
         write_header(dst, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.contains_key(DATE) {
+    if let Some(raw) = headers.raw {
+        raw.write_to(dst, close.then_some(CONNECTION.as_str()));
+    }
+    if !headers.contains(DATE.as_str()) {
         write_header(dst, b"date", &date());
     }
     if close {
@@ -394,9 +421,9 @@ fn write_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if let Some(v) = headers.get(CONTENT_LENGTH) {
+    let framing = if let Some(v) = headers.get_all(CONTENT_LENGTH.as_str()).next() {
         // Unreadable: the body runs until the connection closes.
-        Framing::Length(parse_decimal(v.as_bytes().trim_ascii()).unwrap_or(u64::MAX))
+        Framing::Length(parse_decimal(v.trim_ascii()).unwrap_or(u64::MAX))
     } else if bodiless {
         Framing::None
     } else if let Some(n) = body.size_hint().exact() {

@@ -1,3 +1,4 @@
+use http::HeaderMap;
 use super::*;
 
 fn target<'a>(host: &'a str, port: Option<u16>, path: &'a str, query: Option<&'a str>) -> RequestTarget<'a> {
