@@ -183,6 +183,9 @@ pin_project_lite::pin_project! {
         pooled: Option<Pooled>,
         // A response body must end before the route's timeout (none: no timer at all).
         deadline: Option<Deadline>,
+        // A request's header fields kept as the bytes the client sent (`headers::raw`, from
+        // `h1::server`); the request's `HeaderMap` is empty then. Boxed: one pointer to move.
+        head: Option<Box<RawHeaders>>,
     }
 
     impl PinnedDrop for ProxyBody {
@@ -208,6 +211,7 @@ impl ProxyBody {
             guard: Some(guard),
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -227,6 +231,7 @@ impl ProxyBody {
             guard: Some(guard),
             pooled,
             deadline: None,
+            head: None,
         }
     }
 
@@ -239,6 +244,7 @@ impl ProxyBody {
             guard: Some(guard),
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -251,6 +257,7 @@ impl ProxyBody {
             guard: None,
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -268,6 +275,7 @@ impl ProxyBody {
             guard: None,
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -285,6 +293,19 @@ impl ProxyBody {
     /// read from it yet: `Some(None)` no body, `Some(Some(data))`; `None` otherwise.
     pub fn in_memory(&self) -> Option<Option<&Bytes>> {
         (self.inner.is_none() && self.trailers.is_none()).then_some(self.buffered.as_ref())
+    }
+
+    /// A request's header fields kept as bytes (`h1::server`); `None` after `take_head`.
+    pub fn head(&self) -> Option<&RawHeaders> {
+        self.head.as_deref()
+    }
+
+    pub fn take_head(&mut self) -> Option<Box<RawHeaders>> {
+        self.head.take()
+    }
+
+    pub fn set_head(&mut self, head: Option<Box<RawHeaders>>) {
+        self.head = head;
     }
 
     /// The response's header fields if they are still bytes (`PeerBody::raw_head`), taken: the
@@ -319,6 +340,17 @@ impl ProxyBody {
             }
         }
         Ok(Ok((data.freeze(), trailers)))
+    }
+}
+
+/// Puts a request's header fields kept as bytes (`ProxyBody::head`) into its `HeaderMap`, for
+/// whatever needs one (header matchers, session affinity, hyper's and h2's clients).
+pub fn materialize(req: &mut http::Request<ProxyBody>) {
+    if let Some(head) = req.body_mut().take_head() {
+        let map = std::mem::take(req.headers_mut());
+        let mut all = head.into_map();
+        all.extend(map);
+        *req.headers_mut() = all;
     }
 }
 

@@ -8,6 +8,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub mod raw;
 
+use raw::{HeaderEdit, RawHeaders};
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -137,16 +139,32 @@ pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     }
 }
 
+/// `set_forwarded` on a header block kept as bytes: the same fields, the same values.
+pub fn set_forwarded_raw(headers: &mut RawHeaders, client_ip: &HeaderValue) {
+    if headers.contains(X_FORWARDED_FOR.as_str()) {
+        let mut buf = BytesMut::with_capacity(64);
+        for v in headers.get_all(X_FORWARDED_FOR.as_str()) {
+            buf.put_slice(v);
+            buf.put_slice(b", ");
+        }
+        buf.put_slice(client_ip.as_bytes());
+        let joined = HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone());
+        headers.insert(X_FORWARDED_FOR.clone(), joined);
+    } else {
+        headers.append(X_FORWARDED_FOR.clone(), client_ip.clone());
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if !headers.contains(X_REQUEST_ID.as_str()) {
+        headers.append(X_REQUEST_ID.clone(), request_id());
+    }
+}
+
 /// `x-forwarded-client-cert` is the engine's to set: whatever the client sent is removed, and
 /// a verified mTLS connection's value (`tls::Peer::xfcc`) is set.
-pub fn set_client_cert(headers: &mut HeaderMap, xfcc: Option<&HeaderValue>) {
+pub fn set_client_cert<H: HeaderEdit>(headers: &mut H, xfcc: Option<&HeaderValue>) {
     match xfcc {
-        Some(v) => {
-            headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_CLIENT_CERT);
-        }
+        Some(v) => headers.insert_header(X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
+        None => headers.remove_header(&X_FORWARDED_CLIENT_CERT),
     }
 }
 

@@ -34,6 +34,7 @@ use crate::balance::{outlier::Health, p2c::PeakEwma, Backend, Endpoint};
 use crate::body::{PeerBody, ProxyBody};
 use crate::config::{BackendConfig, PoolConfig, Protocol};
 use crate::h1::body::RawBody;
+use crate::h1::codec::Fields;
 use crate::h1::conn::RawConn;
 use crate::stats::{EndpointStats, Limit, Stats};
 use crate::tls::outbound::{clone_connect_error, TlsConnect};
@@ -410,6 +411,7 @@ impl UpstreamClient {
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         if self.shared.protocol == Protocol::H2c {
+            crate::body::materialize(&mut req);
             let (resp, pooled) = self.send_h2(authority, req).await?;
             return Ok((resp.map(PeerBody::Hyper), pooled));
         }
@@ -419,6 +421,8 @@ impl UpstreamClient {
                 return self.send_raw(authority, req, body).await;
             }
         }
+        // hyper's client takes a `HeaderMap`.
+        crate::body::materialize(&mut req);
         let mut pending = None;
         let reserved = loop {
             while let Some(mut sender) = shared.take_idle(authority) {
@@ -463,13 +467,20 @@ impl UpstreamClient {
         body: Option<Bytes>,
     ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         let shared = &self.shared;
-        let (parts, _) = req.into_parts();
+        let (parts, mut rest) = req.into_parts();
+        // The client's fields as bytes, when they still are (`ProxyBody::head`).
+        let raw = rest.take_head();
+        drop(rest);
+        let fields = Fields {
+            map: &parts.headers,
+            raw: raw.as_deref(),
+        };
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut pending = None;
         let mut conn = loop {
             if let Some(mut conn) = shared.take_raw_idle(authority) {
                 if conn
-                    .send(&parts.method, target, &parts.headers, body.as_ref())
+                    .send(&parts.method, target, fields, body.as_ref())
                     .await
                     .is_ok()
                 {
@@ -485,7 +496,7 @@ impl UpstreamClient {
                     let mut conn = Box::pin(shared.connector.connect_raw(reserved))
                         .await
                         .map_err(UpstreamError::Connect)?;
-                    conn.send(&parts.method, target, &parts.headers, body.as_ref())
+                    conn.send(&parts.method, target, fields, body.as_ref())
                         .await
                         .map_err(UpstreamError::Io)?;
                     break conn;

@@ -21,7 +21,7 @@ use crate::balance::{Backend, Endpoint, Slot};
 use crate::body::{BodyError, Deadline, InFlight, PeerBody, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
-use crate::headers::raw::HeaderEdit;
+use crate::headers::raw::{HeaderEdit, RawHeaders};
 use crate::pool::{Pooled, UpstreamError};
 use crate::retry::{Failure, RetryPolicy, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::route::filters::{hit, RequestTarget};
@@ -92,6 +92,10 @@ impl Conn {
         let Some(vhost) = snapshot.vhosts.select(host) else {
             return local(StatusCode::NOT_FOUND, None, unmatched, start, inflight);
         };
+        if vhost.reads_headers {
+            // Header matchers and session affinity look fields up in a `HeaderMap`.
+            crate::body::materialize(&mut req);
+        }
         let (path, query) = (req.uri().path(), req.uri().query());
         let Some(route) = vhost.route(req.method(), path, query, req.headers()) else {
             return local(StatusCode::NOT_FOUND, None, unmatched, start, inflight);
@@ -214,19 +218,26 @@ impl Conn {
         backend: &Backend,
         endpoint: &Endpoint,
     ) -> Option<Authority> {
-        let h = req.headers_mut();
-        headers::strip_request_hop_by_hop(h);
-        headers::set_forwarded(h, &self.client_ip);
-        headers::set_client_cert(h, self.client_cert.as_ref());
-        for m in &route.filters.request_headers {
-            m.apply(h);
+        if backend.protocol == Protocol::H2c {
+            // h2's client takes a `HeaderMap`.
+            crate::body::materialize(req);
         }
+        // Fields the client sent as bytes are edited as bytes (`headers::raw`).
+        let mut raw = req.body_mut().take_head();
+        let has_host = match raw.as_deref_mut() {
+            Some(h) => self.edit_request(h, route, |h| h.strip_hop_by_hop(true), headers::set_forwarded_raw),
+            None => self.edit_request(
+                req.headers_mut(),
+                route,
+                headers::strip_request_hop_by_hop,
+                headers::set_forwarded,
+            ),
+        };
         let mut authority = authority;
         let mut path_and_query = req.uri().path_and_query().cloned();
         if let Some(rw) = &route.filters.rewrite {
-            if let Some((rewritten, hostname)) = &rw.hostname {
+            if let Some((rewritten, _)) = &rw.hostname {
                 authority = Some(rewritten.clone());
-                req.headers_mut().insert(HOST, hostname.clone());
             }
             if let Some(modifier) = &rw.path {
                 let path = modifier.apply(req.uri().path(), route.matcher.matched_prefix());
@@ -243,12 +254,17 @@ impl Conn {
         match backend.protocol {
             Protocol::Http1 => {
                 *req.version_mut() = Version::HTTP_11;
-                if !req.headers().contains_key(HOST) {
+                if !has_host {
                     let host = match authority.port_u16() {
                         Some(80) => HeaderValue::from_str(authority.host()),
                         _ => HeaderValue::from_str(authority.as_str()),
                     };
-                    req.headers_mut().insert(HOST, host.ok()?);
+                    match raw.as_deref_mut() {
+                        Some(h) => h.insert(HOST, host.ok()?),
+                        None => {
+                            req.headers_mut().insert(HOST, host.ok()?);
+                        }
+                    }
                 }
             }
             Protocol::H2c => {
@@ -259,9 +275,35 @@ impl Conn {
                 uri.authority = Some(authority.clone());
             }
         }
+        req.body_mut().set_head(raw);
         uri.path_and_query = Some(path_and_query);
         *req.uri_mut() = Uri::from_parts(uri).ok()?;
         Some(authority)
+    }
+}
+
+impl Conn {
+    /// A request's header fields on their way upstream: hop-by-hop ones removed (`strip`),
+    /// forwarding fields set (`forwarded`), `x-forwarded-client-cert` set or removed, the
+    /// route's `RequestHeaderModifier`s and `URLRewrite` hostname applied. Whether a `Host`
+    /// is there then.
+    fn edit_request<H: HeaderEdit>(
+        &self,
+        h: &mut H,
+        route: &Route,
+        strip: impl FnOnce(&mut H),
+        forwarded: impl FnOnce(&mut H, &HeaderValue),
+    ) -> bool {
+        strip(h);
+        forwarded(h, &self.client_ip);
+        headers::set_client_cert(h, self.client_cert.as_ref());
+        for m in &route.filters.request_headers {
+            m.apply(h);
+        }
+        if let Some((_, hostname)) = route.filters.rewrite.as_ref().and_then(|rw| rw.hostname.as_ref()) {
+            h.insert_header(HOST, hostname.clone());
+        }
+        h.contains_header(&HOST)
     }
 }
 
@@ -295,6 +337,8 @@ struct Replay {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// The fields kept as bytes (`ProxyBody::head`), if they are.
+    head: Option<Box<RawHeaders>>,
     body: Option<Bytes>,
     trailers: Option<HeaderMap>,
 }
@@ -365,10 +409,12 @@ impl Replay {
                 replay: None,
             });
         }
-        let (parts, body) = req.into_parts();
+        let (parts, mut body) = req.into_parts();
+        let head = body.take_head();
         let (data, trailers) = match body.read_up_to(limit).await? {
             Ok(read) => read,
-            Err(longer) => {
+            Err(mut longer) => {
+                longer.set_head(head);
                 return Ok(Upstream {
                     req: Request::from_parts(parts, longer),
                     authority,
@@ -376,7 +422,9 @@ impl Replay {
                 });
             }
         };
-        let req = Request::from_parts(parts, ProxyBody::buffered(Some(data.clone()), trailers.clone()));
+        let mut body = ProxyBody::buffered(Some(data.clone()), trailers.clone());
+        body.set_head(head);
+        let req = Request::from_parts(parts, body);
         let replay = Replay::of(&req, Some(data), trailers);
         Ok(Upstream {
             req,
@@ -385,19 +433,22 @@ impl Replay {
         })
     }
 
-    fn of<B>(req: &Request<B>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
+    fn of(req: &Request<ProxyBody>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
         Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
+            head: req.body().head().map(|h| Box::new(h.clone())),
             body,
             trailers,
         }
     }
 
     fn request(&self) -> Request<ProxyBody> {
-        let mut copy = Request::new(ProxyBody::buffered(self.body.clone(), self.trailers.clone()));
+        let mut body = ProxyBody::buffered(self.body.clone(), self.trailers.clone());
+        body.set_head(self.head.clone());
+        let mut copy = Request::new(body);
         *copy.method_mut() = self.method.clone();
         *copy.uri_mut() = self.uri.clone();
         *copy.version_mut() = self.version;
@@ -640,12 +691,15 @@ fn refused(err: &UpstreamError) -> bool {
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1), else `Host`.
-fn authority<B>(req: &Request<B>) -> Option<Authority> {
+fn authority(req: &Request<ProxyBody>) -> Option<Authority> {
     if let Some(a) = req.uri().authority() {
         return Some(a.clone());
     }
-    let host = req.headers().get(HOST)?;
-    Authority::try_from(host.as_bytes()).ok()
+    let host = match req.body().head() {
+        Some(raw) => raw.get(HOST.as_str())?,
+        None => req.headers().get(HOST)?.as_bytes(),
+    };
+    Authority::try_from(host).ok()
 }
 
 /// `Authority::host` with byte searches: the same result (userinfo dropped, an IPv6 literal

@@ -18,22 +18,58 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
+/// A message's header fields: its `HeaderMap`, and those still kept as bytes (`headers::raw`;
+/// the map is empty then, or holds what was added to it).
+#[derive(Clone, Copy)]
+pub struct Fields<'a> {
+    pub map: &'a HeaderMap,
+    pub raw: Option<&'a RawHeaders>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn map(map: &'a HeaderMap) -> Self {
+        Fields { map, raw: None }
+    }
+
+    /// The values of `name` (lower-case): the map's, then the raw ones.
+    pub fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let map = self.map.get_all(name).into_iter().map(HeaderValue::as_bytes);
+        map.chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
+    }
+
+    pub fn contains(self, name: &str) -> bool {
+        self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
+    }
+
+    /// Writes every field as `name: value\r\n` (the map's lower-case, as hyper does; the raw
+    /// ones as they came), but `skip` (lower-case).
+    pub fn write_to(self, dst: &mut Vec<u8>, skip: Option<&str>) {
+        for (name, value) in self.map {
+            if skip.is_some_and(|s| name.as_str() == s) {
+                continue;
+            }
+            dst.extend_from_slice(name.as_str().as_bytes());
+            dst.extend_from_slice(b": ");
+            dst.extend_from_slice(value.as_bytes());
+            dst.extend_from_slice(b"\r\n");
+        }
+        if let Some(raw) = self.raw {
+            raw.write_to(dst, skip);
+        }
+    }
+}
+
 /// Writes the request line and headers of an origin-form HTTP/1.1 request, as hyper's client
-/// does (names as stored, lower-case; values as they are). `body_len`: a body of that many
-/// bytes follows; `content-length` is added when the headers have none (hyper does the same
-/// for a body of known size). No body: nothing is added.
-pub fn write_request_head(dst: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, body_len: usize) {
+/// does (names as stored, lower-case; values as they are; fields kept as bytes as they came).
+/// `body_len`: a body of that many bytes follows; `content-length` is added when the headers
+/// have none (hyper does the same for a body of known size). No body: nothing is added.
+pub fn write_request_head(dst: &mut Vec<u8>, method: &Method, target: &str, headers: Fields<'_>, body_len: usize) {
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.push(b' ');
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
-    }
-    if body_len > 0 && !headers.contains_key(CONTENT_LENGTH) {
+    headers.write_to(dst, None);
+    if body_len > 0 && !headers.contains(CONTENT_LENGTH.as_str()) {
         dst.extend_from_slice(b"content-length: ");
         dst.extend_from_slice(body_len.to_string().as_bytes());
         dst.extend_from_slice(b"\r\n");
@@ -318,14 +354,14 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        write_request_head(&mut out, &Method::GET, "/p?q=1", &h, 0);
+        write_request_head(&mut out, &Method::GET, "/p?q=1", Fields::map(&h), 0);
         assert_eq!(out, b"GET /p?q=1 HTTP/1.1\r\nhost: svc\r\nx-a: 1\r\nx-a: 2\r\n\r\n");
         out.clear();
-        write_request_head(&mut out, &Method::POST, "/", &h, 5);
+        write_request_head(&mut out, &Method::POST, "/", Fields::map(&h), 5);
         assert!(out.ends_with(b"x-a: 2\r\ncontent-length: 5\r\n\r\n"));
         h.insert("content-length", HeaderValue::from_static("5"));
         out.clear();
-        write_request_head(&mut out, &Method::POST, "/", &h, 5);
+        write_request_head(&mut out, &Method::POST, "/", Fields::map(&h), 5);
         assert_eq!(out.windows(14).filter(|w| w == b"content-length").count(), 1);
     }
 

@@ -22,12 +22,13 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::codec::Fields;
 use super::conn::write_all;
 use crate::body::ProxyBody;
 use crate::headers::raw::RawHeaders;
@@ -40,8 +41,6 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body read into memory here; longer ones go to hyper, which streams them.
 pub const MAX_BODY: u64 = 64 * 1024;
 const READ: usize = 8 * 1024;
-/// Headers the engine may add to a request (`headers::set_forwarded`, `Host`).
-const FORWARDING_HEADERS: usize = 4;
 
 /// Whether plaintext HTTP/1.1 connections are served here (read once per process).
 pub fn enabled() -> bool {
@@ -196,26 +195,21 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
         .try_fold(0u64, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
 }
 
-/// Takes the request `head` found (and its body) off `buf`; header values and the target stay
-/// slices of the read buffer. `None`: a method, target or header `http` refuses (400).
+/// Takes the request `head` found (and its body) off `buf`; the target and the header fields
+/// stay slices of the read buffer, the fields as a block forwarded as bytes (`headers::raw`,
+/// in the body: `ProxyBody::head`) until something needs a `HeaderMap`. `None`: a method or
+/// target `http` refuses (400); the fields were checked by `httparse` as `http` would.
 fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Request<ProxyBody>> {
     let bytes = buf.split_to(head.len).freeze();
     let body = (head.body > 0).then(|| buf.split_to(head.body).freeze());
     let method = Method::from_bytes(&bytes[head.method[0]..head.method[1]]).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target[0]..head.target[1])).ok()?;
-    // Room for what goes in on the way upstream (x-forwarded-for, x-forwarded-proto,
-    // x-request-id, host): growing the map re-hashes every header (callgrind: ~600 Ir/req).
-    let mut headers = HeaderMap::with_capacity(spans.len() + FORWARDING_HEADERS);
-    for &[n0, n1, v0, v1] in spans {
-        let name = HeaderName::from_bytes(&bytes[n0..n1]).ok()?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).ok()?;
-        headers.append(name, value);
-    }
-    let mut req = Request::new(ProxyBody::buffered(body, None));
+    let mut body = ProxyBody::buffered(body, None);
+    body.set_head(Some(Box::new(RawHeaders::new(bytes, spans))));
+    let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
     Some(req)
 }
 
@@ -367,25 +361,6 @@ fn write_header(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
-/// A response's header fields: its `HeaderMap`, and those still kept as bytes (`headers::raw`).
-#[derive(Clone, Copy)]
-struct Fields<'a> {
-    map: &'a HeaderMap,
-    raw: Option<&'a RawHeaders>,
-}
-
-impl<'a> Fields<'a> {
-    /// The values of `name` (lower-case): the map's, then the raw ones.
-    fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let map = self.map.get_all(name).into_iter().map(HeaderValue::as_bytes);
-        map.chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
-    }
-
-    fn contains(self, name: &str) -> bool {
-        self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
-    }
-}
-
 /// The status line and headers as hyper's server writes them (names lower-case, a `date`
 /// when there is none, `content-length` from the body when known, else chunked); how the body
 /// follows. Fields kept as bytes go out as they came (their names' case, their order).
@@ -402,15 +377,7 @@ fn write_head(
     dst.push(b' ');
     dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     dst.extend_from_slice(b"\r\n");
-    for (name, value) in headers.map {
-        if close && name == CONNECTION {
-            continue;
-        }
-        write_header(dst, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if let Some(raw) = headers.raw {
-        raw.write_to(dst, close.then_some(CONNECTION.as_str()));
-    }
+    headers.write_to(dst, close.then_some(CONNECTION.as_str()));
     if !headers.contains(DATE.as_str()) {
         write_header(dst, b"date", &date());
     }

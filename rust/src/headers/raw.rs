@@ -33,7 +33,7 @@ pub struct RawHeaders {
 /// The names the engine itself looks up or removes, tagged once per field (by length, then
 /// one case-insensitive compare) so that a lookup compares tags, not names. The hop-by-hop
 /// ones first (`headers::HOP_BY_HOP`'s order).
-const KNOWN: [&str; 14] = [
+const KNOWN: [&str; 17] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -48,6 +48,9 @@ const KNOWN: [&str; 14] = [
     "trailer",
     "host",
     "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
 ];
 /// The tag of every other name.
 const OTHER: u8 = u8::MAX;
@@ -59,12 +62,14 @@ fn tag_of(name: &[u8]) -> u8 {
     let candidates: &[u8] = match name.len() {
         2 => &[7],
         4 => &[10, 12],
+        12 => &[16],
+        15 => &[14],
         6 => &[8],
         7 => &[4, 11],
         10 => &[0, 1],
         14 => &[9],
         16 => &[2],
-        17 => &[3],
+        17 => &[3, 15],
         18 => &[6],
         19 => &[5],
         23 => &[13],
@@ -282,12 +287,16 @@ impl RawHeaders {
 /// What a route's header filters and the forwarding code edit: a `HeaderMap`, or a block
 /// kept raw.
 pub trait HeaderEdit {
+    fn contains_header(&self, name: &HeaderName) -> bool;
     fn insert_header(&mut self, name: HeaderName, value: HeaderValue);
     fn append_header(&mut self, name: HeaderName, value: HeaderValue);
     fn remove_header(&mut self, name: &HeaderName);
 }
 
 impl HeaderEdit for HeaderMap {
+    fn contains_header(&self, name: &HeaderName) -> bool {
+        self.contains_key(name)
+    }
     fn insert_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.insert(name, value);
     }
@@ -300,6 +309,9 @@ impl HeaderEdit for HeaderMap {
 }
 
 impl HeaderEdit for RawHeaders {
+    fn contains_header(&self, name: &HeaderName) -> bool {
+        self.contains(name.as_str())
+    }
     fn insert_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.insert(name, value);
     }
