@@ -695,3 +695,4 @@ mod fastpath;
 mod resilience;
 mod reuse;
 mod server;
+mod headers;

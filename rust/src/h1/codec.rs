@@ -33,12 +33,23 @@ impl<'a> Fields<'a> {
 
     /// The values of `name` (lower-case): the map's, then the raw ones.
     pub fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let map = self.map.get_all(name).into_iter().map(HeaderValue::as_bytes);
-        map.chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
+        // An empty map (fields kept as bytes) is not asked: it would parse `name` first.
+        let map = (!self.map.is_empty()).then(|| self.map.get_all(name).into_iter().map(HeaderValue::as_bytes));
+        map.into_iter()
+            .flatten()
+            .chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
+    }
+
+    /// The first value of `name` (lower-case).
+    pub fn get(self, name: &'a str) -> Option<&'a [u8]> {
+        match self.raw {
+            Some(raw) if self.map.is_empty() => raw.get(name),
+            _ => self.get_all(name).next(),
+        }
     }
 
     pub fn contains(self, name: &str) -> bool {
-        self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
+        !self.map.is_empty() && self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
     }
 
     /// Writes every field as `name: value\r\n` (the map's lower-case, as hyper does; the raw

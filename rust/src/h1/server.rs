@@ -388,7 +388,7 @@ fn write_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if let Some(v) = headers.get_all(CONTENT_LENGTH.as_str()).next() {
+    let framing = if let Some(v) = headers.get(CONTENT_LENGTH.as_str()) {
         // Unreadable: the body runs until the connection closes.
         Framing::Length(parse_decimal(v.trim_ascii()).unwrap_or(u64::MAX))
     } else if bodiless {

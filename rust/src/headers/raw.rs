@@ -62,12 +62,12 @@ fn tag_of(name: &[u8]) -> u8 {
     let candidates: &[u8] = match name.len() {
         2 => &[7],
         4 => &[10, 12],
-        12 => &[16],
-        15 => &[14],
         6 => &[8],
         7 => &[4, 11],
         10 => &[0, 1],
+        12 => &[16],
         14 => &[9],
+        15 => &[14],
         16 => &[2],
         17 => &[3, 15],
         18 => &[6],
@@ -76,11 +76,18 @@ fn tag_of(name: &[u8]) -> u8 {
         _ => return OTHER,
     };
     for &t in candidates {
-        if name.eq_ignore_ascii_case(KNOWN[t as usize].as_bytes()) {
+        if eq_lower(name, KNOWN[t as usize].as_bytes()) {
             return t;
         }
     }
     OTHER
+}
+
+/// `name` (a token, any case) is `known` (lower-case letters and `-`); same length. Setting
+/// bit 0x20 lower-cases letters and keeps `-` and digits: exact for such `known` names. No
+/// early exit, so it compiles to a few wide operations.
+fn eq_lower(name: &[u8], known: &[u8]) -> bool {
+    name[0] | 0x20 == known[0] && name.iter().zip(known).fold(0u8, |d, (a, b)| d | ((a | 0x20) ^ b)) == 0
 }
 
 fn bit(tag: u8) -> u32 {
@@ -89,6 +96,14 @@ fn bit(tag: u8) -> u32 {
     } else {
         1 << tag
     }
+}
+
+fn line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.reserve(name.len() + value.len() + 4);
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
 }
 
 /// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
@@ -160,10 +175,23 @@ impl RawHeaders {
 
     /// The first value of `name` (lower-case).
     pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        let tag = tag_of(name.as_bytes());
+        if tag != OTHER {
+            if self.present & bit(tag) == 0 {
+                return None;
+            }
+            if let Some(f) = self.fields.iter().find(|f| f.tag == tag) {
+                return Some(self.slice(f.value));
+            }
+        }
         self.get_all(name).next()
     }
 
     pub fn contains(&self, name: &str) -> bool {
+        let tag = tag_of(name.as_bytes());
+        if tag != OTHER {
+            return self.present & bit(tag) != 0;
+        }
         self.get(name).is_some()
     }
 
@@ -201,21 +229,41 @@ impl RawHeaders {
         let skipped = |t: u8, name: &[u8]| {
             tag.is_some_and(|(st, s)| t == st && (st != OTHER || name.eq_ignore_ascii_case(s)))
         };
-        let mut field = |name: &[u8], value: &[u8]| {
-            dst.extend_from_slice(name);
-            dst.extend_from_slice(b": ");
-            dst.extend_from_slice(value);
-            dst.extend_from_slice(b"\r\n");
-        };
+        // Runs of fields that are whole `name: value\r\n` lines back to back in the block (most
+        // heads) are copied as one slice.
+        let mut run: Option<[usize; 2]> = None;
         for f in &self.fields {
             let name = self.slice(f.name);
-            if !skipped(f.tag, name) {
-                field(name, self.slice(f.value));
+            if skipped(f.tag, name) {
+                continue;
             }
+            let [start, end] = [f.name[0] as usize, f.value[1] as usize + 2];
+            let canonical = f.value[0] == f.name[1] + 2
+                && self.block.get(f.name[1] as usize..f.value[0] as usize) == Some(b": ")
+                && self.block.get(end - 2..end) == Some(b"\r\n");
+            if canonical {
+                match &mut run {
+                    Some([_, e]) if *e == start => *e = end,
+                    _ => {
+                        if let Some([s, e]) = run.take() {
+                            dst.extend_from_slice(&self.block[s..e]);
+                        }
+                        run = Some([start, end]);
+                    }
+                }
+                continue;
+            }
+            if let Some([s, e]) = run.take() {
+                dst.extend_from_slice(&self.block[s..e]);
+            }
+            line(dst, name, self.slice(f.value));
+        }
+        if let Some([s, e]) = run {
+            dst.extend_from_slice(&self.block[s..e]);
         }
         for (name, value, t) in &self.added {
             if !skipped(*t, name.as_str().as_bytes()) {
-                field(name.as_str().as_bytes(), value.as_bytes());
+                line(dst, name.as_str().as_bytes(), value.as_bytes());
             }
         }
     }
