@@ -184,8 +184,9 @@ pin_project_lite::pin_project! {
         // A response body must end before the route's timeout (none: no timer at all).
         deadline: Option<Deadline>,
         // A request's header fields kept as the bytes the client sent (`headers::raw`, from
-        // `h1::server`); the request's `HeaderMap` is empty then. Boxed: one pointer to move.
-        head: Option<Box<RawHeaders>>,
+        // `h1::server`); the request's `HeaderMap` is empty then. Shared: the replay copy of
+        // the request (`proxy::Replay`) takes a reference, not a copy; one pointer to move.
+        head: Option<Arc<RawHeaders>>,
     }
 
     impl PinnedDrop for ProxyBody {
@@ -300,11 +301,16 @@ impl ProxyBody {
         self.head.as_deref()
     }
 
-    pub fn take_head(&mut self) -> Option<Box<RawHeaders>> {
+    /// The same fields, shared (the replay copy of a request).
+    pub fn head_shared(&self) -> Option<Arc<RawHeaders>> {
+        self.head.clone()
+    }
+
+    pub fn take_head(&mut self) -> Option<Arc<RawHeaders>> {
         self.head.take()
     }
 
-    pub fn set_head(&mut self, head: Option<Box<RawHeaders>>) {
+    pub fn set_head(&mut self, head: Option<Arc<RawHeaders>>) {
         self.head = head;
     }
 
@@ -348,7 +354,7 @@ impl ProxyBody {
 pub fn materialize(req: &mut http::Request<ProxyBody>) {
     if let Some(head) = req.body_mut().take_head() {
         let map = std::mem::take(req.headers_mut());
-        let mut all = head.into_map();
+        let mut all = Arc::unwrap_or_clone(head).into_map();
         all.extend(map);
         *req.headers_mut() = all;
     }

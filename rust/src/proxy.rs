@@ -224,7 +224,8 @@ impl Conn {
         }
         // Fields the client sent as bytes are edited as bytes (`headers::raw`).
         let mut raw = req.body_mut().take_head();
-        let has_host = match raw.as_deref_mut() {
+        // Not shared yet (the replay copy is taken after this): no copy made.
+        let has_host = match raw.as_mut().map(Arc::make_mut) {
             Some(h) => self.edit_request(h, route, |h| h.strip_hop_by_hop(true), headers::set_forwarded_raw),
             None => self.edit_request(
                 req.headers_mut(),
@@ -259,7 +260,7 @@ impl Conn {
                         Some(80) => HeaderValue::from_str(authority.host()),
                         _ => HeaderValue::from_str(authority.as_str()),
                     };
-                    match raw.as_deref_mut() {
+                    match raw.as_mut().map(Arc::make_mut) {
                         Some(h) => h.insert(HOST, host.ok()?),
                         None => {
                             req.headers_mut().insert(HOST, host.ok()?);
@@ -338,7 +339,7 @@ struct Replay {
     version: Version,
     headers: HeaderMap,
     /// The fields kept as bytes (`ProxyBody::head`), if they are.
-    head: Option<Box<RawHeaders>>,
+    head: Option<Arc<RawHeaders>>,
     body: Option<Bytes>,
     trailers: Option<HeaderMap>,
 }
@@ -439,7 +440,7 @@ impl Replay {
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
-            head: req.body().head().map(|h| Box::new(h.clone())),
+            head: req.body().head_shared(),
             body,
             trailers,
         }

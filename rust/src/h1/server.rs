@@ -205,7 +205,7 @@ fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Requ
     let method = Method::from_bytes(&bytes[head.method[0]..head.method[1]]).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target[0]..head.target[1])).ok()?;
     let mut body = ProxyBody::buffered(body, None);
-    body.set_head(Some(Box::new(RawHeaders::new(bytes, spans))));
+    body.set_head(Some(std::sync::Arc::new(RawHeaders::new(bytes, spans))));
     let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = uri;

@@ -75,20 +75,53 @@ fn tag_of(name: &[u8]) -> u8 {
         23 => &[13],
         _ => return OTHER,
     };
+    let print = fingerprint(name, true);
     for &t in candidates {
-        if eq_lower(name, KNOWN[t as usize].as_bytes()) {
+        if print == PRINTS[t as usize] {
             return t;
         }
     }
     OTHER
 }
 
-/// `name` (a token, any case) is `known` (lower-case letters and `-`); same length. Setting
-/// bit 0x20 lower-cases letters and keeps `-` and digits: exact for such `known` names. No
-/// early exit, so it compiles to a few wide operations.
-fn eq_lower(name: &[u8], known: &[u8]) -> bool {
-    name[0] | 0x20 == known[0] && name.iter().zip(known).fold(0u8, |d, (a, b)| d | ((a | 0x20) ^ b)) == 0
+/// Three overlapping little-endian words covering a name of up to 24 bytes (at 0, 8 and the
+/// last 8; shorter names by 4-byte halves or bytes): names of the same length are equal when
+/// their prints are. `lower`: bit 0x20 set in every byte, which lower-cases letters and keeps
+/// `-` and digits, so a token in any case prints as the lower-case `KNOWN` name it is (no
+/// other token byte turns into a letter or `-`).
+const fn fingerprint(b: &[u8], lower: bool) -> [u64; 3] {
+    let n = b.len();
+    if n >= 16 {
+        [word(b, 0, 8, lower), word(b, 8, 8, lower), word(b, n - 8, 8, lower)]
+    } else if n >= 8 {
+        [word(b, 0, 8, lower), word(b, n - 8, 8, lower), 0]
+    } else if n >= 4 {
+        [word(b, 0, 4, lower), word(b, n - 4, 4, lower), 0]
+    } else {
+        [word(b, 0, n, lower), 0, 0]
+    }
 }
+
+const fn word(b: &[u8], at: usize, len: usize, lower: bool) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < len {
+        let c = if lower { b[at + i] | 0x20 } else { b[at + i] };
+        v |= (c as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+const PRINTS: [[u64; 3]; KNOWN.len()] = {
+    let mut p = [[0u64; 3]; KNOWN.len()];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        p[i] = fingerprint(KNOWN[i].as_bytes(), false);
+        i += 1;
+    }
+    p
+};
 
 fn bit(tag: u8) -> u32 {
     if tag == OTHER {
