@@ -479,11 +479,7 @@ impl UpstreamClient {
         let mut pending = None;
         let mut conn = loop {
             if let Some(mut conn) = shared.take_raw_idle(authority) {
-                if conn
-                    .send(&parts.method, target, fields, body.as_ref())
-                    .await
-                    .is_ok()
-                {
+                if conn.send(&parts.method, target, fields, body.as_ref()).await.is_ok() {
                     break conn;
                 }
                 continue;

@@ -37,7 +37,10 @@ fn edits_are_applied_in_order() {
     h.append(SET_COOKIE, HeaderValue::from_static("s=1"));
     h.append(HeaderName::from_static("x-keep"), HeaderValue::from_static("2"));
     h.remove("x-gone");
-    assert_eq!(written(&h), "X-Keep: 1\r\nx-set: new\r\nset-cookie: s=1\r\nx-keep: 2\r\n");
+    assert_eq!(
+        written(&h),
+        "X-Keep: 1\r\nx-set: new\r\nset-cookie: s=1\r\nx-keep: 2\r\n"
+    );
     // An added field is removed too.
     h.remove("set-cookie");
     assert_eq!(written(&h), "X-Keep: 1\r\nx-set: new\r\nx-keep: 2\r\n");
@@ -124,4 +127,50 @@ fn obs_fold_and_invalid_bytes_are_refused_before_a_block_is_kept() {
     let h = parsed("X-A: caf\u{e9}\tx\r\n");
     assert_eq!(h.get("x-a"), Some("caf\u{e9}\tx".as_bytes()));
     assert_eq!(h.into_map()["x-a"].as_bytes(), "caf\u{e9}\tx".as_bytes());
+}
+
+#[test]
+fn forwarding_fields_are_set_as_on_a_map() {
+    let ip = HeaderValue::from_static("127.0.0.1");
+    let without_id = |m: HeaderMap| {
+        let mut m = m;
+        let id = m.remove("x-request-id");
+        (m, id)
+    };
+    // None of them yet: added (a fresh request id); some already there: joined, replaced, kept.
+    for wire in [
+        "X-A: 1\r\n",
+        "X-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nX-Forwarded-Proto: https\r\nX-Request-Id: abc\r\n",
+    ] {
+        let mut raw = parsed(wire);
+        crate::headers::set_forwarded_raw(&mut raw, &ip);
+        let mut map = parsed(wire).into_map();
+        crate::headers::set_forwarded(&mut map, &ip);
+        let (raw, raw_id) = without_id(raw.into_map());
+        let (map, map_id) = without_id(map);
+        assert_eq!(raw, map, "{wire}");
+        assert_eq!(raw_id.map(|v| v.len()), map_id.map(|v| v.len()), "{wire}");
+    }
+    let mut raw = parsed("X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: abc\r\n");
+    crate::headers::set_forwarded_raw(&mut raw, &ip);
+    assert_eq!(raw.get("x-forwarded-for"), Some(&b"10.0.0.1, 127.0.0.1"[..]));
+    assert_eq!(raw.get("x-request-id"), Some(&b"abc"[..]));
+}
+
+#[test]
+fn names_are_told_apart_by_their_prints_in_any_case() {
+    for (t, known) in KNOWN.iter().enumerate() {
+        assert_eq!(tag_of(known.as_bytes()), t as u8, "{known}");
+        assert_eq!(tag_of(known.to_ascii_uppercase().as_bytes()), t as u8, "{known}");
+        // One byte changed anywhere: another name.
+        for i in 0..known.len() {
+            let mut other = known.as_bytes().to_vec();
+            other[i] = if other[i] == b'-' { b'_' } else { b'x' ^ (other[i] & 1) };
+            if other != known.as_bytes() {
+                assert_eq!(tag_of(&other), OTHER, "{}", String::from_utf8_lossy(&other));
+            }
+        }
+    }
+    assert_eq!(tag_of(b"x"), OTHER);
+    assert_eq!(tag_of(b"content-type"), OTHER);
 }

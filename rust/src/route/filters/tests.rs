@@ -1,5 +1,5 @@
-use http::HeaderMap;
 use super::*;
+use http::HeaderMap;
 
 fn target<'a>(host: &'a str, port: Option<u16>, path: &'a str, query: Option<&'a str>) -> RequestTarget<'a> {
     RequestTarget {
