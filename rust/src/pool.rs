@@ -508,11 +508,21 @@ impl UpstreamClient {
             shared: shared.clone(),
             authority: authority.clone(),
         };
-        // The header fields travel as bytes inside the (boxed) body: `PeerBody::raw_head`.
-        let body = RawBody::new(conn, head.headers, head.framing, head.keep_alive, back);
+        // A request whose fields came as bytes (`h1::server`) gets its response's fields as
+        // bytes too, inside the (boxed) body (`PeerBody::raw_head`); any other (HTTP/2, hyper's
+        // server, a vhost that built a `HeaderMap`) gets them in the response's `HeaderMap`.
+        let (fields, map) = if raw.is_some() {
+            (Some(head.headers), None)
+        } else {
+            (None, Some(head.headers.into_map()))
+        };
+        let body = RawBody::new(conn, fields, head.framing, head.keep_alive, back);
         let mut resp = Response::new(PeerBody::Raw(Box::new(body)));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
+        if let Some(map) = map {
+            *resp.headers_mut() = map;
+        }
         // The body gives the connection back itself.
         let pooled = Pooled {
             shared: shared.clone(),

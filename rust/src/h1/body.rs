@@ -38,7 +38,13 @@ enum State {
 impl RawBody {
     /// The body of a response whose head was just read from `conn`. When the whole body is
     /// already in the buffer, the connection is released at once.
-    pub fn new(mut conn: RawConn, head: RawHeaders, framing: Framing, keep_alive: bool, release: Return) -> Self {
+    pub fn new(
+        mut conn: RawConn,
+        head: Option<RawHeaders>,
+        framing: Framing,
+        keep_alive: bool,
+        release: Return,
+    ) -> Self {
         let state = match framing {
             Framing::Empty => State::Whole(None),
             Framing::Length(n) if conn.buf.len() as u64 >= n => {
@@ -55,7 +61,7 @@ impl RawBody {
             keep_alive,
             release: Some(release),
             trailers: None,
-            head: Some(head),
+            head,
         };
         if matches!(body.state, State::Whole(_)) {
             body.finish();
