@@ -63,24 +63,12 @@ impl Conn {
     }
 
     /// `req`'s body: `ProxyBody::request` (hyper's server) or `ProxyBody::buffered` (`h1::server`).
-    /// The response's header fields are all in its `HeaderMap`.
-    pub async fn handle(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
-        let mut resp = self.handle_h1(req).await;
-        if let Some(raw) = resp.body_mut().take_raw_head() {
-            let map = std::mem::take(resp.headers_mut());
-            let mut all = raw.into_map();
-            all.extend(map);
-            *resp.headers_mut() = all;
-        }
-        resp
-    }
-
-    /// `handle` for a writer of HTTP/1.1 heads (`h1::server`): a response from the engine's own
-    /// HTTP/1.1 client may keep its header fields as bytes (`ProxyBody::take_raw_head`, its
-    /// `HeaderMap` empty then), already edited (hop-by-hop removed, the route's
-    /// `ResponseHeaderModifier`, `set-cookie`).
+    /// A request whose header fields are kept as bytes (`ProxyBody::head`, made only by
+    /// `h1::server`) may get a response whose fields are bytes too (`ProxyBody::take_raw_head`,
+    /// its `HeaderMap` empty then), already edited (hop-by-hop removed, the route's
+    /// `ResponseHeaderModifier`, `set-cookie`); every other response has them in its `HeaderMap`.
     #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
-    pub async fn handle_h1(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
         // In flight requests keep the snapshot they started with, even across a swap.

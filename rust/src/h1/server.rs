@@ -108,7 +108,7 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
             let _ = write_all(&mut io, &mut &BAD_REQUEST[..]).await;
             return None;
         };
-        let resp = conn.handle_h1(req).await;
+        let resp = conn.handle(req).await;
         let close = head.close || draining || *drain.borrow();
         if respond(&mut io, &mut out, resp, head.is_head_method, close)
             .await
