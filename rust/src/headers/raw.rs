@@ -364,6 +364,16 @@ impl RawHeaders {
                         .eq_ignore_ascii_case(b"trailers")
                 })
         });
+        if listed.is_empty() {
+            // Most heads: `Connection: keep-alive` or `close` alone; tags decide.
+            self.fields.retain(|f| mask & bit(f.tag) == 0);
+            self.added.retain(|a| mask & bit(a.2) == 0);
+            self.present &= !mask;
+            if trailers {
+                self.append(http::header::TE, HeaderValue::from_static("trailers"));
+            }
+            return;
+        }
         let gone = |tag: u8, name: &[u8]| mask & bit(tag) != 0 || listed.iter().any(|l| name.eq_ignore_ascii_case(l));
         let block = &self.block;
         self.fields
