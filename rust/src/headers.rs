@@ -171,12 +171,12 @@ pub fn set_client_cert<H: HeaderEdit>(headers: &mut H, xfcc: Option<&HeaderValue
 /// A random UUID v4, lower-case hex with dashes.
 pub fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = bytes[6] & 0x0f | 0x40;
-    bytes[8] = bytes[8] & 0x3f | 0x80;
     // Where each byte's two digits go (the dashes stay): constant positions, so the loop
     // unrolls without bounds checks.
     const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut bytes = fastrand::u128(..).to_be_bytes();
+    bytes[6] = bytes[6] & 0x0f | 0x40;
+    bytes[8] = bytes[8] & 0x3f | 0x80;
     let mut out = [b'-'; 36];
     for (b, at) in bytes.iter().zip(AT) {
         out[at] = HEX[usize::from(b >> 4)];
