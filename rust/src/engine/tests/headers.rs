@@ -118,3 +118,38 @@ fn a_header_matcher_still_sees_the_fields_and_hyper_downstreams_get_a_header_map
         assert!(a.body.contains("upstream=one\n"), "{}", a.body);
     });
 }
+
+#[test]
+fn fields_kept_as_bytes_reach_an_h2c_upstream_through_a_header_map() {
+    // A vhost without header matches (the fields stay bytes through routing), an h2c backend:
+    // the map is built before the edits, and the upstream sees them (authority, forwarding
+    // fields, hop-by-hop gone).
+    run(async {
+        let up = upstream("h2", true).await;
+        let engine = Engine::new(1).unwrap();
+        engine
+            .apply(&one_route(&format!(r#""protocol": "h2c", "endpoints": ["{up}"]"#)))
+            .unwrap();
+        let proxy = engine.listeners()[0].1;
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        c.write_all(b"GET /x HTTP/1.1\r\nHost: svc.test\r\nX-Hop: 1\r\nConnection: close, x-hop\r\nX-A: kept\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.unwrap();
+        let got = String::from_utf8(got).unwrap();
+        for line in [
+            "HTTP/1.1 200 OK",
+            "upstream=h2\n",
+            "version=HTTP/2.0\n",
+            "authority=svc.test\n",
+            "host=-\n",
+            "xff=127.0.0.1\n",
+            "xfp=http\n",
+            "x-hop=-\n",
+            "x-a=kept\n",
+        ] {
+            assert!(got.contains(line), "{line:?} in {got}");
+        }
+    });
+}
