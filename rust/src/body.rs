@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 
 use crate::balance::{Endpoint, Slot};
 use crate::h1::body::RawBody;
+use crate::headers::raw::RawHeaders;
 use crate::pool::Pooled;
 use crate::stats::{ResilienceStats, Stats};
 
@@ -119,6 +120,25 @@ pub enum PeerBody {
     Raw(Box<RawBody>),
 }
 
+impl PeerBody {
+    /// The header fields of a response from the engine's own HTTP/1.1 client, kept as bytes
+    /// (`headers::raw`) while nobody needed a `HeaderMap`; the response's `HeaderMap` is empty
+    /// then.
+    pub fn raw_head(&mut self) -> Option<&mut RawHeaders> {
+        match self {
+            PeerBody::Raw(b) => b.head.as_mut(),
+            PeerBody::Hyper(_) => None,
+        }
+    }
+
+    pub fn take_raw_head(&mut self) -> Option<RawHeaders> {
+        match self {
+            PeerBody::Raw(b) => b.head.take(),
+            PeerBody::Hyper(_) => None,
+        }
+    }
+}
+
 impl Body for PeerBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -163,6 +183,10 @@ pin_project_lite::pin_project! {
         pooled: Option<Pooled>,
         // A response body must end before the route's timeout (none: no timer at all).
         deadline: Option<Deadline>,
+        // A request's header fields kept as the bytes the client sent (`headers::raw`, from
+        // `h1::server`); the request's `HeaderMap` is empty then. Shared: the replay copy of
+        // the request (`proxy::Replay`) takes a reference, not a copy; one pointer to move.
+        head: Option<Arc<RawHeaders>>,
     }
 
     impl PinnedDrop for ProxyBody {
@@ -188,6 +212,7 @@ impl ProxyBody {
             guard: Some(guard),
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -207,6 +232,7 @@ impl ProxyBody {
             guard: Some(guard),
             pooled,
             deadline: None,
+            head: None,
         }
     }
 
@@ -219,6 +245,7 @@ impl ProxyBody {
             guard: Some(guard),
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -231,6 +258,7 @@ impl ProxyBody {
             guard: None,
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -248,6 +276,7 @@ impl ProxyBody {
             guard: None,
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
@@ -265,6 +294,31 @@ impl ProxyBody {
     /// read from it yet: `Some(None)` no body, `Some(Some(data))`; `None` otherwise.
     pub fn in_memory(&self) -> Option<Option<&Bytes>> {
         (self.inner.is_none() && self.trailers.is_none()).then_some(self.buffered.as_ref())
+    }
+
+    /// A request's header fields kept as bytes (`h1::server`); `None` after `take_head`.
+    pub fn head(&self) -> Option<&RawHeaders> {
+        self.head.as_deref()
+    }
+
+    /// The same fields, shared (the replay copy of a request).
+    pub fn head_shared(&self) -> Option<Arc<RawHeaders>> {
+        self.head.clone()
+    }
+
+    pub fn take_head(&mut self) -> Option<Arc<RawHeaders>> {
+        self.head.take()
+    }
+
+    pub fn set_head(&mut self, head: Option<Arc<RawHeaders>>) {
+        self.head = head;
+    }
+
+    /// The response's header fields if they are still bytes (`PeerBody::raw_head`), taken: the
+    /// writer of the head writes them (`h1::server`), or `into_map` puts them in the response's
+    /// `HeaderMap` (`proxy::Conn::handle`).
+    pub fn take_raw_head(&mut self) -> Option<RawHeaders> {
+        self.inner.as_mut().and_then(PeerBody::take_raw_head)
     }
 
     /// Cuts the body (an error to the client, counted) if it has not ended by `deadline`.
@@ -292,6 +346,17 @@ impl ProxyBody {
             }
         }
         Ok(Ok((data.freeze(), trailers)))
+    }
+}
+
+/// Puts a request's header fields kept as bytes (`ProxyBody::head`) into its `HeaderMap`, for
+/// whatever needs one (header matchers, session affinity, hyper's and h2's clients).
+pub fn materialize(req: &mut http::Request<ProxyBody>) {
+    if let Some(head) = req.body_mut().take_head() {
+        let map = std::mem::take(req.headers_mut());
+        let mut all = Arc::unwrap_or_clone(head).into_map();
+        all.extend(map);
+        *req.headers_mut() = all;
     }
 }
 

@@ -6,6 +6,10 @@ use http::header::Entry;
 use http::header::{CONNECTION, EXPECT, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+pub mod raw;
+
+use raw::{HeaderEdit, RawHeaders};
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -135,35 +139,48 @@ pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     }
 }
 
+/// `set_forwarded` on a header block kept as bytes: the same fields, the same values.
+pub fn set_forwarded_raw(headers: &mut RawHeaders, client_ip: &HeaderValue) {
+    if headers.contains(X_FORWARDED_FOR.as_str()) {
+        let mut buf = BytesMut::with_capacity(64);
+        for v in headers.get_all(X_FORWARDED_FOR.as_str()) {
+            buf.put_slice(v);
+            buf.put_slice(b", ");
+        }
+        buf.put_slice(client_ip.as_bytes());
+        let joined = HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone());
+        headers.insert(X_FORWARDED_FOR.clone(), joined);
+    } else {
+        headers.append(X_FORWARDED_FOR.clone(), client_ip.clone());
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if !headers.contains(X_REQUEST_ID.as_str()) {
+        headers.append(X_REQUEST_ID.clone(), request_id());
+    }
+}
+
 /// `x-forwarded-client-cert` is the engine's to set: whatever the client sent is removed, and
 /// a verified mTLS connection's value (`tls::Peer::xfcc`) is set.
-pub fn set_client_cert(headers: &mut HeaderMap, xfcc: Option<&HeaderValue>) {
+pub fn set_client_cert<H: HeaderEdit>(headers: &mut H, xfcc: Option<&HeaderValue>) {
     match xfcc {
-        Some(v) => {
-            headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_CLIENT_CERT);
-        }
+        Some(v) => headers.insert_header(X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
+        None => headers.remove_header(&X_FORWARDED_CLIENT_CERT),
     }
 }
 
 /// A random UUID v4, lower-case hex with dashes.
 pub fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where each byte's two digits go (the dashes stay): constant positions, so the loop
+    // unrolls without bounds checks.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut bytes = fastrand::u128(..).to_be_bytes();
     bytes[6] = bytes[6] & 0x0f | 0x40;
     bytes[8] = bytes[8] & 0x3f | 0x80;
-    let mut out = [0u8; 36];
-    let mut j = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[j] = b'-';
-            j += 1;
-        }
-        out[j] = HEX[usize::from(b >> 4)];
-        out[j + 1] = HEX[usize::from(b & 0x0f)];
-        j += 2;
+    let mut out = [b'-'; 36];
+    for (b, at) in bytes.iter().zip(AT) {
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
     }
     // Cut from a per-thread block: no allocation per id, and the value is a shared `Bytes`
     // from the start, so cloning it (the replay copy of a bodiless request) does not allocate

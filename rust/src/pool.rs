@@ -34,6 +34,7 @@ use crate::balance::{outlier::Health, p2c::PeakEwma, Backend, Endpoint};
 use crate::body::{PeerBody, ProxyBody};
 use crate::config::{BackendConfig, PoolConfig, Protocol};
 use crate::h1::body::RawBody;
+use crate::h1::codec::Fields;
 use crate::h1::conn::RawConn;
 use crate::stats::{EndpointStats, Limit, Stats};
 use crate::tls::outbound::{clone_connect_error, TlsConnect};
@@ -410,6 +411,7 @@ impl UpstreamClient {
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         if self.shared.protocol == Protocol::H2c {
+            crate::body::materialize(&mut req);
             let (resp, pooled) = self.send_h2(authority, req).await?;
             return Ok((resp.map(PeerBody::Hyper), pooled));
         }
@@ -419,6 +421,8 @@ impl UpstreamClient {
                 return self.send_raw(authority, req, body).await;
             }
         }
+        // hyper's client takes a `HeaderMap`.
+        crate::body::materialize(&mut req);
         let mut pending = None;
         let reserved = loop {
             while let Some(mut sender) = shared.take_idle(authority) {
@@ -463,16 +467,19 @@ impl UpstreamClient {
         body: Option<Bytes>,
     ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         let shared = &self.shared;
-        let (parts, _) = req.into_parts();
+        let (parts, mut rest) = req.into_parts();
+        // The client's fields as bytes, when they still are (`ProxyBody::head`).
+        let raw = rest.take_head();
+        drop(rest);
+        let fields = Fields {
+            map: &parts.headers,
+            raw: raw.as_deref(),
+        };
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut pending = None;
         let mut conn = loop {
             if let Some(mut conn) = shared.take_raw_idle(authority) {
-                if conn
-                    .send(&parts.method, target, &parts.headers, body.as_ref())
-                    .await
-                    .is_ok()
-                {
+                if conn.send(&parts.method, target, fields, body.as_ref()).await.is_ok() {
                     break conn;
                 }
                 continue;
@@ -485,7 +492,7 @@ impl UpstreamClient {
                     let mut conn = Box::pin(shared.connector.connect_raw(reserved))
                         .await
                         .map_err(UpstreamError::Connect)?;
-                    conn.send(&parts.method, target, &parts.headers, body.as_ref())
+                    conn.send(&parts.method, target, fields, body.as_ref())
                         .await
                         .map_err(UpstreamError::Io)?;
                     break conn;
@@ -501,11 +508,21 @@ impl UpstreamClient {
             shared: shared.clone(),
             authority: authority.clone(),
         };
-        let body = RawBody::new(conn, head.framing, head.keep_alive, back);
+        // A request whose fields came as bytes (`h1::server`) gets its response's fields as
+        // bytes too, inside the (boxed) body (`PeerBody::raw_head`); any other (HTTP/2, hyper's
+        // server, a vhost that built a `HeaderMap`) gets them in the response's `HeaderMap`.
+        let (fields, map) = if raw.is_some() {
+            (Some(head.headers), None)
+        } else {
+            (None, Some(head.headers.into_map()))
+        };
+        let body = RawBody::new(conn, fields, head.framing, head.keep_alive, back);
         let mut resp = Response::new(PeerBody::Raw(Box::new(body)));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
-        *resp.headers_mut() = head.headers;
+        if let Some(map) = map {
+            *resp.headers_mut() = map;
+        }
         // The body gives the connection back itself.
         let pooled = Pooled {
             shared: shared.clone(),

@@ -21,6 +21,7 @@ use crate::balance::{Backend, Endpoint, Slot};
 use crate::body::{BodyError, Deadline, InFlight, PeerBody, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
+use crate::headers::raw::{HeaderEdit, RawHeaders};
 use crate::pool::{Pooled, UpstreamError};
 use crate::retry::{Failure, RetryPolicy, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::route::filters::{hit, RequestTarget};
@@ -61,8 +62,12 @@ impl Conn {
         }
     }
 
-    #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
     /// `req`'s body: `ProxyBody::request` (hyper's server) or `ProxyBody::buffered` (`h1::server`).
+    /// A request whose header fields are kept as bytes (`ProxyBody::head`, made only by
+    /// `h1::server`) may get a response whose fields are bytes too (`ProxyBody::take_raw_head`,
+    /// its `HeaderMap` empty then), already edited (hop-by-hop removed, the route's
+    /// `ResponseHeaderModifier`, `set-cookie`); every other response has them in its `HeaderMap`.
+    #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
     pub async fn handle(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
@@ -75,6 +80,10 @@ impl Conn {
         let Some(vhost) = snapshot.vhosts.select(host) else {
             return local(StatusCode::NOT_FOUND, None, unmatched, start, inflight);
         };
+        if vhost.reads_headers {
+            // Header matchers and session affinity look fields up in a `HeaderMap`.
+            crate::body::materialize(&mut req);
+        }
         let (path, query) = (req.uri().path(), req.uri().query());
         let Some(route) = vhost.route(req.method(), path, query, req.headers()) else {
             return local(StatusCode::NOT_FOUND, None, unmatched, start, inflight);
@@ -165,15 +174,13 @@ impl Conn {
                 } else {
                     endpoint.load.observe(now - sent, now);
                 }
-                let (mut parts, body) = resp.into_parts();
+                let (mut parts, mut body) = resp.into_parts();
                 // Answer in the client's protocol, whatever the upstream spoke.
                 parts.version = version;
-                headers::strip_hop_by_hop(&mut parts.headers);
-                for m in &route.filters.response_headers {
-                    m.apply(&mut parts.headers);
-                }
-                if let Some(cookie) = set_cookie {
-                    parts.headers.append(SET_COOKIE, cookie.clone());
+                if let Some(raw) = body.raw_head() {
+                    edit_response(raw, route, set_cookie, |raw| raw.strip_hop_by_hop(false));
+                } else {
+                    edit_response(&mut parts.headers, route, set_cookie, headers::strip_hop_by_hop);
                 }
                 target.stats.record(parts.status, now - start);
                 let mut body = ProxyBody::upstream(body, inflight, pooled);
@@ -199,19 +206,27 @@ impl Conn {
         backend: &Backend,
         endpoint: &Endpoint,
     ) -> Option<Authority> {
-        let h = req.headers_mut();
-        headers::strip_request_hop_by_hop(h);
-        headers::set_forwarded(h, &self.client_ip);
-        headers::set_client_cert(h, self.client_cert.as_ref());
-        for m in &route.filters.request_headers {
-            m.apply(h);
+        if backend.protocol == Protocol::H2c {
+            // h2's client takes a `HeaderMap`.
+            crate::body::materialize(req);
         }
+        // Fields the client sent as bytes are edited as bytes (`headers::raw`).
+        let mut raw = req.body_mut().take_head();
+        // Not shared yet (the replay copy is taken after this): no copy made.
+        let has_host = match raw.as_mut().map(Arc::make_mut) {
+            Some(h) => self.edit_request(h, route, |h| h.strip_hop_by_hop(true), headers::set_forwarded_raw),
+            None => self.edit_request(
+                req.headers_mut(),
+                route,
+                headers::strip_request_hop_by_hop,
+                headers::set_forwarded,
+            ),
+        };
         let mut authority = authority;
         let mut path_and_query = req.uri().path_and_query().cloned();
         if let Some(rw) = &route.filters.rewrite {
-            if let Some((rewritten, hostname)) = &rw.hostname {
+            if let Some((rewritten, _)) = &rw.hostname {
                 authority = Some(rewritten.clone());
-                req.headers_mut().insert(HOST, hostname.clone());
             }
             if let Some(modifier) = &rw.path {
                 let path = modifier.apply(req.uri().path(), route.matcher.matched_prefix());
@@ -228,12 +243,17 @@ impl Conn {
         match backend.protocol {
             Protocol::Http1 => {
                 *req.version_mut() = Version::HTTP_11;
-                if !req.headers().contains_key(HOST) {
+                if !has_host {
                     let host = match authority.port_u16() {
                         Some(80) => HeaderValue::from_str(authority.host()),
                         _ => HeaderValue::from_str(authority.as_str()),
                     };
-                    req.headers_mut().insert(HOST, host.ok()?);
+                    match raw.as_mut().map(Arc::make_mut) {
+                        Some(h) => h.insert(HOST, host.ok()?),
+                        None => {
+                            req.headers_mut().insert(HOST, host.ok()?);
+                        }
+                    }
                 }
             }
             Protocol::H2c => {
@@ -244,9 +264,52 @@ impl Conn {
                 uri.authority = Some(authority.clone());
             }
         }
+        req.body_mut().set_head(raw);
         uri.path_and_query = Some(path_and_query);
         *req.uri_mut() = Uri::from_parts(uri).ok()?;
         Some(authority)
+    }
+}
+
+impl Conn {
+    /// A request's header fields on their way upstream: hop-by-hop ones removed (`strip`),
+    /// forwarding fields set (`forwarded`), `x-forwarded-client-cert` set or removed, the
+    /// route's `RequestHeaderModifier`s and `URLRewrite` hostname applied. Whether a `Host`
+    /// is there then.
+    fn edit_request<H: HeaderEdit>(
+        &self,
+        h: &mut H,
+        route: &Route,
+        strip: impl FnOnce(&mut H),
+        forwarded: impl FnOnce(&mut H, &HeaderValue),
+    ) -> bool {
+        strip(h);
+        forwarded(h, &self.client_ip);
+        headers::set_client_cert(h, self.client_cert.as_ref());
+        for m in &route.filters.request_headers {
+            m.apply(h);
+        }
+        if let Some((_, hostname)) = route.filters.rewrite.as_ref().and_then(|rw| rw.hostname.as_ref()) {
+            h.insert_header(HOST, hostname.clone());
+        }
+        h.contains_header(&HOST)
+    }
+}
+
+/// A response's header fields on their way to the client: hop-by-hop ones removed (`strip`),
+/// the route's `ResponseHeaderModifier`s applied, the session's `set-cookie` added.
+fn edit_response<H: HeaderEdit>(
+    headers: &mut H,
+    route: &Route,
+    set_cookie: Option<&HeaderValue>,
+    strip: impl FnOnce(&mut H),
+) {
+    strip(headers);
+    for m in &route.filters.response_headers {
+        m.apply(headers);
+    }
+    if let Some(cookie) = set_cookie {
+        headers.append_header(SET_COOKIE, cookie.clone());
     }
 }
 
@@ -263,6 +326,8 @@ struct Replay {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// The fields kept as bytes (`ProxyBody::head`), if they are.
+    head: Option<Arc<RawHeaders>>,
     body: Option<Bytes>,
     trailers: Option<HeaderMap>,
 }
@@ -333,10 +398,12 @@ impl Replay {
                 replay: None,
             });
         }
-        let (parts, body) = req.into_parts();
+        let (parts, mut body) = req.into_parts();
+        let head = body.take_head();
         let (data, trailers) = match body.read_up_to(limit).await? {
             Ok(read) => read,
-            Err(longer) => {
+            Err(mut longer) => {
+                longer.set_head(head);
                 return Ok(Upstream {
                     req: Request::from_parts(parts, longer),
                     authority,
@@ -344,7 +411,9 @@ impl Replay {
                 });
             }
         };
-        let req = Request::from_parts(parts, ProxyBody::buffered(Some(data.clone()), trailers.clone()));
+        let mut body = ProxyBody::buffered(Some(data.clone()), trailers.clone());
+        body.set_head(head);
+        let req = Request::from_parts(parts, body);
         let replay = Replay::of(&req, Some(data), trailers);
         Ok(Upstream {
             req,
@@ -353,19 +422,22 @@ impl Replay {
         })
     }
 
-    fn of<B>(req: &Request<B>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
+    fn of(req: &Request<ProxyBody>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
         Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
+            head: req.body().head_shared(),
             body,
             trailers,
         }
     }
 
     fn request(&self) -> Request<ProxyBody> {
-        let mut copy = Request::new(ProxyBody::buffered(self.body.clone(), self.trailers.clone()));
+        let mut body = ProxyBody::buffered(self.body.clone(), self.trailers.clone());
+        body.set_head(self.head.clone());
+        let mut copy = Request::new(body);
         *copy.method_mut() = self.method.clone();
         *copy.uri_mut() = self.uri.clone();
         *copy.version_mut() = self.version;
@@ -608,12 +680,15 @@ fn refused(err: &UpstreamError) -> bool {
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1), else `Host`.
-fn authority<B>(req: &Request<B>) -> Option<Authority> {
+fn authority(req: &Request<ProxyBody>) -> Option<Authority> {
     if let Some(a) = req.uri().authority() {
         return Some(a.clone());
     }
-    let host = req.headers().get(HOST)?;
-    Authority::try_from(host.as_bytes()).ok()
+    let host = match req.body().head() {
+        Some(raw) => raw.get(HOST.as_str())?,
+        None => req.headers().get(HOST)?.as_bytes(),
+    };
+    Authority::try_from(host).ok()
 }
 
 /// `Authority::host` with byte searches: the same result (userinfo dropped, an IPv6 literal

@@ -10,6 +10,7 @@ use http_body::{Frame, SizeHint};
 
 use super::codec::{Chunk, Chunked, Framing};
 use super::conn::RawConn;
+use crate::headers::raw::RawHeaders;
 use crate::pool::Return;
 
 pub struct RawBody {
@@ -20,6 +21,9 @@ pub struct RawBody {
     release: Option<Return>,
     /// Trailers found after the last chunk, delivered after the data.
     trailers: Option<HeaderMap>,
+    /// The response's header fields while they are forwarded as bytes (`headers::raw`); here,
+    /// in the box, so a response moved by value stays small. Taken by whoever writes the head.
+    pub head: Option<RawHeaders>,
 }
 
 enum State {
@@ -34,7 +38,13 @@ enum State {
 impl RawBody {
     /// The body of a response whose head was just read from `conn`. When the whole body is
     /// already in the buffer, the connection is released at once.
-    pub fn new(mut conn: RawConn, framing: Framing, keep_alive: bool, release: Return) -> Self {
+    pub fn new(
+        mut conn: RawConn,
+        head: Option<RawHeaders>,
+        framing: Framing,
+        keep_alive: bool,
+        release: Return,
+    ) -> Self {
         let state = match framing {
             Framing::Empty => State::Whole(None),
             Framing::Length(n) if conn.buf.len() as u64 >= n => {
@@ -51,6 +61,7 @@ impl RawBody {
             keep_alive,
             release: Some(release),
             trailers: None,
+            head,
         };
         if matches!(body.state, State::Whole(_)) {
             body.finish();

@@ -7,6 +7,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::io;
 
+use crate::headers::raw::RawHeaders;
+
 /// Most headers a response (or its trailers) may have, as hyper's default.
 const MAX_HEADERS: usize = 100;
 /// Largest response head (or chunk-size line plus trailers) kept while waiting for its end.
@@ -16,22 +18,69 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
+/// A message's header fields: its `HeaderMap`, and those still kept as bytes (`headers::raw`;
+/// the map is empty then, or holds what was added to it).
+#[derive(Clone, Copy)]
+pub struct Fields<'a> {
+    pub map: &'a HeaderMap,
+    pub raw: Option<&'a RawHeaders>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn map(map: &'a HeaderMap) -> Self {
+        Fields { map, raw: None }
+    }
+
+    /// The values of `name` (lower-case): the map's, then the raw ones.
+    pub fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        // An empty map (fields kept as bytes) is not asked: it would parse `name` first.
+        let map = (!self.map.is_empty()).then(|| self.map.get_all(name).into_iter().map(HeaderValue::as_bytes));
+        map.into_iter()
+            .flatten()
+            .chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
+    }
+
+    /// The first value of `name` (lower-case).
+    pub fn get(self, name: &'a str) -> Option<&'a [u8]> {
+        match self.raw {
+            Some(raw) if self.map.is_empty() => raw.get(name),
+            _ => self.get_all(name).next(),
+        }
+    }
+
+    pub fn contains(self, name: &str) -> bool {
+        !self.map.is_empty() && self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
+    }
+
+    /// Writes every field as `name: value\r\n` (the map's lower-case, as hyper does; the raw
+    /// ones as they came), but `skip` (lower-case).
+    pub fn write_to(self, dst: &mut Vec<u8>, skip: Option<&str>) {
+        for (name, value) in self.map {
+            if skip.is_some_and(|s| name.as_str() == s) {
+                continue;
+            }
+            dst.extend_from_slice(name.as_str().as_bytes());
+            dst.extend_from_slice(b": ");
+            dst.extend_from_slice(value.as_bytes());
+            dst.extend_from_slice(b"\r\n");
+        }
+        if let Some(raw) = self.raw {
+            raw.write_to(dst, skip);
+        }
+    }
+}
+
 /// Writes the request line and headers of an origin-form HTTP/1.1 request, as hyper's client
-/// does (names as stored, lower-case; values as they are). `body_len`: a body of that many
-/// bytes follows; `content-length` is added when the headers have none (hyper does the same
-/// for a body of known size). No body: nothing is added.
-pub fn write_request_head(dst: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, body_len: usize) {
+/// does (names as stored, lower-case; values as they are; fields kept as bytes as they came).
+/// `body_len`: a body of that many bytes follows; `content-length` is added when the headers
+/// have none (hyper does the same for a body of known size). No body: nothing is added.
+pub fn write_request_head(dst: &mut Vec<u8>, method: &Method, target: &str, headers: Fields<'_>, body_len: usize) {
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.push(b' ');
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
-    }
-    if body_len > 0 && !headers.contains_key(CONTENT_LENGTH) {
+    headers.write_to(dst, None);
+    if body_len > 0 && !headers.contains(CONTENT_LENGTH.as_str()) {
         dst.extend_from_slice(b"content-length: ");
         dst.extend_from_slice(body_len.to_string().as_bytes());
         dst.extend_from_slice(b"\r\n");
@@ -56,7 +105,8 @@ pub enum Framing {
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
-    pub headers: HeaderMap,
+    /// The fields as they came (`headers::raw`).
+    pub headers: RawHeaders,
     pub framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub keep_alive: bool,
@@ -98,12 +148,8 @@ pub fn parse_response(
         [n, n + h.name.len(), v, v + h.value.len()]
     }));
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for &[n0, n1, v0, v1] in spans.iter() {
-        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| invalid("invalid header value"))?;
-        headers.append(name, value);
-    }
+    // Forwarded as these bytes (`RawHeaders`): no `HeaderMap` unless something needs one.
+    let headers = RawHeaders::new(head, spans);
     let framing = framing(status, head_request, &headers)?;
     let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
     Ok(Some(ResponseHead {
@@ -115,7 +161,7 @@ pub fn parse_response(
     }))
 }
 
-fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> io::Result<Framing> {
+fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::Result<Framing> {
     if status.is_informational()
         || head_request
         || status == StatusCode::NO_CONTENT
@@ -123,18 +169,18 @@ fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> io::R
     {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(last) = headers.get_all(TRANSFER_ENCODING.as_str()).last() {
         // The last coding must be chunked for the length to be known; else the body runs to
         // the connection's close.
-        let last = headers.get_all(TRANSFER_ENCODING).iter().next_back();
         let chunked = last
-            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+            .rsplit(|b| *b == b',')
+            .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked { Framing::Chunked } else { Framing::Close });
     }
     let mut length: Option<u64> = None;
-    for v in &headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
+    for v in headers.get_all(CONTENT_LENGTH.as_str()) {
+        for part in v.split(|b| *b == b',') {
             let n = parse_decimal(part.trim_ascii()).ok_or_else(|| invalid("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(invalid("conflicting content-length"));
@@ -158,11 +204,10 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 }
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+fn keeps_alive(version: Version, headers: &RawHeaders) -> bool {
     let has = |token: &[u8]| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
+        headers.get_all(CONNECTION.as_str()).any(|v| {
+            v.split(|b| *b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
         })
     };
@@ -320,14 +365,14 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        write_request_head(&mut out, &Method::GET, "/p?q=1", &h, 0);
+        write_request_head(&mut out, &Method::GET, "/p?q=1", Fields::map(&h), 0);
         assert_eq!(out, b"GET /p?q=1 HTTP/1.1\r\nhost: svc\r\nx-a: 1\r\nx-a: 2\r\n\r\n");
         out.clear();
-        write_request_head(&mut out, &Method::POST, "/", &h, 5);
+        write_request_head(&mut out, &Method::POST, "/", Fields::map(&h), 5);
         assert!(out.ends_with(b"x-a: 2\r\ncontent-length: 5\r\n\r\n"));
         h.insert("content-length", HeaderValue::from_static("5"));
         out.clear();
-        write_request_head(&mut out, &Method::POST, "/", &h, 5);
+        write_request_head(&mut out, &Method::POST, "/", Fields::map(&h), 5);
         assert_eq!(out.windows(14).filter(|w| w == b"content-length").count(), 1);
     }
 
@@ -339,7 +384,7 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.framing, Framing::Length(12));
         assert!(r.keep_alive);
-        assert_eq!(r.headers["x-y"], "a b");
+        assert_eq!(r.headers.get("x-y"), Some(&b"a b"[..]));
         let f = |b: &[u8], head| parse(b, head).unwrap().unwrap().framing;
         assert_eq!(
             f(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n", true),

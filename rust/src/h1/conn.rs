@@ -9,11 +9,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, Method};
+use http::Method;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use super::codec::{self, ResponseHead};
+use super::codec::{self, Fields, ResponseHead};
 use crate::pool::Counted;
 
 /// First read size; doubles (up to `MAX_READ`) while reads fill the buffer, as hyper's
@@ -66,7 +66,7 @@ impl RawConn {
         &mut self,
         method: &Method,
         target: &str,
-        headers: &HeaderMap,
+        headers: Fields<'_>,
         body: Option<&Bytes>,
     ) -> io::Result<()> {
         self.head.clear();

@@ -22,14 +22,16 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::codec::Fields;
 use super::conn::write_all;
 use crate::body::ProxyBody;
+use crate::headers::raw::RawHeaders;
 use crate::proxy::Conn;
 
 /// Most headers a request may have (hyper's default; over it hyper answers 431).
@@ -39,8 +41,6 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body read into memory here; longer ones go to hyper, which streams them.
 pub const MAX_BODY: u64 = 64 * 1024;
 const READ: usize = 8 * 1024;
-/// Headers the engine may add to a request (`headers::set_forwarded`, `Host`).
-const FORWARDING_HEADERS: usize = 4;
 
 /// Whether plaintext HTTP/1.1 connections are served here (read once per process).
 pub fn enabled() -> bool {
@@ -195,26 +195,21 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
         .try_fold(0u64, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
 }
 
-/// Takes the request `head` found (and its body) off `buf`; header values and the target stay
-/// slices of the read buffer. `None`: a method, target or header `http` refuses (400).
+/// Takes the request `head` found (and its body) off `buf`; the target and the header fields
+/// stay slices of the read buffer, the fields as a block forwarded as bytes (`headers::raw`,
+/// in the body: `ProxyBody::head`) until something needs a `HeaderMap`. `None`: a method or
+/// target `http` refuses (400); the fields were checked by `httparse` as `http` would.
 fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Request<ProxyBody>> {
     let bytes = buf.split_to(head.len).freeze();
     let body = (head.body > 0).then(|| buf.split_to(head.body).freeze());
     let method = Method::from_bytes(&bytes[head.method[0]..head.method[1]]).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target[0]..head.target[1])).ok()?;
-    // Room for what goes in on the way upstream (x-forwarded-for, x-forwarded-proto,
-    // x-request-id, host): growing the map re-hashes every header (callgrind: ~600 Ir/req).
-    let mut headers = HeaderMap::with_capacity(spans.len() + FORWARDING_HEADERS);
-    for &[n0, n1, v0, v1] in spans {
-        let name = HeaderName::from_bytes(&bytes[n0..n1]).ok()?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).ok()?;
-        headers.append(name, value);
-    }
-    let mut req = Request::new(ProxyBody::buffered(body, None));
+    let mut body = ProxyBody::buffered(body, None);
+    body.set_head(Some(std::sync::Arc::new(RawHeaders::new(bytes, spans))));
+    let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
     Some(req)
 }
 
@@ -242,14 +237,19 @@ async fn respond(
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     out.clear();
-    let framing = write_head(out, status, &parts.headers, &body, head_request, close);
+    let raw = body.take_raw_head();
+    let fields = Fields {
+        map: &parts.headers,
+        raw: raw.as_ref(),
+    };
+    let framing = write_head(out, status, fields, &body, head_request, close);
     if framing == Framing::None {
         // The request ends (its in-flight count, its upstream connection back to the pool)
         // before the client can see the answer.
         drop(body);
         return write_all(io, &mut &out[..]).await;
     }
-    let allowed = framing == Framing::Chunked && parts.headers.contains_key(TRAILER);
+    let allowed = framing == Framing::Chunked && fields.contains(TRAILER.as_str());
     let declared = match framing {
         Framing::Length(n) => n,
         _ => u64::MAX,
@@ -301,7 +301,7 @@ async fn respond(
             let mut last = Vec::new();
             last.extend_from_slice(tail);
             if framing == Framing::Chunked {
-                finish_chunked(&mut last, trailers.take(), &parts.headers);
+                finish_chunked(&mut last, trailers.take(), fields);
             }
             drop(body);
             write_all(io, &mut (&out[..]).chain(&data[..]).chain(&last[..])).await?;
@@ -312,7 +312,7 @@ async fn respond(
         head_sent = true;
     }
     if framing == Framing::Chunked {
-        finish_chunked(out, trailers, &parts.headers);
+        finish_chunked(out, trailers, fields);
     }
     if !out.is_empty() {
         write_all(io, &mut &out[..]).await?;
@@ -336,13 +336,12 @@ enum Next {
 
 /// The last chunk and the trailers the response's `Trailer` header announced (as hyper's
 /// server does).
-fn finish_chunked(dst: &mut Vec<u8>, trailers: Option<HeaderMap>, headers: &HeaderMap) {
+fn finish_chunked(dst: &mut Vec<u8>, trailers: Option<HeaderMap>, headers: Fields<'_>) {
     dst.extend_from_slice(b"0\r\n");
     if let Some(trailers) = trailers {
         let announced: Vec<HeaderName> = headers
-            .get_all(TRAILER)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .get_all(TRAILER.as_str())
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
             .collect();
@@ -364,11 +363,11 @@ fn write_header(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// The status line and headers as hyper's server writes them (names lower-case, a `date`
 /// when there is none, `content-length` from the body when known, else chunked); how the body
-/// follows.
+/// follows. Fields kept as bytes go out as they came (their names' case, their order).
 fn write_head(
     dst: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: Fields<'_>,
     body: &ProxyBody,
     head_request: bool,
     close: bool,
@@ -378,13 +377,8 @@ fn write_head(
     dst.push(b' ');
     dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     dst.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if close && name == CONNECTION {
-            continue;
-        }
-        write_header(dst, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if !headers.contains_key(DATE) {
+    headers.write_to(dst, close.then_some(CONNECTION.as_str()));
+    if !headers.contains(DATE.as_str()) {
         write_header(dst, b"date", &date());
     }
     if close {
@@ -394,9 +388,9 @@ fn write_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if let Some(v) = headers.get(CONTENT_LENGTH) {
+    let framing = if let Some(v) = headers.get(CONTENT_LENGTH.as_str()) {
         // Unreadable: the body runs until the connection closes.
-        Framing::Length(parse_decimal(v.as_bytes().trim_ascii()).unwrap_or(u64::MAX))
+        Framing::Length(parse_decimal(v.trim_ascii()).unwrap_or(u64::MAX))
     } else if bodiless {
         Framing::None
     } else if let Some(n) = body.size_hint().exact() {

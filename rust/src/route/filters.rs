@@ -1,7 +1,9 @@
 //! HTTPRoute filters: header modifiers, URL rewrite and request redirect.
 
 use http::uri::Authority;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::headers::raw::HeaderEdit;
 
 /// `RequestHeaderModifier` / `ResponseHeaderModifier`: set, then add, then remove.
 #[derive(Debug, Default)]
@@ -12,15 +14,16 @@ pub struct HeaderModifier {
 }
 
 impl HeaderModifier {
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// On a `HeaderMap` or a header block kept raw (`headers::raw`).
+    pub fn apply<H: HeaderEdit>(&self, headers: &mut H) {
         for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
+            headers.insert_header(name.clone(), value.clone());
         }
         for (name, value) in &self.add {
-            headers.append(name.clone(), value.clone());
+            headers.append_header(name.clone(), value.clone());
         }
         for name in &self.remove {
-            headers.remove(name);
+            headers.remove_header(name);
         }
     }
 }

@@ -102,12 +102,23 @@ pub struct Vhost {
     /// In precedence order: the first route whose match succeeds wins.
     pub routes: Box<[Route]>,
     index: RouteIndex,
+    /// Some route matches on headers or has session affinity: a request's fields must be in
+    /// its `HeaderMap` before routing (`body::materialize`); else they may stay bytes.
+    pub reads_headers: bool,
 }
 
 impl Vhost {
     pub fn new(name: String, routes: Box<[Route]>) -> Self {
         let index = RouteIndex::new(&routes);
-        Vhost { name, routes, index }
+        let reads_headers = routes
+            .iter()
+            .any(|r| !r.matcher.headers.is_empty() || r.session.is_some());
+        Vhost {
+            name,
+            routes,
+            index,
+            reads_headers,
+        }
     }
 
     /// The first route whose match succeeds. Only the routes the path can match are tried

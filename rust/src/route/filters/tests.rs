@@ -1,4 +1,5 @@
 use super::*;
+use http::HeaderMap;
 
 fn target<'a>(host: &'a str, port: Option<u16>, path: &'a str, query: Option<&'a str>) -> RequestTarget<'a> {
     RequestTarget {

@@ -1,0 +1,176 @@
+use super::*;
+use crate::h1::codec::parse_response;
+use bytes::BytesMut;
+use http::header::{SET_COOKIE, TE};
+
+/// The fields of a response head, parsed as the engine's HTTP/1.1 client parses them.
+fn parsed(fields: &str) -> RawHeaders {
+    let mut buf = BytesMut::from(format!("HTTP/1.1 200 OK\r\n{fields}\r\n").as_bytes());
+    parse_response(&mut buf, false, &mut Vec::new())
+        .expect("valid")
+        .expect("complete")
+        .headers
+}
+
+fn written(h: &RawHeaders) -> String {
+    let mut out = Vec::new();
+    h.write_to(&mut out, None);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn fields_are_written_in_wire_order_with_their_case_and_duplicates() {
+    let h = parsed("Server: nginx\r\nX-A: 1\r\nSet-Cookie: a=1\r\nx-a:2\r\nSet-Cookie: b=2 \r\n");
+    assert_eq!(
+        written(&h),
+        "Server: nginx\r\nX-A: 1\r\nSet-Cookie: a=1\r\nx-a: 2\r\nSet-Cookie: b=2\r\n"
+    );
+    assert_eq!(h.get_all("x-a").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
+    assert_eq!(h.get("server"), Some(&b"nginx"[..]));
+    assert!(!h.contains("date"));
+}
+
+#[test]
+fn edits_are_applied_in_order() {
+    let mut h = parsed("X-Keep: 1\r\nX-Gone: 1\r\nX-Set: old\r\nx-set: older\r\n");
+    h.insert(HeaderName::from_static("x-set"), HeaderValue::from_static("new"));
+    h.append(SET_COOKIE, HeaderValue::from_static("s=1"));
+    h.append(HeaderName::from_static("x-keep"), HeaderValue::from_static("2"));
+    h.remove("x-gone");
+    assert_eq!(
+        written(&h),
+        "X-Keep: 1\r\nx-set: new\r\nset-cookie: s=1\r\nx-keep: 2\r\n"
+    );
+    // An added field is removed too.
+    h.remove("set-cookie");
+    assert_eq!(written(&h), "X-Keep: 1\r\nx-set: new\r\nx-keep: 2\r\n");
+    let mut out = Vec::new();
+    h.write_to(&mut out, Some("x-keep"));
+    assert_eq!(out, b"x-set: new\r\n");
+}
+
+#[test]
+fn a_route_filter_edits_a_raw_block_as_it_edits_a_map() {
+    use crate::route::filters::HeaderModifier;
+    let filter = HeaderModifier {
+        set: vec![(HeaderName::from_static("x-s"), HeaderValue::from_static("1"))],
+        add: vec![(HeaderName::from_static("x-a"), HeaderValue::from_static("2"))],
+        remove: vec![HeaderName::from_static("x-r")],
+    };
+    let wire = "X-S: 0\r\nX-A: 1\r\nX-R: 1\r\nX-O: 1\r\n";
+    let mut raw = parsed(wire);
+    let mut map = parsed(wire).into_map();
+    filter.apply(&mut raw);
+    filter.apply(&mut map);
+    assert_eq!(raw.into_map(), map);
+}
+
+#[test]
+fn hop_by_hop_fields_are_dropped_as_from_a_map() {
+    let wire = "Connection: keep-alive, X-Custom-Hop\r\nconnection: x-other\r\nKeep-Alive: timeout=5\r\n\
+                Proxy-Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\n\
+                Proxy-Authorization: Basic x\r\nProxy-Authenticate: Basic\r\nX-Custom-Hop: 1\r\nX-Other: 2\r\n\
+                X-Kept: 3\r\nContent-Length: 10\r\nTrailer: x-checksum\r\nTE: gzip, trailers;q=1\r\nExpect: 100-continue\r\n";
+    for expect in [false, true] {
+        let mut raw = parsed(wire);
+        raw.strip_hop_by_hop(expect);
+        let mut map = parsed(wire).into_map();
+        if expect {
+            crate::headers::strip_request_hop_by_hop(&mut map);
+        } else {
+            crate::headers::strip_hop_by_hop(&mut map);
+        }
+        assert_eq!(raw.clone().into_map(), map, "expect {expect}");
+        let kept = "X-Kept: 3\r\nContent-Length: 10\r\nTrailer: x-checksum\r\n";
+        let expected = if expect {
+            format!("{kept}te: trailers\r\n")
+        } else {
+            format!("{kept}Expect: 100-continue\r\nte: trailers\r\n")
+        };
+        assert_eq!(written(&raw), expected);
+    }
+    // `TE` without `trailers` goes whole; nothing hop-by-hop: nothing changes.
+    let mut raw = parsed("TE: gzip\r\nX-A: 1\r\n");
+    raw.strip_hop_by_hop(false);
+    assert_eq!(written(&raw), "X-A: 1\r\n");
+    let mut raw = parsed("X-A: 1\r\nx-a: 2\r\n");
+    raw.strip_hop_by_hop(true);
+    assert_eq!(written(&raw), "X-A: 1\r\nx-a: 2\r\n");
+    // A `Connection` value that is not visible ASCII lists nothing (as `HeaderValue::to_str`).
+    let mut raw = parsed("Connection: x-a, \u{e9}\r\nX-A: 1\r\n");
+    raw.strip_hop_by_hop(false);
+    assert_eq!(raw.get("x-a"), Some(&b"1"[..]));
+    assert!(!raw.contains(TE.as_str()));
+}
+
+#[test]
+fn into_map_keeps_every_value_and_shares_the_block() {
+    let h = parsed("A: 1\r\nB: 2\r\na: 3\r\nContent-Length: 0\r\n");
+    let map = h.into_map();
+    assert_eq!(map.len(), 4);
+    assert_eq!(map.get_all("a").iter().collect::<Vec<_>>(), ["1", "3"]);
+    assert_eq!(map["content-length"], "0");
+}
+
+#[test]
+fn obs_fold_and_invalid_bytes_are_refused_before_a_block_is_kept() {
+    let refused = |head: &[u8]| {
+        let mut buf = BytesMut::from(head);
+        parse_response(&mut buf, false, &mut Vec::new()).is_err()
+    };
+    assert!(refused(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n"), "obs-fold");
+    assert!(refused(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\n\r\n"), "control byte");
+    assert!(refused(b"HTTP/1.1 200 OK\r\nX-A: a\x7fb\r\n\r\n"), "DEL");
+    assert!(refused(b"HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n"), "space in a name");
+    assert!(refused(b"HTTP/1.1 200 OK\r\nX(A): 1\r\n\r\n"), "separator in a name");
+    // What `http` accepts (obs-text, tab) is kept as it came.
+    let h = parsed("X-A: caf\u{e9}\tx\r\n");
+    assert_eq!(h.get("x-a"), Some("caf\u{e9}\tx".as_bytes()));
+    assert_eq!(h.into_map()["x-a"].as_bytes(), "caf\u{e9}\tx".as_bytes());
+}
+
+#[test]
+fn forwarding_fields_are_set_as_on_a_map() {
+    let ip = HeaderValue::from_static("127.0.0.1");
+    let without_id = |m: HeaderMap| {
+        let mut m = m;
+        let id = m.remove("x-request-id");
+        (m, id)
+    };
+    // None of them yet: added (a fresh request id); some already there: joined, replaced, kept.
+    for wire in [
+        "X-A: 1\r\n",
+        "X-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nX-Forwarded-Proto: https\r\nX-Request-Id: abc\r\n",
+    ] {
+        let mut raw = parsed(wire);
+        crate::headers::set_forwarded_raw(&mut raw, &ip);
+        let mut map = parsed(wire).into_map();
+        crate::headers::set_forwarded(&mut map, &ip);
+        let (raw, raw_id) = without_id(raw.into_map());
+        let (map, map_id) = without_id(map);
+        assert_eq!(raw, map, "{wire}");
+        assert_eq!(raw_id.map(|v| v.len()), map_id.map(|v| v.len()), "{wire}");
+    }
+    let mut raw = parsed("X-Forwarded-For: 10.0.0.1\r\nX-Request-Id: abc\r\n");
+    crate::headers::set_forwarded_raw(&mut raw, &ip);
+    assert_eq!(raw.get("x-forwarded-for"), Some(&b"10.0.0.1, 127.0.0.1"[..]));
+    assert_eq!(raw.get("x-request-id"), Some(&b"abc"[..]));
+}
+
+#[test]
+fn names_are_told_apart_by_their_prints_in_any_case() {
+    for (t, known) in KNOWN.iter().enumerate() {
+        assert_eq!(tag_of(known.as_bytes()), t as u8, "{known}");
+        assert_eq!(tag_of(known.to_ascii_uppercase().as_bytes()), t as u8, "{known}");
+        // One byte changed anywhere: another name.
+        for i in 0..known.len() {
+            let mut other = known.as_bytes().to_vec();
+            other[i] = if other[i] == b'-' { b'_' } else { b'x' ^ (other[i] & 1) };
+            if other != known.as_bytes() {
+                assert_eq!(tag_of(&other), OTHER, "{}", String::from_utf8_lossy(&other));
+            }
+        }
+    }
+    assert_eq!(tag_of(b"x"), OTHER);
+    assert_eq!(tag_of(b"content-type"), OTHER);
+}
