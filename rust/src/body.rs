@@ -117,6 +117,8 @@ impl Drop for InFlight {
 pub enum PeerBody {
     Hyper(Incoming),
     Raw(Box<RawBody>),
+    /// A request body on the engine's own HTTP/2 server (`h2`).
+    H2(Box<crate::h2::body::RecvBody>),
 }
 
 impl Body for PeerBody {
@@ -129,6 +131,9 @@ impl Body for PeerBody {
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BodyError::Peer))),
             PeerBody::Raw(b) => b.poll_frame(cx).map(|f| f.map(|r| r.map_err(BodyError::Io))),
+            PeerBody::H2(b) => Pin::new(&mut **b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Io))),
         }
     }
 
@@ -136,6 +141,7 @@ impl Body for PeerBody {
         match self {
             PeerBody::Hyper(b) => b.is_end_stream(),
             PeerBody::Raw(b) => b.is_end_stream(),
+            PeerBody::H2(b) => b.is_end_stream(),
         }
     }
 
@@ -143,6 +149,7 @@ impl Body for PeerBody {
         match self {
             PeerBody::Hyper(b) => b.size_hint(),
             PeerBody::Raw(b) => b.size_hint(),
+            PeerBody::H2(b) => b.size_hint(),
         }
     }
 }
@@ -226,6 +233,18 @@ impl ProxyBody {
     pub fn request(body: Incoming) -> Self {
         ProxyBody {
             inner: Some(PeerBody::Hyper(body)),
+            buffered: None,
+            trailers: None,
+            guard: None,
+            pooled: None,
+            deadline: None,
+        }
+    }
+
+    /// A downstream request body on the engine's own HTTP/2 server.
+    pub fn h2(body: crate::h2::body::RecvBody) -> Self {
+        ProxyBody {
+            inner: Some(PeerBody::H2(Box::new(body))),
             buffered: None,
             trailers: None,
             guard: None,
