@@ -13,7 +13,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUST_SRC := $(shell find rust/src -name '*.rs' 2>/dev/null) rust/Cargo.toml
 ENGINE   := $(VENV)/.engine-built
 
-.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench bench-kube-scale fortio clean \
+.PHONY: help setup system-deps engine test test-rust test-python stubtest demo bench bench-kube-scale fortio h2spec clean \
         testcluster-build testcluster testcluster-stop
 
 help:
@@ -86,6 +86,10 @@ demo: engine
 # $(CACHE)/fortio-<version>, once per version; without Go the rate scenarios fall back to h2load.
 fortio: setup
 	FASTMESH_CACHE=$(CACHE) $(PY) -m bench.fortio
+
+# h2spec (HTTP/2 conformance, tests/engine/test_h2spec.py; the test builds it too when missing).
+h2spec: setup
+	FASTMESH_CACHE=$(CACHE) $(PY) -m bench.h2spec
 
 bench: engine fortio
 	FASTMESH_CACHE=$(CACHE) $(PY) bench/run.py

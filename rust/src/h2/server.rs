@@ -230,7 +230,8 @@ where
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..32 {
             let mut progress = false;
-            if !self.read_closed && !self.failed && self.queued < MAX_QUEUED {
+            let paused = self.queued >= MAX_QUEUED;
+            if !self.read_closed && !self.failed && !paused {
                 if self.rbuf.capacity() - self.rbuf.len() < READ / 2 {
                     self.rbuf.reserve(READ);
                 }
@@ -261,7 +262,8 @@ where
                 }
             }
             match self.flush(cx) {
-                Poll::Ready(Ok(())) => {}
+                // Reading paused for the output: it resumes now (no read waker is registered).
+                Poll::Ready(Ok(())) => progress |= paused,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => {}
             }

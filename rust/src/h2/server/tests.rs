@@ -36,6 +36,7 @@ fn handler(req: Request<ProxyBody>) -> Reply {
                 Response::new(ProxyBody::buffered(Some(data), trailers))
             }
             "/big" => Response::new(ProxyBody::buffered(Some(Bytes::from(vec![b'x'; 3 << 20])), None)),
+            "/huge" => Response::new(ProxyBody::buffered(Some(Bytes::from(vec![b'x'; 32 << 20])), None)),
             "/wait" => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 Response::new(ProxyBody::buffered(Some(Bytes::from_static(b"waited")), None))
@@ -436,5 +437,48 @@ fn a_drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
         assert!(data > goaway);
         assert_eq!(frames[data].3, b"waited");
         assert!(!frames.iter().any(|f| f.2 == 3), "{frames:?}");
+    });
+}
+
+#[test]
+fn reading_resumes_after_a_large_response_filled_the_socket() {
+    run(async {
+        let (addr, _drain) = server(handler).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut input = frame::PREFACE.to_vec();
+        // Windows larger than the response: all 32 MiB is queued at once (over MAX_QUEUED), the
+        // socket takes a part, and reading pauses until it took the rest.
+        input.extend(frame(frame::SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+        input.extend(frame(frame::WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes()));
+        let huge = [(":method", "GET"), (":scheme", "http"), (":path", "/huge")];
+        input.extend(frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block(&huge)));
+        s.write_all(&input).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Read the whole response (to its END_STREAM), then ask again on the same connection.
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut at = 0;
+        'frames: loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed");
+            buf.extend_from_slice(&chunk[..n]);
+            while buf.len() >= at + 9 {
+                let h = Head::parse(&buf[at..]);
+                if buf.len() < at + 9 + h.len {
+                    break;
+                }
+                at += 9 + h.len;
+                if h.kind == frame::DATA && h.has(frame::END_STREAM) {
+                    break 'frames;
+                }
+            }
+        }
+        assert_eq!(at, buf.len());
+        let next = [(":method", "GET"), (":scheme", "http"), (":path", "/next")];
+        s.write_all(&frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 3, &block(&next)))
+            .await
+            .unwrap();
+        let frames = read_frames(&mut s).await;
+        assert!(frames.iter().any(|f| f.0 == frame::DATA && f.2 == 3 && f.3 == b"/next"), "stream 3 answered");
     });
 }
