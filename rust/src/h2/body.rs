@@ -41,14 +41,7 @@ pub struct RecvBody {
 
 pub fn channel(length: Option<u64>) -> (Sender, RecvBody) {
     let state = Arc::new(Mutex::new(State::default()));
-    (
-        Sender(state.clone()),
-        RecvBody {
-            state,
-            length,
-            read: 0,
-        },
-    )
+    (Sender(state.clone()), RecvBody { state, length, read: 0 })
 }
 
 impl Sender {
@@ -157,7 +150,9 @@ mod tests {
         tx.data(Bytes::from_static(b"de"));
         let cx = Context::from_waker(Waker::noop());
         assert_eq!(tx.taken(&cx), 0);
-        let Poll::Ready(Some(Ok(f))) = poll(&mut rx) else { panic!() };
+        let Poll::Ready(Some(Ok(f))) = poll(&mut rx) else {
+            panic!()
+        };
         assert_eq!(f.into_data().unwrap(), "abc");
         assert_eq!(rx.size_hint().exact(), Some(2));
         assert_eq!(tx.taken(&cx), 3);
@@ -166,7 +161,9 @@ mod tests {
         tx.end(Some(t));
         assert!(!rx.is_end_stream());
         assert!(matches!(poll(&mut rx), Poll::Ready(Some(Ok(_)))));
-        let Poll::Ready(Some(Ok(f))) = poll(&mut rx) else { panic!() };
+        let Poll::Ready(Some(Ok(f))) = poll(&mut rx) else {
+            panic!()
+        };
         assert!(f.is_trailers());
         assert!(rx.is_end_stream());
         assert!(matches!(poll(&mut rx), Poll::Ready(None)));

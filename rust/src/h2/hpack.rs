@@ -271,7 +271,10 @@ fn int(block: &[u8], at: &mut usize, n: u8) -> Result<usize, Error> {
 fn string(block: &Bytes, at: &mut usize) -> Result<Bytes, Error> {
     let huffman = block.get(*at).ok_or(Error::Truncated)? & 0x80 != 0;
     let len = int(block, at, 7)?;
-    let end = at.checked_add(len).filter(|&e| e <= block.len()).ok_or(Error::Truncated)?;
+    let end = at
+        .checked_add(len)
+        .filter(|&e| e <= block.len())
+        .ok_or(Error::Truncated)?;
     let raw = &block[*at..end];
     let s = if huffman {
         huffman_decode(raw)?
@@ -345,6 +348,7 @@ pub fn huffman_decode(src: &[u8]) -> Result<Bytes, Error> {
 }
 
 /// Huffman-encodes `src` (tests, and a peer's view of what a client sends).
+#[allow(clippy::cast_possible_truncation)] // the low 8 bits of the bit buffer, by design
 pub fn huffman_encode(src: &[u8], dst: &mut BytesMut) {
     let (mut bits, mut n) = (0u64, 0u32);
     for &b in src {
@@ -364,6 +368,7 @@ pub fn huffman_encode(src: &[u8], dst: &mut BytesMut) {
 }
 
 /// An integer with an `n`-bit prefix, `flags` in the bits above it.
+#[allow(clippy::cast_possible_truncation)] // each byte written is masked to its 7 or `n` bits
 pub fn put_int(dst: &mut BytesMut, flags: u8, n: u8, v: usize) {
     let mask = (1usize << n) - 1;
     if v < mask {

@@ -87,6 +87,7 @@ impl Cancel {
     }
 }
 
+#[allow(clippy::struct_excessive_bools)] // the states of a stream's two halves
 struct Stream {
     /// The request body's sender, until END_STREAM.
     recv: Option<Sender>,
@@ -129,6 +130,7 @@ impl From<Reason> for ConnError {
     }
 }
 
+#[allow(clippy::struct_excessive_bools)] // the connection's states, each read on its own
 pub struct Connection<'a, I, H> {
     io: I,
     /// Answers a request (`Conn::handle`; tests give their own).
@@ -319,20 +321,20 @@ where
                     return Err(Reason::Protocol.into());
                 }
             }
-            self.frame(head, payload)?;
+            self.frame(head, &payload)?;
         }
         Ok(())
     }
 
-    fn frame(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
+    fn frame(&mut self, head: Head, payload: &Bytes) -> Result<(), ConnError> {
         match head.kind {
-            frame::DATA => self.data(head, &payload),
-            frame::HEADERS => self.headers(head, &payload),
+            frame::DATA => self.data(head, payload),
+            frame::HEADERS => self.headers(head, payload),
             frame::CONTINUATION => {
                 let Some(mut p) = self.continuation.take() else {
                     return Err(Reason::Protocol.into());
                 };
-                p.block.extend_from_slice(&payload);
+                p.block.extend_from_slice(payload);
                 if p.block.len() > MAX_HEADER_BLOCK {
                     return Err(ConnError(CALM));
                 }
@@ -349,7 +351,7 @@ where
                 }
                 if head.len != 5 {
                     self.reset(head.stream, Reason::FrameSize);
-                } else if dependency(&payload) == head.stream {
+                } else if dependency(payload) == head.stream {
                     self.reset(head.stream, Reason::Protocol);
                 }
                 Ok(())
@@ -364,7 +366,7 @@ where
                 self.close(head.stream, false);
                 Ok(())
             }
-            frame::SETTINGS => self.settings(head, &payload),
+            frame::SETTINGS => self.settings(head, payload),
             frame::PUSH_PROMISE => Err(Reason::Protocol.into()),
             frame::PING => {
                 if head.stream != 0 {
@@ -374,7 +376,7 @@ where
                     return Err(Reason::FrameSize.into());
                 }
                 if !head.has(frame::ACK) {
-                    frame::ping_ack(&mut self.out, &payload);
+                    frame::ping_ack(&mut self.out, payload);
                 }
                 Ok(())
             }
@@ -385,7 +387,7 @@ where
                 self.peer_goaway = true;
                 Ok(())
             }
-            frame::WINDOW_UPDATE => self.window_update(head, &payload),
+            frame::WINDOW_UPDATE => self.window_update(head, payload),
             // Unknown frame types are ignored (§4.1), except inside a header block (above).
             _ => Ok(()),
         }
@@ -562,7 +564,13 @@ where
     }
 
     /// A complete header block: a new request, or a request's trailers.
-    fn header_block(&mut self, id: u32, end_stream: bool, priority_error: bool, block: &Bytes) -> Result<(), ConnError> {
+    fn header_block(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        priority_error: bool,
+        block: &Bytes,
+    ) -> Result<(), ConnError> {
         let mut fields = std::mem::take(&mut self.fields);
         fields.clear();
         // Decoded whatever happens to the stream: the table must follow the client's.
@@ -743,7 +751,8 @@ where
         };
         loop {
             while let Some(front) = s.pending.front_mut() {
-                let room = self.send_window.min(s.send_window).min(self.peer_max_frame as i64);
+                let max_frame = i64::try_from(self.peer_max_frame).expect("at most 2^24");
+                let room = self.send_window.min(s.send_window).min(max_frame);
                 if room <= 0 {
                     return true;
                 }
@@ -754,9 +763,16 @@ where
                     front.split_to(n)
                 };
                 let fin = s.ending && s.pending.is_empty() && s.trailers.is_none();
-                self.send_window -= n as i64;
-                s.send_window -= n as i64;
-                frame::head(&mut self.out, n, frame::DATA, if fin { frame::END_STREAM } else { 0 }, id);
+                let sent = i64::try_from(n).expect("at most a frame");
+                self.send_window -= sent;
+                s.send_window -= sent;
+                frame::head(
+                    &mut self.out,
+                    n,
+                    frame::DATA,
+                    if fin { frame::END_STREAM } else { 0 },
+                    id,
+                );
                 if n <= COPY_DATA {
                     self.out.extend_from_slice(&chunk);
                 } else {
@@ -960,11 +976,23 @@ fn write_headers(out: &mut BytesMut, id: u32, block: &[u8], end_stream: bool, ma
     let mut chunks = block.chunks(max_frame).peekable();
     let first = chunks.next().unwrap_or(&[]);
     let last = chunks.peek().is_none();
-    frame::head(out, first.len(), frame::HEADERS, fin | if last { frame::END_HEADERS } else { 0 }, id);
+    frame::head(
+        out,
+        first.len(),
+        frame::HEADERS,
+        fin | if last { frame::END_HEADERS } else { 0 },
+        id,
+    );
     out.extend_from_slice(first);
     while let Some(c) = chunks.next() {
         let last = chunks.peek().is_none();
-        frame::head(out, c.len(), frame::CONTINUATION, if last { frame::END_HEADERS } else { 0 }, id);
+        frame::head(
+            out,
+            c.len(),
+            frame::CONTINUATION,
+            if last { frame::END_HEADERS } else { 0 },
+            id,
+        );
         out.extend_from_slice(c);
     }
 }

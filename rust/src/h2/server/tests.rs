@@ -107,11 +107,16 @@ fn bodies_longer_than_every_window_go_both_ways_with_trailers() {
         // 3 MiB up (stream and connection windows 1 MiB: given back as the handler reads),
         // the same down (the client's windows are 64 KiB: the server waits for its updates).
         let payload = Bytes::from((0..3u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-        let (resp, mut stream) = send.send_request(Request::post("http://x/echo").body(()).unwrap(), false).unwrap();
+        let (resp, mut stream) = send
+            .send_request(Request::post("http://x/echo").body(()).unwrap(), false)
+            .unwrap();
         let mut rest = payload.clone();
         while !rest.is_empty() {
             stream.reserve_capacity(rest.len().min(1 << 16));
-            let n = std::future::poll_fn(|cx| stream.poll_capacity(cx)).await.unwrap().unwrap();
+            let n = std::future::poll_fn(|cx| stream.poll_capacity(cx))
+                .await
+                .unwrap()
+                .unwrap();
             stream.send_data(rest.split_to(n.min(rest.len())), false).unwrap();
         }
         let mut t = HeaderMap::new();
@@ -123,7 +128,9 @@ fn bodies_longer_than_every_window_go_both_ways_with_trailers() {
         assert!(body == payload, "the body came back changed");
         assert_eq!(trailers.unwrap()["x-checksum"], "abc");
         // And a large response to a bodiless request, on the same connection.
-        let (resp, _) = send.send_request(Request::get("http://x/big").body(()).unwrap(), true).unwrap();
+        let (resp, _) = send
+            .send_request(Request::get("http://x/big").body(()).unwrap(), true)
+            .unwrap();
         assert_eq!(body_of(resp).await.1.len(), 3 << 20);
     });
 }
@@ -150,7 +157,12 @@ fn block(fields: &[(&str, &str)]) -> Vec<u8> {
     b.to_vec()
 }
 
-const GET: &[(&str, &str)] = &[(":method", "GET"), (":scheme", "http"), (":path", "/a"), (":authority", "x")];
+const GET: &[(&str, &str)] = &[
+    (":method", "GET"),
+    (":scheme", "http"),
+    (":path", "/a"),
+    (":authority", "x"),
+];
 
 /// Connects, sends the preface, SETTINGS and `frames`; returns the frames the server sent
 /// (type, flags, stream, payload) until it closed or went quiet for 500 ms.
@@ -169,7 +181,7 @@ async fn read_frames(s: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
     let mut got = Vec::new();
     let mut buf = Vec::new();
     loop {
-        let mut chunk = [0u8; 65536];
+        let mut chunk = vec![0u8; 65536];
         match tokio::time::timeout(Duration::from_millis(500), s.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => break,
@@ -205,46 +217,127 @@ fn settings_are_announced_and_acknowledged_and_pings_answered() {
         let got = raw(addr, &[frame(frame::PING, 0, 0, b"12345678")]).await;
         let first = &got[0];
         assert_eq!((first.0, first.1), (frame::SETTINGS, 0));
-        let values: Vec<(u16, u32)> = first.3.chunks(6).map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]]))).collect();
+        let values: Vec<(u16, u32)> = first
+            .3
+            .chunks(6)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
+            .collect();
         assert!(values.contains(&(frame::SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS)));
-        assert!(got.iter().any(|f| f.0 == frame::SETTINGS && f.1 == frame::ACK), "{got:?}");
-        assert!(got.iter().any(|f| f.0 == frame::PING && f.1 == frame::ACK && f.3 == b"12345678"), "{got:?}");
+        assert!(
+            got.iter().any(|f| f.0 == frame::SETTINGS && f.1 == frame::ACK),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|f| f.0 == frame::PING && f.1 == frame::ACK && f.3 == b"12345678"),
+            "{got:?}"
+        );
         assert_eq!(goaway_code(&got), None);
     });
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one table of cases
 fn connection_errors_send_goaway_with_their_code() {
-    let headers = |stream: u32, flags: u8, fields: &[(&str, &str)]| frame(frame::HEADERS, flags, stream, &block(fields));
+    let headers =
+        |stream: u32, flags: u8, fields: &[(&str, &str)]| frame(frame::HEADERS, flags, stream, &block(fields));
     let eh = frame::END_HEADERS | frame::END_STREAM;
     let cases: Vec<(&str, Vec<Vec<u8>>, Reason)> = vec![
-        ("DATA on stream 0", vec![frame(frame::DATA, 0, 0, b"x")], Reason::Protocol),
-        ("DATA on an idle stream", vec![frame(frame::DATA, 0, 5, b"x")], Reason::Protocol),
-        ("HEADERS on stream 0", vec![headers(0, eh, GET)], Reason::Protocol),
-        ("even stream id", vec![headers(2, eh, GET)], Reason::Protocol),
-        ("stream id going down", vec![headers(5, eh, GET), headers(3, eh, GET)], Reason::Protocol),
         (
-            "another frame inside a header block",
-            vec![headers(1, frame::END_STREAM, GET), frame(frame::PING, 0, 0, b"12345678")],
+            "DATA on stream 0",
+            vec![frame(frame::DATA, 0, 0, b"x")],
             Reason::Protocol,
         ),
-        ("CONTINUATION without HEADERS", vec![frame(frame::CONTINUATION, frame::END_HEADERS, 1, &block(GET))], Reason::Protocol),
-        ("invalid HPACK", vec![frame(frame::HEADERS, eh, 1, &[0x80])], Reason::Compression),
-        ("frame over SETTINGS_MAX_FRAME_SIZE", vec![frame(frame::DATA, 0, 1, &[0; 16_385])], Reason::FrameSize),
-        ("PING of 7 bytes", vec![frame(frame::PING, 0, 0, b"1234567")], Reason::FrameSize),
-        ("SETTINGS of 5 bytes", vec![frame(frame::SETTINGS, 0, 0, &[0; 5])], Reason::FrameSize),
-        ("SETTINGS_ENABLE_PUSH 2", vec![frame(frame::SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 2])], Reason::Protocol),
-        ("initial window over 2^31-1", vec![frame(frame::SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0])], Reason::FlowControl),
-        ("max frame size below 16384", vec![frame(frame::SETTINGS, 0, 0, &[0, 5, 0, 0, 0x3f, 0xff])], Reason::Protocol),
-        ("WINDOW_UPDATE of 0 on the connection", vec![frame(frame::WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0])], Reason::Protocol),
+        (
+            "DATA on an idle stream",
+            vec![frame(frame::DATA, 0, 5, b"x")],
+            Reason::Protocol,
+        ),
+        ("HEADERS on stream 0", vec![headers(0, eh, GET)], Reason::Protocol),
+        ("even stream id", vec![headers(2, eh, GET)], Reason::Protocol),
+        (
+            "stream id going down",
+            vec![headers(5, eh, GET), headers(3, eh, GET)],
+            Reason::Protocol,
+        ),
+        (
+            "another frame inside a header block",
+            vec![
+                headers(1, frame::END_STREAM, GET),
+                frame(frame::PING, 0, 0, b"12345678"),
+            ],
+            Reason::Protocol,
+        ),
+        (
+            "CONTINUATION without HEADERS",
+            vec![frame(frame::CONTINUATION, frame::END_HEADERS, 1, &block(GET))],
+            Reason::Protocol,
+        ),
+        (
+            "invalid HPACK",
+            vec![frame(frame::HEADERS, eh, 1, &[0x80])],
+            Reason::Compression,
+        ),
+        (
+            "frame over SETTINGS_MAX_FRAME_SIZE",
+            vec![frame(frame::DATA, 0, 1, &[0; 16_385])],
+            Reason::FrameSize,
+        ),
+        (
+            "PING of 7 bytes",
+            vec![frame(frame::PING, 0, 0, b"1234567")],
+            Reason::FrameSize,
+        ),
+        (
+            "SETTINGS of 5 bytes",
+            vec![frame(frame::SETTINGS, 0, 0, &[0; 5])],
+            Reason::FrameSize,
+        ),
+        (
+            "SETTINGS_ENABLE_PUSH 2",
+            vec![frame(frame::SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 2])],
+            Reason::Protocol,
+        ),
+        (
+            "initial window over 2^31-1",
+            vec![frame(frame::SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0])],
+            Reason::FlowControl,
+        ),
+        (
+            "max frame size below 16384",
+            vec![frame(frame::SETTINGS, 0, 0, &[0, 5, 0, 0, 0x3f, 0xff])],
+            Reason::Protocol,
+        ),
+        (
+            "WINDOW_UPDATE of 0 on the connection",
+            vec![frame(frame::WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0])],
+            Reason::Protocol,
+        ),
         (
             "connection window over 2^31-1",
             vec![frame(frame::WINDOW_UPDATE, 0, 0, &[0x7f, 0xff, 0xff, 0xff])],
             Reason::FlowControl,
         ),
-        ("RST_STREAM on an idle stream", vec![frame(frame::RST_STREAM, 0, 9, &[0, 0, 0, 8])], Reason::Protocol),
-        ("PUSH_PROMISE from a client", vec![frame(frame::PUSH_PROMISE, frame::END_HEADERS, 1, &[0, 0, 0, 2])], Reason::Protocol),
-        ("padding as long as the frame", vec![frame(frame::DATA, frame::PADDED, 1, &[5, 0, 0])], Reason::Protocol),
+        (
+            "RST_STREAM on an idle stream",
+            vec![frame(frame::RST_STREAM, 0, 9, &[0, 0, 0, 8])],
+            Reason::Protocol,
+        ),
+        (
+            "PUSH_PROMISE from a client",
+            vec![frame(frame::PUSH_PROMISE, frame::END_HEADERS, 1, &[0, 0, 0, 2])],
+            Reason::Protocol,
+        ),
+        (
+            "padding as long as the frame",
+            vec![frame(frame::DATA, frame::PADDED, 1, &[5, 0, 0])],
+            Reason::Protocol,
+        ),
     ];
     run(async {
         for (what, frames, want) in cases {
@@ -269,18 +362,42 @@ fn malformed_requests_are_reset_and_the_connection_goes_on() {
         ("unknown pseudo-header", with((":foo", "1"))),
         ("response pseudo-header", with((":status", "200"))),
         ("no :path", vec![(":method", "GET"), (":scheme", "http")]),
-        ("empty :path", vec![(":method", "GET"), (":scheme", "http"), (":path", "")]),
-        ("duplicate :method", vec![(":method", "GET"), (":method", "GET"), (":scheme", "http"), (":path", "/")]),
-        ("pseudo after regular", vec![(":method", "GET"), ("x", "1"), (":scheme", "http"), (":path", "/")]),
+        (
+            "empty :path",
+            vec![(":method", "GET"), (":scheme", "http"), (":path", "")],
+        ),
+        (
+            "duplicate :method",
+            vec![
+                (":method", "GET"),
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+            ],
+        ),
+        (
+            "pseudo after regular",
+            vec![(":method", "GET"), ("x", "1"), (":scheme", "http"), (":path", "/")],
+        ),
         ("content-length with END_STREAM", with(("content-length", "3"))),
     ];
     run(async {
         for (what, fields) in cases {
             let (addr, _drain) = server(handler).await;
             let eh = frame::END_HEADERS | frame::END_STREAM;
-            let got = raw(addr, &[frame(frame::HEADERS, eh, 1, &block(&fields)), frame(frame::HEADERS, eh, 3, &block(GET))]).await;
+            let got = raw(
+                addr,
+                &[
+                    frame(frame::HEADERS, eh, 1, &block(&fields)),
+                    frame(frame::HEADERS, eh, 3, &block(GET)),
+                ],
+            )
+            .await;
             assert_eq!(rst_code(&got, 1), Some(Reason::Protocol as u32), "{what}: {got:?}");
-            assert!(got.iter().any(|f| f.0 == frame::HEADERS && f.2 == 3), "{what}: stream 3 answered: {got:?}");
+            assert!(
+                got.iter().any(|f| f.0 == frame::HEADERS && f.2 == 3),
+                "{what}: stream 3 answered: {got:?}"
+            );
             assert_eq!(goaway_code(&got), None, "{what}");
         }
     });
@@ -304,7 +421,11 @@ fn content_length_must_match_the_data() {
         .await;
         assert_eq!(rst_code(&got, 1), Some(Reason::Protocol as u32), "{got:?}");
         // Stream 3: 4 bytes behind padding, echoed.
-        let data: Vec<u8> = got.iter().filter(|f| f.0 == frame::DATA && f.2 == 3).flat_map(|f| f.3.clone()).collect();
+        let data: Vec<u8> = got
+            .iter()
+            .filter(|f| f.0 == frame::DATA && f.2 == 3)
+            .flat_map(|f| f.3.clone())
+            .collect();
         assert_eq!(data, b"abcd");
     });
 }
@@ -318,7 +439,12 @@ fn responses_wait_for_the_clients_window() {
         // Initial window 5: the response body (2 bytes of "/abcdefgh" ... ) is held back.
         input.extend(frame(frame::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 5]));
         let get = [(":method", "GET"), (":scheme", "http"), (":path", "/abcdefgh")];
-        input.extend(frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block(&get)));
+        input.extend(frame(
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM,
+            1,
+            &block(&get),
+        ));
         s.write_all(&input).await.unwrap();
         let got = read_frames(&mut s).await;
         let data: Vec<_> = got.iter().filter(|f| f.0 == frame::DATA).collect();
@@ -326,13 +452,19 @@ fn responses_wait_for_the_clients_window() {
         assert_eq!(data[0].3, b"/abcd");
         assert_eq!(data[0].1 & frame::END_STREAM, 0);
         // A negative window: SETTINGS to 2 takes the stream to -3; +4 lets one byte through.
-        s.write_all(&frame(frame::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 2])).await.unwrap();
-        s.write_all(&frame(frame::WINDOW_UPDATE, 0, 1, &[0, 0, 0, 4])).await.unwrap();
+        s.write_all(&frame(frame::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 2]))
+            .await
+            .unwrap();
+        s.write_all(&frame(frame::WINDOW_UPDATE, 0, 1, &[0, 0, 0, 4]))
+            .await
+            .unwrap();
         let got = read_frames(&mut s).await;
         let data: Vec<_> = got.iter().filter(|f| f.0 == frame::DATA).collect();
         assert_eq!(data.len(), 1, "{got:?}");
         assert_eq!(data[0].3, b"e");
-        s.write_all(&frame(frame::WINDOW_UPDATE, 0, 1, &[0, 0, 0, 100])).await.unwrap();
+        s.write_all(&frame(frame::WINDOW_UPDATE, 0, 1, &[0, 0, 0, 100]))
+            .await
+            .unwrap();
         let got = read_frames(&mut s).await;
         let last = got.iter().find(|f| f.0 == frame::DATA).unwrap();
         assert_eq!(last.3, b"fgh");
@@ -346,7 +478,14 @@ fn streams_over_the_concurrency_limit_are_refused() {
         let (addr, _drain) = server(handler).await;
         let wait = [(":method", "GET"), (":scheme", "http"), (":path", "/wait")];
         let frames: Vec<Vec<u8>> = (0..=MAX_CONCURRENT_STREAMS)
-            .map(|i| frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 2 * i + 1, &block(&wait)))
+            .map(|i| {
+                frame(
+                    frame::HEADERS,
+                    frame::END_HEADERS | frame::END_STREAM,
+                    2 * i + 1,
+                    &block(&wait),
+                )
+            })
             .collect();
         let got = raw(addr, &frames).await;
         let refused = 2 * MAX_CONCURRENT_STREAMS + 1;
@@ -380,11 +519,18 @@ fn a_reset_stream_drops_its_handler() {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let mut input = frame::PREFACE.to_vec();
         input.extend(frame(frame::SETTINGS, 0, 0, &[]));
-        input.extend(frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block(GET)));
+        input.extend(frame(
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM,
+            1,
+            &block(GET),
+        ));
         s.write_all(&input).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(DROPPED.load(Ordering::SeqCst), 0);
-        s.write_all(&frame(frame::RST_STREAM, 0, 1, &[0, 0, 0, 8])).await.unwrap();
+        s.write_all(&frame(frame::RST_STREAM, 0, 1, &[0, 0, 0, 8]))
+            .await
+            .unwrap();
         let got = read_frames(&mut s).await;
         assert_eq!(DROPPED.load(Ordering::SeqCst), 1);
         // The reset ends the stream only, not the connection.
@@ -400,20 +546,30 @@ fn a_drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
         let mut input = frame::PREFACE.to_vec();
         input.extend(frame(frame::SETTINGS, 0, 0, &[]));
         let wait = [(":method", "GET"), (":scheme", "http"), (":path", "/wait")];
-        input.extend(frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block(&wait)));
+        input.extend(frame(
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM,
+            1,
+            &block(&wait),
+        ));
         s.write_all(&input).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         drain.send_replace(true);
         // A stream opened after the GOAWAY is not served.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        s.write_all(&frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 3, &block(GET)))
-            .await
-            .unwrap();
+        s.write_all(&frame(
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM,
+            3,
+            &block(GET),
+        ))
+        .await
+        .unwrap();
         let mut all = Vec::new();
         let mut closed = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while tokio::time::Instant::now() < deadline {
-            let mut chunk = [0u8; 4096];
+            let mut chunk = vec![0u8; 4096];
             match tokio::time::timeout(Duration::from_millis(100), s.read(&mut chunk)).await {
                 Ok(Ok(0) | Err(_)) => {
                     closed = true;
@@ -432,8 +588,15 @@ fn a_drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
             at += 9 + h.len;
         }
         let goaway = frames.iter().position(|f| f.0 == frame::GOAWAY).expect("GOAWAY");
-        assert_eq!(&frames[goaway].3[..], &[0, 0, 0, 1, 0, 0, 0, 0], "last stream 1, NO_ERROR");
-        let data = frames.iter().position(|f| f.0 == frame::DATA && f.2 == 1).expect("stream 1 answered");
+        assert_eq!(
+            &frames[goaway].3[..],
+            &[0, 0, 0, 1, 0, 0, 0, 0],
+            "last stream 1, NO_ERROR"
+        );
+        let data = frames
+            .iter()
+            .position(|f| f.0 == frame::DATA && f.2 == 1)
+            .expect("stream 1 answered");
         assert!(data > goaway);
         assert_eq!(frames[data].3, b"waited");
         assert!(!frames.iter().any(|f| f.2 == 3), "{frames:?}");
@@ -451,7 +614,12 @@ fn reading_resumes_after_a_large_response_filled_the_socket() {
         input.extend(frame(frame::SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
         input.extend(frame(frame::WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes()));
         let huge = [(":method", "GET"), (":scheme", "http"), (":path", "/huge")];
-        input.extend(frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block(&huge)));
+        input.extend(frame(
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM,
+            1,
+            &block(&huge),
+        ));
         s.write_all(&input).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Read the whole response (to its END_STREAM), then ask again on the same connection.
@@ -475,10 +643,18 @@ fn reading_resumes_after_a_large_response_filled_the_socket() {
         }
         assert_eq!(at, buf.len());
         let next = [(":method", "GET"), (":scheme", "http"), (":path", "/next")];
-        s.write_all(&frame(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 3, &block(&next)))
-            .await
-            .unwrap();
+        s.write_all(&frame(
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM,
+            3,
+            &block(&next),
+        ))
+        .await
+        .unwrap();
         let frames = read_frames(&mut s).await;
-        assert!(frames.iter().any(|f| f.0 == frame::DATA && f.2 == 3 && f.3 == b"/next"), "stream 3 answered");
+        assert!(
+            frames.iter().any(|f| f.0 == frame::DATA && f.2 == 3 && f.3 == b"/next"),
+            "stream 3 answered"
+        );
     });
 }
