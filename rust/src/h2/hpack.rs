@@ -57,7 +57,7 @@ impl Name {
         }
     }
 
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         match self {
             Name::Method | Name::Scheme => 7,
             Name::Authority => 10,

@@ -39,8 +39,14 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 200;
 /// The window each request body starts with, and the connection's (hyper's defaults: 1 MiB).
 pub const STREAM_WINDOW: u32 = 1 << 20;
 pub const CONN_WINDOW: u32 = 1 << 20;
-/// The largest header block (after CONTINUATIONs) taken; a larger one is ENHANCE_YOUR_CALM.
-const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// The largest header block (after CONTINUATIONs) taken; a larger one is ENHANCE_YOUR_CALM
+/// (twice the list size answered 431 below: the block of a list just over it is still read).
+const MAX_HEADER_BLOCK: usize = 2 * MAX_LIST_SIZE;
+/// Most fields, and most decoded bytes (RFC 9113 §6.5.2's size: name + value + 32 each), of a
+/// request's header list; over either the request is answered 431 (as hyper's HTTP/1.1 server
+/// answers over 100 headers), and `HeaderMap` is never asked to hold more than it can.
+const MAX_FIELDS: usize = 200;
+const MAX_LIST_SIZE: usize = 64 * 1024;
 /// The SETTINGS_HEADER_TABLE_SIZE the decoder keeps to (the default; never announced).
 const HEADER_TABLE_SIZE: usize = 4096;
 const READ: usize = 16 * 1024;
@@ -631,6 +637,18 @@ where
         }
         if self.streams.len() >= MAX_CONCURRENT_STREAMS as usize {
             self.reset(id, Reason::RefusedStream);
+            return Ok(());
+        }
+        let size: usize = fields.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
+        if fields.len() > MAX_FIELDS || size > MAX_LIST_SIZE {
+            let mut block = BytesMut::new();
+            hpack::encode_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &mut block);
+            write_headers(&mut self.out, id, &block, true, self.peer_max_frame);
+            if end_stream {
+                self.forget(id);
+            } else {
+                self.reset(id, Reason::NoError);
+            }
             return Ok(());
         }
         let Some((mut req, length)) = request(fields) else {

@@ -49,72 +49,45 @@ fn the_huffman_code_is_canonical() {
     }
 }
 
-#[test]
-fn rfc7541_c3_requests_without_huffman() {
-    let mut d = Decoder::new(4096);
-    assert_eq!(
-        fields(&mut d, "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d"),
-        pairs(&[
-            (":method", "GET"),
-            (":scheme", "http"),
-            (":path", "/"),
-            (":authority", "www.example.com")
-        ])
-    );
-    assert_eq!(d.table_size(), 57);
-    assert_eq!(
-        fields(&mut d, "8286 84be 5808 6e6f 2d63 6163 6865"),
-        pairs(&[
-            (":method", "GET"),
-            (":scheme", "http"),
-            (":path", "/"),
-            (":authority", "www.example.com"),
-            ("cache-control", "no-cache")
-        ])
-    );
-    assert_eq!(d.table_size(), 110);
-    assert_eq!(
-        fields(
-            &mut d,
-            "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65"
-        ),
-        pairs(&[
-            (":method", "GET"),
-            (":scheme", "https"),
-            (":path", "/index.html"),
-            (":authority", "www.example.com"),
-            ("custom-key", "custom-value")
-        ])
-    );
-    assert_eq!(d.table_size(), 164);
+/// The three requests of RFC 7541 C.3 and C.4 (the same fields, without and with Huffman).
+fn rfc_requests() -> [Vec<(String, String)>; 3] {
+    let first = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "www.example.com"),
+    ];
+    let mut second = first.to_vec();
+    second.push(("cache-control", "no-cache"));
+    let third = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", "/index.html"),
+        (":authority", "www.example.com"),
+        ("custom-key", "custom-value"),
+    ];
+    [pairs(&first), pairs(&second), pairs(&third)]
 }
 
 #[test]
-fn rfc7541_c4_requests_with_huffman() {
-    let mut d = Decoder::new(4096);
-    assert_eq!(
-        fields(&mut d, "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"),
-        pairs(&[
-            (":method", "GET"),
-            (":scheme", "http"),
-            (":path", "/"),
-            (":authority", "www.example.com")
-        ])
-    );
-    assert_eq!(
-        fields(&mut d, "8286 84be 5886 a8eb 1064 9cbf"),
-        pairs(&[
-            (":method", "GET"),
-            (":scheme", "http"),
-            (":path", "/"),
-            (":authority", "www.example.com"),
-            ("cache-control", "no-cache")
-        ])
-    );
-    assert_eq!(
-        fields(&mut d, "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf")[4],
-        ("custom-key".to_string(), "custom-value".to_string())
-    );
+fn rfc7541_c3_and_c4_requests_with_and_without_huffman() {
+    let plain = [
+        "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
+        "8286 84be 5808 6e6f 2d63 6163 6865",
+        "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
+    ];
+    let huffman = [
+        "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff",
+        "8286 84be 5886 a8eb 1064 9cbf",
+        "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+    ];
+    for blocks in [plain, huffman] {
+        let mut d = Decoder::new(4096);
+        for ((block, want), size) in blocks.iter().zip(rfc_requests()).zip([57, 110, 164]) {
+            assert_eq!(fields(&mut d, block), want, "{block}");
+            assert_eq!(d.table_size(), size, "{block}");
+        }
+    }
 }
 
 #[test]

@@ -157,6 +157,17 @@ fn block(fields: &[(&str, &str)]) -> Vec<u8> {
     b.to_vec()
 }
 
+/// A bodiless GET of `path` on `stream` (HEADERS with END_STREAM).
+fn get(stream: u32, path: &str) -> Vec<u8> {
+    let fields = [(":method", "GET"), (":scheme", "http"), (":path", path)];
+    frame(
+        frame::HEADERS,
+        frame::END_HEADERS | frame::END_STREAM,
+        stream,
+        &block(&fields),
+    )
+}
+
 const GET: &[(&str, &str)] = &[
     (":method", "GET"),
     (":scheme", "http"),
@@ -164,21 +175,41 @@ const GET: &[(&str, &str)] = &[
     (":authority", "x"),
 ];
 
-/// Connects, sends the preface, SETTINGS and `frames`; returns the frames the server sent
-/// (type, flags, stream, payload) until it closed or went quiet for 500 ms.
-async fn raw(addr: std::net::SocketAddr, frames: &[Vec<u8>]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+/// Connects and sends the preface, SETTINGS with `settings` and `frames`.
+async fn open(addr: std::net::SocketAddr, settings: &[u8], frames: &[Vec<u8>]) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut input = frame::PREFACE.to_vec();
-    input.extend(frame(frame::SETTINGS, 0, 0, &[]));
+    input.extend(frame(frame::SETTINGS, 0, 0, settings));
     for f in frames {
         input.extend(f);
     }
     s.write_all(&input).await.unwrap();
+    s
+}
+
+/// `open`, then the frames the server sent (type, flags, stream, payload) until it closed or
+/// went quiet for 500 ms.
+async fn raw(addr: std::net::SocketAddr, frames: &[Vec<u8>]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let mut s = open(addr, &[], frames).await;
     read_frames(&mut s).await
 }
 
-async fn read_frames(s: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
+/// The whole frames at the start of `buf` (type, flags, stream, payload), and where they end.
+fn parse_frames(buf: &[u8]) -> (Vec<(u8, u8, u32, Vec<u8>)>, usize) {
     let mut got = Vec::new();
+    let mut at = 0;
+    while buf.len() >= at + 9 {
+        let h = Head::parse(&buf[at..]);
+        if buf.len() < at + 9 + h.len {
+            break;
+        }
+        got.push((h.kind, h.flags, h.stream, buf[at + 9..at + 9 + h.len].to_vec()));
+        at += 9 + h.len;
+    }
+    (got, at)
+}
+
+async fn read_frames(s: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
     let mut buf = Vec::new();
     loop {
         let mut chunk = vec![0u8; 65536];
@@ -187,13 +218,7 @@ async fn read_frames(s: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
             _ => break,
         }
     }
-    let mut at = 0;
-    while buf.len() >= at + 9 {
-        let h = Head::parse(&buf[at..]);
-        got.push((h.kind, h.flags, h.stream, buf[at + 9..at + 9 + h.len].to_vec()));
-        at += 9 + h.len;
-    }
-    got
+    parse_frames(&buf).0
 }
 
 fn goaway_code(frames: &[(u8, u8, u32, Vec<u8>)]) -> Option<u32> {
@@ -404,6 +429,48 @@ fn malformed_requests_are_reset_and_the_connection_goes_on() {
 }
 
 #[test]
+fn a_header_list_over_the_limits_is_answered_431() {
+    let many: Vec<(String, String)> = (0..=MAX_FIELDS).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+    let long = vec![("x-long".to_string(), "v".repeat(MAX_LIST_SIZE))];
+    run(async {
+        for extra in [many, long] {
+            let (addr, _drain) = server(handler).await;
+            let mut fields: Vec<(&str, &str)> = GET.to_vec();
+            fields.extend(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            let mut blk = block(&fields);
+            // Longer than a frame: HEADERS and CONTINUATIONs.
+            let rest = blk.split_off(blk.len().min(16_000));
+            let mut frames = vec![frame(frame::HEADERS, frame::END_STREAM, 1, &blk)];
+            for (i, c) in rest.chunks(16_000).enumerate() {
+                let last = (i + 1) * 16_000 >= rest.len();
+                frames.push(frame(
+                    frame::CONTINUATION,
+                    if last { frame::END_HEADERS } else { 0 },
+                    1,
+                    c,
+                ));
+            }
+            if rest.is_empty() {
+                frames[0] = frame(frame::HEADERS, frame::END_STREAM | frame::END_HEADERS, 1, &blk);
+            }
+            frames.push(get(3, "/after"));
+            let got = raw(addr, &frames).await;
+            let answer = got
+                .iter()
+                .find(|f| f.0 == frame::HEADERS && f.2 == 1)
+                .expect("stream 1 answered");
+            let mut out = Vec::new();
+            hpack::Decoder::new(4096)
+                .decode(&Bytes::from(answer.3.clone()), &mut out)
+                .unwrap();
+            assert_eq!(out[0].1, "431");
+            assert!(got.iter().any(|f| f.0 == frame::DATA && f.2 == 3), "{got:?}");
+            assert_eq!(goaway_code(&got), None);
+        }
+    });
+}
+
+#[test]
 fn content_length_must_match_the_data() {
     run(async {
         let (addr, _drain) = server(handler).await;
@@ -434,18 +501,8 @@ fn content_length_must_match_the_data() {
 fn responses_wait_for_the_clients_window() {
     run(async {
         let (addr, _drain) = server(handler).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut input = frame::PREFACE.to_vec();
-        // Initial window 5: the response body (2 bytes of "/abcdefgh" ... ) is held back.
-        input.extend(frame(frame::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 5]));
-        let get = [(":method", "GET"), (":scheme", "http"), (":path", "/abcdefgh")];
-        input.extend(frame(
-            frame::HEADERS,
-            frame::END_HEADERS | frame::END_STREAM,
-            1,
-            &block(&get),
-        ));
-        s.write_all(&input).await.unwrap();
+        // Initial window 5: of the 9-byte body "/abcdefgh", 5 go out.
+        let mut s = open(addr, &[0, 4, 0, 0, 0, 5], &[get(1, "/abcdefgh")]).await;
         let got = read_frames(&mut s).await;
         let data: Vec<_> = got.iter().filter(|f| f.0 == frame::DATA).collect();
         assert_eq!(data.len(), 1, "{got:?}");
@@ -516,16 +573,7 @@ fn never(_: Request<ProxyBody>) -> Reply {
 fn a_reset_stream_drops_its_handler() {
     run(async {
         let (addr, _drain) = server(never).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut input = frame::PREFACE.to_vec();
-        input.extend(frame(frame::SETTINGS, 0, 0, &[]));
-        input.extend(frame(
-            frame::HEADERS,
-            frame::END_HEADERS | frame::END_STREAM,
-            1,
-            &block(GET),
-        ));
-        s.write_all(&input).await.unwrap();
+        let mut s = open(addr, &[], &[get(1, "/a")]).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(DROPPED.load(Ordering::SeqCst), 0);
         s.write_all(&frame(frame::RST_STREAM, 0, 1, &[0, 0, 0, 8]))
@@ -542,29 +590,12 @@ fn a_reset_stream_drops_its_handler() {
 fn a_drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
     run(async {
         let (addr, drain) = server(handler).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut input = frame::PREFACE.to_vec();
-        input.extend(frame(frame::SETTINGS, 0, 0, &[]));
-        let wait = [(":method", "GET"), (":scheme", "http"), (":path", "/wait")];
-        input.extend(frame(
-            frame::HEADERS,
-            frame::END_HEADERS | frame::END_STREAM,
-            1,
-            &block(&wait),
-        ));
-        s.write_all(&input).await.unwrap();
+        let mut s = open(addr, &[], &[get(1, "/wait")]).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         drain.send_replace(true);
         // A stream opened after the GOAWAY is not served.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        s.write_all(&frame(
-            frame::HEADERS,
-            frame::END_HEADERS | frame::END_STREAM,
-            3,
-            &block(GET),
-        ))
-        .await
-        .unwrap();
+        s.write_all(&get(3, "/a")).await.unwrap();
         let mut all = Vec::new();
         let mut closed = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -580,13 +611,7 @@ fn a_drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
             }
         }
         assert!(closed, "the connection closes once the stream is done");
-        let mut frames = Vec::new();
-        let mut at = 0;
-        while all.len() >= at + 9 {
-            let h = Head::parse(&all[at..]);
-            frames.push((h.kind, h.flags, h.stream, all[at + 9..at + 9 + h.len].to_vec()));
-            at += 9 + h.len;
-        }
+        let (frames, _) = parse_frames(&all);
         let goaway = frames.iter().position(|f| f.0 == frame::GOAWAY).expect("GOAWAY");
         assert_eq!(
             &frames[goaway].3[..],
@@ -607,50 +632,28 @@ fn a_drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
 fn reading_resumes_after_a_large_response_filled_the_socket() {
     run(async {
         let (addr, _drain) = server(handler).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut input = frame::PREFACE.to_vec();
         // Windows larger than the response: all 32 MiB is queued at once (over MAX_QUEUED), the
         // socket takes a part, and reading pauses until it took the rest.
-        input.extend(frame(frame::SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
-        input.extend(frame(frame::WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes()));
-        let huge = [(":method", "GET"), (":scheme", "http"), (":path", "/huge")];
-        input.extend(frame(
-            frame::HEADERS,
-            frame::END_HEADERS | frame::END_STREAM,
-            1,
-            &block(&huge),
-        ));
-        s.write_all(&input).await.unwrap();
+        let grow = frame(frame::WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes());
+        let mut s = open(addr, &[0, 4, 0x7f, 0xff, 0xff, 0xff], &[grow, get(1, "/huge")]).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Read the whole response (to its END_STREAM), then ask again on the same connection.
         let mut buf = Vec::new();
         let mut chunk = vec![0u8; 1 << 20];
-        let mut at = 0;
-        'frames: loop {
+        loop {
             let n = s.read(&mut chunk).await.unwrap();
             assert!(n > 0, "closed");
             buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= at + 9 {
-                let h = Head::parse(&buf[at..]);
-                if buf.len() < at + 9 + h.len {
-                    break;
-                }
-                at += 9 + h.len;
-                if h.kind == frame::DATA && h.has(frame::END_STREAM) {
-                    break 'frames;
-                }
+            let (frames, at) = parse_frames(&buf);
+            if frames
+                .iter()
+                .any(|f| f.0 == frame::DATA && f.1 & frame::END_STREAM != 0)
+            {
+                assert_eq!(at, buf.len());
+                break;
             }
         }
-        assert_eq!(at, buf.len());
-        let next = [(":method", "GET"), (":scheme", "http"), (":path", "/next")];
-        s.write_all(&frame(
-            frame::HEADERS,
-            frame::END_HEADERS | frame::END_STREAM,
-            3,
-            &block(&next),
-        ))
-        .await
-        .unwrap();
+        s.write_all(&get(3, "/next")).await.unwrap();
         let frames = read_frames(&mut s).await;
         assert!(
             frames.iter().any(|f| f.0 == frame::DATA && f.2 == 3 && f.3 == b"/next"),
