@@ -57,7 +57,8 @@ impl Name {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// The name's length in bytes (for the table's and the header list's sizes).
+    pub fn size(&self) -> usize {
         match self {
             Name::Method | Name::Scheme => 7,
             Name::Authority => 10,
@@ -219,7 +220,7 @@ impl Decoder {
     }
 
     fn insert(&mut self, name: Name, value: Bytes) {
-        let size = name.len() + value.len() + 32;
+        let size = name.size() + value.len() + 32;
         self.evict(size);
         if size <= self.max {
             self.size += size;
@@ -233,7 +234,7 @@ impl Decoder {
             let Some((n, v)) = self.table.pop_back() else {
                 break;
             };
-            self.size -= n.len() + v.len() + 32;
+            self.size -= n.size() + v.len() + 32;
         }
     }
 

@@ -639,7 +639,7 @@ where
             self.reset(id, Reason::RefusedStream);
             return Ok(());
         }
-        let size: usize = fields.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
+        let size: usize = fields.iter().map(|(n, v)| n.size() + v.len() + 32).sum();
         if fields.len() > MAX_FIELDS || size > MAX_LIST_SIZE {
             let mut block = BytesMut::new();
             hpack::encode_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &mut block);

@@ -175,6 +175,9 @@ const GET: &[(&str, &str)] = &[
     (":authority", "x"),
 ];
 
+/// A frame the server sent: type, flags, stream, payload.
+type Got = (u8, u8, u32, Vec<u8>);
+
 /// Connects and sends the preface, SETTINGS with `settings` and `frames`.
 async fn open(addr: std::net::SocketAddr, settings: &[u8], frames: &[Vec<u8>]) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -189,13 +192,13 @@ async fn open(addr: std::net::SocketAddr, settings: &[u8], frames: &[Vec<u8>]) -
 
 /// `open`, then the frames the server sent (type, flags, stream, payload) until it closed or
 /// went quiet for 500 ms.
-async fn raw(addr: std::net::SocketAddr, frames: &[Vec<u8>]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+async fn raw(addr: std::net::SocketAddr, frames: &[Vec<u8>]) -> Vec<Got> {
     let mut s = open(addr, &[], frames).await;
     read_frames(&mut s).await
 }
 
 /// The whole frames at the start of `buf` (type, flags, stream, payload), and where they end.
-fn parse_frames(buf: &[u8]) -> (Vec<(u8, u8, u32, Vec<u8>)>, usize) {
+fn parse_frames(buf: &[u8]) -> (Vec<Got>, usize) {
     let mut got = Vec::new();
     let mut at = 0;
     while buf.len() >= at + 9 {
@@ -209,7 +212,7 @@ fn parse_frames(buf: &[u8]) -> (Vec<(u8, u8, u32, Vec<u8>)>, usize) {
     (got, at)
 }
 
-async fn read_frames(s: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
+async fn read_frames(s: &mut TcpStream) -> Vec<Got> {
     let mut buf = Vec::new();
     loop {
         let mut chunk = vec![0u8; 65536];
@@ -221,14 +224,14 @@ async fn read_frames(s: &mut TcpStream) -> Vec<(u8, u8, u32, Vec<u8>)> {
     parse_frames(&buf).0
 }
 
-fn goaway_code(frames: &[(u8, u8, u32, Vec<u8>)]) -> Option<u32> {
+fn goaway_code(frames: &[Got]) -> Option<u32> {
     frames
         .iter()
         .find(|f| f.0 == frame::GOAWAY)
         .map(|f| u32::from_be_bytes(f.3[4..8].try_into().unwrap()))
 }
 
-fn rst_code(frames: &[(u8, u8, u32, Vec<u8>)], stream: u32) -> Option<u32> {
+fn rst_code(frames: &[Got], stream: u32) -> Option<u32> {
     frames
         .iter()
         .find(|f| f.0 == frame::RST_STREAM && f.2 == stream)
