@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::task::AtomicWaker;
-use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -1030,6 +1030,8 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
     let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_HEADERS);
     let mut length = None;
     let mut regular = false;
+    // `cookie` may come in crumbs: one field for the rest of the way (RFC 9113 §8.2.3).
+    let mut cookie: Option<Bytes> = None;
     for (name, value) in fields.drain(..) {
         let slot = match name {
             Name::Method => &mut method,
@@ -1048,6 +1050,19 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
                     }
                     length = Some(n);
                 }
+                if name == COOKIE {
+                    cookie = Some(match cookie.take() {
+                        None => value,
+                        Some(before) => {
+                            let mut joined = BytesMut::with_capacity(before.len() + 2 + value.len());
+                            joined.extend_from_slice(&before);
+                            joined.extend_from_slice(b"; ");
+                            joined.extend_from_slice(&value);
+                            joined.freeze()
+                        }
+                    });
+                    continue;
+                }
                 headers.append(name, HeaderValue::from_maybe_shared(value).ok()?);
                 continue;
             }
@@ -1058,6 +1073,9 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
             return None;
         }
         *slot = Some(value);
+    }
+    if let Some(cookie) = cookie {
+        headers.append(COOKIE, HeaderValue::from_maybe_shared(cookie).ok()?);
     }
     let method = Method::from_bytes(&method?).ok()?;
     let mut uri = http::uri::Parts::default();

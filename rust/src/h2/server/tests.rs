@@ -41,6 +41,15 @@ fn handler(req: Request<ProxyBody>) -> Reply {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 Response::new(ProxyBody::buffered(Some(Bytes::from_static(b"waited")), None))
             }
+            "/cookie" => {
+                let all: Vec<&str> = req
+                    .headers()
+                    .get_all("cookie")
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                Response::new(ProxyBody::buffered(Some(Bytes::from(all.join("|"))), None))
+            }
             _ => Response::new(ProxyBody::buffered(Some(Bytes::from(path)), None)),
         }
     })
@@ -470,6 +479,29 @@ fn a_header_list_over_the_limits_is_answered_431() {
             assert!(got.iter().any(|f| f.0 == frame::DATA && f.2 == 3), "{got:?}");
             assert_eq!(goaway_code(&got), None);
         }
+    });
+}
+
+#[test]
+fn cookie_crumbs_are_joined_into_one_field() {
+    run(async {
+        let (addr, _drain) = server(handler).await;
+        let fields = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/cookie"),
+            ("cookie", "a=1"),
+            ("x-other", "1"),
+            ("cookie", "b=2"),
+        ];
+        let eh = frame::END_HEADERS | frame::END_STREAM;
+        let got = raw(addr, &[frame(frame::HEADERS, eh, 1, &block(&fields))]).await;
+        let data: Vec<u8> = got
+            .iter()
+            .filter(|f| f.0 == frame::DATA)
+            .flat_map(|f| f.3.clone())
+            .collect();
+        assert_eq!(String::from_utf8(data).unwrap(), "a=1; b=2");
     });
 }
 
