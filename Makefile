@@ -17,7 +17,7 @@ ENGINE   := $(VENV)/.engine-built
 EXT_SRC  := $(wildcard ext/*.pyx ext/*.pxd ext/includes/*.pxd) setup.py
 EXT      := $(VENV)/.ext-built
 
-.PHONY: help setup system-deps engine ext test test-rust test-python stubtest demo bench bench-kube-scale bench-control-e2e fortio clean \
+.PHONY: help setup system-deps engine ext test test-rust test-python stubtest demo bench bench-kube-scale bench-control-e2e fortio h2spec clean \
         testcluster-build testcluster testcluster-stop
 
 help:
@@ -100,6 +100,10 @@ demo: engine
 # $(CACHE)/fortio-<version>, once per version; without Go the rate scenarios fall back to h2load.
 fortio: setup
 	FASTMESH_CACHE=$(CACHE) $(PY) -m bench.fortio
+
+# h2spec (HTTP/2 conformance, tests/engine/test_h2spec.py; the test builds it too when missing).
+h2spec: setup
+	FASTMESH_CACHE=$(CACHE) $(PY) -m bench.h2spec
 
 bench: engine fortio
 	FASTMESH_CACHE=$(CACHE) $(PY) bench/run.py

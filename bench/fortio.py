@@ -1,5 +1,6 @@
 """fortio, the fixed-rate load generator of the rate scenarios: built from the Go module proxy with
 `go install`, once per version, into a cache outside the clone (~/.cache/fastmesh/fortio-<version>/).
+`ensure_go_tool` builds other Go tools the same way (h2spec, `bench/h2spec.py`).
 
 v1.68.2 is the newest fortio whose dependencies the module proxy serves here: from v1.69 on it
 needs grol.io/grol, and fetching that module's zip is refused (403).
@@ -30,23 +31,28 @@ def binary(version: str = VERSION, cache: Path = CACHE) -> Path:
 
 def ensure_fortio(install: bool, version: str = VERSION, cache: Path = CACHE) -> tuple[Path | None, str]:
     """(path of fortio, "") when it is there or was just built; (None, why) when it cannot be had."""
-    path = binary(version, cache)
+    return ensure_go_tool("fortio", MODULE, version, install, binary(version, cache))
+
+
+def ensure_go_tool(name: str, package: str, version: str, install: bool, path: Path) -> tuple[Path | None, str]:
+    """`go install package@version` into `path`'s folder (a cache outside the clone, built once):
+    (path, "") when it is there or was just built; (None, why) when it cannot be had."""
     if path.is_file() and os.access(path, os.X_OK):
         return path, ""
     go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")  # Go's own tarball
     if go is None:
-        return None, "go is not installed (fortio is built with `go install`)"
+        return None, f"go is not installed ({name} is built with `go install`)"
     if not install:
         return None, f"{path} is not built (--no-install)"
-    _say(f"building fortio {version} with `go install {MODULE}@{version}` into {path.parent} "
+    _say(f"building {name} {version} with `go install {package}@{version}` into {path.parent} "
          "(once per version; the first build takes a few minutes)")
     path.parent.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"fortio-{version}.", dir=path.parent.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"{path.parent.name}.", dir=path.parent.parent))
     env = dict(os.environ, GOBIN=str(staging), GOFLAGS="-buildvcs=false")
     try:
-        done = _run_with_progress([go, "install", "-v", f"{MODULE}@{version}"], env, staging)
-        if done != 0 or not (staging / "fortio").is_file():
-            return None, f"`go install {MODULE}@{version}` failed (exit {done}; its output is above)"
+        done = _run_with_progress([go, "install", "-v", f"{package}@{version}"], env, staging)
+        if done != 0 or not (staging / path.name).is_file():
+            return None, f"`go install {package}@{version}` failed (exit {done}; its output is above)"
         if path.parent.exists():
             shutil.rmtree(path.parent)
         staging.rename(path.parent)  # whole or not at all: an interrupted build leaves no binary

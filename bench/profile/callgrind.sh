@@ -44,6 +44,9 @@ kind: HTTPRoute
 metadata: {name: all}
 spec: {rules: [{backendRefs: [{name: upstream, port: 8080}]}]}
 Y
+# The proxy's port must be free: if another proxy holds it (another engineer's profile on the same
+# port), this one fails to bind and the counted load goes to theirs (and theirs to this one).
+if ss -ltn | grep -q ":$PX "; then echo "port $PX is in use: set CG_PROXY_PORT" >&2; exit 1; fi
 OUT=$D/cg.$LABEL.$MODE.out
 rm -f $OUT
 PYTHONPATH=src valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$OUT \

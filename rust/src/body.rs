@@ -118,6 +118,8 @@ impl Drop for InFlight {
 pub enum PeerBody {
     Hyper(Incoming),
     Raw(Box<RawBody>),
+    /// A request body on the engine's own HTTP/2 server (`h2`).
+    H2(Box<crate::h2::body::RecvBody>),
 }
 
 impl PeerBody {
@@ -149,6 +151,9 @@ impl Body for PeerBody {
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BodyError::Peer))),
             PeerBody::Raw(b) => b.poll_frame(cx).map(|f| f.map(|r| r.map_err(BodyError::Io))),
+            PeerBody::H2(b) => Pin::new(&mut **b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::Io))),
         }
     }
 
@@ -156,6 +161,7 @@ impl Body for PeerBody {
         match self {
             PeerBody::Hyper(b) => b.is_end_stream(),
             PeerBody::Raw(b) => b.is_end_stream(),
+            PeerBody::H2(b) => b.is_end_stream(),
         }
     }
 
@@ -163,6 +169,7 @@ impl Body for PeerBody {
         match self {
             PeerBody::Hyper(b) => b.size_hint(),
             PeerBody::Raw(b) => b.size_hint(),
+            PeerBody::H2(b) => b.size_hint(),
         }
     }
 }
@@ -259,6 +266,18 @@ impl ProxyBody {
             pooled: None,
             deadline: None,
             head: None,
+        }
+    }
+
+    /// A downstream request body on the engine's own HTTP/2 server.
+    pub fn h2(body: crate::h2::body::RecvBody) -> Self {
+        ProxyBody {
+            inner: Some(PeerBody::H2(Box::new(body))),
+            buffered: None,
+            trailers: None,
+            guard: None,
+            pooled: None,
+            deadline: None,
         }
     }
 

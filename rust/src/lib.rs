@@ -15,6 +15,7 @@ pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod h1;
+pub mod h2;
 pub mod headers;
 pub mod listener;
 pub mod pool;

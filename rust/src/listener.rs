@@ -23,6 +23,7 @@ use crate::body::ProxyBody;
 use crate::drain::Drain;
 use crate::h1;
 use crate::h1::server::Rewind;
+use crate::h2;
 use crate::proxy::{Conn, Proxy};
 use crate::tls::inbound::Accepted;
 use crate::tls::{Inbound, Stream, TlsMode};
@@ -92,7 +93,12 @@ impl Server {
                 let server = self.clone();
                 tokio::spawn(async move {
                     if let Some(handoff) = h1::server::serve(tcp, &conn, drain).await {
-                        if let Some(watched) = server.hyper(Rewind::from(handoff), conn) {
+                        if h2::enabled() && h2::is_preface(&handoff.read) {
+                            // HTTP/2 prior knowledge: the engine's own server (`h2`).
+                            if let Some(drain) = server.drain.subscribe() {
+                                h2::server::serve(handoff.io, &handoff.read, &conn, drain).await;
+                            }
+                        } else if let Some(watched) = server.hyper(Rewind::from(handoff), conn) {
                             watched.await;
                         }
                     }
