@@ -129,14 +129,14 @@ impl PeerBody {
     pub fn raw_head(&mut self) -> Option<&mut RawHeaders> {
         match self {
             PeerBody::Raw(b) => b.head.as_mut(),
-            PeerBody::Hyper(_) => None,
+            PeerBody::Hyper(_) | PeerBody::H2(_) => None,
         }
     }
 
     pub fn take_raw_head(&mut self) -> Option<RawHeaders> {
         match self {
             PeerBody::Raw(b) => b.head.take(),
-            PeerBody::Hyper(_) => None,
+            PeerBody::Hyper(_) | PeerBody::H2(_) => None,
         }
     }
 }
@@ -278,6 +278,7 @@ impl ProxyBody {
             guard: None,
             pooled: None,
             deadline: None,
+            head: None,
         }
     }
 
