@@ -258,21 +258,17 @@ impl ProxyBody {
 
     /// A downstream request body on its way upstream.
     pub fn request(body: Incoming) -> Self {
-        ProxyBody {
-            inner: Some(PeerBody::Hyper(body)),
-            buffered: None,
-            trailers: None,
-            guard: None,
-            pooled: None,
-            deadline: None,
-            head: None,
-        }
+        ProxyBody::downstream(PeerBody::Hyper(body))
     }
 
     /// A downstream request body on the engine's own HTTP/2 server.
     pub fn h2(body: crate::h2::body::RecvBody) -> Self {
+        ProxyBody::downstream(PeerBody::H2(Box::new(body)))
+    }
+
+    fn downstream(inner: PeerBody) -> Self {
         ProxyBody {
-            inner: Some(PeerBody::H2(Box::new(body))),
+            inner: Some(inner),
             buffered: None,
             trailers: None,
             guard: None,
