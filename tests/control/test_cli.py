@@ -40,3 +40,11 @@ def test_control_needs_a_ca_directory_that_holds_a_ca(tmp_path: Path) -> None:
 def test_the_sidecar_in_control_plane_mode_never_imports_the_ca() -> None:
     assert modules_imported("fastmesh.runtime, fastmesh.control.client, fastmesh.identity",
                             ("cryptography", "fastmesh.ca", "kubernetes", "fastmesh.control.server")) == []
+
+
+def test_the_sidecar_in_kubernetes_mode_never_imports_the_kubernetes_client() -> None:
+    """`fastmesh proxy --kubernetes` watches over http.client (fastmesh.kube.watch.HttpTransport): the
+    `kubernetes` package (~34 MB RSS) is for the control plane only (fastmesh.kube.apiclient)."""
+    assert modules_imported("fastmesh.runtime, fastmesh.kube.source, fastmesh.kube.watch, fastmesh.kube.status",
+                            ("kubernetes", "urllib3", "fastmesh.kube.apiclient")) == []
+    assert "kubernetes" in modules_imported("fastmesh.control.server", ("kubernetes",))  # the check can fail

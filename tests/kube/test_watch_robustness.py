@@ -8,6 +8,7 @@ module, deploy/testcluster/), not the session's. Traffic through the real proxy 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -124,3 +125,59 @@ def test_a_410_gone_relists_and_misses_nothing_from_the_gap(
     finally:
         px.terminate(timeout=15)
 
+
+
+def test_the_control_planes_transport_relists_after_a_410_with_nothing_missed(
+    own_cluster: testcluster.Cluster, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The control plane's reflectors read through the `kubernetes` client (KubernetesTransport). Listed, then
+    left at that resourceVersion while a Service is deleted and another created, etcd compacted and
+    kube-apiserver restarted: a watch from that version raises Gone, and the Reflector relists — the deleted
+    one is gone, the created one there, and a change after that arrives by the watch."""
+    from fastmesh.kube.apiclient import KubernetesTransport
+    from fastmesh.kube.kubeconfig import load_kubeconfig
+    from fastmesh.kube.watch import Backoff, Gone, Reflector
+
+    namespace = _namespace(own_cluster)
+    core = client.CoreV1Api(_api(own_cluster))
+
+    def svc(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
+
+    core.create_namespaced_service(namespace, svc("old"))
+    transport = KubernetesTransport(load_kubeconfig(own_cluster.kubeconfig))
+    reflector = Reflector(transport, "Service", "v1", "services", namespace, lambda: None,
+                          backoff=Backoff(0.1, 1.0), watch_timeout_s=30)
+    assert reflector._list()
+    stale = reflector.resource_version
+    assert set(reflector.items) == {(namespace, "old")}
+
+    core.delete_namespaced_service("old", namespace)
+    core.create_namespaced_service(namespace, svc("new"))
+    own_cluster.compact_etcd()
+    own_cluster.stop_apiserver()
+    own_cluster.start_apiserver()
+    core = client.CoreV1Api(_api(own_cluster))
+
+    with pytest.raises(Gone):  # the transport itself: a watch from a compacted version is Gone
+        list(transport.watch("v1", "services", namespace, stale, 5))
+
+    caplog.set_level("INFO", logger="fastmesh.kube")
+    thread = threading.Thread(target=reflector.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while reflector.lists < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reflector.lists == 2, caplog.text
+        assert "is gone: listing again" in caplog.text
+        assert set(reflector.items) == {(namespace, "new")}  # nothing missed from the gap
+        core.create_namespaced_service(namespace, svc("after"))
+        while (namespace, "after") not in reflector.items and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(reflector.items) == {(namespace, "new"), (namespace, "after")}
+        assert reflector.lists == 2  # the watch, not another list
+    finally:
+        reflector.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()  # stop() ends a watch waiting for its next event

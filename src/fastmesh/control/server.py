@@ -48,6 +48,7 @@ from fastmesh.control.serving import ServingCertificate
 from fastmesh.control.status import WRITTEN, ControlStatus, StatusLoop, touches_status
 from fastmesh.control.views import Deliveries, Store, Subscriber, line
 from fastmesh.http1 import split_hostport
+from fastmesh.kube.apiclient import KubernetesTransport
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, project
 from fastmesh.kube.watch import Backoff, Changes, Reflector
 from fastmesh.runtime import EventWriter, setup_logging
@@ -117,8 +118,8 @@ class ControlPlane:
                 self._event_at = time.time()
             loop.call_soon_threadsafe(self._dirty.set)
 
-        client = Client(self.source.connection)
-        self.reflectors = [Reflector(client, kind, api_version, plural, self.source.namespace, changed,
+        transport = KubernetesTransport(self.source.connection)
+        self.reflectors = [Reflector(transport, kind, api_version, plural, self.source.namespace, changed,
                                      backoff=Backoff(0.5), transform=self._keeper(kind, api_version))
                            for kind, api_version, plural in RESOURCES]
         for reflector in self.reflectors:

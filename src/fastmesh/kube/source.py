@@ -111,14 +111,20 @@ class Client:
                     return None
                 if status != 200:
                     raise KubeError(f"GET {self.connection.server}{path}: {status} {data.get('message', data)}")
-                page = data.get("items") or []
-                items += page if each is None else [each(obj) for obj in page]
-                meta = data.get("metadata") or {}
-                token = meta.get("continue") or ""
+                token, version = add_page(data, items, each)
                 if not token:
-                    return items, str(meta.get("resourceVersion", ""))
+                    return items, version
         finally:
             conn.close()
+
+
+def add_page(data: dict[str, Any], items: list[Any], each: Callable[[dict[str, Any]], Any] | None) -> tuple[str, str]:
+    """Adds a list page's objects to `items` (what `each` keeps of them); (the continue token, "" on the last
+    page; the list's resourceVersion)."""
+    page = data.get("items") or []
+    items += page if each is None else [each(obj) for obj in page]
+    meta = data.get("metadata") or {}
+    return str(meta.get("continue") or ""), str(meta.get("resourceVersion", ""))
 
 
 def _tcp_ports(ports: list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -10,6 +10,10 @@ reflector, in small), one thread per kind; the event loop renders and reloads, d
 - A kind whose API is not served (CRDs not installed) counts as empty and is listed again every
   `not_served_retry_s`, so installing the CRDs later is noticed.
 - Changes landing within `debounce_s` of each other make one reload.
+
+The Reflector reads the API through a transport (`list` page by page, `watch` as a stream of event dicts):
+`HttpTransport` here, over http.client (the sidecar: no `kubernetes` import, ~34 MB RSS), or
+fastmesh.kube.apiclient.KubernetesTransport (the control plane: the `kubernetes` client).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import random
 import socket
 import threading
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fastmesh.kube import KubeError
 from fastmesh.kube.source import RESOURCES, Client, KubeSource, collection_path, documents, render
@@ -73,6 +77,77 @@ class Changes:
         return cls([(kind, obj) for kind, objs in listed.items() for obj in objs], [], list(listed))
 
 
+class WatchStream(Protocol):
+    """One watch: its events (dicts as the API sends them) until the server ends it; `abort()` from another
+    thread ends the iteration soon. Raises Gone on 410, KubeError/OSError on other failures."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def abort(self) -> None: ...
+
+
+class Transport(Protocol):
+    def list(
+        self, api_version: str, plural: str, namespace: str | None, each: Callable[[dict[str, Any]], Any] | None,
+    ) -> tuple[list[Any], str] | None:
+        """As Client.list_with_version: (kept objects, the list's resourceVersion), None when not served."""
+        ...
+
+    def watch(
+        self, api_version: str, plural: str, namespace: str | None, resource_version: str, timeout_s: int,
+    ) -> WatchStream: ...
+
+
+class HttpTransport:
+    """The sidecar's transport: fastmesh.kube.source.Client (http.client)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def list(
+        self, api_version: str, plural: str, namespace: str | None, each: Callable[[dict[str, Any]], Any] | None,
+    ) -> tuple[list[Any], str] | None:
+        return self.client.list_with_version(api_version, plural, namespace, each)
+
+    def watch(
+        self, api_version: str, plural: str, namespace: str | None, resource_version: str, timeout_s: int,
+    ) -> _HttpWatch:
+        query = urllib.parse.urlencode({
+            "watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+            "timeoutSeconds": timeout_s,
+        })
+        return _HttpWatch(self.client, f"{collection_path(api_version, plural, namespace)}?{query}", timeout_s)
+
+
+class _HttpWatch:
+    def __init__(self, client: Client, path: str, timeout_s: int) -> None:
+        self.client, self.path, self.timeout_s = client, path, timeout_s
+        self._conn: Any = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        conn = self._conn = self.client.open(read_timeout_s=self.timeout_s + 30)
+        try:
+            response = self.client.request(conn, self.path)
+            if response.status == 410:
+                raise Gone(f"{self.path}: 410")
+            if response.status != 200:
+                raise KubeError(f"watch {self.path}: {response.status} {response.read()[:200]!r}")
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            self._conn = None
+            conn.close()
+
+    def abort(self) -> None:
+        """A watch waiting for its next event is woken by shutting its socket down (closing it would wait
+        for the reader's lock)."""
+        sock = getattr(self._conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP socket under TLS, lock-free
+
+
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -83,7 +158,7 @@ class Reflector:
 
     def __init__(
         self,
-        client: Client,
+        client: Client | Transport,
         kind: str,
         api_version: str,
         plural: str,
@@ -95,7 +170,7 @@ class Reflector:
         not_served_retry_s: float = 30.0,
         transform: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
-        self.client = client
+        self.transport: Transport = HttpTransport(client) if isinstance(client, Client) else client
         self.transform = transform
         """What is kept of each object as it comes (client-go's SetTransform): `items` holds its result, None
         reading as an object not there. The control plane keeps each object's document text, not the API's
@@ -118,7 +193,7 @@ class Reflector:
         self.watches = 0
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._conn: Any = None
+        self._stream: WatchStream | None = None
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -141,13 +216,11 @@ class Reflector:
                     changes.deletes.append((self.kind, *key))
 
     def stop(self) -> None:
-        """Ends the thread soon: a watch waiting for its next event is woken by shutting its socket down
-        (closing it would wait for the reader's lock)."""
+        """Ends the thread soon (a watch waiting for its next event is aborted)."""
         self._stopped.set()
-        sock = getattr(self._conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP socket under TLS, lock-free
+        stream = self._stream
+        if stream is not None:
+            stream.abort()
 
     def run(self) -> None:
         while not self._stopped.is_set():
@@ -171,7 +244,7 @@ class Reflector:
     def _list(self) -> bool:
         """Replace the items with a fresh list; False when the API is not served."""
         transform = self.transform
-        listed = self.client.list_with_version(
+        listed = self.transport.list(
             self.api_version, self.plural, self.namespace,
             None if transform is None else lambda obj: (_key(obj), transform(obj)))  # page by page
         self.lists += 1
@@ -188,27 +261,18 @@ class Reflector:
         return listed is not None
 
     def _watch(self) -> None:
-        path = collection_path(self.api_version, self.plural, self.namespace)
-        query = urllib.parse.urlencode({
-            "watch": "1", "resourceVersion": self.resource_version, "allowWatchBookmarks": "true",
-            "timeoutSeconds": self.watch_timeout_s,
-        })
-        conn = self._conn = self.client.open(read_timeout_s=self.watch_timeout_s + 30)
+        stream = self._stream = self.transport.watch(
+            self.api_version, self.plural, self.namespace, self.resource_version, self.watch_timeout_s)
         try:
-            response = self.client.request(conn, f"{path}?{query}")
+            if self._stopped.is_set():
+                return
             self.watches += 1
-            if response.status == 410:
-                raise Gone(f"{path}: 410")
-            if response.status != 200:
-                raise KubeError(f"watch {path}: {response.status} {response.read()[:200]!r}")
-            for line in response:
+            for event in stream:
                 if self._stopped.is_set():
                     return
-                if line.strip():
-                    self._event(json.loads(line))
+                self._event(event)
         finally:
-            self._conn = None
-            conn.close()
+            self._stream = None
 
     def _event(self, event: dict[str, Any]) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
