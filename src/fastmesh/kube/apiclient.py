@@ -79,9 +79,12 @@ class KubernetesWatch:
         self.transport, self.path = transport, path
         self.resource_version, self.timeout_s = resource_version, timeout_s
         self._watch = k8s_watch.Watch()
+        self._aborted = False
 
     def _open(self, **kwargs: Any) -> Any:
         """The watch request, as Watch.stream calls an API function (watch=True, _preload_content=False, ...)."""
+        if self._aborted:  # stopped before the request: Watch.stream has reset its own stop flag
+            raise KubeError(f"watch {self.path}: stopped")
         query = [("watch", "true"), ("resourceVersion", kwargs["resource_version"]),
                  ("allowWatchBookmarks", "true" if kwargs["allow_watch_bookmarks"] else "false"),
                  ("timeoutSeconds", kwargs["timeout_seconds"])]
@@ -108,4 +111,5 @@ class KubernetesWatch:
             raise KubeError(f"watch {self.path}: {e}") from None
 
     def abort(self) -> None:
+        self._aborted = True
         self._watch.stop()  # shuts the socket down: a read waiting for the next event returns
