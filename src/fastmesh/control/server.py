@@ -57,7 +57,6 @@ log = logging.getLogger("fastmesh.control")
 Document = tuple[Key, str | None, dict[str, Any] | None]
 """What a reflector keeps of an object: its key, its document text (None: not served), and for the kinds whose
 status the control plane writes (`WRITTEN`) the object as the API served it (else None)."""
-"""A document's key and canonical text."""
 JSON = "application/json"
 
 
@@ -134,11 +133,10 @@ class ControlPlane:
             if self._event_at is None and self.synced.is_set():
                 self._event_at = time.time()  # the watch event came (before it is projected)
             doc = project(kind, api_version, obj)
-            if kind in WRITTEN:
-                meta = obj.get("metadata") or {}
-                key = (kind, str(meta.get("namespace", "default")), str(meta.get("name", "")))
-                return (key if doc is None else key_of(doc), None if doc is None else canonical(doc), obj)
-            return None if doc is None else (key_of(doc), canonical(doc), None)
+            if kind not in WRITTEN:
+                return None if doc is None else (key_of(doc), canonical(doc), None)
+            key = key_of({"kind": kind, "metadata": obj.get("metadata")})  # what project() keeps of it
+            return key, None if doc is None else canonical(doc), obj
 
         return keep
 
