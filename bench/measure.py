@@ -133,6 +133,24 @@ def h2load_log_latency(path: Path) -> dict[str, float]:
     return {name: percentile(durations, q) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))}
 
 
+def fortio_access_log_latency(path: Path) -> dict[str, float]:
+    """p50/p90/p99/p999 in ms, nearest rank, from `fortio load -access-log-file` (JSON lines, one per
+    request, "latency" in seconds to the microsecond): exact where fortio's own percentiles are
+    interpolated within its histogram's buckets."""
+    durations = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            durations.append(float(json.loads(line)["latency"]) * 1e3)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: not a fortio access log line ({e}): {line[:200]}") from e
+    if not durations:
+        raise ValueError(f"{path}: no requests logged")
+    durations.sort()
+    return {name: percentile(durations, q) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))}
+
+
 FORTIO_PERCENTILES = {50.0: "p50", 90.0: "p90", 99.0: "p99", 99.9: "p999"}
 
 

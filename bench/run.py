@@ -31,7 +31,7 @@ from bench import deps, fortio, machine, report, syscalls, tls  # noqa: E402
 from bench.measure import CpuTicks, cpu_ticks, peak_rss_kb, rss_kb, ticks_to_us  # noqa: E402
 from bench.procs import LOAD_CPU, PROXY_CPU, BenchError, Registry, pinned  # noqa: E402
 from bench.report import Sample, SyscallSample  # noqa: E402
-from bench.scenarios import Scenario, select, with_fortio, with_pki  # noqa: E402
+from bench.scenarios import Scenario, access_log, select, with_fortio, with_pki  # noqa: E402
 from bench.targets import (  # noqa: E402
     Context, Direct, Fastmesh, HAProxy, Nginx, Target, Upstream, fastmesh_available, fastmesh_env,
 )
@@ -163,7 +163,8 @@ class Bench:
               wrap: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
         url = target.url(scenario.h2c, scenario.path, scenario.tls)
         argv = [*wrap, *scenario.command(url, duration, self.args.quick, log)]
-        log.unlink(missing_ok=True)  # h2load --log-file appends
+        for appended in (log, access_log(log)):  # h2load --log-file and fortio -access-log-file append
+            appended.unlink(missing_ok=True)
         done = subprocess.run(pinned(LOAD_CPU, argv), capture_output=True, text=True, timeout=duration * 6 + 120)
         if done.returncode != 0:
             raise BenchError(f"{shlex.join(argv)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")

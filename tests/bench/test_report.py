@@ -10,6 +10,7 @@ import pytest
 from bench.measure import (
     CpuTicks,
     cpu_ticks,
+    fortio_access_log_latency,
     h2load_log_latency,
     parse_fortio_json,
     parse_h2load,
@@ -21,7 +22,7 @@ from bench.measure import (
     percentile,
 )
 from bench.report import Sample, SyscallSample, build, markdown, split_by_scale
-from bench.scenarios import BY_NAME, select, with_fortio, with_pki
+from bench.scenarios import BY_NAME, access_log, select, with_fortio, with_pki
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -110,6 +111,35 @@ def test_fortio_non_200_answers_and_socket_errors_are_errors():
     doc = json.loads(sample("fortio.json"))
     doc["RetCodes"] = {"200": 1990, "503": 6, "-1": 4}
     assert parse_fortio_json(json.dumps(doc)).errors == 10
+
+
+def test_fixed_rate_percentiles_come_exact_from_fortios_access_log(tmp_path):
+    # fortio 1.68.2 load -qps 100 -c 2 -n 20 -access-log-file F (its own JSON lines, latencies cut down)
+    rate = with_fortio([BY_NAME["rate1k"]], Path("/c/fortio"))[0]
+    result_file = tmp_path / "out.json"
+    argv = rate.command("http://127.0.0.1:1/", 10, False, result_file)
+    assert argv[argv.index("-access-log-file") + 1] == str(access_log(result_file))
+    result_file.write_text(sample("fortio.json"))  # its histogram says p99 0.85 ms, p99.9 5.0 ms
+    latencies_us = [100 + i for i in range(199)] + [437]  # 200 requests: p50 199 us, p99 297 us, max 437 us
+    access_log(result_file).write_text("".join(
+        json.dumps({"latency": us / 1e6, "timestamp": 1795689125171221237 + i, "thread": i % 2, "iter": i // 2,
+                    "ok": True, "details": "200"}) + "\n" for i, us in enumerate(latencies_us)))
+    r = rate.parse("", result_file)
+    assert (r.requests, r.errors) == (2000, 0)  # counts still from the -json result
+    assert r.latency_ms == pytest.approx({"p50": 0.199, "p90": 0.279, "p99": 0.297, "p999": 0.437})
+    access_log(result_file).unlink()  # no access log (an older fortio): the histogram's percentiles
+    assert rate.parse("", result_file).latency_ms == pytest.approx({"p50": 0.1277922077922078, "p99": 0.85,
+                                                                     "p999": 5.0})
+
+
+def test_a_bad_fortio_access_log_line_is_named(tmp_path):
+    log = tmp_path / "a.access"
+    log.write_text('{"latency":0.0001}\nAborting\n')
+    with pytest.raises(ValueError, match="a.access:2: not a fortio access log line"):
+        fortio_access_log_latency(log)
+    log.write_text("")
+    with pytest.raises(ValueError, match="no requests logged"):
+        fortio_access_log_latency(log)
 
 
 def test_fortio_garbage_is_rejected():
