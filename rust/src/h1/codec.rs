@@ -7,6 +7,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::io;
 
+use crate::headers::raw::scan::{self, Scanned, StatusLine};
 use crate::headers::raw::RawHeaders;
 
 /// Most headers a response (or its trailers) may have, as hyper's default.
@@ -115,41 +116,31 @@ pub struct ResponseHead {
 /// Parses a response head from the start of `buf` and removes it from there; `Ok(None)`: the
 /// head is not complete yet. Informational (1xx) heads are returned too (framing `Empty`), the
 /// caller skips them. `head_request`: the response to a HEAD has no body whatever it says.
-/// `spans`: scratch space kept by the caller (no large array zeroed per response).
-#[inline(never)] // its header array must not land in the caller's future (callgrind: 3 KiB memcpy per request)
+/// `fields`: scratch space kept by the caller (no allocation or large array per response).
+/// The common shape is scanned in one pass (`scan::response`); anything else is `httparse`'s
+/// to decide, as before.
 pub fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
-    spans: &mut Vec<[usize; 4]>,
+    fields: &mut Scanned,
 ) -> io::Result<Option<ResponseHead>> {
-    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut raw);
-    let len = match parsing {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(invalid("response head too large")),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    let (line, len) = match scan::response(buf, MAX_HEADERS, fields) {
+        Some((line, len)) => (line, len),
+        None => match parse_response_slow(buf, fields)? {
+            Some(found) => found,
+            None => return Ok(None),
+        },
     };
-    let code = parsed.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code).map_err(|_| invalid("invalid status code"))?;
-    let version = if parsed.version == Some(0) {
+    let status = StatusCode::from_u16(line.code).map_err(|_| invalid("invalid status code"))?;
+    let version = if line.version == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    // The head's bytes stay shared by the header values (no copy per value): note where each
-    // name and value is, then cut the head off the buffer.
-    let start = buf.as_ptr() as usize;
-    spans.clear();
-    spans.extend(parsed.headers.iter().map(|h| {
-        let n = h.name.as_ptr() as usize - start;
-        let v = h.value.as_ptr() as usize - start;
-        [n, n + h.name.len(), v, v + h.value.len()]
-    }));
+    // The head's bytes stay shared by the header values (no copy per value).
     let head = buf.split_to(len).freeze();
     // Forwarded as these bytes (`RawHeaders`): no `HeaderMap` unless something needs one.
-    let headers = RawHeaders::new(head, spans);
+    let headers = RawHeaders::scanned(head, fields);
     let framing = framing(status, head_request, &headers)?;
     let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
     Ok(Some(ResponseHead {
@@ -159,6 +150,34 @@ pub fn parse_response(
         framing,
         keep_alive,
     }))
+}
+
+/// `parse_response` by `httparse`: a head not in the shape `scan` reads (or not complete).
+#[inline(never)] // its header array must not land in the caller's frame
+fn parse_response_slow(buf: &BytesMut, fields: &mut Scanned) -> io::Result<Option<(StatusLine, usize)>> {
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut raw);
+    let len = match parsing {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(invalid("response head too large")),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    };
+    let line = StatusLine {
+        code: parsed.code.unwrap_or(0),
+        version: parsed.version.unwrap_or(1),
+    };
+    let start = buf.as_ptr() as usize;
+    fields.from_spans(
+        buf,
+        parsed.headers.iter().map(|h| {
+            let n = h.name.as_ptr() as usize - start;
+            let v = h.value.as_ptr() as usize - start;
+            [n, n + h.name.len(), v, v + h.value.len()]
+        }),
+    );
+    Ok(Some((line, len)))
 }
 
 fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::Result<Framing> {
@@ -355,7 +374,7 @@ mod tests {
 
     fn parse(bytes: &[u8], head: bool) -> io::Result<Option<ResponseHead>> {
         let mut buf = BytesMut::from(bytes);
-        parse_response(&mut buf, head, &mut Vec::new())
+        parse_response(&mut buf, head, &mut Scanned::default())
     }
 
     #[test]

@@ -11,6 +11,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+pub mod scan;
+
 /// One field: where its name and value are in the block, and which of the names the engine
 /// looks at it has (`tag`).
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +56,15 @@ const KNOWN: [&str; 17] = [
 ];
 /// The tag of every other name.
 const OTHER: u8 = u8::MAX;
+
+/// Tags of the `KNOWN` names the HTTP/1.1 server looks at while reading a request head.
+pub mod tag {
+    pub const CONNECTION: u8 = 0;
+    pub const TRANSFER_ENCODING: u8 = 3;
+    pub const UPGRADE: u8 = 4;
+    pub const EXPECT: u8 = super::EXPECT;
+    pub const CONTENT_LENGTH: u8 = 9;
+}
 /// Tags 0..8: the hop-by-hop names.
 const HOP_BY_HOP: u32 = 0xff;
 const EXPECT: u8 = 8;
@@ -163,27 +174,13 @@ fn visible(v: &[u8]) -> bool {
 }
 
 impl RawHeaders {
-    /// `spans`: `[name start, name end, value start, value end]` of each field, offsets in `block`.
-    pub fn new(block: Bytes, spans: &[[usize; 4]]) -> Self {
-        let off = |i: usize| u32::try_from(i).expect("a head is shorter than 4 GiB");
-        let mut present = 0;
-        let fields = spans
-            .iter()
-            .map(|&[n0, n1, v0, v1]| {
-                let tag = tag_of(&block[n0..n1]);
-                present |= bit(tag);
-                Field {
-                    name: [off(n0), off(n1)],
-                    value: [off(v0), off(v1)],
-                    tag,
-                }
-            })
-            .collect();
+    /// The fields `scan` found (or took from `httparse`'s spans) in `block`.
+    pub fn scanned(block: Bytes, fields: &scan::Scanned) -> Self {
         RawHeaders {
             block,
-            fields,
+            fields: fields.fields.clone(),
             added: Vec::new(),
-            present,
+            present: fields.present,
         }
     }
 

@@ -6,7 +6,7 @@ use http::header::{SET_COOKIE, TE};
 /// The fields of a response head, parsed as the engine's HTTP/1.1 client parses them.
 fn parsed(fields: &str) -> RawHeaders {
     let mut buf = BytesMut::from(format!("HTTP/1.1 200 OK\r\n{fields}\r\n").as_bytes());
-    parse_response(&mut buf, false, &mut Vec::new())
+    parse_response(&mut buf, false, &mut scan::Scanned::default())
         .expect("valid")
         .expect("complete")
         .headers
@@ -116,7 +116,7 @@ fn into_map_keeps_every_value_and_shares_the_block() {
 fn obs_fold_and_invalid_bytes_are_refused_before_a_block_is_kept() {
     let refused = |head: &[u8]| {
         let mut buf = BytesMut::from(head);
-        parse_response(&mut buf, false, &mut Vec::new()).is_err()
+        parse_response(&mut buf, false, &mut scan::Scanned::default()).is_err()
     };
     assert!(refused(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n"), "obs-fold");
     assert!(refused(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\n\r\n"), "control byte");
