@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub mod raw;
 
-use raw::{HeaderEdit, RawHeaders};
+use raw::{HeaderEdit, Known, RawHeaders};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -141,21 +141,25 @@ pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
 
 /// `set_forwarded` on a header block kept as bytes: the same fields, the same values.
 pub fn set_forwarded_raw(headers: &mut RawHeaders, client_ip: &HeaderValue) {
-    if headers.contains(X_FORWARDED_FOR.as_str()) {
+    if headers.contains(Known::X_FORWARDED_FOR) {
         let mut buf = BytesMut::with_capacity(64);
-        for v in headers.get_all(X_FORWARDED_FOR.as_str()) {
+        for v in headers.get_all(Known::X_FORWARDED_FOR) {
             buf.put_slice(v);
             buf.put_slice(b", ");
         }
         buf.put_slice(client_ip.as_bytes());
         let joined = HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone());
-        headers.insert(X_FORWARDED_FOR.clone(), joined);
+        headers.insert_known(&X_FORWARDED_FOR, Known::X_FORWARDED_FOR, joined);
     } else {
-        headers.append(X_FORWARDED_FOR.clone(), client_ip.clone());
+        headers.append_known(&X_FORWARDED_FOR, Known::X_FORWARDED_FOR, client_ip.clone());
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if !headers.contains(X_REQUEST_ID.as_str()) {
-        headers.append(X_REQUEST_ID.clone(), request_id());
+    headers.insert_known(
+        &X_FORWARDED_PROTO,
+        Known::X_FORWARDED_PROTO,
+        HeaderValue::from_static("http"),
+    );
+    if !headers.contains(Known::X_REQUEST_ID) {
+        headers.append_known(&X_REQUEST_ID, Known::X_REQUEST_ID, request_id());
     }
 }
 

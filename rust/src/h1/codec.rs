@@ -1,14 +1,13 @@
 //! HTTP/1.1 bytes on the upstream side: the request head written from a `HeaderMap`, the
-//! response head parsed with `httparse`, the response body's framing (RFC 9112 section 6.3)
+//! response head scanned (`headers::raw::scan`, else parsed with `httparse`), the response body's framing (RFC 9112 section 6.3)
 //! and a chunked decoder that finds where a chunked body ends.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::io;
 
 use crate::headers::raw::scan::{self, Scanned, StatusLine};
-use crate::headers::raw::RawHeaders;
+use crate::headers::raw::{Known, Name, RawHeaders};
 
 /// Most headers a response (or its trailers) may have, as hyper's default.
 const MAX_HEADERS: usize = 100;
@@ -33,24 +32,25 @@ impl<'a> Fields<'a> {
     }
 
     /// The values of `name` (lower-case): the map's, then the raw ones.
-    pub fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub fn get_all<N: Name<'a>>(self, name: N) -> impl Iterator<Item = &'a [u8]> + 'a {
         // An empty map (fields kept as bytes) is not asked: it would parse `name` first.
-        let map = (!self.map.is_empty()).then(|| self.map.get_all(name).into_iter().map(HeaderValue::as_bytes));
+        let map =
+            (!self.map.is_empty()).then(|| self.map.get_all(name.as_str()).into_iter().map(HeaderValue::as_bytes));
         map.into_iter()
             .flatten()
             .chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
     }
 
     /// The first value of `name` (lower-case).
-    pub fn get(self, name: &'a str) -> Option<&'a [u8]> {
+    pub fn get<N: Name<'a>>(self, name: N) -> Option<&'a [u8]> {
         match self.raw {
             Some(raw) if self.map.is_empty() => raw.get(name),
             _ => self.get_all(name).next(),
         }
     }
 
-    pub fn contains(self, name: &str) -> bool {
-        !self.map.is_empty() && self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
+    pub fn contains<N: Name<'a>>(self, name: N) -> bool {
+        !self.map.is_empty() && self.map.contains_key(name.as_str()) || self.raw.is_some_and(|r| r.contains(name))
     }
 
     /// Writes every field as `name: value\r\n` (the map's lower-case, as hyper does; the raw
@@ -81,7 +81,7 @@ pub fn write_request_head(dst: &mut Vec<u8>, method: &Method, target: &str, head
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     headers.write_to(dst, None);
-    if body_len > 0 && !headers.contains(CONTENT_LENGTH.as_str()) {
+    if body_len > 0 && !headers.contains(Known::CONTENT_LENGTH) {
         dst.extend_from_slice(b"content-length: ");
         dst.extend_from_slice(body_len.to_string().as_bytes());
         dst.extend_from_slice(b"\r\n");
@@ -188,7 +188,7 @@ fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::
     {
         return Ok(Framing::Empty);
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING.as_str()).last() {
+    if let Some(last) = headers.get_all(Known::TRANSFER_ENCODING).last() {
         // The last coding must be chunked for the length to be known; else the body runs to
         // the connection's close.
         let chunked = last
@@ -198,7 +198,7 @@ fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::
         return Ok(if chunked { Framing::Chunked } else { Framing::Close });
     }
     let mut length: Option<u64> = None;
-    for v in headers.get_all(CONTENT_LENGTH.as_str()) {
+    for v in headers.get_all(Known::CONTENT_LENGTH) {
         for part in v.split(|b| *b == b',') {
             let n = parse_decimal(part.trim_ascii()).ok_or_else(|| invalid("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
@@ -224,16 +224,10 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
 fn keeps_alive(version: Version, headers: &RawHeaders) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(CONNECTION.as_str()).any(|v| {
-            v.split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
     if version == Version::HTTP_11 {
-        !has(b"close")
+        !headers.has_token(Known::CONNECTION, b"close")
     } else {
-        has(b"keep-alive")
+        headers.has_token(Known::CONNECTION, b"keep-alive")
     }
 }
 

@@ -41,7 +41,7 @@ impl RawConn {
             buf: BytesMut::new(),
             read_size: INITIAL_READ,
             head: Vec::with_capacity(512),
-            spans: Default::default(),
+            spans: crate::headers::raw::scan::Scanned::default(),
         }
     }
 

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER};
+use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,7 +32,7 @@ use super::codec::Fields;
 use super::conn::write_all;
 use crate::body::ProxyBody;
 use crate::headers::raw::scan::{self, RequestLine, Scanned};
-use crate::headers::raw::{tag, RawHeaders};
+use crate::headers::raw::{has_token, tag, Known, RawHeaders};
 use crate::proxy::Conn;
 
 /// Most headers a request may have (hyper's default; over it hyper answers 431).
@@ -159,11 +159,7 @@ fn parse(buf: &[u8], fields: &mut Scanned) -> Parse {
                     Some(n) if n <= MAX_BODY && (body == 0 || body == n) => body = n,
                     _ => return Parse::Decline,
                 },
-                tag::CONNECTION => {
-                    close |= value
-                        .split(|b| *b == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-                }
+                tag::CONNECTION => close |= has_token(value, b"close"),
                 tag::TRANSFER_ENCODING | tag::EXPECT | tag::UPGRADE => return Parse::Decline,
                 _ => {}
             }
@@ -275,7 +271,7 @@ async fn respond(
         drop(body);
         return write_all(io, &mut &out[..]).await;
     }
-    let allowed = framing == Framing::Chunked && fields.contains(TRAILER.as_str());
+    let allowed = framing == Framing::Chunked && fields.contains(Known::TRAILER);
     let declared = match framing {
         Framing::Length(n) => n,
         _ => u64::MAX,
@@ -366,7 +362,7 @@ fn finish_chunked(dst: &mut Vec<u8>, trailers: Option<HeaderMap>, headers: Field
     dst.extend_from_slice(b"0\r\n");
     if let Some(trailers) = trailers {
         let announced: Vec<HeaderName> = headers
-            .get_all(TRAILER.as_str())
+            .get_all(Known::TRAILER)
             .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
@@ -404,7 +400,7 @@ fn write_head(
     dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     dst.extend_from_slice(b"\r\n");
     headers.write_to(dst, close.then_some(CONNECTION.as_str()));
-    if !headers.contains(DATE.as_str()) {
+    if !headers.contains(Known::DATE) {
         write_header(dst, b"date", &date());
     }
     if close {
@@ -414,7 +410,7 @@ fn write_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if let Some(v) = headers.get(CONTENT_LENGTH.as_str()) {
+    let framing = if let Some(v) = headers.get(Known::CONTENT_LENGTH) {
         // Unreadable: the body runs until the connection closes.
         Framing::Length(parse_decimal(v.trim_ascii()).unwrap_or(u64::MAX))
     } else if bodiless {

@@ -20,6 +20,8 @@ struct Field {
     name: [u32; 2],
     value: [u32; 2],
     tag: u8,
+    /// The field is the whole line `name: value\r\n` in the block (written as that slice).
+    line: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -57,17 +59,70 @@ const KNOWN: [&str; 17] = [
 /// The tag of every other name.
 const OTHER: u8 = u8::MAX;
 
-/// Tags of the `KNOWN` names the HTTP/1.1 server looks at while reading a request head.
+/// Tags of the `KNOWN` names (their index there).
 pub mod tag {
     pub const CONNECTION: u8 = 0;
     pub const TRANSFER_ENCODING: u8 = 3;
     pub const UPGRADE: u8 = 4;
-    pub const EXPECT: u8 = super::EXPECT;
+    pub const TE: u8 = 7;
+    pub const EXPECT: u8 = 8;
     pub const CONTENT_LENGTH: u8 = 9;
+    pub const DATE: u8 = 10;
+    pub const TRAILER: u8 = 11;
+    pub const HOST: u8 = 12;
+    pub const X_FORWARDED_CLIENT_CERT: u8 = 13;
+    pub const X_FORWARDED_FOR: u8 = 14;
+    pub const X_FORWARDED_PROTO: u8 = 15;
+    pub const X_REQUEST_ID: u8 = 16;
 }
+
+/// A `KNOWN` name, looked up by its tag: no `tag_of` and no name compare per lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known(u8);
+
+impl Known {
+    pub const CONNECTION: Known = Known(tag::CONNECTION);
+    pub const TRANSFER_ENCODING: Known = Known(tag::TRANSFER_ENCODING);
+    pub const TE: Known = Known(tag::TE);
+    pub const CONTENT_LENGTH: Known = Known(tag::CONTENT_LENGTH);
+    pub const DATE: Known = Known(tag::DATE);
+    pub const TRAILER: Known = Known(tag::TRAILER);
+    pub const HOST: Known = Known(tag::HOST);
+    pub const X_FORWARDED_CLIENT_CERT: Known = Known(tag::X_FORWARDED_CLIENT_CERT);
+    pub const X_FORWARDED_FOR: Known = Known(tag::X_FORWARDED_FOR);
+    pub const X_FORWARDED_PROTO: Known = Known(tag::X_FORWARDED_PROTO);
+    pub const X_REQUEST_ID: Known = Known(tag::X_REQUEST_ID);
+}
+
+/// A name to look up: any name (`&str`, lower-case; tagged per lookup) or a `Known` one.
+pub trait Name<'a>: Copy + 'a {
+    fn tag(self) -> u8;
+    fn as_str(self) -> &'a str;
+}
+
+impl<'a> Name<'a> for &'a str {
+    fn tag(self) -> u8 {
+        tag_of(self.as_bytes())
+    }
+    fn as_str(self) -> &'a str {
+        self
+    }
+}
+
+impl<'a> Name<'a> for Known {
+    #[inline]
+    fn tag(self) -> u8 {
+        self.0
+    }
+    #[inline]
+    fn as_str(self) -> &'a str {
+        KNOWN[usize::from(self.0)]
+    }
+}
+
 /// Tags 0..8: the hop-by-hop names.
 const HOP_BY_HOP: u32 = 0xff;
-const EXPECT: u8 = 8;
+const EXPECT: u8 = tag::EXPECT;
 
 fn tag_of(name: &[u8]) -> u8 {
     let candidates: &[u8] = match name.len() {
@@ -168,6 +223,17 @@ fn line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// Whether `token` is one of the comma-separated elements of `value` (case-insensitive, spaces
+/// around it ignored).
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    // Most values are a lone token.
+    value.eq_ignore_ascii_case(token)
+        || value.len() > token.len()
+            && value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
 fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
@@ -200,15 +266,16 @@ impl RawHeaders {
     }
 
     /// The values of `name` (lower-case), in order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let tag = tag_of(name.as_bytes());
+    pub fn get_all<'a, N: Name<'a>>(&'a self, name: N) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let tag = name.tag();
         // A known name that is absent: nothing to walk.
         let (fields, added) = if tag != OTHER && self.present & bit(tag) == 0 {
             (&[][..], &[][..])
         } else {
             (&self.fields[..], &self.added[..])
         };
-        let matches = move |t: u8, n: &[u8]| t == tag && (tag != OTHER || n.eq_ignore_ascii_case(name.as_bytes()));
+        let matches =
+            move |t: u8, n: &[u8]| t == tag && (tag != OTHER || n.eq_ignore_ascii_case(name.as_str().as_bytes()));
         let own = fields
             .iter()
             .filter(move |f| matches(f.tag, self.slice(f.name)))
@@ -220,9 +287,24 @@ impl RawHeaders {
         own.chain(added)
     }
 
+    /// Whether a value of the `Known` name `name` has `token` in its comma-separated list
+    /// (case-insensitive, spaces around it ignored).
+    pub fn has_token(&self, name: Known, token: &[u8]) -> bool {
+        if self.present & bit(name.0) == 0 {
+            return false;
+        }
+        let own = self
+            .fields
+            .iter()
+            .filter(|f| f.tag == name.0)
+            .map(|f| self.slice(f.value));
+        let added = self.added.iter().filter(|a| a.2 == name.0).map(|a| a.1.as_bytes());
+        own.chain(added).any(|v| has_token(v, token))
+    }
+
     /// The first value of `name` (lower-case).
-    pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
-        let tag = tag_of(name.as_bytes());
+    pub fn get<'a, N: Name<'a>>(&'a self, name: N) -> Option<&'a [u8]> {
+        let tag = name.tag();
         if tag != OTHER {
             if self.present & bit(tag) == 0 {
                 return None;
@@ -234,8 +316,8 @@ impl RawHeaders {
         self.get_all(name).next()
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        let tag = tag_of(name.as_bytes());
+    pub fn contains<'a, N: Name<'a>>(&'a self, name: N) -> bool {
+        let tag = name.tag();
         if tag != OTHER {
             return self.present & bit(tag) != 0;
         }
@@ -243,11 +325,12 @@ impl RawHeaders {
     }
 
     /// Removes every field called `name` (lower-case).
-    pub fn remove(&mut self, name: &str) {
-        let tag = tag_of(name.as_bytes());
+    pub fn remove<'a, N: Name<'a>>(&mut self, name: N) {
+        let tag = name.tag();
         if tag != OTHER && self.present & bit(tag) == 0 {
             return;
         }
+        let name = name.as_str();
         let block = &self.block;
         self.fields.retain(|f| {
             f.tag != tag
@@ -255,6 +338,19 @@ impl RawHeaders {
         });
         self.added.retain(|(n, _, _)| n.as_str() != name);
         self.present &= !bit(tag);
+    }
+
+    /// `append` of a `Known` name (`name` is its `HeaderName`).
+    pub fn append_known(&mut self, name: &HeaderName, known: Known, value: HeaderValue) {
+        debug_assert_eq!(name.as_str(), known.as_str());
+        self.present |= bit(known.0);
+        self.added.push((name.clone(), value, known.0));
+    }
+
+    /// `insert` of a `Known` name (`name` is its `HeaderName`).
+    pub fn insert_known(&mut self, name: &HeaderName, known: Known, value: HeaderValue) {
+        self.remove(known);
+        self.append_known(name, known, value);
     }
 
     pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
@@ -279,22 +375,17 @@ impl RawHeaders {
         // heads) are copied as one slice.
         let mut run: Option<[usize; 2]> = None;
         for f in &self.fields {
-            let name = self.slice(f.name);
-            if skipped(f.tag, name) {
+            if skipped(f.tag, self.slice(f.name)) {
                 continue;
             }
-            let [start, end] = [f.name[0] as usize, f.value[1] as usize + 2];
-            let canonical = f.value[0] == f.name[1] + 2
-                && self.block.get(f.name[1] as usize..f.value[0] as usize) == Some(b": ")
-                && self.block.get(end - 2..end) == Some(b"\r\n");
-            if canonical {
+            if f.line {
+                let [start, end] = [f.name[0] as usize, f.value[1] as usize + 2];
                 match &mut run {
                     Some([_, e]) if *e == start => *e = end,
                     _ => {
-                        if let Some([s, e]) = run.take() {
+                        if let Some([s, e]) = run.replace([start, end]) {
                             dst.extend_from_slice(&self.block[s..e]);
                         }
-                        run = Some([start, end]);
                     }
                 }
                 continue;
@@ -302,7 +393,7 @@ impl RawHeaders {
             if let Some([s, e]) = run.take() {
                 dst.extend_from_slice(&self.block[s..e]);
             }
-            line(dst, name, self.slice(f.value));
+            line(dst, self.slice(f.name), self.slice(f.value));
         }
         if let Some([s, e]) = run {
             dst.extend_from_slice(&self.block[s..e]);
@@ -342,49 +433,63 @@ impl RawHeaders {
         if self.present & mask == 0 {
             return;
         }
-        // Names a visible-ASCII `Connection` value lists (`keep-alive` goes anyway).
-        let listed: Vec<Vec<u8>> = self
-            .get_all("connection")
-            .filter(|v| visible(v))
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive"))
-            .map(<[u8]>::to_vec)
-            .collect();
-        let trailers = self.get_all("te").any(|v| {
-            visible(v)
-                && v.split(|b| *b == b',').any(|t| {
+        // Names a visible-ASCII `Connection` value lists (`keep-alive` goes anyway) that a
+        // field has (most list `keep-alive` or `close`, which none has: nothing is collected).
+        let mut listed: Vec<Vec<u8>> = Vec::new();
+        let mut trailers = false;
+        let own = self.fields.iter().map(|f| (f.tag, self.slice(f.value)));
+        let added = self.added.iter().map(|a| (a.2, a.1.as_bytes()));
+        for (t, v) in own.chain(added) {
+            if t == tag::CONNECTION && visible(v) {
+                for token in v.split(|b| *b == b',') {
+                    let name = token.trim_ascii();
+                    if !name.is_empty() && !name.eq_ignore_ascii_case(b"keep-alive") && self.has_name(name) {
+                        listed.push(name.to_vec());
+                    }
+                }
+            } else if t == tag::TE && !trailers && visible(v) {
+                trailers = v.split(|b| *b == b',').any(|t| {
                     t.split(|b| *b == b';')
                         .next()
                         .unwrap_or(b"")
                         .trim_ascii()
                         .eq_ignore_ascii_case(b"trailers")
-                })
-        });
+                });
+            }
+        }
         if listed.is_empty() {
-            // Most heads: `Connection: keep-alive` or `close` alone; tags decide.
+            // Tags decide.
             self.fields.retain(|f| mask & bit(f.tag) == 0);
             self.added.retain(|a| mask & bit(a.2) == 0);
             self.present &= !mask;
-            if trailers {
-                self.append(http::header::TE, HeaderValue::from_static("trailers"));
-            }
-            return;
+        } else {
+            let gone =
+                |tag: u8, name: &[u8]| mask & bit(tag) != 0 || listed.iter().any(|l| name.eq_ignore_ascii_case(l));
+            let block = &self.block;
+            self.fields
+                .retain(|f| !gone(f.tag, &block[f.name[0] as usize..f.name[1] as usize]));
+            self.added.retain(|(n, _, t)| !gone(*t, n.as_str().as_bytes()));
+            self.present = self
+                .fields
+                .iter()
+                .map(|f| f.tag)
+                .chain(self.added.iter().map(|a| a.2))
+                .fold(0, |p, t| p | bit(t));
         }
-        let gone = |tag: u8, name: &[u8]| mask & bit(tag) != 0 || listed.iter().any(|l| name.eq_ignore_ascii_case(l));
-        let block = &self.block;
-        self.fields
-            .retain(|f| !gone(f.tag, &block[f.name[0] as usize..f.name[1] as usize]));
-        self.added.retain(|(n, _, t)| !gone(*t, n.as_str().as_bytes()));
-        self.present = self
-            .fields
-            .iter()
-            .map(|f| f.tag)
-            .chain(self.added.iter().map(|a| a.2))
-            .fold(0, |p, t| p | bit(t));
         if trailers {
-            self.append(http::header::TE, HeaderValue::from_static("trailers"));
+            self.append_known(&http::header::TE, Known::TE, HeaderValue::from_static("trailers"));
         }
+    }
+
+    /// Whether a field is called `name` (any case).
+    fn has_name(&self, name: &[u8]) -> bool {
+        self.fields
+            .iter()
+            .any(|f| (f.name[1] - f.name[0]) as usize == name.len() && self.slice(f.name).eq_ignore_ascii_case(name))
+            || self
+                .added
+                .iter()
+                .any(|a| a.0.as_str().as_bytes().eq_ignore_ascii_case(name))
     }
 }
 

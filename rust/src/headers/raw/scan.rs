@@ -16,65 +16,68 @@ use super::{bit, tag_of, Field};
 /// `httparse`'s `TOKEN_MAP`: the bytes of a header name (and of a method).
 static TOKEN: [bool; 256] = {
     let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
+    let mut c = 0u8;
+    loop {
+        t[c as usize] = c.is_ascii_alphanumeric()
             || matches!(
                 c,
                 b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
             );
-        b += 1;
+        if c == u8::MAX {
+            break t;
+        }
+        c += 1;
     }
-    t
 };
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// A high bit on each byte of `w` below `n` (`n` ≤ 0x80); exact for the lowest flagged byte.
-#[inline(always)]
+#[inline]
 fn below(w: u64, n: u8) -> u64 {
     w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH
 }
 
 /// A high bit on each byte of `w` equal to `b`; exact for the lowest flagged byte.
-#[inline(always)]
+#[inline]
 fn equal(w: u64, b: u8) -> u64 {
     below(w ^ (ONES * u64::from(b)), 1)
 }
 
-#[inline(always)]
+#[inline]
 fn word(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Where the first byte from `at` on is one of what `stop` flags in a word (checked byte by
-/// byte by `stop_byte` for the tail); `None`: the buffer ends first.
-#[inline(always)]
-fn find(buf: &[u8], mut at: usize, stop: impl Fn(u64) -> u64, stop_byte: impl Fn(u8) -> bool) -> Option<usize> {
-    while at + 8 <= buf.len() {
+/// Where the first byte from `at` on is one of what `stop` flags in a word; `None`: the buffer
+/// ends first. The last bytes are read as the buffer's last word shifted down (the zero
+/// bytes shifted in are flagged: every `stop` flags bytes below 0x20).
+#[inline]
+fn find(buf: &[u8], mut at: usize, stop: impl Fn(u64) -> u64) -> Option<usize> {
+    let len = buf.len();
+    while at + 8 <= len {
         let m = stop(word(buf, at));
         if m != 0 {
             return Some(at + (m.trailing_zeros() / 8) as usize);
         }
         at += 8;
     }
-    (at..buf.len()).find(|&i| stop_byte(buf[i]))
+    if at >= len || len < 8 {
+        return None;
+    }
+    let m = stop(word(buf, len - 8) >> ((at + 8 - len) * 8));
+    let stop = at + (m.trailing_zeros() / 8) as usize;
+    (stop < len).then_some(stop)
 }
 
 /// Where text from `at` on ends: the first byte that is neither HTAB, space, visible ASCII
 /// nor (with `obs_text`) 0x80-0xFF. Words with a tab in them are looked at again past it.
-#[inline(always)]
+#[inline]
 fn text_end(buf: &[u8], mut at: usize, obs_text: bool) -> Option<usize> {
     let high = if obs_text { 0 } else { HIGH };
     loop {
-        let stop = find(
-            buf,
-            at,
-            |w| below(w, 0x20) | equal(w, 0x7f) | (w & high),
-            |b| b < 0x20 || b == 0x7f || (!obs_text && b >= 0x80),
-        )?;
+        let stop = find(buf, at, |w| below(w, 0x20) | equal(w, 0x7f) | (w & high))?;
         if buf[stop] != b'\t' {
             return Some(stop);
         }
@@ -127,10 +130,19 @@ impl Scanned {
         self.present & bit(tag) != 0
     }
 
+    /// `[name start, name end, value start, value end]` of each field.
+    #[cfg(test)]
+    pub fn spans(&self) -> impl Iterator<Item = [usize; 4]> + '_ {
+        self.fields
+            .iter()
+            .map(|f| [f.name[0], f.name[1], f.value[0], f.value[1]].map(|i| i as usize))
+    }
+
     /// The same fields from `httparse`'s spans (`[name start, name end, value start, value
     /// end]`), tagged.
     pub fn from_spans(&mut self, buf: &[u8], spans: impl Iterator<Item = [usize; 4]>) {
         self.clear();
+        assert!(u32::try_from(buf.len()).is_ok(), "a head is shorter than 4 GiB");
         for [n0, n1, v0, v1] in spans {
             self.push(buf, n0, n1, v0, v1);
         }
@@ -141,15 +153,19 @@ impl Scanned {
         self.present = 0;
     }
 
-    #[inline(always)]
+    /// Offsets below 4 GiB (`fields` and `from_spans` check the buffer's length).
+    #[inline]
     fn push(&mut self, buf: &[u8], n0: usize, n1: usize, v0: usize, v1: usize) {
-        let off = |i: usize| u32::try_from(i).expect("a head is shorter than 4 GiB");
+        #[allow(clippy::cast_possible_truncation)]
+        let off = |i: usize| i as u32;
         let tag = tag_of(&buf[n0..n1]);
         self.present |= bit(tag);
+        let line = v0 == n1 + 2 && buf[n1 + 1] == b' ' && buf.get(v1..v1 + 2) == Some(b"\r\n");
         self.fields.push(Field {
             name: [off(n0), off(n1)],
             value: [off(v0), off(v1)],
             tag,
+            line,
         });
     }
 }
@@ -165,12 +181,7 @@ pub fn request(buf: &[u8], max: usize, out: &mut Scanned) -> Option<(RequestLine
     };
     let t0 = method_end + 1;
     // The target: visible ASCII up to a space (`httparse` also takes obs-text; left to it).
-    let t1 = find(
-        buf,
-        t0,
-        |w| below(w, 0x21) | equal(w, 0x7f) | (w & HIGH),
-        |b| !(0x21..0x7f).contains(&b),
-    )?;
+    let t1 = find(buf, t0, |w| below(w, 0x21) | equal(w, 0x7f) | (w & HIGH))?;
     if t1 == t0 || buf[t1] != b' ' {
         return None;
     }
@@ -217,9 +228,14 @@ pub fn response(buf: &[u8], max: usize, out: &mut Scanned) -> Option<(StatusLine
     Some((StatusLine { code, version }, len))
 }
 
-/// The fields from `at` to the empty line; the head's length.
+/// The fields from `at` to the empty line; the head's length. Each line is found by its end
+/// first (one word-wise pass: every byte before it is HTAB, space, visible ASCII or obs-text,
+/// which a value may hold), then its name is checked byte by byte up to the colon.
 fn fields(buf: &[u8], mut at: usize, max: usize, out: &mut Scanned) -> Option<usize> {
     out.clear();
+    if u32::try_from(buf.len()).is_err() {
+        return None;
+    }
     loop {
         if *buf.get(at)? == b'\r' {
             return (*buf.get(at + 1)? == b'\n').then_some(at + 2);
@@ -227,29 +243,24 @@ fn fields(buf: &[u8], mut at: usize, max: usize, out: &mut Scanned) -> Option<us
         if out.fields.len() == max {
             return None;
         }
-        let n0 = at;
-        while TOKEN[usize::from(*buf.get(at)?)] {
-            at += 1;
-        }
-        if at == n0 || buf[at] != b':' {
-            return None;
-        }
-        let n1 = at;
-        at += 1;
-        while matches!(*buf.get(at)?, b' ' | b'\t') {
-            at += 1;
-        }
-        let v0 = at;
-        // The value: HTAB, visible ASCII, space, obs-text (what `httparse` takes), to CRLF.
         let cr = text_end(buf, at, true)?;
         if buf[cr] != b'\r' || *buf.get(cr + 1)? != b'\n' {
             return None;
         }
-        let mut v1 = cr;
-        while v1 > v0 && matches!(buf[v1 - 1], b' ' | b'\t') {
+        let line = &buf[at..cr];
+        let n = line.iter().position(|&b| !TOKEN[usize::from(b)])?;
+        if n == 0 || line[n] != b':' {
+            return None;
+        }
+        let mut v0 = n + 1;
+        while v0 < line.len() && matches!(line[v0], b' ' | b'\t') {
+            v0 += 1;
+        }
+        let mut v1 = line.len();
+        while v1 > v0 && matches!(line[v1 - 1], b' ' | b'\t') {
             v1 -= 1;
         }
-        out.push(buf, n0, n1, v0, v1);
+        out.push(buf, at, at + n, at + v0, at + v1);
         at = cr + 2;
     }
 }

@@ -174,3 +174,58 @@ fn names_are_told_apart_by_their_prints_in_any_case() {
     assert_eq!(tag_of(b"x"), OTHER);
     assert_eq!(tag_of(b"content-type"), OTHER);
 }
+
+#[test]
+fn known_names_are_their_tags() {
+    for known in [
+        Known::CONNECTION,
+        Known::TRANSFER_ENCODING,
+        Known::TE,
+        Known::CONTENT_LENGTH,
+        Known::DATE,
+        Known::TRAILER,
+        Known::HOST,
+        Known::X_FORWARDED_CLIENT_CERT,
+        Known::X_FORWARDED_FOR,
+        Known::X_FORWARDED_PROTO,
+        Known::X_REQUEST_ID,
+    ] {
+        let name = Name::as_str(known);
+        assert_eq!(tag_of(name.as_bytes()), Name::tag(known), "{name}");
+        assert_eq!(HeaderName::from_static(name).as_str(), name);
+    }
+    for (t, name) in [
+        (tag::UPGRADE, "upgrade"),
+        (tag::EXPECT, "expect"),
+        (tag::CONNECTION, "connection"),
+        (tag::CONTENT_LENGTH, "content-length"),
+        (tag::TRANSFER_ENCODING, "transfer-encoding"),
+    ] {
+        assert_eq!(tag_of(name.as_bytes()), t, "{name}");
+    }
+    // Looked up by tag or by name: the same answers.
+    let h = parsed("Connection: keep-alive\r\nX-Request-Id: a\r\nContent-Length: 3\r\n");
+    assert_eq!(h.get(Known::CONTENT_LENGTH), h.get("content-length"));
+    assert_eq!(h.contains(Known::X_REQUEST_ID), h.contains("x-request-id"));
+    assert!(!h.contains(Known::DATE));
+}
+
+#[test]
+fn tokens_of_a_list_are_found_whole_and_in_any_case() {
+    for (value, token, found) in [
+        (&b"close"[..], &b"close"[..], true),
+        (b"Close", b"close", true),
+        (b"keep-alive, close", b"close", true),
+        (b"keep-alive ,  CLOSE ", b"close", true),
+        (b"closed", b"close", false),
+        (b"clos", b"close", false),
+        (b"x-close, closer", b"close", false),
+        (b"", b"close", false),
+    ] {
+        assert_eq!(has_token(value, token), found, "{:?}", String::from_utf8_lossy(value));
+    }
+    let h = parsed("Connection: Upgrade\r\nconnection: CLOSE\r\n");
+    assert!(h.has_token(Known::CONNECTION, b"close"));
+    assert!(!h.has_token(Known::CONNECTION, b"keep-alive"));
+    assert!(!h.has_token(Known::TE, b"close"));
+}

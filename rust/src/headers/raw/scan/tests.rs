@@ -52,10 +52,7 @@ fn httparse_response(buf: &[u8]) -> Option<(StatusLine, usize, Spans)> {
 }
 
 fn spans(f: &Scanned) -> Spans {
-    f.fields
-        .iter()
-        .map(|f| [f.name[0], f.name[1], f.value[0], f.value[1]].map(|i| i as usize))
-        .collect()
+    f.spans().collect()
 }
 
 /// The scanner's answer checked against `httparse`'s; whether it answered.
