@@ -74,11 +74,16 @@ enum Parse {
 }
 
 /// Serves `io` until the client or a drain closes it; `Some` when hyper must take over.
-pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bool>) -> Option<Handoff> {
+pub async fn serve(mut io: TcpStream, conn: &Conn, drain: watch::Receiver<bool>) -> Option<Handoff> {
     let mut buf = BytesMut::with_capacity(READ);
     let mut fields = Scanned::default();
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut draining = false;
+    // One wait for the drain for the whole connection, polled whenever it is idle (made and
+    // dropped per request, it registered and unregistered a waiter each time). Not polled
+    // again once it fired (`draining`).
+    let mut watch = drain.clone();
+    let mut drained = std::pin::pin!(watch.changed());
     loop {
         let head = loop {
             if !buf.is_empty() {
@@ -93,7 +98,7 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
                 tokio::select! {
                     biased;
                     r = std::future::poll_fn(|cx| fill(&mut io, &mut buf, cx)) => r,
-                    _ = drain.changed() => { draining = true; continue; }
+                    _ = &mut drained => { draining = true; continue; }
                 }
             } else if buf.is_empty() {
                 return None;

@@ -437,16 +437,16 @@ impl RawHeaders {
         // field has (most list `keep-alive` or `close`, which none has: nothing is collected).
         let mut listed: Vec<Vec<u8>> = Vec::new();
         let mut trailers = false;
-        let own = self.fields.iter().map(|f| (f.tag, self.slice(f.value)));
-        let added = self.added.iter().map(|a| (a.2, a.1.as_bytes()));
-        for (t, v) in own.chain(added) {
-            if t == tag::CONNECTION && visible(v) {
-                for token in v.split(|b| *b == b',') {
-                    let name = token.trim_ascii();
-                    if !name.is_empty() && !name.eq_ignore_ascii_case(b"keep-alive") && self.has_name(name) {
-                        listed.push(name.to_vec());
-                    }
+        for i in 0..self.fields.len() + self.added.len() {
+            let (t, v) = match self.fields.get(i) {
+                Some(f) => (f.tag, self.slice(f.value)),
+                None => {
+                    let a = &self.added[i - self.fields.len()];
+                    (a.2, a.1.as_bytes())
                 }
+            };
+            if t == tag::CONNECTION {
+                self.listed_by(v, &mut listed);
             } else if t == tag::TE && !trailers && visible(v) {
                 trailers = v.split(|b| *b == b',').any(|t| {
                     t.split(|b| *b == b';')
@@ -478,6 +478,30 @@ impl RawHeaders {
         }
         if trailers {
             self.append_known(&http::header::TE, Known::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+
+    /// Adds to `listed` the names a `Connection` value lists that a field has (none when the
+    /// value is not visible ASCII; `keep-alive` is removed anyway).
+    fn listed_by(&self, v: &[u8], listed: &mut Vec<Vec<u8>>) {
+        // Most values: a lone `keep-alive`, or `close`.
+        if v.eq_ignore_ascii_case(b"keep-alive") {
+            return;
+        }
+        if v.eq_ignore_ascii_case(b"close") {
+            if self.has_name(b"close") {
+                listed.push(b"close".to_vec());
+            }
+            return;
+        }
+        if !visible(v) {
+            return;
+        }
+        for token in v.split(|b| *b == b',') {
+            let name = token.trim_ascii();
+            if !name.is_empty() && !name.eq_ignore_ascii_case(b"keep-alive") && self.has_name(name) {
+                listed.push(name.to_vec());
+            }
         }
     }
 

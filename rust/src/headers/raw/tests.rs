@@ -101,6 +101,20 @@ fn hop_by_hop_fields_are_dropped_as_from_a_map() {
     raw.strip_hop_by_hop(false);
     assert_eq!(raw.get("x-a"), Some(&b"1"[..]));
     assert!(!raw.contains(TE.as_str()));
+    // The lone `keep-alive` and `close` (looked at first), with and without a field so named.
+    for wire in [
+        "Connection: Keep-Alive\r\nX-A: 1\r\n",
+        "Connection: close\r\nX-A: 1\r\n",
+        "Connection: CLOSE\r\nClose: 1\r\nX-A: 1\r\n",
+        "Connection: keep-alive\r\nKeep-Alive: 1\r\nX-A: 1\r\n",
+        "Connection: x-a\r\nX-A: 1\r\nx-b: 2\r\n",
+    ] {
+        let mut raw = parsed(wire);
+        raw.strip_hop_by_hop(false);
+        let mut map = parsed(wire).into_map();
+        crate::headers::strip_hop_by_hop(&mut map);
+        assert_eq!(raw.clone().into_map(), map, "{wire}");
+    }
 }
 
 #[test]

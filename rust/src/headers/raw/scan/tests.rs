@@ -228,3 +228,30 @@ fn words_and_tails_are_read_alike_at_every_alignment() {
         }
     }
 }
+
+#[test]
+fn names_are_read_alike_at_every_alignment() {
+    // Names of every length 1..30, with each kind of byte at every place in them: token bytes
+    // outside letters, digits and `-` (read by the table), and bytes no name may hold.
+    for n in 1..30 {
+        for at in 0..n {
+            for b in [
+                b'_', b'.', b'~', b'!', b'Z', b'9', b'-', b'@', b'(', b'/', b' ', b'{', 0x80, 0xe1, b'\t',
+            ] {
+                let mut name = vec![b'a'; n];
+                name[at] = b;
+                let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+                head.extend_from_slice(&name);
+                head.extend_from_slice(b": v\r\n\r\n");
+                let [req, _] = agrees(&head);
+                assert_eq!(req, TOKEN[usize::from(b)], "{:?}", String::from_utf8_lossy(&head));
+                // At the very end of the buffer too (the last word read shifted).
+                let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+                head.extend_from_slice(&name);
+                head.extend_from_slice(b":\r\n\r\n");
+                let [_, resp] = agrees(&head);
+                assert_eq!(resp, TOKEN[usize::from(b)], "{:?}", String::from_utf8_lossy(&head));
+            }
+        }
+    }
+}
