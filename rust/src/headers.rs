@@ -220,7 +220,7 @@ fn hex(x: u64) -> [u8; 16] {
     let v = (v & 0x0000_0000_0000_ffff_0000_0000_0000_ffff) | (v & 0x0000_0000_ffff_0000_0000_0000_ffff_0000) << 16;
     let v = (v & 0x0000_00ff_0000_00ff_0000_00ff_0000_00ff) | (v & 0x0000_ff00_0000_ff00_0000_ff00_0000_ff00) << 8;
     // Its high nibble stays in byte 2i, its low one goes to byte 2i + 1.
-    let n = (v >> 4) & (EVEN & 0x0f * ONES) | (v & (EVEN & 0x0f * ONES)) << 8;
+    let n = (v >> 4) & (EVEN & (0x0f * ONES)) | (v & (EVEN & (0x0f * ONES))) << 8;
     // 0-9 to '0'-'9', 10-15 to 'a'-'f'.
     let letters = ((n + 0x06 * ONES) >> 4) & ONES;
     (n + 0x30 * ONES + letters * 0x27).to_le_bytes()

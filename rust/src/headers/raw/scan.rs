@@ -77,7 +77,7 @@ fn token_end(buf: &[u8], mut at: usize) -> Option<usize> {
             return None;
         };
         let low = w & !HIGH;
-        let simple = within(low | ONES * 0x20, b'a', b'z') | within(low, b'0', b'9') | exactly(low, b'-');
+        let simple = within(low | (ONES * 0x20), b'a', b'z') | within(low, b'0', b'9') | exactly(low, b'-');
         let other = !simple & HIGH | w & HIGH;
         if other == 0 {
             at += 8;
