@@ -167,8 +167,8 @@ pub fn set_forwarded_raw(headers: &mut RawHeaders, client_ip: &HeaderValue) {
 /// a verified mTLS connection's value (`tls::Peer::xfcc`) is set.
 pub fn set_client_cert<H: HeaderEdit>(headers: &mut H, xfcc: Option<&HeaderValue>) {
     match xfcc {
-        Some(v) => headers.insert_header(X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
-        None => headers.remove_header(&X_FORWARDED_CLIENT_CERT),
+        Some(v) => headers.insert_known(&X_FORWARDED_CLIENT_CERT, Known::X_FORWARDED_CLIENT_CERT, v.clone()),
+        None => headers.remove_known(&X_FORWARDED_CLIENT_CERT, Known::X_FORWARDED_CLIENT_CERT),
     }
 }
 

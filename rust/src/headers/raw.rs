@@ -149,29 +149,32 @@ const FIRSTS: [u32; 24] = {
 
 #[inline(never)]
 fn tag_by_print(name: &[u8]) -> u8 {
-    let candidates: &[u8] = match name.len() {
-        2 => &[7],
-        4 => &[10, 12],
-        6 => &[8],
-        7 => &[4, 11],
-        10 => &[0, 1],
-        12 => &[16],
-        14 => &[9],
-        15 => &[14],
-        16 => &[2],
-        17 => &[3, 15],
-        18 => &[6],
-        19 => &[5],
-        23 => &[13],
+    // The one candidate of this length and first letter (`KNOWN`'s indices).
+    let t = match (name.len(), name.first().map_or(0, |b| b | 0x20)) {
+        (2, _) => 7,
+        (4, b'd') => 10,
+        (4, _) => 12,
+        (6, _) => 8,
+        (7, b'u') => 4,
+        (7, _) => 11,
+        (10, b'c') => 0,
+        (10, _) => 1,
+        (12, _) => 16,
+        (14, _) => 9,
+        (15, _) => 14,
+        (16, _) => 2,
+        (17, b't') => 3,
+        (17, _) => 15,
+        (18, _) => 6,
+        (19, _) => 5,
+        (23, _) => 13,
         _ => return OTHER,
     };
-    let print = print_of(name);
-    for &t in candidates {
-        if print == PRINTS[t as usize] {
-            return t;
-        }
+    if print_of(name) == PRINTS[usize::from(t)] {
+        t
+    } else {
+        OTHER
     }
-    OTHER
 }
 
 /// Three overlapping little-endian words covering a name of up to 24 bytes (at 0, 8 and the
@@ -256,6 +259,51 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
             && value
                 .split(|b| *b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The names `Connection` values list (`keep-alive` left out: it goes anyway); `close`, the
+/// usual one, as a flag (no allocation).
+#[derive(Default)]
+struct Listed {
+    close: bool,
+    names: Vec<Vec<u8>>,
+}
+
+impl Listed {
+    /// A value that is not visible ASCII lists nothing (as `HeaderValue::to_str` refuses it).
+    fn note(&mut self, v: &[u8]) {
+        // Most values: a lone `keep-alive`, or `close`.
+        if v.eq_ignore_ascii_case(b"keep-alive") {
+            return;
+        }
+        if v.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return;
+        }
+        if !visible(v) {
+            return;
+        }
+        for token in v.split(|b| *b == b',') {
+            let name = token.trim_ascii();
+            if name.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if !name.is_empty() && !name.eq_ignore_ascii_case(b"keep-alive") {
+                self.names.push(name.to_vec());
+            }
+        }
+    }
+}
+
+/// Whether a visible-ASCII `TE` value lists `trailers` (parameters ignored).
+fn asks_for_trailers(v: &[u8]) -> bool {
+    visible(v)
+        && v.split(|b| *b == b',').any(|t| {
+            t.split(|b| *b == b';')
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"trailers")
+        })
 }
 
 /// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
@@ -457,42 +505,33 @@ impl RawHeaders {
         if self.present & mask == 0 {
             return;
         }
-        // Names a visible-ASCII `Connection` value lists (`keep-alive` goes anyway) that a
-        // field has (most list `keep-alive` or `close`, which none has: nothing is collected).
-        let mut listed: Vec<Vec<u8>> = Vec::new();
+        // One pass drops the hop-by-hop fields by their tags and notes, as they go by, the
+        // names a `Connection` value lists and whether `TE` asks for trailers. Only when names
+        // were listed (not the lone `keep-alive` of most heads) is there a second pass.
+        let mut listed = Listed::default();
         let mut trailers = false;
-        for i in 0..self.fields.len() + self.added.len() {
-            let (t, v) = match self.fields.get(i) {
-                Some(f) => (f.tag, self.slice(f.value)),
-                None => {
-                    let a = &self.added[i - self.fields.len()];
-                    (a.2, a.1.as_bytes())
-                }
-            };
+        let mut note = |t: u8, v: &[u8]| {
             if t == tag::CONNECTION {
-                self.listed_by(v, &mut listed);
-            } else if t == tag::TE && !trailers && visible(v) {
-                trailers = v.split(|b| *b == b',').any(|t| {
-                    t.split(|b| *b == b';')
-                        .next()
-                        .unwrap_or(b"")
-                        .trim_ascii()
-                        .eq_ignore_ascii_case(b"trailers")
-                });
+                listed.note(v);
+            } else if t == tag::TE && !trailers {
+                trailers = asks_for_trailers(v);
             }
-        }
-        if listed.is_empty() {
-            // Tags decide.
-            self.fields.retain(|f| mask & bit(f.tag) == 0);
-            self.added.retain(|a| mask & bit(a.2) == 0);
-            self.present &= !mask;
-        } else {
-            let gone =
-                |tag: u8, name: &[u8]| mask & bit(tag) != 0 || listed.iter().any(|l| name.eq_ignore_ascii_case(l));
+            mask & bit(t) == 0
+        };
+        let block = &self.block;
+        self.fields
+            .retain(|f| note(f.tag, &block[f.value[0] as usize..f.value[1] as usize]));
+        self.added.retain(|a| note(a.2, a.1.as_bytes()));
+        self.present &= !mask;
+        if listed.close || !listed.names.is_empty() {
+            let gone = |name: &[u8]| {
+                listed.close && name.eq_ignore_ascii_case(b"close")
+                    || listed.names.iter().any(|l| name.eq_ignore_ascii_case(l))
+            };
             let block = &self.block;
             self.fields
-                .retain(|f| !gone(f.tag, &block[f.name[0] as usize..f.name[1] as usize]));
-            self.added.retain(|(n, _, t)| !gone(*t, n.as_str().as_bytes()));
+                .retain(|f| !gone(&block[f.name[0] as usize..f.name[1] as usize]));
+            self.added.retain(|(n, _, _)| !gone(n.as_str().as_bytes()));
             self.present = self
                 .fields
                 .iter()
@@ -504,41 +543,6 @@ impl RawHeaders {
             self.append_known(&http::header::TE, Known::TE, HeaderValue::from_static("trailers"));
         }
     }
-
-    /// Adds to `listed` the names a `Connection` value lists that a field has (none when the
-    /// value is not visible ASCII; `keep-alive` is removed anyway).
-    fn listed_by(&self, v: &[u8], listed: &mut Vec<Vec<u8>>) {
-        // Most values: a lone `keep-alive`, or `close`.
-        if v.eq_ignore_ascii_case(b"keep-alive") {
-            return;
-        }
-        if v.eq_ignore_ascii_case(b"close") {
-            if self.has_name(b"close") {
-                listed.push(b"close".to_vec());
-            }
-            return;
-        }
-        if !visible(v) {
-            return;
-        }
-        for token in v.split(|b| *b == b',') {
-            let name = token.trim_ascii();
-            if !name.is_empty() && !name.eq_ignore_ascii_case(b"keep-alive") && self.has_name(name) {
-                listed.push(name.to_vec());
-            }
-        }
-    }
-
-    /// Whether a field is called `name` (any case).
-    fn has_name(&self, name: &[u8]) -> bool {
-        self.fields
-            .iter()
-            .any(|f| (f.name[1] - f.name[0]) as usize == name.len() && self.slice(f.name).eq_ignore_ascii_case(name))
-            || self
-                .added
-                .iter()
-                .any(|a| a.0.as_str().as_bytes().eq_ignore_ascii_case(name))
-    }
 }
 
 /// What a route's header filters and the forwarding code edit: a `HeaderMap`, or a block
@@ -548,6 +552,14 @@ pub trait HeaderEdit {
     fn insert_header(&mut self, name: HeaderName, value: HeaderValue);
     fn append_header(&mut self, name: HeaderName, value: HeaderValue);
     fn remove_header(&mut self, name: &HeaderName);
+    /// `remove_header` of a `Known` name (`name` is its `HeaderName`).
+    fn remove_known(&mut self, name: &HeaderName, _known: Known) {
+        self.remove_header(name);
+    }
+    /// `insert_header` of a `Known` name (`name` is its `HeaderName`).
+    fn insert_known(&mut self, name: &HeaderName, _known: Known, value: HeaderValue) {
+        self.insert_header(name.clone(), value);
+    }
 }
 
 impl HeaderEdit for HeaderMap {
@@ -567,6 +579,10 @@ impl HeaderEdit for HeaderMap {
 
 impl HeaderEdit for RawHeaders {
     fn contains_header(&self, name: &HeaderName) -> bool {
+        // `Host` (asked on every request) by its tag; a standard name compares as an enum.
+        if name == http::header::HOST {
+            return self.contains(Known::HOST);
+        }
         self.contains(name.as_str())
     }
     fn insert_header(&mut self, name: HeaderName, value: HeaderValue) {
@@ -577,6 +593,12 @@ impl HeaderEdit for RawHeaders {
     }
     fn remove_header(&mut self, name: &HeaderName) {
         self.remove(name.as_str());
+    }
+    fn remove_known(&mut self, _name: &HeaderName, known: Known) {
+        self.remove(known);
+    }
+    fn insert_known(&mut self, name: &HeaderName, known: Known, value: HeaderValue) {
+        RawHeaders::insert_known(self, name, known, value);
     }
 }
 

@@ -108,6 +108,8 @@ fn hop_by_hop_fields_are_dropped_as_from_a_map() {
         "Connection: CLOSE\r\nClose: 1\r\nX-A: 1\r\n",
         "Connection: keep-alive\r\nKeep-Alive: 1\r\nX-A: 1\r\n",
         "Connection: x-a\r\nX-A: 1\r\nx-b: 2\r\n",
+        "X-A: 1\r\nClose: 0\r\nx-b: 2\r\nConnection: X-A, close,, keep-alive\r\nTE: trailers\r\nKeep-Alive: 1\r\n",
+        "X-A: 1\r\nConnection: \u{e9}, x-a\r\nTE: gzip;q=1, Trailers ;q=0\r\n",
     ] {
         let mut raw = parsed(wire);
         raw.strip_hop_by_hop(false);
@@ -242,4 +244,29 @@ fn tokens_of_a_list_are_found_whole_and_in_any_case() {
     assert!(h.has_token(Known::CONNECTION, b"close"));
     assert!(!h.has_token(Known::CONNECTION, b"keep-alive"));
     assert!(!h.has_token(Known::TE, b"close"));
+}
+
+#[test]
+fn client_cert_and_host_edits_on_a_raw_block_are_those_on_a_map() {
+    use crate::headers::{set_client_cert, X_FORWARDED_CLIENT_CERT};
+    use http::header::HOST;
+    let xfcc = HeaderValue::from_static("By=spiffe://td/ns/a/sa/b;Hash=00");
+    for wire in [
+        "Host: a\r\nX-Forwarded-Client-Cert: forged\r\nx-forwarded-client-cert: forged2\r\n",
+        "X-A: 1\r\n",
+    ] {
+        for cert in [None, Some(&xfcc)] {
+            let mut raw = parsed(wire);
+            let mut map = parsed(wire).into_map();
+            assert_eq!(raw.contains_header(&HOST), map.contains_header(&HOST), "{wire}");
+            set_client_cert(&mut raw, cert);
+            set_client_cert(&mut map, cert);
+            assert_eq!(raw.clone().into_map(), map, "{wire} {cert:?}");
+            assert_eq!(raw.get(Known::X_FORWARDED_CLIENT_CERT), cert.map(HeaderValue::as_bytes));
+            assert_eq!(
+                raw.get_all(X_FORWARDED_CLIENT_CERT.as_str()).count(),
+                usize::from(cert.is_some())
+            );
+        }
+    }
 }
