@@ -56,14 +56,17 @@ impl<'a> Fields<'a> {
     /// Writes every field as `name: value\r\n` (the map's lower-case, as hyper does; the raw
     /// ones as they came), but `skip` (lower-case).
     pub fn write_to(self, dst: &mut Vec<u8>, skip: Option<&str>) {
-        for (name, value) in self.map {
-            if skip.is_some_and(|s| name.as_str() == s) {
-                continue;
+        // An empty map (fields kept as bytes) is not walked.
+        if !self.map.is_empty() {
+            for (name, value) in self.map {
+                if skip.is_some_and(|s| name.as_str() == s) {
+                    continue;
+                }
+                dst.extend_from_slice(name.as_str().as_bytes());
+                dst.extend_from_slice(b": ");
+                dst.extend_from_slice(value.as_bytes());
+                dst.extend_from_slice(b"\r\n");
             }
-            dst.extend_from_slice(name.as_str().as_bytes());
-            dst.extend_from_slice(b": ");
-            dst.extend_from_slice(value.as_bytes());
-            dst.extend_from_slice(b"\r\n");
         }
         if let Some(raw) = self.raw {
             raw.write_to(dst, skip);

@@ -57,32 +57,30 @@ fn spans(f: &Scanned) -> Spans {
 
 /// The scanner's answer checked against `httparse`'s; whether it answered.
 fn agrees(buf: &[u8]) -> [bool; 2] {
+    [
+        same(buf, |f| request(buf, MAX, f), httparse_request(buf)),
+        same(buf, |f| response(buf, MAX, f), httparse_response(buf)),
+    ]
+}
+
+/// When `scan` answers, `httparse` answered the same (`expected`); whether `scan` answered.
+fn same<L: PartialEq + std::fmt::Debug>(
+    buf: &[u8],
+    scan: impl FnOnce(&mut Scanned) -> Option<(L, usize)>,
+    expected: Option<(L, usize, Spans)>,
+) -> bool {
     let mut f = Scanned::default();
-    let req = request(buf, MAX, &mut f).map(|(line, len)| {
-        check_tags(buf, &f);
-        (line, len, spans(&f))
-    });
-    if let Some(got) = &req {
-        assert_eq!(
-            Some(got),
-            httparse_request(buf).as_ref(),
-            "request {:?}",
-            String::from_utf8_lossy(buf)
-        );
-    }
-    let resp = response(buf, MAX, &mut f).map(|(line, len)| {
-        check_tags(buf, &f);
-        (line, len, spans(&f))
-    });
-    if let Some(got) = &resp {
-        assert_eq!(
-            Some(got),
-            httparse_response(buf).as_ref(),
-            "response {:?}",
-            String::from_utf8_lossy(buf)
-        );
-    }
-    [req.is_some(), resp.is_some()]
+    let Some((line, len)) = scan(&mut f) else {
+        return false;
+    };
+    check_tags(buf, &f);
+    assert_eq!(
+        Some((line, len, spans(&f))),
+        expected,
+        "{:?}",
+        String::from_utf8_lossy(buf)
+    );
+    true
 }
 
 fn check_tags(buf: &[u8], f: &Scanned) {
