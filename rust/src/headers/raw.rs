@@ -261,6 +261,26 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// Whether `v` is `lower` (lower-case letters and `-`, 4 to 16 bytes) in any case, by two
+/// overlapping word loads: with bit 0x20 set, a byte of a field value (no CR) equals a
+/// lower-case letter or `-` only if it is that letter in either case or that `-`.
+/// (`eq_ignore_ascii_case` goes byte by byte: ~45 Ir for `keep-alive`.)
+fn eq_lower(v: &[u8], lower: &[u8]) -> bool {
+    debug_assert!((4..=16).contains(&lower.len()));
+    debug_assert!(lower.iter().all(|b| b.is_ascii_lowercase() || *b == b'-'));
+    let n = lower.len();
+    if v.len() != n {
+        return false;
+    }
+    let w8 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let w4 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    if n >= 8 {
+        w8(v, 0) | 0x2020_2020_2020_2020 == w8(lower, 0) && w8(v, n - 8) | 0x2020_2020_2020_2020 == w8(lower, n - 8)
+    } else {
+        w4(v, 0) | 0x2020_2020 == w4(lower, 0) && w4(v, n - 4) | 0x2020_2020 == w4(lower, n - 4)
+    }
+}
+
 /// The names `Connection` values list (`keep-alive` left out: it goes anyway); `close`, the
 /// usual one, as a flag (no allocation).
 #[derive(Default)]
@@ -273,10 +293,10 @@ impl Listed {
     /// A value that is not visible ASCII lists nothing (as `HeaderValue::to_str` refuses it).
     fn note(&mut self, v: &[u8]) {
         // Most values: a lone `keep-alive`, or `close`.
-        if v.eq_ignore_ascii_case(b"keep-alive") {
+        if eq_lower(v, b"keep-alive") {
             return;
         }
-        if v.eq_ignore_ascii_case(b"close") {
+        if eq_lower(v, b"close") {
             self.close = true;
             return;
         }

@@ -270,3 +270,25 @@ fn client_cert_and_host_edits_on_a_raw_block_are_those_on_a_map() {
         }
     }
 }
+
+#[test]
+fn lower_case_words_are_matched_in_any_case_and_nothing_else() {
+    for target in [&b"keep-alive"[..], b"close"] {
+        // Every byte a field value may hold, at every place.
+        for at in 0..target.len() {
+            for b in (0..=255u8).filter(|&b| b == b'\t' || b >= b' ' && b != 0x7f) {
+                let mut v = target.to_vec();
+                v[at] = b;
+                assert_eq!(
+                    eq_lower(&v, target),
+                    v.eq_ignore_ascii_case(target),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+        assert!(eq_lower(&target.to_ascii_uppercase(), target));
+        assert!(!eq_lower(&target[1..], target));
+        assert!(!eq_lower(&[target, b"x"].concat(), target));
+    }
+}
