@@ -253,12 +253,18 @@ fn line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Whether `token` is one of the comma-separated elements of `value` (case-insensitive, spaces
 /// around it ignored).
 pub fn has_token(value: &[u8], token: &[u8]) -> bool {
-    // Most values are a lone token.
-    value.eq_ignore_ascii_case(token)
-        || value.len() > token.len()
-            && value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    // The lone `keep-alive` of most responses.
+    if eq_lower(value, b"keep-alive") {
+        return token.eq_ignore_ascii_case(b"keep-alive");
+    }
+    // No longer than the token: only the whole value can be it (an element of a list, spaces
+    // trimmed, is shorter than the value).
+    if value.len() <= token.len() {
+        return value.eq_ignore_ascii_case(token);
+    }
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Whether `v` is `lower` (lower-case letters and `-`, 4 to 16 bytes) in any case, by two

@@ -237,6 +237,10 @@ fn tokens_of_a_list_are_found_whole_and_in_any_case() {
         (b"clos", b"close", false),
         (b"x-close, closer", b"close", false),
         (b"", b"close", false),
+        (b"Keep-Alive", b"keep-alive", true),
+        (b"keep-alive", b"close", false),
+        (b"keep-alivE", b"KEEP-ALIVE", true),
+        (b"keep-alive", b"keep", false),
     ] {
         assert_eq!(has_token(value, token), found, "{:?}", String::from_utf8_lossy(value));
     }
