@@ -1,6 +1,6 @@
 //! The downstream half of the fast path: plaintext HTTP/1.1 connections served without
-//! hyper's server (and hyper-util's `auto` connection). Request heads are parsed with
-//! `httparse` from a per-connection buffer (pipelined requests wait there for their turn),
+//! hyper's server (and hyper-util's `auto` connection). Request heads are scanned
+//! (`headers::raw::scan`; other shapes parsed with `httparse`) from a per-connection buffer (pipelined requests wait there for their turn),
 //! a body of known, small length is read into memory, the request goes through the same
 //! `Conn::handle` as hyper's, and the response head and body are written with one vectored
 //! write when the body is already there. Keep-alive; a drain closes an idle connection at

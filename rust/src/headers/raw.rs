@@ -6,7 +6,7 @@
 //!
 //! No field is checked again here: `httparse` refuses what `http` refuses (a name must be a
 //! token, a value visible ASCII, space, tab or obs-text; obs-fold is refused), so every field
-//! converts.
+//! converts; `scan` reads only heads `httparse` reads, the same way (`scan/tests.rs`).
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
