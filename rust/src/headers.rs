@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub mod raw;
 
-use raw::{HeaderEdit, RawHeaders};
+use raw::{HeaderEdit, Known, RawHeaders};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -141,21 +141,25 @@ pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
 
 /// `set_forwarded` on a header block kept as bytes: the same fields, the same values.
 pub fn set_forwarded_raw(headers: &mut RawHeaders, client_ip: &HeaderValue) {
-    if headers.contains(X_FORWARDED_FOR.as_str()) {
+    if headers.contains(Known::X_FORWARDED_FOR) {
         let mut buf = BytesMut::with_capacity(64);
-        for v in headers.get_all(X_FORWARDED_FOR.as_str()) {
+        for v in headers.get_all(Known::X_FORWARDED_FOR) {
             buf.put_slice(v);
             buf.put_slice(b", ");
         }
         buf.put_slice(client_ip.as_bytes());
         let joined = HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone());
-        headers.insert(X_FORWARDED_FOR.clone(), joined);
+        headers.insert_known(&X_FORWARDED_FOR, Known::X_FORWARDED_FOR, joined);
     } else {
-        headers.append(X_FORWARDED_FOR.clone(), client_ip.clone());
+        headers.append_known(&X_FORWARDED_FOR, Known::X_FORWARDED_FOR, client_ip.clone());
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if !headers.contains(X_REQUEST_ID.as_str()) {
-        headers.append(X_REQUEST_ID.clone(), request_id());
+    headers.insert_known(
+        &X_FORWARDED_PROTO,
+        Known::X_FORWARDED_PROTO,
+        HeaderValue::from_static("http"),
+    );
+    if !headers.contains(Known::X_REQUEST_ID) {
+        headers.append_known(&X_REQUEST_ID, Known::X_REQUEST_ID, request_id());
     }
 }
 
@@ -163,44 +167,95 @@ pub fn set_forwarded_raw(headers: &mut RawHeaders, client_ip: &HeaderValue) {
 /// a verified mTLS connection's value (`tls::Peer::xfcc`) is set.
 pub fn set_client_cert<H: HeaderEdit>(headers: &mut H, xfcc: Option<&HeaderValue>) {
     match xfcc {
-        Some(v) => headers.insert_header(X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
-        None => headers.remove_header(&X_FORWARDED_CLIENT_CERT),
+        Some(v) => headers.insert_known(&X_FORWARDED_CLIENT_CERT, Known::X_FORWARDED_CLIENT_CERT, v.clone()),
+        None => headers.remove_known(&X_FORWARDED_CLIENT_CERT, Known::X_FORWARDED_CLIENT_CERT),
     }
 }
 
 /// A random UUID v4, lower-case hex with dashes.
 pub fn request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Where each byte's two digits go (the dashes stay): constant positions, so the loop
-    // unrolls without bounds checks.
-    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = bytes[6] & 0x0f | 0x40;
-    bytes[8] = bytes[8] & 0x3f | 0x80;
-    let mut out = [b'-'; 36];
-    for (b, at) in bytes.iter().zip(AT) {
-        out[at] = HEX[usize::from(b >> 4)];
-        out[at + 1] = HEX[usize::from(b & 0x0f)];
-    }
-    // Cut from a per-thread block: no allocation per id, and the value is a shared `Bytes`
-    // from the start, so cloning it (the replay copy of a bodiless request) does not allocate
-    // either. A block is freed once every id cut from it is dropped.
-    let id = ID_BLOCK.with(|block| {
-        let mut block = block.borrow_mut();
+    // One thread-local for the generator and the block the ids are cut from (each access to
+    // one is a `__tls_get_addr` call in this shared library).
+    let id = IDS.with(|ids| {
+        let out = uuid_v4(ids.next());
+        // Cut from a per-thread block: no allocation per id, and the value is a shared
+        // `Bytes` from the start, so cloning it (the replay copy of a bodiless request) does
+        // not allocate either. A block is freed once every id cut from it is dropped.
+        let mut block = ids.block.borrow_mut();
         if block.capacity() < out.len() {
             *block = BytesMut::with_capacity(ID_BLOCK_SIZE);
         }
         block.put_slice(&out);
         block.split().freeze()
     });
+    // Checked byte by byte once more (hex and dashes always pass); the unchecked constructor
+    // is `unsafe`, which only `alloc` may use.
     HeaderValue::from_maybe_shared(id).expect("hex is a valid header value")
+}
+
+/// `r` as a UUID v4: version nibble 4, variant bits 10, the rest from `r` (big-endian), in
+/// lower-case hex with dashes.
+fn uuid_v4(r: u128) -> [u8; 36] {
+    let r = r & !(0xf0 << 72) | (0x40 << 72);
+    let r = r & !(0xc0 << 56) | (0x80 << 56);
+    #[allow(clippy::cast_possible_truncation)]
+    let [hi, lo] = [hex((r >> 64) as u64), hex(r as u64)];
+    let mut out = [b'-'; 36];
+    out[..8].copy_from_slice(&hi[..8]);
+    out[9..13].copy_from_slice(&hi[8..12]);
+    out[14..18].copy_from_slice(&hi[12..]);
+    out[19..23].copy_from_slice(&lo[..4]);
+    out[24..].copy_from_slice(&lo[4..]);
+    out
+}
+
+/// The 16 lower-case hex digits of `x`, most significant first, computed for all at once
+/// (no table, no loop).
+fn hex(x: u64) -> [u8; 16] {
+    const EVEN: u128 = 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    // Byte i of `x` (most significant first) to byte 2i of `v`.
+    let v = u128::from(x.swap_bytes());
+    let v = (v & 0xffff_ffff) | (v & 0xffff_ffff_0000_0000) << 32;
+    let v = (v & 0x0000_0000_0000_ffff_0000_0000_0000_ffff) | (v & 0x0000_0000_ffff_0000_0000_0000_ffff_0000) << 16;
+    let v = (v & 0x0000_00ff_0000_00ff_0000_00ff_0000_00ff) | (v & 0x0000_ff00_0000_ff00_0000_ff00_0000_ff00) << 8;
+    // Its high nibble stays in byte 2i, its low one goes to byte 2i + 1.
+    let n = (v >> 4) & (EVEN & (0x0f * ONES)) | (v & (EVEN & (0x0f * ONES))) << 8;
+    // 0-9 to '0'-'9', 10-15 to 'a'-'f'.
+    let letters = ((n + 0x06 * ONES) >> 4) & ONES;
+    (n + 0x30 * ONES + letters * 0x27).to_le_bytes()
 }
 
 /// Bytes per block of request ids (113 ids).
 const ID_BLOCK_SIZE: usize = 4096;
 
+/// The per-thread state of `request_id`: a wyrand generator (fastrand's, seeded from it) and
+/// the block ids are cut from.
+struct Ids {
+    state: std::cell::Cell<u64>,
+    block: std::cell::RefCell<BytesMut>,
+}
+
+impl Ids {
+    fn next64(&self) -> u64 {
+        let s = self.state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        self.state.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        #[allow(clippy::cast_possible_truncation)]
+        let folded = (t as u64) ^ (t >> 64) as u64;
+        folded
+    }
+
+    fn next(&self) -> u128 {
+        u128::from(self.next64()) << 64 | u128::from(self.next64())
+    }
+}
+
 thread_local! {
-    static ID_BLOCK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    static IDS: Ids = Ids {
+        state: std::cell::Cell::new(fastrand::u64(..)),
+        block: std::cell::RefCell::new(BytesMut::new()),
+    };
 }
 
 #[cfg(test)]

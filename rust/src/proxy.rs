@@ -685,7 +685,8 @@ fn authority(req: &Request<ProxyBody>) -> Option<Authority> {
         return Some(a.clone());
     }
     let host = match req.body().head() {
-        Some(raw) => raw.get(HOST.as_str())?,
+        // By its tag (`parse` room: no `tag_of` per request).
+        Some(raw) => raw.get(crate::headers::raw::Known::HOST)?,
         None => req.headers().get(HOST)?.as_bytes(),
     };
     Authority::try_from(host).ok()

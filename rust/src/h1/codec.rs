@@ -1,13 +1,13 @@
 //! HTTP/1.1 bytes on the upstream side: the request head written from a `HeaderMap`, the
-//! response head parsed with `httparse`, the response body's framing (RFC 9112 section 6.3)
+//! response head scanned (`headers::raw::scan`, else parsed with `httparse`), the response body's framing (RFC 9112 section 6.3)
 //! and a chunked decoder that finds where a chunked body ends.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::io;
 
-use crate::headers::raw::RawHeaders;
+use crate::headers::raw::scan::{self, Scanned, StatusLine};
+use crate::headers::raw::{Known, Name, RawHeaders};
 
 /// Most headers a response (or its trailers) may have, as hyper's default.
 const MAX_HEADERS: usize = 100;
@@ -32,37 +32,41 @@ impl<'a> Fields<'a> {
     }
 
     /// The values of `name` (lower-case): the map's, then the raw ones.
-    pub fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub fn get_all<N: Name<'a>>(self, name: N) -> impl Iterator<Item = &'a [u8]> + 'a {
         // An empty map (fields kept as bytes) is not asked: it would parse `name` first.
-        let map = (!self.map.is_empty()).then(|| self.map.get_all(name).into_iter().map(HeaderValue::as_bytes));
+        let map =
+            (!self.map.is_empty()).then(|| self.map.get_all(name.as_str()).into_iter().map(HeaderValue::as_bytes));
         map.into_iter()
             .flatten()
             .chain(self.raw.into_iter().flat_map(move |r| r.get_all(name)))
     }
 
     /// The first value of `name` (lower-case).
-    pub fn get(self, name: &'a str) -> Option<&'a [u8]> {
+    pub fn get<N: Name<'a>>(self, name: N) -> Option<&'a [u8]> {
         match self.raw {
             Some(raw) if self.map.is_empty() => raw.get(name),
             _ => self.get_all(name).next(),
         }
     }
 
-    pub fn contains(self, name: &str) -> bool {
-        !self.map.is_empty() && self.map.contains_key(name) || self.raw.is_some_and(|r| r.contains(name))
+    pub fn contains<N: Name<'a>>(self, name: N) -> bool {
+        !self.map.is_empty() && self.map.contains_key(name.as_str()) || self.raw.is_some_and(|r| r.contains(name))
     }
 
     /// Writes every field as `name: value\r\n` (the map's lower-case, as hyper does; the raw
     /// ones as they came), but `skip` (lower-case).
     pub fn write_to(self, dst: &mut Vec<u8>, skip: Option<&str>) {
-        for (name, value) in self.map {
-            if skip.is_some_and(|s| name.as_str() == s) {
-                continue;
+        // An empty map (fields kept as bytes) is not walked.
+        if !self.map.is_empty() {
+            for (name, value) in self.map {
+                if skip.is_some_and(|s| name.as_str() == s) {
+                    continue;
+                }
+                dst.extend_from_slice(name.as_str().as_bytes());
+                dst.extend_from_slice(b": ");
+                dst.extend_from_slice(value.as_bytes());
+                dst.extend_from_slice(b"\r\n");
             }
-            dst.extend_from_slice(name.as_str().as_bytes());
-            dst.extend_from_slice(b": ");
-            dst.extend_from_slice(value.as_bytes());
-            dst.extend_from_slice(b"\r\n");
         }
         if let Some(raw) = self.raw {
             raw.write_to(dst, skip);
@@ -80,7 +84,7 @@ pub fn write_request_head(dst: &mut Vec<u8>, method: &Method, target: &str, head
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     headers.write_to(dst, None);
-    if body_len > 0 && !headers.contains(CONTENT_LENGTH.as_str()) {
+    if body_len > 0 && !headers.contains(Known::CONTENT_LENGTH) {
         dst.extend_from_slice(b"content-length: ");
         dst.extend_from_slice(body_len.to_string().as_bytes());
         dst.extend_from_slice(b"\r\n");
@@ -115,41 +119,31 @@ pub struct ResponseHead {
 /// Parses a response head from the start of `buf` and removes it from there; `Ok(None)`: the
 /// head is not complete yet. Informational (1xx) heads are returned too (framing `Empty`), the
 /// caller skips them. `head_request`: the response to a HEAD has no body whatever it says.
-/// `spans`: scratch space kept by the caller (no large array zeroed per response).
-#[inline(never)] // its header array must not land in the caller's future (callgrind: 3 KiB memcpy per request)
+/// `fields`: scratch space kept by the caller (no allocation or large array per response).
+/// The common shape is scanned in one pass (`scan::response`); anything else is `httparse`'s
+/// to decide, as before.
 pub fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
-    spans: &mut Vec<[usize; 4]>,
+    fields: &mut Scanned,
 ) -> io::Result<Option<ResponseHead>> {
-    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut raw);
-    let len = match parsing {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(invalid("response head too large")),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    let (line, len) = match scan::response(buf, MAX_HEADERS, fields) {
+        Some((line, len)) => (line, len),
+        None => match parse_response_slow(buf, fields)? {
+            Some(found) => found,
+            None => return Ok(None),
+        },
     };
-    let code = parsed.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code).map_err(|_| invalid("invalid status code"))?;
-    let version = if parsed.version == Some(0) {
+    let status = StatusCode::from_u16(line.code).map_err(|_| invalid("invalid status code"))?;
+    let version = if line.version == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    // The head's bytes stay shared by the header values (no copy per value): note where each
-    // name and value is, then cut the head off the buffer.
-    let start = buf.as_ptr() as usize;
-    spans.clear();
-    spans.extend(parsed.headers.iter().map(|h| {
-        let n = h.name.as_ptr() as usize - start;
-        let v = h.value.as_ptr() as usize - start;
-        [n, n + h.name.len(), v, v + h.value.len()]
-    }));
+    // The head's bytes stay shared by the header values (no copy per value).
     let head = buf.split_to(len).freeze();
     // Forwarded as these bytes (`RawHeaders`): no `HeaderMap` unless something needs one.
-    let headers = RawHeaders::new(head, spans);
+    let headers = RawHeaders::scanned(head, fields);
     let framing = framing(status, head_request, &headers)?;
     let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
     Ok(Some(ResponseHead {
@@ -161,6 +155,34 @@ pub fn parse_response(
     }))
 }
 
+/// `parse_response` by `httparse`: a head not in the shape `scan` reads (or not complete).
+#[inline(never)] // its header array must not land in the caller's frame
+fn parse_response_slow(buf: &BytesMut, fields: &mut Scanned) -> io::Result<Option<(StatusLine, usize)>> {
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut raw);
+    let len = match parsing {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(invalid("response head too large")),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    };
+    let line = StatusLine {
+        code: parsed.code.unwrap_or(0),
+        version: parsed.version.unwrap_or(1),
+    };
+    let start = buf.as_ptr() as usize;
+    fields.from_spans(
+        buf,
+        parsed.headers.iter().map(|h| {
+            let n = h.name.as_ptr() as usize - start;
+            let v = h.value.as_ptr() as usize - start;
+            [n, n + h.name.len(), v, v + h.value.len()]
+        }),
+    );
+    Ok(Some((line, len)))
+}
+
 fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::Result<Framing> {
     if status.is_informational()
         || head_request
@@ -169,7 +191,7 @@ fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::
     {
         return Ok(Framing::Empty);
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING.as_str()).last() {
+    if let Some(last) = headers.get_all(Known::TRANSFER_ENCODING).last() {
         // The last coding must be chunked for the length to be known; else the body runs to
         // the connection's close.
         let chunked = last
@@ -179,7 +201,7 @@ fn framing(status: StatusCode, head_request: bool, headers: &RawHeaders) -> io::
         return Ok(if chunked { Framing::Chunked } else { Framing::Close });
     }
     let mut length: Option<u64> = None;
-    for v in headers.get_all(CONTENT_LENGTH.as_str()) {
+    for v in headers.get_all(Known::CONTENT_LENGTH) {
         for part in v.split(|b| *b == b',') {
             let n = parse_decimal(part.trim_ascii()).ok_or_else(|| invalid("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
@@ -205,16 +227,10 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with `keep-alive`.
 fn keeps_alive(version: Version, headers: &RawHeaders) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(CONNECTION.as_str()).any(|v| {
-            v.split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
     if version == Version::HTTP_11 {
-        !has(b"close")
+        !headers.has_token(Known::CONNECTION, b"close")
     } else {
-        has(b"keep-alive")
+        headers.has_token(Known::CONNECTION, b"keep-alive")
     }
 }
 
@@ -355,7 +371,7 @@ mod tests {
 
     fn parse(bytes: &[u8], head: bool) -> io::Result<Option<ResponseHead>> {
         let mut buf = BytesMut::from(bytes);
-        parse_response(&mut buf, head, &mut Vec::new())
+        parse_response(&mut buf, head, &mut Scanned::default())
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct RawConn {
     /// The request head being written (reused).
     head: Vec<u8>,
     /// Where the response head's names and values are (reused).
-    spans: Vec<[usize; 4]>,
+    spans: crate::headers::raw::scan::Scanned,
 }
 
 impl RawConn {
@@ -41,7 +41,7 @@ impl RawConn {
             buf: BytesMut::new(),
             read_size: INITIAL_READ,
             head: Vec::with_capacity(512),
-            spans: Vec::new(),
+            spans: crate::headers::raw::scan::Scanned::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The downstream half of the fast path: plaintext HTTP/1.1 connections served without
-//! hyper's server (and hyper-util's `auto` connection). Request heads are parsed with
-//! `httparse` from a per-connection buffer (pipelined requests wait there for their turn),
+//! hyper's server (and hyper-util's `auto` connection). Request heads are scanned
+//! (`headers::raw::scan`; other shapes parsed with `httparse`) from a per-connection buffer (pipelined requests wait there for their turn),
 //! a body of known, small length is read into memory, the request goes through the same
 //! `Conn::handle` as hyper's, and the response head and body are written with one vectored
 //! write when the body is already there. Keep-alive; a drain closes an idle connection at
@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,7 +31,8 @@ use tokio::sync::watch;
 use super::codec::Fields;
 use super::conn::write_all;
 use crate::body::ProxyBody;
-use crate::headers::raw::RawHeaders;
+use crate::headers::raw::scan::{self, RequestLine, Scanned};
+use crate::headers::raw::{has_token, tag, Known, RawHeaders};
 use crate::proxy::Conn;
 
 /// Most headers a request may have (hyper's default; over it hyper answers 431).
@@ -73,15 +74,20 @@ enum Parse {
 }
 
 /// Serves `io` until the client or a drain closes it; `Some` when hyper must take over.
-pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bool>) -> Option<Handoff> {
+pub async fn serve(mut io: TcpStream, conn: &Conn, drain: watch::Receiver<bool>) -> Option<Handoff> {
     let mut buf = BytesMut::with_capacity(READ);
-    let mut spans: Vec<[usize; 4]> = Vec::new();
+    let mut fields = Scanned::default();
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut draining = false;
+    // One wait for the drain for the whole connection, polled whenever it is idle (made and
+    // dropped per request, it registered and unregistered a waiter each time). Not polled
+    // again once it fired (`draining`).
+    let mut watch = drain.clone();
+    let mut drained = std::pin::pin!(watch.changed());
     loop {
         let head = loop {
             if !buf.is_empty() {
-                match parse(&buf, &mut spans) {
+                match parse(&buf, &mut fields) {
                     Parse::Complete(h) if buf.len() >= h.len + h.body => break h,
                     Parse::Complete(_) | Parse::Partial => {}
                     Parse::Decline => return Some(Handoff { io, read: buf.freeze() }),
@@ -92,7 +98,7 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
                 tokio::select! {
                     biased;
                     r = std::future::poll_fn(|cx| fill(&mut io, &mut buf, cx)) => r,
-                    _ = drain.changed() => { draining = true; continue; }
+                    _ = &mut drained => { draining = true; continue; }
                 }
             } else if buf.is_empty() {
                 return None;
@@ -104,7 +110,7 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
                 Ok(_) => {}
             }
         };
-        let Some(req) = request(&mut buf, &head, &spans) else {
+        let Some(req) = request(&mut buf, &head, &fields) else {
             let _ = write_all(&mut io, &mut &BAD_REQUEST[..]).await;
             return None;
         };
@@ -130,61 +136,82 @@ fn fill(io: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
-/// Finds a request head at the start of `buf` (nothing consumed); `spans` gets where its
-/// header names and values are.
+/// Finds a request head at the start of `buf` (nothing consumed); `fields` gets where its
+/// header names and values are, tagged. The common shape is scanned in one pass
+/// (`scan::request`); anything else is `httparse`'s to decide, as before.
+fn parse(buf: &[u8], fields: &mut Scanned) -> Parse {
+    let (line, len) = match scan::request(buf, MAX_HEADERS, fields) {
+        Some(found) => found,
+        None => match parse_slow(buf, fields) {
+            Ok(found) => found,
+            Err(p) => return p,
+        },
+    };
+    if line.version != 1 || &buf[line.method[0]..line.method[1]] == b"CONNECT" {
+        return Parse::Decline;
+    }
+    let mut body = 0u64;
+    let mut close = false;
+    if fields.has(tag::CONTENT_LENGTH)
+        || fields.has(tag::CONNECTION)
+        || fields.has(tag::TRANSFER_ENCODING)
+        || fields.has(tag::EXPECT)
+        || fields.has(tag::UPGRADE)
+    {
+        for (t, value) in fields.tagged(buf) {
+            match t {
+                tag::CONTENT_LENGTH => match parse_decimal(value.trim_ascii()) {
+                    Some(n) if n <= MAX_BODY && (body == 0 || body == n) => body = n,
+                    _ => return Parse::Decline,
+                },
+                tag::CONNECTION => close |= has_token(value, b"close"),
+                tag::TRANSFER_ENCODING | tag::EXPECT | tag::UPGRADE => return Parse::Decline,
+                _ => {}
+            }
+        }
+    }
+    Parse::Complete(Head {
+        len,
+        body: usize::try_from(body).expect("at most MAX_BODY"),
+        method: line.method,
+        target: line.target,
+        close,
+        is_head_method: &buf[line.method[0]..line.method[1]] == b"HEAD",
+    })
+}
+
+/// `parse` by `httparse`: a head not in the shape `scan` reads (or not complete).
 #[inline(never)] // keeps the header array out of `serve`'s future
-fn parse(buf: &[u8], spans: &mut Vec<[usize; 4]>) -> Parse {
+fn parse_slow(buf: &[u8], fields: &mut Scanned) -> Result<(RequestLine, usize), Parse> {
     let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, &mut raw) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parse::Partial,
-        Ok(httparse::Status::Partial) | Err(_) => return Parse::Decline,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Err(Parse::Partial),
+        Ok(httparse::Status::Partial) | Err(_) => return Err(Parse::Decline),
     };
-    let (Some(method), Some(target)) = (req.method, req.path) else {
-        return Parse::Decline;
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(Parse::Decline);
     };
-    if req.version != Some(1) || method == "CONNECT" {
-        return Parse::Decline;
-    }
     let start = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
         let at = s.as_ptr() as usize - start;
         [at, at + s.len()]
     };
-    let mut body = 0u64;
-    let mut close = false;
-    spans.clear();
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
-            match parse_decimal(h.value.trim_ascii()) {
-                Some(n) if n <= MAX_BODY && (body == 0 || body == n) => body = n,
-                _ => return Parse::Decline,
-            }
-        } else if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
-            close |= h
-                .value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-        } else if [TRANSFER_ENCODING, EXPECT, UPGRADE]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
-        {
-            return Parse::Decline;
-        }
-        let [n0, n1] = span(name);
-        let [v0, v1] = span(h.value);
-        spans.push([n0, n1, v0, v1]);
-    }
-    Parse::Complete(Head {
-        len,
-        body: usize::try_from(body).expect("at most MAX_BODY"),
+    fields.from_spans(
+        buf,
+        req.headers.iter().map(|h| {
+            let [n0, n1] = span(h.name.as_bytes());
+            let [v0, v1] = span(h.value);
+            [n0, n1, v0, v1]
+        }),
+    );
+    let line = RequestLine {
         method: span(method.as_bytes()),
         target: span(target.as_bytes()),
-        close,
-        is_head_method: method == "HEAD",
-    })
+        version,
+    };
+    Ok((line, len))
 }
 
 fn parse_decimal(s: &[u8]) -> Option<u64> {
@@ -199,13 +226,13 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 /// stay slices of the read buffer, the fields as a block forwarded as bytes (`headers::raw`,
 /// in the body: `ProxyBody::head`) until something needs a `HeaderMap`. `None`: a method or
 /// target `http` refuses (400); the fields were checked by `httparse` as `http` would.
-fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Request<ProxyBody>> {
+fn request(buf: &mut BytesMut, head: &Head, fields: &Scanned) -> Option<Request<ProxyBody>> {
     let bytes = buf.split_to(head.len).freeze();
     let body = (head.body > 0).then(|| buf.split_to(head.body).freeze());
     let method = Method::from_bytes(&bytes[head.method[0]..head.method[1]]).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target[0]..head.target[1])).ok()?;
     let mut body = ProxyBody::buffered(body, None);
-    body.set_head(Some(std::sync::Arc::new(RawHeaders::new(bytes, spans))));
+    body.set_head(Some(std::sync::Arc::new(RawHeaders::scanned(bytes, fields))));
     let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -249,7 +276,7 @@ async fn respond(
         drop(body);
         return write_all(io, &mut &out[..]).await;
     }
-    let allowed = framing == Framing::Chunked && fields.contains(TRAILER.as_str());
+    let allowed = framing == Framing::Chunked && fields.contains(Known::TRAILER);
     let declared = match framing {
         Framing::Length(n) => n,
         _ => u64::MAX,
@@ -340,7 +367,7 @@ fn finish_chunked(dst: &mut Vec<u8>, trailers: Option<HeaderMap>, headers: Field
     dst.extend_from_slice(b"0\r\n");
     if let Some(trailers) = trailers {
         let announced: Vec<HeaderName> = headers
-            .get_all(TRAILER.as_str())
+            .get_all(Known::TRAILER)
             .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
@@ -378,7 +405,7 @@ fn write_head(
     dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     dst.extend_from_slice(b"\r\n");
     headers.write_to(dst, close.then_some(CONNECTION.as_str()));
-    if !headers.contains(DATE.as_str()) {
+    if !headers.contains(Known::DATE) {
         write_header(dst, b"date", &date());
     }
     if close {
@@ -388,7 +415,7 @@ fn write_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if let Some(v) = headers.get(CONTENT_LENGTH.as_str()) {
+    let framing = if let Some(v) = headers.get(Known::CONTENT_LENGTH) {
         // Unreadable: the body runs until the connection closes.
         Framing::Length(parse_decimal(v.trim_ascii()).unwrap_or(u64::MAX))
     } else if bodiless {

@@ -6,10 +6,12 @@
 //!
 //! No field is checked again here: `httparse` refuses what `http` refuses (a name must be a
 //! token, a value visible ASCII, space, tab or obs-text; obs-fold is refused), so every field
-//! converts.
+//! converts; `scan` reads only heads `httparse` reads, the same way (`scan/tests.rs`).
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub mod scan;
 
 /// One field: where its name and value are in the block, and which of the names the engine
 /// looks at it has (`tag`).
@@ -18,6 +20,8 @@ struct Field {
     name: [u32; 2],
     value: [u32; 2],
     tag: u8,
+    /// The field is the whole line `name: value\r\n` in the block (written as that slice).
+    line: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -54,34 +58,123 @@ const KNOWN: [&str; 17] = [
 ];
 /// The tag of every other name.
 const OTHER: u8 = u8::MAX;
+
+/// Tags of the `KNOWN` names (their index there).
+pub mod tag {
+    pub const CONNECTION: u8 = 0;
+    pub const TRANSFER_ENCODING: u8 = 3;
+    pub const UPGRADE: u8 = 4;
+    pub const TE: u8 = 7;
+    pub const EXPECT: u8 = 8;
+    pub const CONTENT_LENGTH: u8 = 9;
+    pub const DATE: u8 = 10;
+    pub const TRAILER: u8 = 11;
+    pub const HOST: u8 = 12;
+    pub const X_FORWARDED_CLIENT_CERT: u8 = 13;
+    pub const X_FORWARDED_FOR: u8 = 14;
+    pub const X_FORWARDED_PROTO: u8 = 15;
+    pub const X_REQUEST_ID: u8 = 16;
+}
+
+/// A `KNOWN` name, looked up by its tag: no `tag_of` and no name compare per lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known(u8);
+
+impl Known {
+    pub const CONNECTION: Known = Known(tag::CONNECTION);
+    pub const TRANSFER_ENCODING: Known = Known(tag::TRANSFER_ENCODING);
+    pub const TE: Known = Known(tag::TE);
+    pub const CONTENT_LENGTH: Known = Known(tag::CONTENT_LENGTH);
+    pub const DATE: Known = Known(tag::DATE);
+    pub const TRAILER: Known = Known(tag::TRAILER);
+    pub const HOST: Known = Known(tag::HOST);
+    pub const X_FORWARDED_CLIENT_CERT: Known = Known(tag::X_FORWARDED_CLIENT_CERT);
+    pub const X_FORWARDED_FOR: Known = Known(tag::X_FORWARDED_FOR);
+    pub const X_FORWARDED_PROTO: Known = Known(tag::X_FORWARDED_PROTO);
+    pub const X_REQUEST_ID: Known = Known(tag::X_REQUEST_ID);
+}
+
+/// A name to look up: any name (`&str`, lower-case; tagged per lookup) or a `Known` one.
+pub trait Name<'a>: Copy + 'a {
+    fn tag(self) -> u8;
+    fn as_str(self) -> &'a str;
+}
+
+impl<'a> Name<'a> for &'a str {
+    fn tag(self) -> u8 {
+        tag_of(self.as_bytes())
+    }
+    fn as_str(self) -> &'a str {
+        self
+    }
+}
+
+impl<'a> Name<'a> for Known {
+    #[inline]
+    fn tag(self) -> u8 {
+        self.0
+    }
+    #[inline]
+    fn as_str(self) -> &'a str {
+        KNOWN[usize::from(self.0)]
+    }
+}
+
 /// Tags 0..8: the hop-by-hop names.
 const HOP_BY_HOP: u32 = 0xff;
-const EXPECT: u8 = 8;
+const EXPECT: u8 = tag::EXPECT;
 
+/// The tag of `name` (any case). Most names are told apart from every `KNOWN` one by their
+/// length and first letter alone (`FIRSTS`, inline); the rest by their print.
+#[inline]
 fn tag_of(name: &[u8]) -> u8 {
-    let candidates: &[u8] = match name.len() {
-        2 => &[7],
-        4 => &[10, 12],
-        6 => &[8],
-        7 => &[4, 11],
-        10 => &[0, 1],
-        12 => &[16],
-        14 => &[9],
-        15 => &[14],
-        16 => &[2],
-        17 => &[3, 15],
-        18 => &[6],
-        19 => &[5],
-        23 => &[13],
+    match (FIRSTS.get(name.len()), name.first()) {
+        (Some(firsts), Some(&first)) if firsts & (1 << (first & 0x1f)) != 0 => tag_by_print(name),
+        _ => OTHER,
+    }
+}
+
+/// Per length, a bit per first letter (its low five bits, so either case) of the `KNOWN`
+/// names of that length.
+const FIRSTS: [u32; 24] = {
+    let mut f = [0u32; 24];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let name = KNOWN[i].as_bytes();
+        f[name.len()] |= 1 << (name[0] & 0x1f);
+        i += 1;
+    }
+    f
+};
+
+#[inline(never)]
+fn tag_by_print(name: &[u8]) -> u8 {
+    // The one candidate of this length and first letter (`KNOWN`'s indices).
+    let t = match (name.len(), name.first().map_or(0, |b| b | 0x20)) {
+        (2, _) => 7,
+        (4, b'd') => 10,
+        (4, _) => 12,
+        (6, _) => 8,
+        (7, b'u') => 4,
+        (7, _) => 11,
+        (10, b'c') => 0,
+        (10, _) => 1,
+        (12, _) => 16,
+        (14, _) => 9,
+        (15, _) => 14,
+        (16, _) => 2,
+        (17, b't') => 3,
+        (17, _) => 15,
+        (18, _) => 6,
+        (19, _) => 5,
+        (23, _) => 13,
         _ => return OTHER,
     };
-    let print = print_of(name);
-    for &t in candidates {
-        if print == PRINTS[t as usize] {
-            return t;
-        }
+    if print_of(name) == PRINTS[usize::from(t)] {
+        t
+    } else {
+        OTHER
     }
-    OTHER
 }
 
 /// Three overlapping little-endian words covering a name of up to 24 bytes (at 0, 8 and the
@@ -157,33 +250,101 @@ fn line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// Whether `token` is one of the comma-separated elements of `value` (case-insensitive, spaces
+/// around it ignored).
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    // The lone `keep-alive` of most responses.
+    if eq_lower(value, b"keep-alive") {
+        return token.eq_ignore_ascii_case(b"keep-alive");
+    }
+    // No longer than the token: only the whole value can be it (an element of a list, spaces
+    // trimmed, is shorter than the value).
+    if value.len() <= token.len() {
+        return value.eq_ignore_ascii_case(token);
+    }
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether `v` is `lower` (lower-case letters and `-`, 4 to 16 bytes) in any case, by two
+/// overlapping word loads: with bit 0x20 set, a byte of a field value (no CR) equals a
+/// lower-case letter or `-` only if it is that letter in either case or that `-`.
+/// (`eq_ignore_ascii_case` goes byte by byte: ~45 Ir for `keep-alive`.)
+fn eq_lower(v: &[u8], lower: &[u8]) -> bool {
+    debug_assert!((4..=16).contains(&lower.len()));
+    debug_assert!(lower.iter().all(|b| b.is_ascii_lowercase() || *b == b'-'));
+    let n = lower.len();
+    if v.len() != n {
+        return false;
+    }
+    let w8 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let w4 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    if n >= 8 {
+        w8(v, 0) | 0x2020_2020_2020_2020 == w8(lower, 0) && w8(v, n - 8) | 0x2020_2020_2020_2020 == w8(lower, n - 8)
+    } else {
+        w4(v, 0) | 0x2020_2020 == w4(lower, 0) && w4(v, n - 4) | 0x2020_2020 == w4(lower, n - 4)
+    }
+}
+
+/// The names `Connection` values list (`keep-alive` left out: it goes anyway); `close`, the
+/// usual one, as a flag (no allocation).
+#[derive(Default)]
+struct Listed {
+    close: bool,
+    names: Vec<Vec<u8>>,
+}
+
+impl Listed {
+    /// A value that is not visible ASCII lists nothing (as `HeaderValue::to_str` refuses it).
+    fn note(&mut self, v: &[u8]) {
+        // Most values: a lone `keep-alive`, or `close`.
+        if eq_lower(v, b"keep-alive") {
+            return;
+        }
+        if eq_lower(v, b"close") {
+            self.close = true;
+            return;
+        }
+        if !visible(v) {
+            return;
+        }
+        for token in v.split(|b| *b == b',') {
+            let name = token.trim_ascii();
+            if name.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if !name.is_empty() && !name.eq_ignore_ascii_case(b"keep-alive") {
+                self.names.push(name.to_vec());
+            }
+        }
+    }
+}
+
+/// Whether a visible-ASCII `TE` value lists `trailers` (parameters ignored).
+fn asks_for_trailers(v: &[u8]) -> bool {
+    visible(v)
+        && v.split(|b| *b == b',').any(|t| {
+            t.split(|b| *b == b';')
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"trailers")
+        })
+}
+
 /// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
 fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
 }
 
 impl RawHeaders {
-    /// `spans`: `[name start, name end, value start, value end]` of each field, offsets in `block`.
-    pub fn new(block: Bytes, spans: &[[usize; 4]]) -> Self {
-        let off = |i: usize| u32::try_from(i).expect("a head is shorter than 4 GiB");
-        let mut present = 0;
-        let fields = spans
-            .iter()
-            .map(|&[n0, n1, v0, v1]| {
-                let tag = tag_of(&block[n0..n1]);
-                present |= bit(tag);
-                Field {
-                    name: [off(n0), off(n1)],
-                    value: [off(v0), off(v1)],
-                    tag,
-                }
-            })
-            .collect();
+    /// The fields `scan` found (or took from `httparse`'s spans) in `block`.
+    pub fn scanned(block: Bytes, fields: &scan::Scanned) -> Self {
         RawHeaders {
             block,
-            fields,
+            fields: fields.fields.clone(),
             added: Vec::new(),
-            present,
+            present: fields.present,
         }
     }
 
@@ -203,15 +364,16 @@ impl RawHeaders {
     }
 
     /// The values of `name` (lower-case), in order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let tag = tag_of(name.as_bytes());
+    pub fn get_all<'a, N: Name<'a>>(&'a self, name: N) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let tag = name.tag();
         // A known name that is absent: nothing to walk.
         let (fields, added) = if tag != OTHER && self.present & bit(tag) == 0 {
             (&[][..], &[][..])
         } else {
             (&self.fields[..], &self.added[..])
         };
-        let matches = move |t: u8, n: &[u8]| t == tag && (tag != OTHER || n.eq_ignore_ascii_case(name.as_bytes()));
+        let matches =
+            move |t: u8, n: &[u8]| t == tag && (tag != OTHER || n.eq_ignore_ascii_case(name.as_str().as_bytes()));
         let own = fields
             .iter()
             .filter(move |f| matches(f.tag, self.slice(f.name)))
@@ -223,9 +385,24 @@ impl RawHeaders {
         own.chain(added)
     }
 
+    /// Whether a value of the `Known` name `name` has `token` in its comma-separated list
+    /// (case-insensitive, spaces around it ignored).
+    pub fn has_token(&self, name: Known, token: &[u8]) -> bool {
+        if self.present & bit(name.0) == 0 {
+            return false;
+        }
+        let own = self
+            .fields
+            .iter()
+            .filter(|f| f.tag == name.0)
+            .map(|f| self.slice(f.value));
+        let added = self.added.iter().filter(|a| a.2 == name.0).map(|a| a.1.as_bytes());
+        own.chain(added).any(|v| has_token(v, token))
+    }
+
     /// The first value of `name` (lower-case).
-    pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
-        let tag = tag_of(name.as_bytes());
+    pub fn get<'a, N: Name<'a>>(&'a self, name: N) -> Option<&'a [u8]> {
+        let tag = name.tag();
         if tag != OTHER {
             if self.present & bit(tag) == 0 {
                 return None;
@@ -237,8 +414,8 @@ impl RawHeaders {
         self.get_all(name).next()
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        let tag = tag_of(name.as_bytes());
+    pub fn contains<'a, N: Name<'a>>(&'a self, name: N) -> bool {
+        let tag = name.tag();
         if tag != OTHER {
             return self.present & bit(tag) != 0;
         }
@@ -246,11 +423,12 @@ impl RawHeaders {
     }
 
     /// Removes every field called `name` (lower-case).
-    pub fn remove(&mut self, name: &str) {
-        let tag = tag_of(name.as_bytes());
+    pub fn remove<'a, N: Name<'a>>(&mut self, name: N) {
+        let tag = name.tag();
         if tag != OTHER && self.present & bit(tag) == 0 {
             return;
         }
+        let name = name.as_str();
         let block = &self.block;
         self.fields.retain(|f| {
             f.tag != tag
@@ -258,6 +436,19 @@ impl RawHeaders {
         });
         self.added.retain(|(n, _, _)| n.as_str() != name);
         self.present &= !bit(tag);
+    }
+
+    /// `append` of a `Known` name (`name` is its `HeaderName`).
+    pub fn append_known(&mut self, name: &HeaderName, known: Known, value: HeaderValue) {
+        debug_assert_eq!(name.as_str(), known.as_str());
+        self.present |= bit(known.0);
+        self.added.push((name.clone(), value, known.0));
+    }
+
+    /// `insert` of a `Known` name (`name` is its `HeaderName`).
+    pub fn insert_known(&mut self, name: &HeaderName, known: Known, value: HeaderValue) {
+        self.remove(known);
+        self.append_known(name, known, value);
     }
 
     pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
@@ -282,22 +473,17 @@ impl RawHeaders {
         // heads) are copied as one slice.
         let mut run: Option<[usize; 2]> = None;
         for f in &self.fields {
-            let name = self.slice(f.name);
-            if skipped(f.tag, name) {
+            if skipped(f.tag, self.slice(f.name)) {
                 continue;
             }
-            let [start, end] = [f.name[0] as usize, f.value[1] as usize + 2];
-            let canonical = f.value[0] == f.name[1] + 2
-                && self.block.get(f.name[1] as usize..f.value[0] as usize) == Some(b": ")
-                && self.block.get(end - 2..end) == Some(b"\r\n");
-            if canonical {
+            if f.line {
+                let [start, end] = [f.name[0] as usize, f.value[1] as usize + 2];
                 match &mut run {
                     Some([_, e]) if *e == start => *e = end,
                     _ => {
-                        if let Some([s, e]) = run.take() {
+                        if let Some([s, e]) = run.replace([start, end]) {
                             dst.extend_from_slice(&self.block[s..e]);
                         }
-                        run = Some([start, end]);
                     }
                 }
                 continue;
@@ -305,7 +491,7 @@ impl RawHeaders {
             if let Some([s, e]) = run.take() {
                 dst.extend_from_slice(&self.block[s..e]);
             }
-            line(dst, name, self.slice(f.value));
+            line(dst, self.slice(f.name), self.slice(f.value));
         }
         if let Some([s, e]) = run {
             dst.extend_from_slice(&self.block[s..e]);
@@ -345,48 +531,54 @@ impl RawHeaders {
         if self.present & mask == 0 {
             return;
         }
-        // Names a visible-ASCII `Connection` value lists (`keep-alive` goes anyway).
-        let listed: Vec<Vec<u8>> = self
-            .get_all("connection")
-            .filter(|v| visible(v))
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive"))
-            .map(<[u8]>::to_vec)
-            .collect();
-        let trailers = self.get_all("te").any(|v| {
-            visible(v)
-                && v.split(|b| *b == b',').any(|t| {
-                    t.split(|b| *b == b';')
-                        .next()
-                        .unwrap_or(b"")
-                        .trim_ascii()
-                        .eq_ignore_ascii_case(b"trailers")
-                })
-        });
-        if listed.is_empty() {
-            // Most heads: `Connection: keep-alive` or `close` alone; tags decide.
-            self.fields.retain(|f| mask & bit(f.tag) == 0);
-            self.added.retain(|a| mask & bit(a.2) == 0);
-            self.present &= !mask;
-            if trailers {
-                self.append(http::header::TE, HeaderValue::from_static("trailers"));
+        // One pass drops the hop-by-hop fields by their tags and notes, as they go by, the
+        // names a `Connection` value lists and whether `TE` asks for trailers. Only when names
+        // were listed (not the lone `keep-alive` of most heads) is there a second pass.
+        let mut listed = Listed::default();
+        let mut trailers = false;
+        let mut note = |t: u8, v: &[u8]| {
+            if t == tag::CONNECTION {
+                listed.note(v);
+            } else if t == tag::TE && !trailers {
+                trailers = asks_for_trailers(v);
             }
-            return;
+        };
+        // Compacted in place (a `retain` closure per field cost ~50 Ir each).
+        let mut kept = 0;
+        for i in 0..self.fields.len() {
+            let f = self.fields[i];
+            if (bit(tag::CONNECTION) | bit(tag::TE)) & bit(f.tag) != 0 {
+                note(f.tag, self.slice(f.value));
+            }
+            if mask & bit(f.tag) == 0 {
+                self.fields[kept] = f;
+                kept += 1;
+            }
         }
-        let gone = |tag: u8, name: &[u8]| mask & bit(tag) != 0 || listed.iter().any(|l| name.eq_ignore_ascii_case(l));
-        let block = &self.block;
-        self.fields
-            .retain(|f| !gone(f.tag, &block[f.name[0] as usize..f.name[1] as usize]));
-        self.added.retain(|(n, _, t)| !gone(*t, n.as_str().as_bytes()));
-        self.present = self
-            .fields
-            .iter()
-            .map(|f| f.tag)
-            .chain(self.added.iter().map(|a| a.2))
-            .fold(0, |p, t| p | bit(t));
+        self.fields.truncate(kept);
+        self.added.retain(|a| {
+            note(a.2, a.1.as_bytes());
+            mask & bit(a.2) == 0
+        });
+        self.present &= !mask;
+        if listed.close || !listed.names.is_empty() {
+            let gone = |name: &[u8]| {
+                listed.close && name.eq_ignore_ascii_case(b"close")
+                    || listed.names.iter().any(|l| name.eq_ignore_ascii_case(l))
+            };
+            let block = &self.block;
+            self.fields
+                .retain(|f| !gone(&block[f.name[0] as usize..f.name[1] as usize]));
+            self.added.retain(|(n, _, _)| !gone(n.as_str().as_bytes()));
+            self.present = self
+                .fields
+                .iter()
+                .map(|f| f.tag)
+                .chain(self.added.iter().map(|a| a.2))
+                .fold(0, |p, t| p | bit(t));
+        }
         if trailers {
-            self.append(http::header::TE, HeaderValue::from_static("trailers"));
+            self.append_known(&http::header::TE, Known::TE, HeaderValue::from_static("trailers"));
         }
     }
 }
@@ -398,6 +590,14 @@ pub trait HeaderEdit {
     fn insert_header(&mut self, name: HeaderName, value: HeaderValue);
     fn append_header(&mut self, name: HeaderName, value: HeaderValue);
     fn remove_header(&mut self, name: &HeaderName);
+    /// `remove_header` of a `Known` name (`name` is its `HeaderName`).
+    fn remove_known(&mut self, name: &HeaderName, _known: Known) {
+        self.remove_header(name);
+    }
+    /// `insert_header` of a `Known` name (`name` is its `HeaderName`).
+    fn insert_known(&mut self, name: &HeaderName, _known: Known, value: HeaderValue) {
+        self.insert_header(name.clone(), value);
+    }
 }
 
 impl HeaderEdit for HeaderMap {
@@ -417,6 +617,10 @@ impl HeaderEdit for HeaderMap {
 
 impl HeaderEdit for RawHeaders {
     fn contains_header(&self, name: &HeaderName) -> bool {
+        // `Host` (asked on every request) by its tag; a standard name compares as an enum.
+        if name == http::header::HOST {
+            return self.contains(Known::HOST);
+        }
         self.contains(name.as_str())
     }
     fn insert_header(&mut self, name: HeaderName, value: HeaderValue) {
@@ -427,6 +631,12 @@ impl HeaderEdit for RawHeaders {
     }
     fn remove_header(&mut self, name: &HeaderName) {
         self.remove(name.as_str());
+    }
+    fn remove_known(&mut self, _name: &HeaderName, known: Known) {
+        self.remove(known);
+    }
+    fn insert_known(&mut self, name: &HeaderName, known: Known, value: HeaderValue) {
+        RawHeaders::insert_known(self, name, known, value);
     }
 }
 

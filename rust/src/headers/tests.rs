@@ -95,3 +95,48 @@ fn expect_is_removed_from_requests_only() {
     let left: Vec<_> = h.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap())).collect();
     assert_eq!(left, [("te", "trailers")]);
 }
+
+/// The formatting before `hex` (a byte loop over a table), kept as the reference.
+fn uuid_v4_by_bytes(r: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut bytes = r.to_be_bytes();
+    bytes[6] = bytes[6] & 0x0f | 0x40;
+    bytes[8] = bytes[8] & 0x3f | 0x80;
+    let mut out = [b'-'; 36];
+    for (b, at) in bytes.iter().zip(AT) {
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
+    }
+    out
+}
+
+#[test]
+fn request_ids_are_formatted_as_by_the_byte_loop() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let fixed = [
+        0,
+        u128::MAX,
+        0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        1 << 127,
+        0x0f0f_f0f0 << 64,
+    ];
+    for r in fixed.into_iter().chain((0..10_000).map(|_| rng.u128(..))) {
+        assert_eq!(
+            String::from_utf8_lossy(&uuid_v4(r)),
+            String::from_utf8_lossy(&uuid_v4_by_bytes(r)),
+            "{r:#x}"
+        );
+    }
+}
+
+#[test]
+fn request_ids_do_not_repeat() {
+    let ids: std::collections::HashSet<_> = (0..100_000).map(|_| request_id()).collect();
+    assert_eq!(ids.len(), 100_000);
+    // Another thread has its own generator, seeded apart.
+    let other: Vec<_> = std::thread::spawn(|| (0..1_000).map(|_| request_id()).collect())
+        .join()
+        .unwrap();
+    assert!(other.iter().all(|id| !ids.contains(id)));
+}

@@ -163,3 +163,123 @@ fn a_drain_closes_an_idle_connection_and_answers_the_next_request_with_close() {
         assert!(out.contains("connection: close\r\n"), "{out}");
     });
 }
+
+/// The server's head parser before the scanner (httparse, names compared one by one), kept
+/// as the oracle: what it decided (`None`: partial; `Some(None)`: declined; else the head's
+/// length, body length, method, target, close, HEAD, and the field spans).
+#[allow(clippy::type_complexity)]
+fn old_parse(buf: &[u8]) -> Option<Option<(usize, usize, [usize; 2], [usize; 2], bool, bool, Vec<[usize; 4]>)>> {
+    use http::header::{EXPECT, TRANSFER_ENCODING, UPGRADE};
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return None,
+        Ok(httparse::Status::Partial) | Err(_) => return Some(None),
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Some(None);
+    };
+    if req.version != Some(1) || method == "CONNECT" {
+        return Some(None);
+    }
+    let start = buf.as_ptr() as usize;
+    let span = |s: &[u8]| [s.as_ptr() as usize - start, s.as_ptr() as usize - start + s.len()];
+    let (mut body, mut close, mut spans) = (0u64, false, Vec::new());
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match parse_decimal(h.value.trim_ascii()) {
+                Some(n) if n <= MAX_BODY && (body == 0 || body == n) => body = n,
+                _ => return Some(None),
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if [TRANSFER_ENCODING, EXPECT, UPGRADE]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+        {
+            return Some(None);
+        }
+        let [n0, n1] = span(name);
+        let [v0, v1] = span(h.value);
+        spans.push([n0, n1, v0, v1]);
+    }
+    let head = (
+        len,
+        body as usize,
+        span(method.as_bytes()),
+        span(target.as_bytes()),
+        close,
+        method == "HEAD",
+        spans,
+    );
+    Some(Some(head))
+}
+
+#[test]
+fn heads_are_served_declined_or_awaited_as_before_the_scanner() {
+    let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let hundred: String = (0..100).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let long = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+    let table: Vec<String> = [
+        "GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        "HEAD /h?q HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n",
+        "POST / HTTP/1.1\r\nhost: x\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nCONTENT-LENGTH: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5, 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\n",
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nhost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: x\r\nUpgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: closed\r\nproxy-connection: close\r\n\r\n",
+        "GET / HTTP/1.0\r\nhost: x\r\n\r\n",
+        "CONNECT x:443 HTTP/1.1\r\nhost: x:443\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        "GET / HTTP/1.1\nhost: x\ncontent-length: 1\n\nz",
+        "GET / HTTP/1.1\r\nhost: x\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: x\x01\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: x\x7f\r\n\r\n",
+        "GET / HTTP/1.1\r\nho st: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: caf\u{e9}\r\n\r\n",
+        "GET /caf\u{e9} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: x\r\n",
+        &format!("GET / HTTP/1.1\r\n{many}\r\n"),
+        &format!("GET / HTTP/1.1\r\n{hundred}\r\n"),
+        &long,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for head in &table {
+        let buf = head.as_bytes();
+        for cut in (0..=buf.len()).filter(|&c| c == buf.len() || c < 300) {
+            let buf = &buf[..cut];
+            let mut fields = Scanned::default();
+            let new = match parse(buf, &mut fields) {
+                Parse::Partial => None,
+                Parse::Decline => Some(None),
+                Parse::Complete(h) => {
+                    let spans: Vec<[usize; 4]> = fields.spans().collect();
+                    Some(Some((
+                        h.len,
+                        h.body,
+                        h.method,
+                        h.target,
+                        h.close,
+                        h.is_head_method,
+                        spans,
+                    )))
+                }
+            };
+            assert_eq!(new, old_parse(buf), "{:?}", String::from_utf8_lossy(buf));
+        }
+    }
+}

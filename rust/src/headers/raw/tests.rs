@@ -6,7 +6,7 @@ use http::header::{SET_COOKIE, TE};
 /// The fields of a response head, parsed as the engine's HTTP/1.1 client parses them.
 fn parsed(fields: &str) -> RawHeaders {
     let mut buf = BytesMut::from(format!("HTTP/1.1 200 OK\r\n{fields}\r\n").as_bytes());
-    parse_response(&mut buf, false, &mut Vec::new())
+    parse_response(&mut buf, false, &mut scan::Scanned::default())
         .expect("valid")
         .expect("complete")
         .headers
@@ -101,6 +101,22 @@ fn hop_by_hop_fields_are_dropped_as_from_a_map() {
     raw.strip_hop_by_hop(false);
     assert_eq!(raw.get("x-a"), Some(&b"1"[..]));
     assert!(!raw.contains(TE.as_str()));
+    // The lone `keep-alive` and `close` (looked at first), with and without a field so named.
+    for wire in [
+        "Connection: Keep-Alive\r\nX-A: 1\r\n",
+        "Connection: close\r\nX-A: 1\r\n",
+        "Connection: CLOSE\r\nClose: 1\r\nX-A: 1\r\n",
+        "Connection: keep-alive\r\nKeep-Alive: 1\r\nX-A: 1\r\n",
+        "Connection: x-a\r\nX-A: 1\r\nx-b: 2\r\n",
+        "X-A: 1\r\nClose: 0\r\nx-b: 2\r\nConnection: X-A, close,, keep-alive\r\nTE: trailers\r\nKeep-Alive: 1\r\n",
+        "X-A: 1\r\nConnection: \u{e9}, x-a\r\nTE: gzip;q=1, Trailers ;q=0\r\n",
+    ] {
+        let mut raw = parsed(wire);
+        raw.strip_hop_by_hop(false);
+        let mut map = parsed(wire).into_map();
+        crate::headers::strip_hop_by_hop(&mut map);
+        assert_eq!(raw.clone().into_map(), map, "{wire}");
+    }
 }
 
 #[test]
@@ -116,7 +132,7 @@ fn into_map_keeps_every_value_and_shares_the_block() {
 fn obs_fold_and_invalid_bytes_are_refused_before_a_block_is_kept() {
     let refused = |head: &[u8]| {
         let mut buf = BytesMut::from(head);
-        parse_response(&mut buf, false, &mut Vec::new()).is_err()
+        parse_response(&mut buf, false, &mut scan::Scanned::default()).is_err()
     };
     assert!(refused(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n"), "obs-fold");
     assert!(refused(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\n\r\n"), "control byte");
@@ -173,4 +189,110 @@ fn names_are_told_apart_by_their_prints_in_any_case() {
     }
     assert_eq!(tag_of(b"x"), OTHER);
     assert_eq!(tag_of(b"content-type"), OTHER);
+}
+
+#[test]
+fn known_names_are_their_tags() {
+    for known in [
+        Known::CONNECTION,
+        Known::TRANSFER_ENCODING,
+        Known::TE,
+        Known::CONTENT_LENGTH,
+        Known::DATE,
+        Known::TRAILER,
+        Known::HOST,
+        Known::X_FORWARDED_CLIENT_CERT,
+        Known::X_FORWARDED_FOR,
+        Known::X_FORWARDED_PROTO,
+        Known::X_REQUEST_ID,
+    ] {
+        let name = Name::as_str(known);
+        assert_eq!(tag_of(name.as_bytes()), Name::tag(known), "{name}");
+        assert_eq!(HeaderName::from_static(name).as_str(), name);
+    }
+    for (t, name) in [
+        (tag::UPGRADE, "upgrade"),
+        (tag::EXPECT, "expect"),
+        (tag::CONNECTION, "connection"),
+        (tag::CONTENT_LENGTH, "content-length"),
+        (tag::TRANSFER_ENCODING, "transfer-encoding"),
+    ] {
+        assert_eq!(tag_of(name.as_bytes()), t, "{name}");
+    }
+    // Looked up by tag or by name: the same answers.
+    let h = parsed("Connection: keep-alive\r\nX-Request-Id: a\r\nContent-Length: 3\r\n");
+    assert_eq!(h.get(Known::CONTENT_LENGTH), h.get("content-length"));
+    assert_eq!(h.contains(Known::X_REQUEST_ID), h.contains("x-request-id"));
+    assert!(!h.contains(Known::DATE));
+}
+
+#[test]
+fn tokens_of_a_list_are_found_whole_and_in_any_case() {
+    for (value, token, found) in [
+        (&b"close"[..], &b"close"[..], true),
+        (b"Close", b"close", true),
+        (b"keep-alive, close", b"close", true),
+        (b"keep-alive ,  CLOSE ", b"close", true),
+        (b"closed", b"close", false),
+        (b"clos", b"close", false),
+        (b"x-close, closer", b"close", false),
+        (b"", b"close", false),
+        (b"Keep-Alive", b"keep-alive", true),
+        (b"keep-alive", b"close", false),
+        (b"keep-alivE", b"KEEP-ALIVE", true),
+        (b"keep-alive", b"keep", false),
+    ] {
+        assert_eq!(has_token(value, token), found, "{:?}", String::from_utf8_lossy(value));
+    }
+    let h = parsed("Connection: Upgrade\r\nconnection: CLOSE\r\n");
+    assert!(h.has_token(Known::CONNECTION, b"close"));
+    assert!(!h.has_token(Known::CONNECTION, b"keep-alive"));
+    assert!(!h.has_token(Known::TE, b"close"));
+}
+
+#[test]
+fn client_cert_and_host_edits_on_a_raw_block_are_those_on_a_map() {
+    use crate::headers::{set_client_cert, X_FORWARDED_CLIENT_CERT};
+    use http::header::HOST;
+    let xfcc = HeaderValue::from_static("By=spiffe://td/ns/a/sa/b;Hash=00");
+    for wire in [
+        "Host: a\r\nX-Forwarded-Client-Cert: forged\r\nx-forwarded-client-cert: forged2\r\n",
+        "X-A: 1\r\n",
+    ] {
+        for cert in [None, Some(&xfcc)] {
+            let mut raw = parsed(wire);
+            let mut map = parsed(wire).into_map();
+            assert_eq!(raw.contains_header(&HOST), map.contains_header(&HOST), "{wire}");
+            set_client_cert(&mut raw, cert);
+            set_client_cert(&mut map, cert);
+            assert_eq!(raw.clone().into_map(), map, "{wire} {cert:?}");
+            assert_eq!(raw.get(Known::X_FORWARDED_CLIENT_CERT), cert.map(HeaderValue::as_bytes));
+            assert_eq!(
+                raw.get_all(X_FORWARDED_CLIENT_CERT.as_str()).count(),
+                usize::from(cert.is_some())
+            );
+        }
+    }
+}
+
+#[test]
+fn lower_case_words_are_matched_in_any_case_and_nothing_else() {
+    for target in [&b"keep-alive"[..], b"close"] {
+        // Every byte a field value may hold, at every place.
+        for at in 0..target.len() {
+            for b in (0..=255u8).filter(|&b| b == b'\t' || b >= b' ' && b != 0x7f) {
+                let mut v = target.to_vec();
+                v[at] = b;
+                assert_eq!(
+                    eq_lower(&v, target),
+                    v.eq_ignore_ascii_case(target),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+        assert!(eq_lower(&target.to_ascii_uppercase(), target));
+        assert!(!eq_lower(&target[1..], target));
+        assert!(!eq_lower(&[target, b"x"].concat(), target));
+    }
 }
