@@ -411,47 +411,67 @@ pub fn encode_status(status: StatusCode, dst: &mut BytesMut) {
 
 /// A field as a literal without indexing; the name by its static index when it has one.
 pub fn encode_field(name: &HeaderName, value: &HeaderValue, dst: &mut BytesMut) {
-    match static_name(name.as_str()) {
+    encode_lower(name.as_str().as_bytes(), value.as_bytes(), dst);
+}
+
+/// A field whose name is a token in any case (an HTTP/1.1 peer's, kept as bytes:
+/// `headers::raw`): written lower-case (RFC 9113 §8.2.1), as `encode_field` writes it.
+pub fn encode_raw_field(name: &[u8], value: &[u8], dst: &mut BytesMut) {
+    if !name.iter().any(u8::is_ascii_uppercase) {
+        return encode_lower(name, value, dst);
+    }
+    let mut low = [0u8; 64];
+    if let Some(low) = low.get_mut(..name.len()) {
+        low.copy_from_slice(name);
+        low.make_ascii_lowercase();
+        encode_lower(low, value, dst);
+    } else {
+        encode_lower(&name.to_ascii_lowercase(), value, dst);
+    }
+}
+
+fn encode_lower(name: &[u8], value: &[u8], dst: &mut BytesMut) {
+    match static_name(name) {
         0 => {
             dst.put_u8(0);
-            put_str(dst, name.as_str().as_bytes());
+            put_str(dst, name);
         }
         i => put_int(dst, 0, 4, usize::from(i)),
     }
-    put_str(dst, value.as_bytes());
+    put_str(dst, value);
 }
 
 /// The static table index of a response header name, 0 when it has none (request-only names
 /// are left out: a response does not carry them, and a literal name is as valid).
-fn static_name(name: &str) -> u8 {
+fn static_name(name: &[u8]) -> u8 {
     match name {
-        "accept-ranges" => 18,
-        "access-control-allow-origin" => 20,
-        "age" => 21,
-        "allow" => 22,
-        "cache-control" => 24,
-        "content-disposition" => 25,
-        "content-encoding" => 26,
-        "content-language" => 27,
-        "content-length" => 28,
-        "content-location" => 29,
-        "content-range" => 30,
-        "content-type" => 31,
-        "date" => 33,
-        "etag" => 34,
-        "expires" => 36,
-        "last-modified" => 44,
-        "link" => 45,
-        "location" => 46,
-        "proxy-authenticate" => 48,
-        "refresh" => 52,
-        "retry-after" => 53,
-        "server" => 54,
-        "set-cookie" => 55,
-        "strict-transport-security" => 56,
-        "vary" => 59,
-        "via" => 60,
-        "www-authenticate" => 61,
+        b"accept-ranges" => 18,
+        b"access-control-allow-origin" => 20,
+        b"age" => 21,
+        b"allow" => 22,
+        b"cache-control" => 24,
+        b"content-disposition" => 25,
+        b"content-encoding" => 26,
+        b"content-language" => 27,
+        b"content-length" => 28,
+        b"content-location" => 29,
+        b"content-range" => 30,
+        b"content-type" => 31,
+        b"date" => 33,
+        b"etag" => 34,
+        b"expires" => 36,
+        b"last-modified" => 44,
+        b"link" => 45,
+        b"location" => 46,
+        b"proxy-authenticate" => 48,
+        b"refresh" => 52,
+        b"retry-after" => 53,
+        b"server" => 54,
+        b"set-cookie" => 55,
+        b"strict-transport-security" => 56,
+        b"vary" => 59,
+        b"via" => 60,
+        b"www-authenticate" => 61,
         _ => 0,
     }
 }

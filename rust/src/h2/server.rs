@@ -32,6 +32,7 @@ use super::body::{self, Sender};
 use super::frame::{self, Head, Reason};
 use super::hpack::{self, Name};
 use crate::body::ProxyBody;
+use crate::headers::raw::RawHeaders;
 use crate::proxy::Conn;
 
 /// SETTINGS_MAX_CONCURRENT_STREAMS (hyper's default).
@@ -54,8 +55,6 @@ const READ: usize = 16 * 1024;
 const MAX_QUEUED: usize = 256 * 1024;
 /// Body chunks up to this size are copied next to their frame header (one iovec fewer).
 const COPY_DATA: usize = 1024;
-/// Headers the engine may add to a request on its way upstream (as `h1::server`).
-const FORWARDING_HEADERS: usize = 4;
 /// Closed stream ids remembered to tell "closed" (STREAM_CLOSED) from "never opened".
 const CLOSED_KEPT: usize = 64;
 /// ENHANCE_YOUR_CALM.
@@ -152,6 +151,8 @@ pub struct Connection<'a, I, H> {
     queued: usize,
     decoder: hpack::Decoder,
     fields: Vec<(Name, Bytes)>,
+    /// Where a request's fields are in its block (`request`), kept for the next one.
+    spans: Vec<[usize; 4]>,
     streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
     handlers: FuturesUnordered<Handler<'a>>,
     /// Streams with a response body or data still to send.
@@ -208,6 +209,7 @@ where
             queued: 0,
             decoder: hpack::Decoder::new(HEADER_TABLE_SIZE),
             fields: Vec::new(),
+            spans: Vec::new(),
             streams: HashMap::default(),
             handlers: FuturesUnordered::new(),
             sending: Vec::new(),
@@ -651,7 +653,7 @@ where
             }
             return Ok(());
         }
-        let Some((mut req, length)) = request(fields) else {
+        let Some((mut req, length)) = request(fields, &mut self.spans) else {
             self.reset(id, Reason::Protocol);
             return Ok(());
         };
@@ -663,7 +665,9 @@ where
             None
         } else {
             let (tx, rx) = body::channel(length);
+            let head = req.body_mut().take_head();
             *req.body_mut() = ProxyBody::h2(rx);
+            req.body_mut().set_head(head);
             self.receiving += 1;
             Some(tx)
         };
@@ -716,7 +720,7 @@ where
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        let (parts, body) = resp.into_parts();
+        let (parts, mut body) = resp.into_parts();
         let mut block = BytesMut::with_capacity(128);
         hpack::encode_status(parts.status, &mut block);
         for (name, value) in &parts.headers {
@@ -724,8 +728,21 @@ where
                 hpack::encode_field(name, value, &mut block);
             }
         }
+        // The fields of a response to a request whose fields went as bytes (`request`), when
+        // they came as bytes from the engine's HTTP/1.1 client: encoded from those bytes.
+        let raw = body.take_raw_head();
+        let mut has_length = parts.headers.contains_key(CONTENT_LENGTH);
+        if let Some(raw) = &raw {
+            for (name, value) in raw.iter() {
+                if !raw_connection_specific(name) {
+                    hpack::encode_raw_field(name, value, &mut block);
+                }
+            }
+            has_length |= raw.contains(CONTENT_LENGTH.as_str());
+        }
+        drop(raw);
         let bodiless = s.head_request || body.is_end_stream();
-        if !parts.headers.contains_key(CONTENT_LENGTH) && !s.head_request {
+        if !has_length && !s.head_request {
             if let Some(n) = body.size_hint().exact() {
                 let status = parts.status.as_u16();
                 if status != 204 && status != 304 && !parts.status.is_informational() {
@@ -1024,14 +1041,30 @@ fn connection_specific(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// The request of a header block; `None` when it is malformed (§8.1.1: a stream error).
-fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Option<u64>)> {
+/// `connection_specific` for a name in any case (an HTTP/1.1 peer's, kept as bytes).
+fn raw_connection_specific(name: &[u8]) -> bool {
+    matches!(name.len(), 7 | 10 | 16 | 17)
+        && [CONNECTION, TRANSFER_ENCODING, UPGRADE]
+            .iter()
+            .map(HeaderName::as_str)
+            .chain(["keep-alive", "proxy-connection"])
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// The request of a header block; `None` when it is malformed (§8.1.1: a stream error). Its
+/// regular fields go to the proxy as a block of `name: value\r\n` lines (`headers::raw`, in
+/// the body: `ProxyBody::head`), as the HTTP/1.1 server's do: edited as bytes, written upstream
+/// in one run, no `HeaderMap` built unless something needs one. Values are checked here as
+/// `HeaderValue` would (names were, by the decoder): nothing passes that passed no check before.
+fn request(fields: &mut Vec<(Name, Bytes)>, spans: &mut Vec<[usize; 4]>) -> Option<(Request<ProxyBody>, Option<u64>)> {
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
-    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_HEADERS);
     let mut length = None;
     let mut regular = false;
     // `cookie` may come in crumbs: one field for the rest of the way (RFC 9113 §8.2.3).
     let mut cookie: Option<Bytes> = None;
+    let room: usize = fields.iter().map(|(n, v)| n.size() + v.len() + 4).sum();
+    let mut block = BytesMut::with_capacity(room + 8);
+    spans.clear();
     for (name, value) in fields.drain(..) {
         let slot = match name {
             Name::Method => &mut method,
@@ -1040,7 +1073,7 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
             Name::Path => &mut path,
             Name::Header(name) => {
                 regular = true;
-                if connection_specific(&name) || name == TE && value != "trailers" {
+                if connection_specific(&name) || name == TE && value != "trailers" || !field_value(&value) {
                     return None;
                 }
                 if name == CONTENT_LENGTH {
@@ -1063,7 +1096,7 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
                     });
                     continue;
                 }
-                headers.append(name, HeaderValue::from_maybe_shared(value).ok()?);
+                spans.push(line(&mut block, name.as_str().as_bytes(), &value));
                 continue;
             }
             Name::Invalid(_) => return None,
@@ -1075,7 +1108,7 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
         *slot = Some(value);
     }
     if let Some(cookie) = cookie {
-        headers.append(COOKIE, HeaderValue::from_maybe_shared(cookie).ok()?);
+        spans.push(line(&mut block, COOKIE.as_str().as_bytes(), &cookie));
     }
     let method = Method::from_bytes(&method?).ok()?;
     let mut uri = http::uri::Parts::default();
@@ -1096,12 +1129,31 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
     if uri.authority.is_none() && method != Method::CONNECT {
         uri.scheme = None;
     }
-    let mut req = Request::new(ProxyBody::none());
+    let mut body = ProxyBody::none();
+    body.set_head(Some(Arc::new(RawHeaders::new(block.freeze(), spans))));
+    let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = Uri::from_parts(uri).ok()?;
     *req.version_mut() = Version::HTTP_2;
-    *req.headers_mut() = headers;
     Some((req, length))
+}
+
+/// Appends `name: value\r\n` to `block`; where its name and value are.
+fn line(block: &mut BytesMut, name: &[u8], value: &[u8]) -> [usize; 4] {
+    let n0 = block.len();
+    block.extend_from_slice(name);
+    let n1 = block.len();
+    block.extend_from_slice(b": ");
+    block.extend_from_slice(value);
+    let v1 = block.len();
+    block.extend_from_slice(b"\r\n");
+    [n0, n1, n1 + 2, v1]
+}
+
+/// What `HeaderValue::from_bytes` accepts: visible ASCII, obs-text, space and tab (no CR, LF
+/// or NUL: the value is written into an HTTP/1.1 head as it is).
+fn field_value(v: &[u8]) -> bool {
+    v.iter().all(|&b| b >= b' ' && b != 0x7f || b == b'\t')
 }
 
 /// Trailers: regular fields only.

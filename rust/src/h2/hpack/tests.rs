@@ -212,8 +212,31 @@ fn encoded_responses_decode_to_what_was_encoded() {
 #[test]
 fn static_name_indexes_match_the_table() {
     for (i, (name, _)) in STATIC.iter().enumerate() {
-        let idx = static_name(name);
+        let idx = static_name(name.as_bytes());
         assert!(idx == 0 || usize::from(idx) == i + 1, "{name}");
     }
-    assert_eq!(static_name("content-type"), 31);
+    assert_eq!(static_name(b"content-type"), 31);
+}
+
+#[test]
+fn raw_fields_are_encoded_lower_case_as_their_header_name_would_be() {
+    // An HTTP/1.1 upstream's names in any case, a name longer than the stack buffer.
+    let long = format!("X-{}", "Long".repeat(20));
+    let fields = [
+        ("Content-Type", "text/plain"),
+        ("SERVER", "nginx"),
+        ("x-custom", "v"),
+        ("X-Custom", "w"),
+        (long.as_str(), "z"),
+    ];
+    for (n, v) in fields {
+        let (mut raw, mut typed) = (BytesMut::new(), BytesMut::new());
+        encode_raw_field(n.as_bytes(), v.as_bytes(), &mut raw);
+        let name = HeaderName::from_bytes(n.as_bytes()).unwrap();
+        encode_field(&name, &HeaderValue::from_str(v).unwrap(), &mut typed);
+        assert_eq!(raw, typed, "{n}");
+        let mut out = Vec::new();
+        Decoder::new(4096).decode(&raw.freeze(), &mut out).unwrap();
+        assert_eq!(out, [(Name::Header(name), Bytes::copy_from_slice(v.as_bytes()))]);
+    }
 }

@@ -42,13 +42,19 @@ fn handler(req: Request<ProxyBody>) -> Reply {
                 Response::new(ProxyBody::buffered(Some(Bytes::from_static(b"waited")), None))
             }
             "/cookie" => {
-                let all: Vec<&str> = req
-                    .headers()
+                let head = req.body().head().expect("fields as bytes");
+                let all: Vec<&str> = head
                     .get_all("cookie")
-                    .iter()
-                    .map(|v| v.to_str().unwrap())
+                    .map(|v| std::str::from_utf8(v).unwrap())
                     .collect();
                 Response::new(ProxyBody::buffered(Some(Bytes::from(all.join("|"))), None))
+            }
+            // The request's fields as the proxy gets them: a block written as `name: value` lines.
+            "/fields" => {
+                assert!(req.headers().is_empty(), "no HeaderMap built: {:?}", req.headers());
+                let mut out = Vec::new();
+                req.body().head().expect("fields as bytes").write_to(&mut out, None);
+                Response::new(ProxyBody::buffered(Some(Bytes::from(out)), None))
             }
             _ => Response::new(ProxyBody::buffered(Some(Bytes::from(path)), None)),
         }
@@ -417,6 +423,11 @@ fn malformed_requests_are_reset_and_the_connection_goes_on() {
             vec![(":method", "GET"), ("x", "1"), (":scheme", "http"), (":path", "/")],
         ),
         ("content-length with END_STREAM", with(("content-length", "3"))),
+        // Values go into an HTTP/1.1 head as they are: what `HeaderValue` refuses is refused.
+        ("CR LF in a value", with(("x-a", "1\r\nx-injected: 1"))),
+        ("NUL in a value", with(("x-a", "1\u{0}"))),
+        ("DEL in a value", with(("x-a", "\u{7f}"))),
+        ("CR LF in a cookie crumb", with(("cookie", "a=1\r\nx: 1"))),
     ];
     run(async {
         for (what, fields) in cases {
@@ -502,6 +513,38 @@ fn cookie_crumbs_are_joined_into_one_field() {
             .flat_map(|f| f.3.clone())
             .collect();
         assert_eq!(String::from_utf8(data).unwrap(), "a=1; b=2");
+    });
+}
+
+#[test]
+fn regular_fields_go_to_the_handler_as_a_block_in_order_with_duplicates() {
+    run(async {
+        let (addr, _drain) = server(handler).await;
+        let fields = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/fields"),
+            (":authority", "x.test"),
+            ("x-b", "2"),
+            ("accept", "*/*"),
+            ("cookie", "a=1"),
+            ("x-b", "1"),
+            ("te", "trailers"),
+            ("x-tab", "a\tb \u{80}"),
+            ("cookie", "b=2"),
+        ];
+        let eh = frame::END_HEADERS | frame::END_STREAM;
+        let got = raw(addr, &[frame(frame::HEADERS, eh, 1, &block(&fields))]).await;
+        let data: Vec<u8> = got
+            .iter()
+            .filter(|f| f.0 == frame::DATA)
+            .flat_map(|f| f.3.clone())
+            .collect();
+        // Pseudo-headers left out, the cookie crumbs joined at the end.
+        assert_eq!(
+            data,
+            b"x-b: 2\r\naccept: */*\r\nx-b: 1\r\nte: trailers\r\nx-tab: a\tb \xc2\x80\r\ncookie: a=1; b=2\r\n"
+        );
     });
 }
 
@@ -695,4 +738,29 @@ fn reading_resumes_after_a_large_response_filled_the_socket() {
             "stream 3 answered"
         );
     });
+}
+
+#[test]
+fn connection_specific_names_are_recognised_in_any_case() {
+    for n in [
+        "connection",
+        "Connection",
+        "TRANSFER-ENCODING",
+        "Upgrade",
+        "keep-alive",
+        "Proxy-Connection",
+    ] {
+        assert!(raw_connection_specific(n.as_bytes()), "{n}");
+        let lower = HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).unwrap();
+        assert!(connection_specific(&lower), "{n}");
+    }
+    for n in [
+        "connections",
+        "content-type",
+        "te",
+        "upgrade-insecure-requests",
+        "keep-alivf",
+    ] {
+        assert!(!raw_connection_specific(n.as_bytes()), "{n}");
+    }
 }
