@@ -49,6 +49,10 @@ fn handler(req: Request<ProxyBody>) -> Reply {
                     .collect();
                 Response::new(ProxyBody::buffered(Some(Bytes::from(all.join("|"))), None))
             }
+            "/authority" => {
+                let a = req.uri().authority().map_or("-", |a| a.as_str()).to_string();
+                Response::new(ProxyBody::buffered(Some(Bytes::from(a)), None))
+            }
             // The request's fields as the proxy gets them: a block written as `name: value` lines.
             "/fields" => {
                 assert!(req.headers().is_empty(), "no HeaderMap built: {:?}", req.headers());
@@ -763,4 +767,48 @@ fn connection_specific_names_are_recognised_in_any_case() {
     ] {
         assert!(!raw_connection_specific(n.as_bytes()), "{n}");
     }
+}
+
+#[test]
+fn each_request_has_its_own_authority_checked() {
+    // The connection keeps the last `:authority` parsed: the same bytes again reuse it, other
+    // bytes are parsed (and refused when invalid) whatever came before.
+    run(async {
+        let (addr, _drain) = server(handler).await;
+        let req = |authority: &'static str| {
+            vec![
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/authority"),
+                (":authority", authority),
+            ]
+        };
+        let eh = frame::END_HEADERS | frame::END_STREAM;
+        let streams = [
+            (1, "a.test"),
+            (3, "a.test"),
+            (5, "b.test:8080"),
+            (7, "bad authority"),
+            (9, "a.test"),
+        ];
+        let frames: Vec<Vec<u8>> = streams
+            .iter()
+            .map(|&(id, a)| frame(frame::HEADERS, eh, id, &block(&req(a))))
+            .collect();
+        let got = raw(addr, &frames).await;
+        let body = |id: u32| -> String {
+            let data: Vec<u8> = got
+                .iter()
+                .filter(|f| f.0 == frame::DATA && f.2 == id)
+                .flat_map(|f| f.3.clone())
+                .collect();
+            String::from_utf8(data).unwrap()
+        };
+        assert_eq!(body(1), "a.test");
+        assert_eq!(body(3), "a.test");
+        assert_eq!(body(5), "b.test:8080");
+        assert_eq!(rst_code(&got, 7), Some(Reason::Protocol as u32), "{got:?}");
+        assert_eq!(body(9), "a.test");
+        assert_eq!(goaway_code(&got), None);
+    });
 }
