@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::task::AtomicWaker;
-use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
@@ -56,6 +56,8 @@ const READ: usize = 16 * 1024;
 const MAX_QUEUED: usize = 256 * 1024;
 /// Body chunks up to this size are copied next to their frame header (one iovec fewer).
 const COPY_DATA: usize = 1024;
+/// Emptied data queues kept for new streams.
+const SPARE: usize = 16;
 /// Closed stream ids remembered to tell "closed" (STREAM_CLOSED) from "never opened".
 const CLOSED_KEPT: usize = 64;
 /// ENHANCE_YOUR_CALM.
@@ -155,6 +157,9 @@ pub struct Connection<'a, I, H> {
     fields: Vec<(Name, Bytes)>,
     /// Where a request's fields are in its block (`request`), kept for the next one.
     spans: Vec<[usize; 4]>,
+    /// Emptied `pending` queues of closed streams, for the next ones (one allocation less per
+    /// response body).
+    spare: Vec<VecDeque<Bytes>>,
     /// The last request's `:authority` (`authority_of`).
     authority: Option<Authority>,
     streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
@@ -214,6 +219,7 @@ where
             decoder: hpack::Decoder::new(HEADER_TABLE_SIZE),
             fields: Vec::new(),
             spans: Vec::new(),
+            spare: Vec::new(),
             authority: None,
             streams: HashMap::default(),
             handlers: FuturesUnordered::new(),
@@ -689,7 +695,7 @@ where
                 received: 0,
                 send_window: self.peer_window,
                 body: None,
-                pending: VecDeque::new(),
+                pending: self.spare.pop().unwrap_or_default(),
                 trailers: None,
                 ending: false,
                 sent: false,
@@ -942,6 +948,11 @@ where
             }
             // Window the client used on it comes back to the connection.
             self.conn_credit(s.recv_credit);
+            let mut pending = s.pending;
+            if pending.capacity() > 0 && self.spare.len() < SPARE {
+                pending.clear();
+                self.spare.push(pending);
+            }
         }
         if self.closed.len() == CLOSED_KEPT {
             self.closed.pop_front();
@@ -1104,17 +1115,23 @@ fn request(
             Name::Path => &mut path,
             Name::Header(name) => {
                 regular = true;
-                if connection_specific(&name) || name == TE && value != "trailers" || !field_value(&value) {
+                let n = name.as_str().as_bytes();
+                // The names looked at, by their bytes (one length compare for most).
+                if raw_connection_specific(n) || !field_value(&value) {
                     return None;
                 }
-                if name == CONTENT_LENGTH {
-                    let n = std::str::from_utf8(&value).ok()?.parse::<u64>().ok()?;
-                    if length.is_some_and(|l| l != n) {
-                        return None;
+                match n {
+                    b"te" if value != "trailers" => return None,
+                    b"content-length" => {
+                        let n = std::str::from_utf8(&value).ok()?.parse::<u64>().ok()?;
+                        if length.is_some_and(|l| l != n) {
+                            return None;
+                        }
+                        length = Some(n);
                     }
-                    length = Some(n);
+                    _ => {}
                 }
-                if name == COOKIE {
+                if n == b"cookie" {
                     cookie = Some(match cookie.take() {
                         None => value,
                         Some(before) => {

@@ -216,16 +216,48 @@ fn static_name_indexes_match_the_table() {
         assert!(idx == 0 || usize::from(idx) == i + 1, "{name}");
     }
     assert_eq!(static_name(b"content-type"), 31);
+    // Every name a response may carry that the table has (all but the request-only ones and
+    // the pseudo-headers) is found.
+    let request_only = [
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept",
+        "authorization",
+        "cookie",
+        "expect",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "max-forwards",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "transfer-encoding",
+        "user-agent",
+    ];
+    for (i, (name, _)) in STATIC.iter().enumerate() {
+        if !name.starts_with(':') && !request_only.contains(name) {
+            assert_eq!(usize::from(static_name(name.as_bytes())), i + 1, "{name}");
+        }
+    }
 }
 
 #[test]
 fn raw_fields_are_encoded_lower_case_as_their_header_name_would_be() {
     // An HTTP/1.1 upstream's names in any case, a name longer than the stack buffer.
-    let long = format!("X-{}", "Long".repeat(20));
+    let long = format!("X-{}", "Long".repeat(40));
+    let long_value = "v".repeat(300);
     let fields = [
         ("Content-Type", "text/plain"),
         ("SERVER", "nginx"),
         ("x-custom", "v"),
+        ("Content-Length", "1"),
+        ("x-long-value", long_value.as_str()),
         ("X-Custom", "w"),
         (long.as_str(), "z"),
     ];
