@@ -420,71 +420,75 @@ pub fn encode_raw_field(name: &[u8], value: &[u8], dst: &mut BytesMut) {
     encode(name, value, dst, true);
 }
 
-/// The name is written as a literal (lower-cased on the way when `lower`) and looked up in the
-/// static table where it lies; found, it is replaced by its index. Lengths under 127 (nearly
-/// all fields) take one byte each, written without `put_int`.
-#[allow(clippy::cast_possible_truncation)] // lengths checked below 127
+/// Lengths under 127 (nearly all fields) and static indexes take one or two bytes, written
+/// without `put_int`. The name is lower-cased on a copy when `lower` and it has upper case.
+#[allow(clippy::cast_possible_truncation)] // lengths checked below 127, indexes below 62
 fn encode(name: &[u8], value: &[u8], dst: &mut BytesMut, lower: bool) {
-    let start = dst.len();
+    let mut low = [0u8; 32];
+    let name = match low.get_mut(..name.len()) {
+        Some(low) if lower && name.iter().any(u8::is_ascii_uppercase) => {
+            low.copy_from_slice(name);
+            low.make_ascii_lowercase();
+            &*low
+        }
+        None if lower => return encode(&name.to_ascii_lowercase(), value, dst, false),
+        _ => name,
+    };
     dst.reserve(name.len() + value.len() + 4);
-    if name.len() < 127 {
-        dst.extend_from_slice(&[0, name.len() as u8]);
-    } else {
-        dst.put_u8(0);
-        put_int(dst, 0, 7, name.len());
-    }
-    let at = dst.len();
-    dst.extend_from_slice(name);
-    if lower {
-        dst[at..].make_ascii_lowercase();
-    }
-    let index = static_name(&dst[at..]);
-    if index != 0 {
-        dst.truncate(start);
-        put_int(dst, 0, 4, usize::from(index));
+    match static_name(name) {
+        0 if name.len() < 127 => {
+            dst.extend_from_slice(&[0, name.len() as u8]);
+            dst.extend_from_slice(name);
+        }
+        0 => {
+            dst.put_u8(0);
+            put_str(dst, name);
+        }
+        i if i < 15 => dst.put_u8(i),
+        i => dst.extend_from_slice(&[0x0f, i - 15]),
     }
     if value.len() < 127 {
         dst.put_u8(value.len() as u8);
+        dst.extend_from_slice(value);
     } else {
-        put_int(dst, 0, 7, value.len());
+        put_str(dst, value);
     }
-    dst.extend_from_slice(value);
 }
 
 /// The static table index of a response header name (lower-case), 0 when it has none
 /// (request-only names are left out: a response does not carry them, and a literal name is as
-/// valid). By length first: at most four names compared.
+/// valid).
 fn static_name(name: &[u8]) -> u8 {
-    let candidates: &[(&[u8], u8)] = match name.len() {
-        3 => &[(b"age", 21), (b"via", 60)],
-        4 => &[(b"date", 33), (b"etag", 34), (b"link", 45), (b"vary", 59)],
-        5 => &[(b"allow", 22)],
-        6 => &[(b"server", 54)],
-        7 => &[(b"expires", 36), (b"refresh", 52)],
-        8 => &[(b"location", 46)],
-        10 => &[(b"set-cookie", 55)],
-        11 => &[(b"retry-after", 53)],
-        12 => &[(b"content-type", 31)],
-        13 => &[
-            (b"accept-ranges", 18),
-            (b"cache-control", 24),
-            (b"content-range", 30),
-            (b"last-modified", 44),
-        ],
-        14 => &[(b"content-length", 28)],
-        16 => &[
-            (b"content-encoding", 26),
-            (b"content-language", 27),
-            (b"content-location", 29),
-            (b"www-authenticate", 61),
-        ],
-        18 => &[(b"proxy-authenticate", 48)],
-        19 => &[(b"content-disposition", 25)],
-        25 => &[(b"strict-transport-security", 56)],
-        27 => &[(b"access-control-allow-origin", 20)],
-        _ => return 0,
-    };
-    candidates.iter().find(|(n, _)| *n == name).map_or(0, |&(_, i)| i)
+    match name {
+        b"accept-ranges" => 18,
+        b"access-control-allow-origin" => 20,
+        b"age" => 21,
+        b"allow" => 22,
+        b"cache-control" => 24,
+        b"content-disposition" => 25,
+        b"content-encoding" => 26,
+        b"content-language" => 27,
+        b"content-length" => 28,
+        b"content-location" => 29,
+        b"content-range" => 30,
+        b"content-type" => 31,
+        b"date" => 33,
+        b"etag" => 34,
+        b"expires" => 36,
+        b"last-modified" => 44,
+        b"link" => 45,
+        b"location" => 46,
+        b"proxy-authenticate" => 48,
+        b"refresh" => 52,
+        b"retry-after" => 53,
+        b"server" => 54,
+        b"set-cookie" => 55,
+        b"strict-transport-security" => 56,
+        b"vary" => 59,
+        b"via" => 60,
+        b"www-authenticate" => 61,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -684,25 +684,25 @@ where
         };
         let head_request = req.method() == Method::HEAD;
         let cancel = Arc::new(Cancel::default());
-        self.streams.insert(
-            id,
-            Stream {
-                recv,
-                recv_closed: end_stream,
-                recv_window: i64::from(STREAM_WINDOW),
-                recv_credit: 0,
-                length,
-                received: 0,
-                send_window: self.peer_window,
-                body: None,
-                pending: self.spare.pop().unwrap_or_default(),
-                trailers: None,
-                ending: false,
-                sent: false,
-                head_request,
-                cancel: cancel.clone(),
-            },
-        );
+        let pending = self.spare.pop().unwrap_or_default();
+        let peer_window = self.peer_window;
+        // Made where it is stored (no old entry to give back: the id is new).
+        self.streams.entry(id).or_insert_with(|| Stream {
+            recv,
+            recv_closed: end_stream,
+            recv_window: i64::from(STREAM_WINDOW),
+            recv_credit: 0,
+            length,
+            received: 0,
+            send_window: peer_window,
+            body: None,
+            pending,
+            trailers: None,
+            ending: false,
+            sent: false,
+            head_request,
+            cancel: cancel.clone(),
+        });
         // The box is allocated before the handler's future is made, so the future is written
         // into it in place (callgrind: made first and moved in, it was copied 3 times).
         let slot = Box::new_uninit();
