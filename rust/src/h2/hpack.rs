@@ -425,14 +425,10 @@ pub fn encode_raw_field(name: &[u8], value: &[u8], dst: &mut BytesMut) {
 #[allow(clippy::cast_possible_truncation)] // lengths checked below 127, indexes below 62
 fn encode(name: &[u8], value: &[u8], dst: &mut BytesMut, lower: bool) {
     let mut low = [0u8; 32];
-    let name = match low.get_mut(..name.len()) {
-        Some(low) if lower && name.iter().any(u8::is_ascii_uppercase) => {
-            low.copy_from_slice(name);
-            low.make_ascii_lowercase();
-            &*low
-        }
-        None if lower => return encode(&name.to_ascii_lowercase(), value, dst, false),
-        _ => name,
+    let name = match lower {
+        false => name,
+        true if name.len() <= low.len() => lower_case(name, &mut low),
+        true => return encode(&name.to_ascii_lowercase(), value, dst, false),
     };
     dst.reserve(name.len() + value.len() + 4);
     match static_name(name) {
@@ -453,6 +449,26 @@ fn encode(name: &[u8], value: &[u8], dst: &mut BytesMut, lower: bool) {
     } else {
         put_str(dst, value);
     }
+}
+
+/// `name` (at most 32 bytes) lower-cased into `buf`, eight bytes at a time (a byte loop cost
+/// ~11 instructions a byte, callgrind): in each word, the ASCII bytes from `A` to `Z` get bit
+/// 0x20 (the bytes of `buf` after the name are changed too, and not returned).
+fn lower_case<'a>(name: &[u8], buf: &'a mut [u8; 32]) -> &'a [u8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let n = name.len();
+    buf[..n].copy_from_slice(name);
+    for chunk in buf[..n.div_ceil(8) * 8].chunks_exact_mut(8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let low7 = w & (0x7f * ONES);
+        // Bit 7 of each byte: its low seven bits are at least `A`, above `Z`; no carry
+        // crosses a byte (at most 0x7f + 0x3f).
+        let from_a = low7 + u64::from(0x80 - b'A') * ONES;
+        let past_z = low7 + u64::from(0x7f - b'Z') * ONES;
+        let upper = from_a & !past_z & !w & (0x80 * ONES);
+        chunk.copy_from_slice(&(w | (upper >> 2)).to_le_bytes());
+    }
+    &buf[..n]
 }
 
 /// The static table index of a response header name (lower-case), 0 when it has none

@@ -1213,7 +1213,20 @@ fn line(block: &mut BytesMut, name: &[u8], value: &[u8]) -> [usize; 4] {
 /// What `HeaderValue::from_bytes` accepts: visible ASCII, obs-text, space and tab (no CR, LF
 /// or NUL: the value is written into an HTTP/1.1 head as it is).
 fn field_value(v: &[u8]) -> bool {
-    v.iter().all(|&b| b >= b' ' && b != 0x7f || b == b'\t')
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let byte = |b: &u8| *b >= b' ' && *b != 0x7f || *b == b'\t';
+    let mut words = v.chunks_exact(8);
+    // Eight bytes at a time: a word with no byte below 0x20 and none equal to 0x7f is fine as
+    // it is (the usual "has a byte less than" and "has a zero byte" tests; bytes from 0x80
+    // pass); a word with one (a tab, or a bad byte) is looked at byte by byte.
+    let words_ok = words.by_ref().all(|w| {
+        let w8 = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        let below_space = w8.wrapping_sub(0x20 * ONES) & !w8 & (0x80 * ONES);
+        let del = w8 ^ (0x7f * ONES);
+        let has_del = del.wrapping_sub(ONES) & !del & (0x80 * ONES);
+        below_space | has_del == 0 || w.iter().all(byte)
+    });
+    words_ok && words.remainder().iter().all(byte)
 }
 
 /// Trailers: regular fields only.

@@ -272,3 +272,20 @@ fn raw_fields_are_encoded_lower_case_as_their_header_name_would_be() {
         assert_eq!(out, [(Name::Header(name), Bytes::copy_from_slice(v.as_bytes()))]);
     }
 }
+
+#[test]
+fn lower_case_by_words_equals_the_byte_by_byte_lower_case() {
+    // Every byte value at every position of names of every length up to 32.
+    for len in 0..=32usize {
+        for at in 0..len.max(1) {
+            for b in 0..=255u8 {
+                let mut name: Vec<u8> = (0..len).map(|i| b"aZ-09Mx"[i % 7]).collect();
+                if len > 0 {
+                    name[at] = b;
+                }
+                let mut buf = [0u8; 32];
+                assert_eq!(lower_case(&name, &mut buf), &name.to_ascii_lowercase()[..], "{name:?}");
+            }
+        }
+    }
+}

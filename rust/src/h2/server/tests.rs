@@ -812,3 +812,21 @@ fn each_request_has_its_own_authority_checked() {
         assert_eq!(goaway_code(&got), None);
     });
 }
+
+#[test]
+fn field_values_by_words_are_checked_as_byte_by_byte() {
+    let byte_ok = |b: u8| b >= b' ' && b != 0x7f || b == b'\t';
+    for len in [1usize, 7, 8, 9, 16, 23] {
+        for at in 0..len {
+            for b in 0..=255u8 {
+                let mut v = vec![b'a'; len];
+                v[at] = b;
+                assert_eq!(field_value(&v), byte_ok(b), "{v:?}");
+                // And beside a tab, which needs the byte look.
+                v[(at + 1) % len] = b'\t';
+                assert_eq!(field_value(&v), v.iter().all(|&c| byte_ok(c)), "{v:?}");
+            }
+        }
+    }
+    assert!(field_value(b""));
+}
