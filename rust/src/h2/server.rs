@@ -1046,6 +1046,12 @@ fn dependency(p: &[u8]) -> u32 {
 /// HEADERS (and CONTINUATIONs when the block is longer than a frame).
 fn write_headers(out: &mut BytesMut, id: u32, block: &[u8], end_stream: bool, max_frame: usize) {
     let fin = if end_stream { frame::END_STREAM } else { 0 };
+    if block.len() <= max_frame {
+        // Nearly every block: one HEADERS frame.
+        frame::head(out, block.len(), frame::HEADERS, fin | frame::END_HEADERS, id);
+        out.extend_from_slice(block);
+        return;
+    }
     let mut chunks = block.chunks(max_frame).peekable();
     let first = chunks.next().unwrap_or(&[]);
     let last = chunks.peek().is_none();

@@ -830,3 +830,31 @@ fn field_values_by_words_are_checked_as_byte_by_byte() {
     }
     assert!(field_value(b""));
 }
+
+#[test]
+fn a_header_block_longer_than_a_frame_goes_on_in_continuations() {
+    let block: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let mut out = BytesMut::new();
+    write_headers(&mut out, 3, &block, true, 16_384);
+    let (got, used) = parse_frames(&out);
+    assert_eq!(used, out.len());
+    let layout: Vec<(u8, u8, u32, usize)> = got.iter().map(|f| (f.0, f.1, f.2, f.3.len())).collect();
+    assert_eq!(
+        layout,
+        [
+            (frame::HEADERS, frame::END_STREAM, 3, 16_384),
+            (frame::CONTINUATION, 0, 3, 16_384),
+            (frame::CONTINUATION, frame::END_HEADERS, 3, 7_232),
+        ]
+    );
+    assert_eq!(got.iter().flat_map(|f| f.3.clone()).collect::<Vec<u8>>(), block);
+    // One that fits: a single HEADERS frame with both flags.
+    let mut out = BytesMut::new();
+    write_headers(&mut out, 5, &block[..16_384], true, 16_384);
+    let (got, _) = parse_frames(&out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].0, got[0].1, got[0].3.len()),
+        (frame::HEADERS, frame::END_STREAM | frame::END_HEADERS, 16_384)
+    );
+}
