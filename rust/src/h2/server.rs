@@ -1,8 +1,10 @@
 //! One HTTP/2 connection (prior knowledge, after the preface), served in one task: every read
 //! is decoded to the last complete frame, each complete request goes to `Conn::handle` as a
-//! future of the connection's set (no task per stream), and whatever the connection has to say
-//! after a wake-up — responses that became ready, window updates, acks — goes out in one
-//! vectored write.
+//! future of the connection's set (no task per stream) with its fields as a block of bytes
+//! (`headers::raw`, no `HeaderMap`), and whatever the connection has to say after a wake-up —
+//! responses that became ready (encoded from the upstream's raw fields when they are bytes),
+//! window updates, acks — goes out in one write (vectored when large bodies go as their own
+//! slices).
 //!
 //! Conformance (RFC 9113): SETTINGS and their ACK, PING, flow control both ways (connection and
 //! stream windows; the client's window given back as the handler reads the body), RST_STREAM,
@@ -63,7 +65,9 @@ const CLOSED_KEPT: usize = 64;
 /// ENHANCE_YOUR_CALM.
 const CALM: u32 = 0xb;
 
-type Handler<'a> = Pin<Box<dyn Future<Output = (u32, Option<Response<ProxyBody>>)> + Send + 'a>>;
+/// A stream's handler: boxed (written into its box in place), not type-erased, so that its
+/// poll can be inlined into the set's.
+type Handler<F> = Pin<Box<Cancelable<F>>>;
 
 /// Stream ids hash to themselves (odd, increasing: no collisions to fear).
 #[derive(Default)]
@@ -140,7 +144,7 @@ impl From<Reason> for ConnError {
 }
 
 #[allow(clippy::struct_excessive_bools)] // the connection's states, each read on its own
-pub struct Connection<'a, I, H> {
+pub struct Connection<I, H, F> {
     io: I,
     /// Answers a request (`Conn::handle`; tests give their own).
     handler: H,
@@ -163,7 +167,7 @@ pub struct Connection<'a, I, H> {
     /// The last request's `:authority` (`authority_of`).
     authority: Option<Authority>,
     streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
-    handlers: FuturesUnordered<Handler<'a>>,
+    handlers: FuturesUnordered<Handler<F>>,
     /// Streams with a response body or data still to send.
     sending: Vec<u32>,
     /// Streams whose request body is open (their credit is collected on each poll).
@@ -186,11 +190,11 @@ pub struct Connection<'a, I, H> {
     failed: bool,
 }
 
-impl<'a, I, H, F> Connection<'a, I, H>
+impl<I, H, F> Connection<I, H, F>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<ProxyBody>) -> F,
-    F: Future<Output = Response<ProxyBody>> + Send + 'a,
+    F: Future<Output = Response<ProxyBody>>,
 {
     /// A connection whose first bytes (`read`, the preface or a part of it) were already read.
     pub fn new(io: I, read: &[u8], handler: H) -> Self {
@@ -654,14 +658,7 @@ where
         }
         let size: usize = fields.iter().map(|(n, v)| n.size() + v.len() + 32).sum();
         if fields.len() > MAX_FIELDS || size > MAX_LIST_SIZE {
-            let mut block = BytesMut::new();
-            hpack::encode_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &mut block);
-            write_headers(&mut self.out, id, &block, true, self.peer_max_frame);
-            if end_stream {
-                self.forget(id);
-            } else {
-                self.reset(id, Reason::NoError);
-            }
+            self.too_large(id, end_stream);
             return Ok(());
         }
         let Some((mut req, length)) = request(fields, &mut self.spans, &mut self.authority) else {
@@ -716,6 +713,18 @@ where
         );
         self.handlers.push(Box::into_pin(handler));
         Ok(())
+    }
+
+    /// A header list over the limits: answered 431, the rest of the request not wanted.
+    fn too_large(&mut self, id: u32, end_stream: bool) {
+        let mut block = BytesMut::new();
+        hpack::encode_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &mut block);
+        write_headers(&mut self.out, id, &block, true, self.peer_max_frame);
+        if end_stream {
+            self.forget(id);
+        } else {
+            self.reset(id, Reason::NoError);
+        }
     }
 
     /// END_STREAM from the client.
@@ -1288,11 +1297,11 @@ where
 }
 
 /// Runs `c` to its end, draining it when `drain` turns `true` (or its sender goes).
-pub async fn drive<'a, I, H, F>(mut c: Connection<'a, I, H>, mut drain: watch::Receiver<bool>)
+pub async fn drive<I, H, F>(mut c: Connection<I, H, F>, mut drain: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<ProxyBody>) -> F,
-    F: Future<Output = Response<ProxyBody>> + Send + 'a,
+    F: Future<Output = Response<ProxyBody>>,
 {
     let mut draining = *drain.borrow_and_update();
     if draining {
