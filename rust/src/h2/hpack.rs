@@ -180,7 +180,9 @@ impl Decoder {
             let b = block[at];
             if b & 0x80 != 0 {
                 let i = int(block, &mut at, 7)?;
-                out.push(self.get(i)?);
+                // Cloned straight into `out` (no `Result` of a field moved in between).
+                let entry = self.entry(i)?;
+                out.push(entry.clone());
             } else if b & 0xe0 == 0x20 {
                 // Dynamic table size update: only before the first field.
                 let size = int(block, &mut at, 5)?;
@@ -197,7 +199,7 @@ impl Decoder {
                 let name = if i == 0 {
                     Name::from_bytes(&string(block, &mut at)?)
                 } else {
-                    self.get(i)?.0
+                    self.entry(i)?.0.clone()
                 };
                 let value = string(block, &mut at)?;
                 if index {
@@ -210,12 +212,13 @@ impl Decoder {
         Ok(())
     }
 
-    fn get(&self, i: usize) -> Result<(Name, Bytes), Error> {
+    /// The table entry at index `i` (1-based: the static table, then the dynamic one).
+    fn entry(&self, i: usize) -> Result<&(Name, Bytes), Error> {
         let s = static_table();
         match i {
             0 => Err(Error::Index),
-            i if i <= s.len() => Ok(s[i - 1].clone()),
-            i => self.table.get(i - s.len() - 1).cloned().ok_or(Error::Index),
+            i if i <= s.len() => Ok(&s[i - 1]),
+            i => self.table.get(i - s.len() - 1).ok_or(Error::Index),
         }
     }
 

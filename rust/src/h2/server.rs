@@ -431,7 +431,7 @@ where
                 Err(Reason::FrameSize.into())
             };
         }
-        if head.len % 6 != 0 {
+        if !head.len.is_multiple_of(6) {
             return Err(Reason::FrameSize.into());
         }
         for s in payload.chunks_exact(6) {
@@ -629,7 +629,7 @@ where
             self.end_of_request(id);
             return Ok(());
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err(Reason::Protocol.into());
         }
         if id <= self.last_id {
@@ -661,7 +661,7 @@ where
             self.too_large(id, end_stream);
             return Ok(());
         }
-        let Some((mut req, length)) = request(fields, &mut self.spans, &mut self.authority) else {
+        let Some((mut req, length)) = request(fields, &mut self.spans, &mut self.authority, size) else {
             self.reset(id, Reason::Protocol);
             return Ok(());
         };
@@ -1109,18 +1109,20 @@ fn raw_connection_specific(name: &[u8]) -> bool {
 /// the body: `ProxyBody::head`), as the HTTP/1.1 server's do: edited as bytes, written upstream
 /// in one run, no `HeaderMap` built unless something needs one. Values are checked here as
 /// `HeaderValue` would (names were, by the decoder): nothing passes that passed no check before.
+/// `size`: the header list's size (RFC 9113 §6.5.2), `last`: the connection's last authority.
 fn request(
     fields: &mut Vec<(Name, Bytes)>,
     spans: &mut Vec<[usize; 4]>,
     last: &mut Option<Authority>,
+    size: usize,
 ) -> Option<(Request<ProxyBody>, Option<u64>)> {
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
     let mut length = None;
     let mut regular = false;
     // `cookie` may come in crumbs: one field for the rest of the way (RFC 9113 §8.2.3).
     let mut cookie: Option<Bytes> = None;
-    let room: usize = fields.iter().map(|(n, v)| n.size() + v.len() + 4).sum();
-    let mut block = BytesMut::with_capacity(room + 8);
+    // The list's size (each field's name and value and 32) has room for its lines.
+    let mut block = BytesMut::with_capacity(size);
     spans.clear();
     for (name, value) in fields.drain(..) {
         let slot = match name {
