@@ -3,32 +3,8 @@
 //! response's come back as bytes and are encoded from them (names lower-cased), with real
 //! sockets on both sides (hyper's HTTP/2 client, a raw upstream).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+use super::headers::recording;
 use super::*;
-
-/// An upstream that answers one request with `response` and hands the request head it read
-/// (up to its blank line) to the test.
-async fn recording(response: &'static [u8]) -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut chunk = [0u8; 1024];
-            let n = s.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "EOF within a request head");
-            head.extend_from_slice(&chunk[..n]);
-        }
-        s.write_all(response).await.unwrap();
-        let _ = tx.send(String::from_utf8(head).unwrap());
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest).await;
-    });
-    (addr, rx)
-}
 
 #[test]
 fn h2c_fields_go_up_as_bytes_and_the_upstreams_come_back_lower_case_and_edited() {

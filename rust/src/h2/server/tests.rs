@@ -243,6 +243,15 @@ async fn read_frames(s: &mut TcpStream) -> Vec<Got> {
     parse_frames(&buf).0
 }
 
+/// The DATA payloads of stream `id`, joined.
+fn data_of(frames: &[Got], id: u32) -> Vec<u8> {
+    frames
+        .iter()
+        .filter(|f| f.0 == frame::DATA && f.2 == id)
+        .flat_map(|f| f.3.clone())
+        .collect()
+}
+
 fn goaway_code(frames: &[Got]) -> Option<u32> {
     frames
         .iter()
@@ -511,12 +520,7 @@ fn cookie_crumbs_are_joined_into_one_field() {
         ];
         let eh = frame::END_HEADERS | frame::END_STREAM;
         let got = raw(addr, &[frame(frame::HEADERS, eh, 1, &block(&fields))]).await;
-        let data: Vec<u8> = got
-            .iter()
-            .filter(|f| f.0 == frame::DATA)
-            .flat_map(|f| f.3.clone())
-            .collect();
-        assert_eq!(String::from_utf8(data).unwrap(), "a=1; b=2");
+        assert_eq!(String::from_utf8(data_of(&got, 1)).unwrap(), "a=1; b=2");
     });
 }
 
@@ -539,14 +543,9 @@ fn regular_fields_go_to_the_handler_as_a_block_in_order_with_duplicates() {
         ];
         let eh = frame::END_HEADERS | frame::END_STREAM;
         let got = raw(addr, &[frame(frame::HEADERS, eh, 1, &block(&fields))]).await;
-        let data: Vec<u8> = got
-            .iter()
-            .filter(|f| f.0 == frame::DATA)
-            .flat_map(|f| f.3.clone())
-            .collect();
         // Pseudo-headers left out, the cookie crumbs joined at the end.
         assert_eq!(
-            data,
+            data_of(&got, 1),
             b"x-b: 2\r\naccept: */*\r\nx-b: 1\r\nte: trailers\r\nx-tab: a\tb \xc2\x80\r\ncookie: a=1; b=2\r\n"
         );
     });
@@ -570,12 +569,7 @@ fn content_length_must_match_the_data() {
         .await;
         assert_eq!(rst_code(&got, 1), Some(Reason::Protocol as u32), "{got:?}");
         // Stream 3: 4 bytes behind padding, echoed.
-        let data: Vec<u8> = got
-            .iter()
-            .filter(|f| f.0 == frame::DATA && f.2 == 3)
-            .flat_map(|f| f.3.clone())
-            .collect();
-        assert_eq!(data, b"abcd");
+        assert_eq!(data_of(&got, 3), b"abcd");
     });
 }
 
@@ -796,14 +790,7 @@ fn each_request_has_its_own_authority_checked() {
             .map(|&(id, a)| frame(frame::HEADERS, eh, id, &block(&req(a))))
             .collect();
         let got = raw(addr, &frames).await;
-        let body = |id: u32| -> String {
-            let data: Vec<u8> = got
-                .iter()
-                .filter(|f| f.0 == frame::DATA && f.2 == id)
-                .flat_map(|f| f.3.clone())
-                .collect();
-            String::from_utf8(data).unwrap()
-        };
+        let body = |id: u32| String::from_utf8(data_of(&got, id)).unwrap();
         assert_eq!(body(1), "a.test");
         assert_eq!(body(3), "a.test");
         assert_eq!(body(5), "b.test:8080");
