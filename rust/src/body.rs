@@ -191,7 +191,7 @@ pin_project_lite::pin_project! {
         // A response body must end before the route's timeout (none: no timer at all).
         deadline: Option<Deadline>,
         // A request's header fields kept as the bytes the client sent (`headers::raw`, from
-        // `h1::server`); the request's `HeaderMap` is empty then. Shared: the replay copy of
+        // `h1::server` and `h2::server`); the request's `HeaderMap` is empty then. Shared: the replay copy of
         // the request (`proxy::Replay`) takes a reference, not a copy; one pointer to move.
         head: Option<Arc<RawHeaders>>,
     }
@@ -312,7 +312,7 @@ impl ProxyBody {
         (self.inner.is_none() && self.trailers.is_none()).then_some(self.buffered.as_ref())
     }
 
-    /// A request's header fields kept as bytes (`h1::server`); `None` after `take_head`.
+    /// A request's header fields kept as bytes (`h1::server`, `h2::server`); `None` after `take_head`.
     pub fn head(&self) -> Option<&RawHeaders> {
         self.head.as_deref()
     }

@@ -63,8 +63,8 @@ impl Conn {
     }
 
     /// `req`'s body: `ProxyBody::request` (hyper's server) or `ProxyBody::buffered` (`h1::server`).
-    /// A request whose header fields are kept as bytes (`ProxyBody::head`, made only by
-    /// `h1::server`) may get a response whose fields are bytes too (`ProxyBody::take_raw_head`,
+    /// A request whose header fields are kept as bytes (`ProxyBody::head`, made by `h1::server`
+    /// and `h2::server`) may get a response whose fields are bytes too (`ProxyBody::take_raw_head`,
     /// its `HeaderMap` empty then), already edited (hop-by-hop removed, the route's
     /// `ResponseHeaderModifier`, `set-cookie`); every other response has them in its `HeaderMap`.
     #[allow(clippy::too_many_lines)] // one request's path, read top to bottom

@@ -692,6 +692,7 @@ fn sequential_requests_reuse_one_upstream_connection_each_way() {
 }
 
 mod fastpath;
+mod h2server;
 mod headers;
 mod resilience;
 mod reuse;

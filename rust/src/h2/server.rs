@@ -1,8 +1,10 @@
 //! One HTTP/2 connection (prior knowledge, after the preface), served in one task: every read
 //! is decoded to the last complete frame, each complete request goes to `Conn::handle` as a
-//! future of the connection's set (no task per stream), and whatever the connection has to say
-//! after a wake-up — responses that became ready, window updates, acks — goes out in one
-//! vectored write.
+//! future of the connection's set (no task per stream) with its fields as a block of bytes
+//! (`headers::raw`, no `HeaderMap`), and whatever the connection has to say after a wake-up —
+//! responses that became ready (encoded from the upstream's raw fields when they are bytes),
+//! window updates, acks — goes out in one write (vectored when large bodies go as their own
+//! slices).
 //!
 //! Conformance (RFC 9113): SETTINGS and their ACK, PING, flow control both ways (connection and
 //! stream windows; the client's window given back as the handler reads the body), RST_STREAM,
@@ -22,7 +24,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::task::AtomicWaker;
-use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,6 +35,7 @@ use super::body::{self, Sender};
 use super::frame::{self, Head, Reason};
 use super::hpack::{self, Name};
 use crate::body::ProxyBody;
+use crate::headers::raw::RawHeaders;
 use crate::proxy::Conn;
 
 /// SETTINGS_MAX_CONCURRENT_STREAMS (hyper's default).
@@ -54,14 +58,16 @@ const READ: usize = 16 * 1024;
 const MAX_QUEUED: usize = 256 * 1024;
 /// Body chunks up to this size are copied next to their frame header (one iovec fewer).
 const COPY_DATA: usize = 1024;
-/// Headers the engine may add to a request on its way upstream (as `h1::server`).
-const FORWARDING_HEADERS: usize = 4;
+/// Emptied data queues kept for new streams.
+const SPARE: usize = 16;
 /// Closed stream ids remembered to tell "closed" (STREAM_CLOSED) from "never opened".
 const CLOSED_KEPT: usize = 64;
 /// ENHANCE_YOUR_CALM.
 const CALM: u32 = 0xb;
 
-type Handler<'a> = Pin<Box<dyn Future<Output = (u32, Option<Response<ProxyBody>>)> + Send + 'a>>;
+/// A stream's handler: boxed (written into its box in place), not type-erased, so that its
+/// poll can be inlined into the set's.
+type Handler<F> = Pin<Box<Cancelable<F>>>;
 
 /// Stream ids hash to themselves (odd, increasing: no collisions to fear).
 #[derive(Default)]
@@ -110,7 +116,8 @@ struct Stream {
     body: Option<ProxyBody>,
     /// Data waiting for window.
     pending: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// Boxed: rare, and inline it made every stream entry 88 bytes longer.
+    trailers: Option<Box<HeaderMap>>,
     /// The body ended: END_STREAM goes with the last of `pending` (or the trailers).
     ending: bool,
     /// END_STREAM sent (half-closed local).
@@ -137,7 +144,7 @@ impl From<Reason> for ConnError {
 }
 
 #[allow(clippy::struct_excessive_bools)] // the connection's states, each read on its own
-pub struct Connection<'a, I, H> {
+pub struct Connection<I, H, F> {
     io: I,
     /// Answers a request (`Conn::handle`; tests give their own).
     handler: H,
@@ -152,8 +159,15 @@ pub struct Connection<'a, I, H> {
     queued: usize,
     decoder: hpack::Decoder,
     fields: Vec<(Name, Bytes)>,
+    /// Where a request's fields are in its block (`request`), kept for the next one.
+    spans: Vec<[usize; 4]>,
+    /// Emptied `pending` queues of closed streams, for the next ones (one allocation less per
+    /// response body).
+    spare: Vec<VecDeque<Bytes>>,
+    /// The last request's `:authority` (`authority_of`).
+    authority: Option<Authority>,
     streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
-    handlers: FuturesUnordered<Handler<'a>>,
+    handlers: FuturesUnordered<Handler<F>>,
     /// Streams with a response body or data still to send.
     sending: Vec<u32>,
     /// Streams whose request body is open (their credit is collected on each poll).
@@ -176,11 +190,11 @@ pub struct Connection<'a, I, H> {
     failed: bool,
 }
 
-impl<'a, I, H, F> Connection<'a, I, H>
+impl<I, H, F> Connection<I, H, F>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<ProxyBody>) -> F,
-    F: Future<Output = Response<ProxyBody>> + Send + 'a,
+    F: Future<Output = Response<ProxyBody>>,
 {
     /// A connection whose first bytes (`read`, the preface or a part of it) were already read.
     pub fn new(io: I, read: &[u8], handler: H) -> Self {
@@ -208,6 +222,9 @@ where
             queued: 0,
             decoder: hpack::Decoder::new(HEADER_TABLE_SIZE),
             fields: Vec::new(),
+            spans: Vec::new(),
+            spare: Vec::new(),
+            authority: None,
             streams: HashMap::default(),
             handlers: FuturesUnordered::new(),
             sending: Vec::new(),
@@ -414,7 +431,7 @@ where
                 Err(Reason::FrameSize.into())
             };
         }
-        if head.len % 6 != 0 {
+        if !head.len.is_multiple_of(6) {
             return Err(Reason::FrameSize.into());
         }
         for s in payload.chunks_exact(6) {
@@ -612,7 +629,7 @@ where
             self.end_of_request(id);
             return Ok(());
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err(Reason::Protocol.into());
         }
         if id <= self.last_id {
@@ -641,17 +658,10 @@ where
         }
         let size: usize = fields.iter().map(|(n, v)| n.size() + v.len() + 32).sum();
         if fields.len() > MAX_FIELDS || size > MAX_LIST_SIZE {
-            let mut block = BytesMut::new();
-            hpack::encode_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &mut block);
-            write_headers(&mut self.out, id, &block, true, self.peer_max_frame);
-            if end_stream {
-                self.forget(id);
-            } else {
-                self.reset(id, Reason::NoError);
-            }
+            self.too_large(id, end_stream);
             return Ok(());
         }
-        let Some((mut req, length)) = request(fields) else {
+        let Some((mut req, length)) = request(fields, &mut self.spans, &mut self.authority, size) else {
             self.reset(id, Reason::Protocol);
             return Ok(());
         };
@@ -663,37 +673,58 @@ where
             None
         } else {
             let (tx, rx) = body::channel(length);
+            let head = req.body_mut().take_head();
             *req.body_mut() = ProxyBody::h2(rx);
+            req.body_mut().set_head(head);
             self.receiving += 1;
             Some(tx)
         };
         let head_request = req.method() == Method::HEAD;
         let cancel = Arc::new(Cancel::default());
-        self.streams.insert(
-            id,
-            Stream {
-                recv,
-                recv_closed: end_stream,
-                recv_window: i64::from(STREAM_WINDOW),
-                recv_credit: 0,
-                length,
-                received: 0,
-                send_window: self.peer_window,
-                body: None,
-                pending: VecDeque::new(),
-                trailers: None,
-                ending: false,
-                sent: false,
-                head_request,
-                cancel: cancel.clone(),
+        let pending = self.spare.pop().unwrap_or_default();
+        let peer_window = self.peer_window;
+        // Made where it is stored (no old entry to give back: the id is new).
+        self.streams.entry(id).or_insert_with(|| Stream {
+            recv,
+            recv_closed: end_stream,
+            recv_window: i64::from(STREAM_WINDOW),
+            recv_credit: 0,
+            length,
+            received: 0,
+            send_window: peer_window,
+            body: None,
+            pending,
+            trailers: None,
+            ending: false,
+            sent: false,
+            head_request,
+            cancel: cancel.clone(),
+        });
+        // The box is allocated before the handler's future is made, so the future is written
+        // into it in place (callgrind: made first and moved in, it was copied 3 times).
+        let slot = Box::new_uninit();
+        let handler = Box::write(
+            slot,
+            Cancelable {
+                id,
+                cancel,
+                inner: (self.handler)(req),
             },
         );
-        self.handlers.push(Box::pin(Cancelable {
-            id,
-            cancel,
-            inner: (self.handler)(req),
-        }));
+        self.handlers.push(Box::into_pin(handler));
         Ok(())
+    }
+
+    /// A header list over the limits: answered 431, the rest of the request not wanted.
+    fn too_large(&mut self, id: u32, end_stream: bool) {
+        let mut block = BytesMut::new();
+        hpack::encode_status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &mut block);
+        write_headers(&mut self.out, id, &block, true, self.peer_max_frame);
+        if end_stream {
+            self.forget(id);
+        } else {
+            self.reset(id, Reason::NoError);
+        }
     }
 
     /// END_STREAM from the client.
@@ -716,7 +747,7 @@ where
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        let (parts, body) = resp.into_parts();
+        let (parts, mut body) = resp.into_parts();
         let mut block = BytesMut::with_capacity(128);
         hpack::encode_status(parts.status, &mut block);
         for (name, value) in &parts.headers {
@@ -724,8 +755,21 @@ where
                 hpack::encode_field(name, value, &mut block);
             }
         }
+        // The fields of a response to a request whose fields went as bytes (`request`), when
+        // they came as bytes from the engine's HTTP/1.1 client: encoded from those bytes.
+        let raw = body.take_raw_head();
+        let mut has_length = parts.headers.contains_key(CONTENT_LENGTH);
+        if let Some(raw) = &raw {
+            for (name, value) in raw.iter() {
+                if !raw_connection_specific(name) {
+                    hpack::encode_raw_field(name, value, &mut block);
+                }
+            }
+            has_length |= raw.contains(CONTENT_LENGTH.as_str());
+        }
+        drop(raw);
         let bodiless = s.head_request || body.is_end_stream();
-        if !parts.headers.contains_key(CONTENT_LENGTH) && !s.head_request {
+        if !has_length && !s.head_request {
             if let Some(n) = body.size_hint().exact() {
                 let status = parts.status.as_u16();
                 if status != 204 && status != 304 && !parts.status.is_informational() {
@@ -805,7 +849,7 @@ where
             if s.ending {
                 if let Some(trailers) = s.trailers.take() {
                     let mut block = BytesMut::new();
-                    for (name, value) in &trailers {
+                    for (name, value) in trailers.iter() {
                         if !connection_specific(name) {
                             hpack::encode_field(name, value, &mut block);
                         }
@@ -837,7 +881,7 @@ where
                     match f.into_data() {
                         Ok(data) if !data.is_empty() => s.pending.push_back(data),
                         Ok(_) => {}
-                        Err(f) => s.trailers = f.into_trailers().ok(),
+                        Err(f) => s.trailers = f.into_trailers().ok().map(Box::new),
                     }
                     if end {
                         s.body = None;
@@ -913,6 +957,11 @@ where
             }
             // Window the client used on it comes back to the connection.
             self.conn_credit(s.recv_credit);
+            let mut pending = s.pending;
+            if pending.capacity() > 0 && self.spare.len() < SPARE {
+                pending.clear();
+                self.spare.push(pending);
+            }
         }
         if self.closed.len() == CLOSED_KEPT {
             self.closed.pop_front();
@@ -949,6 +998,21 @@ where
 
     /// Writes what is queued, as few `writev`s as the socket takes.
     fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.queue.is_empty() && !self.out.is_empty() {
+            // Most wake-ups: everything to say is in `out` (small frames are copied there), so
+            // it is written from there, without a vector of slices or a frozen chunk.
+            match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                // Cleared, not advanced, when all went: its whole capacity stays for the next.
+                Poll::Ready(Ok(w)) if w == self.out.len() => self.out.clear(),
+                Poll::Ready(Ok(w)) => self.out.advance(w),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            if self.out.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
         if !self.out.is_empty() {
             self.queued += self.out.len();
             self.queue.push_back(self.out.split().freeze());
@@ -991,6 +1055,12 @@ fn dependency(p: &[u8]) -> u32 {
 /// HEADERS (and CONTINUATIONs when the block is longer than a frame).
 fn write_headers(out: &mut BytesMut, id: u32, block: &[u8], end_stream: bool, max_frame: usize) {
     let fin = if end_stream { frame::END_STREAM } else { 0 };
+    if block.len() <= max_frame {
+        // Nearly every block: one HEADERS frame.
+        frame::head(out, block.len(), frame::HEADERS, fin | frame::END_HEADERS, id);
+        out.extend_from_slice(block);
+        return;
+    }
     let mut chunks = block.chunks(max_frame).peekable();
     let first = chunks.next().unwrap_or(&[]);
     let last = chunks.peek().is_none();
@@ -1024,14 +1094,36 @@ fn connection_specific(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// The request of a header block; `None` when it is malformed (§8.1.1: a stream error).
-fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Option<u64>)> {
+/// `connection_specific` for a name in any case (an HTTP/1.1 peer's, kept as bytes).
+fn raw_connection_specific(name: &[u8]) -> bool {
+    matches!(name.len(), 7 | 10 | 16 | 17)
+        && [CONNECTION, TRANSFER_ENCODING, UPGRADE]
+            .iter()
+            .map(HeaderName::as_str)
+            .chain(["keep-alive", "proxy-connection"])
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// The request of a header block; `None` when it is malformed (§8.1.1: a stream error). Its
+/// regular fields go to the proxy as a block of `name: value\r\n` lines (`headers::raw`, in
+/// the body: `ProxyBody::head`), as the HTTP/1.1 server's do: edited as bytes, written upstream
+/// in one run, no `HeaderMap` built unless something needs one. Values are checked here as
+/// `HeaderValue` would (names were, by the decoder): nothing passes that passed no check before.
+/// `size`: the header list's size (RFC 9113 §6.5.2), `last`: the connection's last authority.
+fn request(
+    fields: &mut Vec<(Name, Bytes)>,
+    spans: &mut Vec<[usize; 4]>,
+    last: &mut Option<Authority>,
+    size: usize,
+) -> Option<(Request<ProxyBody>, Option<u64>)> {
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
-    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_HEADERS);
     let mut length = None;
     let mut regular = false;
     // `cookie` may come in crumbs: one field for the rest of the way (RFC 9113 §8.2.3).
     let mut cookie: Option<Bytes> = None;
+    // The list's size (each field's name and value and 32) has room for its lines.
+    let mut block = BytesMut::with_capacity(size);
+    spans.clear();
     for (name, value) in fields.drain(..) {
         let slot = match name {
             Name::Method => &mut method,
@@ -1040,17 +1132,23 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
             Name::Path => &mut path,
             Name::Header(name) => {
                 regular = true;
-                if connection_specific(&name) || name == TE && value != "trailers" {
+                let n = name.as_str().as_bytes();
+                // The names looked at, by their bytes (one length compare for most).
+                if raw_connection_specific(n) || !field_value(&value) {
                     return None;
                 }
-                if name == CONTENT_LENGTH {
-                    let n = std::str::from_utf8(&value).ok()?.parse::<u64>().ok()?;
-                    if length.is_some_and(|l| l != n) {
-                        return None;
+                match n {
+                    b"te" if value != "trailers" => return None,
+                    b"content-length" => {
+                        let n = std::str::from_utf8(&value).ok()?.parse::<u64>().ok()?;
+                        if length.is_some_and(|l| l != n) {
+                            return None;
+                        }
+                        length = Some(n);
                     }
-                    length = Some(n);
+                    _ => {}
                 }
-                if name == COOKIE {
+                if n == b"cookie" {
                     cookie = Some(match cookie.take() {
                         None => value,
                         Some(before) => {
@@ -1063,7 +1161,7 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
                     });
                     continue;
                 }
-                headers.append(name, HeaderValue::from_maybe_shared(value).ok()?);
+                spans.push(line(&mut block, name.as_str().as_bytes(), &value));
                 continue;
             }
             Name::Invalid(_) => return None,
@@ -1075,7 +1173,7 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
         *slot = Some(value);
     }
     if let Some(cookie) = cookie {
-        headers.append(COOKIE, HeaderValue::from_maybe_shared(cookie).ok()?);
+        spans.push(line(&mut block, COOKIE.as_str().as_bytes(), &cookie));
     }
     let method = Method::from_bytes(&method?).ok()?;
     let mut uri = http::uri::Parts::default();
@@ -1083,12 +1181,12 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
         if scheme.is_some() || path.is_some() {
             return None;
         }
-        uri.authority = Some(http::uri::Authority::from_maybe_shared(authority?).ok()?);
+        uri.authority = Some(authority_of(&authority?, last)?);
     } else {
         let path = path.filter(|p| !p.is_empty())?;
         uri.scheme = Some(http::uri::Scheme::try_from(&scheme?[..]).ok()?);
         if let Some(a) = authority {
-            uri.authority = Some(http::uri::Authority::from_maybe_shared(a).ok()?);
+            uri.authority = Some(authority_of(&a, last)?);
         }
         uri.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).ok()?);
     }
@@ -1096,12 +1194,56 @@ fn request(fields: &mut Vec<(Name, Bytes)>) -> Option<(Request<ProxyBody>, Optio
     if uri.authority.is_none() && method != Method::CONNECT {
         uri.scheme = None;
     }
-    let mut req = Request::new(ProxyBody::none());
+    let mut body = ProxyBody::none();
+    body.set_head(Some(Arc::new(RawHeaders::new(block.freeze(), spans))));
+    let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = Uri::from_parts(uri).ok()?;
     *req.version_mut() = Version::HTTP_2;
-    *req.headers_mut() = headers;
     Some((req, length))
+}
+
+/// `:authority` as an `Authority`: the previous request's when the bytes are the same (a
+/// client sends the same one on every request of a connection, so it is parsed once), else
+/// parsed from a copy (the block it came in is not kept alive by it).
+fn authority_of(value: &[u8], last: &mut Option<Authority>) -> Option<Authority> {
+    if let Some(a) = last.as_ref().filter(|a| a.as_str().as_bytes() == value) {
+        return Some(a.clone());
+    }
+    let a = Authority::from_maybe_shared(Bytes::copy_from_slice(value)).ok()?;
+    *last = Some(a.clone());
+    Some(a)
+}
+
+/// Appends `name: value\r\n` to `block`; where its name and value are.
+fn line(block: &mut BytesMut, name: &[u8], value: &[u8]) -> [usize; 4] {
+    let n0 = block.len();
+    block.extend_from_slice(name);
+    let n1 = block.len();
+    block.extend_from_slice(b": ");
+    block.extend_from_slice(value);
+    let v1 = block.len();
+    block.extend_from_slice(b"\r\n");
+    [n0, n1, n1 + 2, v1]
+}
+
+/// What `HeaderValue::from_bytes` accepts: visible ASCII, obs-text, space and tab (no CR, LF
+/// or NUL: the value is written into an HTTP/1.1 head as it is).
+fn field_value(v: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let byte = |b: &u8| *b >= b' ' && *b != 0x7f || *b == b'\t';
+    let mut words = v.chunks_exact(8);
+    // Eight bytes at a time: a word with no byte below 0x20 and none equal to 0x7f is fine as
+    // it is (the usual "has a byte less than" and "has a zero byte" tests; bytes from 0x80
+    // pass); a word with one (a tab, or a bad byte) is looked at byte by byte.
+    let words_ok = words.by_ref().all(|w| {
+        let w8 = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        let below_space = w8.wrapping_sub(0x20 * ONES) & !w8 & (0x80 * ONES);
+        let del = w8 ^ (0x7f * ONES);
+        let has_del = del.wrapping_sub(ONES) & !del & (0x80 * ONES);
+        below_space | has_del == 0 || w.iter().all(byte)
+    });
+    words_ok && words.remainder().iter().all(byte)
 }
 
 /// Trailers: regular fields only.
@@ -1157,11 +1299,11 @@ where
 }
 
 /// Runs `c` to its end, draining it when `drain` turns `true` (or its sender goes).
-pub async fn drive<'a, I, H, F>(mut c: Connection<'a, I, H>, mut drain: watch::Receiver<bool>)
+pub async fn drive<I, H, F>(mut c: Connection<I, H, F>, mut drain: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<ProxyBody>) -> F,
-    F: Future<Output = Response<ProxyBody>> + Send + 'a,
+    F: Future<Output = Response<ProxyBody>>,
 {
     let mut draining = *drain.borrow_and_update();
     if draining {

@@ -20,7 +20,7 @@ async fn head_of(s: &mut TcpStream) -> String {
 
 /// An upstream that answers one request with `response` and hands the request head it read
 /// to the test.
-async fn recording(response: &'static [u8]) -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+pub(super) async fn recording(response: &'static [u8]) -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -212,8 +212,80 @@ fn encoded_responses_decode_to_what_was_encoded() {
 #[test]
 fn static_name_indexes_match_the_table() {
     for (i, (name, _)) in STATIC.iter().enumerate() {
-        let idx = static_name(name);
+        let idx = static_name(name.as_bytes());
         assert!(idx == 0 || usize::from(idx) == i + 1, "{name}");
     }
-    assert_eq!(static_name("content-type"), 31);
+    assert_eq!(static_name(b"content-type"), 31);
+    // Every name a response may carry that the table has (all but the request-only ones and
+    // the pseudo-headers) is found.
+    let request_only = [
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept",
+        "authorization",
+        "cookie",
+        "expect",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "max-forwards",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "transfer-encoding",
+        "user-agent",
+    ];
+    for (i, (name, _)) in STATIC.iter().enumerate() {
+        if !name.starts_with(':') && !request_only.contains(name) {
+            assert_eq!(usize::from(static_name(name.as_bytes())), i + 1, "{name}");
+        }
+    }
+}
+
+#[test]
+fn raw_fields_are_encoded_lower_case_as_their_header_name_would_be() {
+    // An HTTP/1.1 upstream's names in any case, a name longer than the stack buffer.
+    let long = format!("X-{}", "Long".repeat(40));
+    let long_value = "v".repeat(300);
+    let fields = [
+        ("Content-Type", "text/plain"),
+        ("SERVER", "nginx"),
+        ("x-custom", "v"),
+        ("Content-Length", "1"),
+        ("x-long-value", long_value.as_str()),
+        ("X-Custom", "w"),
+        (long.as_str(), "z"),
+    ];
+    for (n, v) in fields {
+        let (mut raw, mut typed) = (BytesMut::new(), BytesMut::new());
+        encode_raw_field(n.as_bytes(), v.as_bytes(), &mut raw);
+        let name = HeaderName::from_bytes(n.as_bytes()).unwrap();
+        encode_field(&name, &HeaderValue::from_str(v).unwrap(), &mut typed);
+        assert_eq!(raw, typed, "{n}");
+        let mut out = Vec::new();
+        Decoder::new(4096).decode(&raw.freeze(), &mut out).unwrap();
+        assert_eq!(out, [(Name::Header(name), Bytes::copy_from_slice(v.as_bytes()))]);
+    }
+}
+
+#[test]
+fn lower_case_by_words_equals_the_byte_by_byte_lower_case() {
+    // Every byte value at every position of names of every length up to 32.
+    for len in 0..=32usize {
+        for at in 0..len.max(1) {
+            for b in 0..=255u8 {
+                let mut name: Vec<u8> = (0..len).map(|i| b"aZ-09Mx"[i % 7]).collect();
+                if len > 0 {
+                    name[at] = b;
+                }
+                let mut buf = [0u8; 32];
+                assert_eq!(lower_case(&name, &mut buf), &name.to_ascii_lowercase()[..], "{name:?}");
+            }
+        }
+    }
 }

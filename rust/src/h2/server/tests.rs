@@ -42,13 +42,23 @@ fn handler(req: Request<ProxyBody>) -> Reply {
                 Response::new(ProxyBody::buffered(Some(Bytes::from_static(b"waited")), None))
             }
             "/cookie" => {
-                let all: Vec<&str> = req
-                    .headers()
+                let head = req.body().head().expect("fields as bytes");
+                let all: Vec<&str> = head
                     .get_all("cookie")
-                    .iter()
-                    .map(|v| v.to_str().unwrap())
+                    .map(|v| std::str::from_utf8(v).unwrap())
                     .collect();
                 Response::new(ProxyBody::buffered(Some(Bytes::from(all.join("|"))), None))
+            }
+            "/authority" => {
+                let a = req.uri().authority().map_or("-", |a| a.as_str()).to_string();
+                Response::new(ProxyBody::buffered(Some(Bytes::from(a)), None))
+            }
+            // The request's fields as the proxy gets them: a block written as `name: value` lines.
+            "/fields" => {
+                assert!(req.headers().is_empty(), "no HeaderMap built: {:?}", req.headers());
+                let mut out = Vec::new();
+                req.body().head().expect("fields as bytes").write_to(&mut out, None);
+                Response::new(ProxyBody::buffered(Some(Bytes::from(out)), None))
             }
             _ => Response::new(ProxyBody::buffered(Some(Bytes::from(path)), None)),
         }
@@ -231,6 +241,15 @@ async fn read_frames(s: &mut TcpStream) -> Vec<Got> {
         }
     }
     parse_frames(&buf).0
+}
+
+/// The DATA payloads of stream `id`, joined.
+fn data_of(frames: &[Got], id: u32) -> Vec<u8> {
+    frames
+        .iter()
+        .filter(|f| f.0 == frame::DATA && f.2 == id)
+        .flat_map(|f| f.3.clone())
+        .collect()
 }
 
 fn goaway_code(frames: &[Got]) -> Option<u32> {
@@ -417,6 +436,11 @@ fn malformed_requests_are_reset_and_the_connection_goes_on() {
             vec![(":method", "GET"), ("x", "1"), (":scheme", "http"), (":path", "/")],
         ),
         ("content-length with END_STREAM", with(("content-length", "3"))),
+        // Values go into an HTTP/1.1 head as they are: what `HeaderValue` refuses is refused.
+        ("CR LF in a value", with(("x-a", "1\r\nx-injected: 1"))),
+        ("NUL in a value", with(("x-a", "1\u{0}"))),
+        ("DEL in a value", with(("x-a", "\u{7f}"))),
+        ("CR LF in a cookie crumb", with(("cookie", "a=1\r\nx: 1"))),
     ];
     run(async {
         for (what, fields) in cases {
@@ -496,12 +520,34 @@ fn cookie_crumbs_are_joined_into_one_field() {
         ];
         let eh = frame::END_HEADERS | frame::END_STREAM;
         let got = raw(addr, &[frame(frame::HEADERS, eh, 1, &block(&fields))]).await;
-        let data: Vec<u8> = got
-            .iter()
-            .filter(|f| f.0 == frame::DATA)
-            .flat_map(|f| f.3.clone())
-            .collect();
-        assert_eq!(String::from_utf8(data).unwrap(), "a=1; b=2");
+        assert_eq!(String::from_utf8(data_of(&got, 1)).unwrap(), "a=1; b=2");
+    });
+}
+
+#[test]
+fn regular_fields_go_to_the_handler_as_a_block_in_order_with_duplicates() {
+    run(async {
+        let (addr, _drain) = server(handler).await;
+        let fields = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/fields"),
+            (":authority", "x.test"),
+            ("x-b", "2"),
+            ("accept", "*/*"),
+            ("cookie", "a=1"),
+            ("x-b", "1"),
+            ("te", "trailers"),
+            ("x-tab", "a\tb \u{80}"),
+            ("cookie", "b=2"),
+        ];
+        let eh = frame::END_HEADERS | frame::END_STREAM;
+        let got = raw(addr, &[frame(frame::HEADERS, eh, 1, &block(&fields))]).await;
+        // Pseudo-headers left out, the cookie crumbs joined at the end.
+        assert_eq!(
+            data_of(&got, 1),
+            b"x-b: 2\r\naccept: */*\r\nx-b: 1\r\nte: trailers\r\nx-tab: a\tb \xc2\x80\r\ncookie: a=1; b=2\r\n"
+        );
     });
 }
 
@@ -523,12 +569,7 @@ fn content_length_must_match_the_data() {
         .await;
         assert_eq!(rst_code(&got, 1), Some(Reason::Protocol as u32), "{got:?}");
         // Stream 3: 4 bytes behind padding, echoed.
-        let data: Vec<u8> = got
-            .iter()
-            .filter(|f| f.0 == frame::DATA && f.2 == 3)
-            .flat_map(|f| f.3.clone())
-            .collect();
-        assert_eq!(data, b"abcd");
+        assert_eq!(data_of(&got, 3), b"abcd");
     });
 }
 
@@ -695,4 +736,112 @@ fn reading_resumes_after_a_large_response_filled_the_socket() {
             "stream 3 answered"
         );
     });
+}
+
+#[test]
+fn connection_specific_names_are_recognised_in_any_case() {
+    for n in [
+        "connection",
+        "Connection",
+        "TRANSFER-ENCODING",
+        "Upgrade",
+        "keep-alive",
+        "Proxy-Connection",
+    ] {
+        assert!(raw_connection_specific(n.as_bytes()), "{n}");
+        let lower = HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).unwrap();
+        assert!(connection_specific(&lower), "{n}");
+    }
+    for n in [
+        "connections",
+        "content-type",
+        "te",
+        "upgrade-insecure-requests",
+        "keep-alivf",
+    ] {
+        assert!(!raw_connection_specific(n.as_bytes()), "{n}");
+    }
+}
+
+#[test]
+fn each_request_has_its_own_authority_checked() {
+    // The connection keeps the last `:authority` parsed: the same bytes again reuse it, other
+    // bytes are parsed (and refused when invalid) whatever came before.
+    run(async {
+        let (addr, _drain) = server(handler).await;
+        let req = |authority: &'static str| {
+            vec![
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/authority"),
+                (":authority", authority),
+            ]
+        };
+        let eh = frame::END_HEADERS | frame::END_STREAM;
+        let streams = [
+            (1, "a.test"),
+            (3, "a.test"),
+            (5, "b.test:8080"),
+            (7, "bad authority"),
+            (9, "a.test"),
+        ];
+        let frames: Vec<Vec<u8>> = streams
+            .iter()
+            .map(|&(id, a)| frame(frame::HEADERS, eh, id, &block(&req(a))))
+            .collect();
+        let got = raw(addr, &frames).await;
+        let body = |id: u32| String::from_utf8(data_of(&got, id)).unwrap();
+        assert_eq!(body(1), "a.test");
+        assert_eq!(body(3), "a.test");
+        assert_eq!(body(5), "b.test:8080");
+        assert_eq!(rst_code(&got, 7), Some(Reason::Protocol as u32), "{got:?}");
+        assert_eq!(body(9), "a.test");
+        assert_eq!(goaway_code(&got), None);
+    });
+}
+
+#[test]
+fn field_values_by_words_are_checked_as_byte_by_byte() {
+    let byte_ok = |b: u8| b >= b' ' && b != 0x7f || b == b'\t';
+    for len in [1usize, 7, 8, 9, 16, 23] {
+        for at in 0..len {
+            for b in 0..=255u8 {
+                let mut v = vec![b'a'; len];
+                v[at] = b;
+                assert_eq!(field_value(&v), byte_ok(b), "{v:?}");
+                // And beside a tab, which needs the byte look.
+                v[(at + 1) % len] = b'\t';
+                assert_eq!(field_value(&v), v.iter().all(|&c| byte_ok(c)), "{v:?}");
+            }
+        }
+    }
+    assert!(field_value(b""));
+}
+
+#[test]
+fn a_header_block_longer_than_a_frame_goes_on_in_continuations() {
+    let block: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let mut out = BytesMut::new();
+    write_headers(&mut out, 3, &block, true, 16_384);
+    let (got, used) = parse_frames(&out);
+    assert_eq!(used, out.len());
+    let layout: Vec<(u8, u8, u32, usize)> = got.iter().map(|f| (f.0, f.1, f.2, f.3.len())).collect();
+    assert_eq!(
+        layout,
+        [
+            (frame::HEADERS, frame::END_STREAM, 3, 16_384),
+            (frame::CONTINUATION, 0, 3, 16_384),
+            (frame::CONTINUATION, frame::END_HEADERS, 3, 7_232),
+        ]
+    );
+    assert_eq!(got.iter().flat_map(|f| f.3.clone()).collect::<Vec<u8>>(), block);
+    // One that fits: a single HEADERS frame with both flags.
+    let mut out = BytesMut::new();
+    write_headers(&mut out, 5, &block[..16_384], true, 16_384);
+    let (got, _) = parse_frames(&out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].0, got[0].1, got[0].3.len()),
+        (frame::HEADERS, frame::END_STREAM | frame::END_HEADERS, 16_384)
+    );
 }
