@@ -108,7 +108,7 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
             let _ = write_all(&mut io, &mut &BAD_REQUEST[..]).await;
             return None;
         };
-        let resp = conn.handle(req).await;
+        let resp = conn.handle_boxed(req).await;
         let close = head.close || draining || *drain.borrow();
         if respond(&mut io, &mut out, resp, head.is_head_method, close)
             .await
@@ -198,15 +198,16 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 /// Takes the request `head` found (and its body) off `buf`; the target and the header fields
 /// stay slices of the read buffer, the fields as a block forwarded as bytes (`headers::raw`,
 /// in the body: `ProxyBody::head`) until something needs a `HeaderMap`. `None`: a method or
-/// target `http` refuses (400); the fields were checked by `httparse` as `http` would.
-fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Request<ProxyBody>> {
+/// target `http` refuses (400); the fields were checked by `httparse` as `http` would. Boxed
+/// here, as `Conn::handle_boxed` takes it (it is never moved by value after this).
+fn request(buf: &mut BytesMut, head: &Head, spans: &[[usize; 4]]) -> Option<Box<Request<ProxyBody>>> {
     let bytes = buf.split_to(head.len).freeze();
     let body = (head.body > 0).then(|| buf.split_to(head.body).freeze());
     let method = Method::from_bytes(&bytes[head.method[0]..head.method[1]]).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target[0]..head.target[1])).ok()?;
     let mut body = ProxyBody::buffered(body, None);
     body.set_head(Some(std::sync::Arc::new(RawHeaders::new(bytes, spans))));
-    let mut req = Request::new(body);
+    let mut req = Box::new(Request::new(body));
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
