@@ -188,8 +188,9 @@ pin_project_lite::pin_project! {
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
         pooled: Option<Pooled>,
-        // A response body must end before the route's timeout (none: no timer at all).
-        deadline: Option<Deadline>,
+        // A response body must end before the route's timeout (none: no timer at all). Boxed:
+        // rare, and a response is moved by value.
+        deadline: Option<Box<Deadline>>,
         // A request's header fields kept as the bytes the client sent (`headers::raw`, from
         // `h1::server`); the request's `HeaderMap` is empty then. Shared: the replay copy of
         // the request (`proxy::Replay`) takes a reference, not a copy; one pointer to move.
@@ -340,7 +341,7 @@ impl ProxyBody {
     /// Cuts the body (an error to the client, counted) if it has not ended by `deadline`.
     #[must_use]
     pub fn until(mut self, deadline: Deadline) -> Self {
-        self.deadline = Some(deadline);
+        self.deadline = Some(Box::new(deadline));
         self
     }
 

@@ -331,8 +331,12 @@ fn same(a: &Authority, b: &Authority) -> bool {
 
 /// A connection a response came on; part of the response body. `release` (the body was read
 /// to its end) gives an HTTP/1.1 connection back to the pool; dropping it otherwise closes it.
-/// For HTTP/2 it counts the request as finished on its connection either way.
-pub struct Pooled {
+/// For HTTP/2 it counts the request as finished on its connection either way. Empty for the
+/// engine's own HTTP/1.1 client, whose body gives its connection back itself: one pointer,
+/// boxed for hyper's connections, as it is moved with every response (callgrind).
+pub struct Pooled(Option<Box<Held>>);
+
+struct Held {
     shared: Arc<Shared>,
     authority: Authority,
     conn: PooledConn,
@@ -356,16 +360,25 @@ impl Return {
 }
 
 impl Pooled {
+    fn new(shared: &Arc<Shared>, authority: &Authority, conn: PooledConn) -> Self {
+        Pooled(Some(Box::new(Held {
+            shared: shared.clone(),
+            authority: authority.clone(),
+            conn,
+        })))
+    }
+
     pub fn release(mut self) {
-        if let PooledConn::H1(sender) = &mut self.conn {
+        let Some(held) = self.0.as_deref_mut() else { return };
+        if let PooledConn::H1(sender) = &mut held.conn {
             if let Some(mut sender) = sender.take() {
                 if sender.is_ready() {
-                    self.shared.put_idle(&self.authority, sender);
+                    held.shared.put_idle(&held.authority, sender);
                 } else {
                     // Still busy (say the request body is still going up): idle once it is
                     // done, so a checkout never waits behind another request.
-                    let shared = self.shared.clone();
-                    let authority = self.authority.clone();
+                    let shared = held.shared.clone();
+                    let authority = held.authority.clone();
                     tokio::spawn(async move {
                         if sender.ready().await.is_ok() {
                             shared.put_idle(&authority, sender);
@@ -377,7 +390,7 @@ impl Pooled {
     }
 }
 
-impl Drop for Pooled {
+impl Drop for Held {
     fn drop(&mut self) {
         if let PooledConn::H2(id) = self.conn {
             self.shared.h2_done(&self.authority, id);
@@ -530,12 +543,7 @@ impl UpstreamClient {
             *resp.headers_mut() = map;
         }
         // The body gives the connection back itself.
-        let pooled = Pooled {
-            shared: shared.clone(),
-            authority: authority.clone(),
-            conn: PooledConn::H1(None),
-        };
-        Ok((resp, pooled))
+        Ok((resp, Pooled(None)))
     }
 
     /// HTTP/2 (h2c) on hyper's client.
@@ -548,11 +556,7 @@ impl UpstreamClient {
         crate::body::materialize(&mut req);
         let (mut sender, id) = self.h2_sender(authority).await?;
         // Counted active from here: dropped on error too.
-        let pooled = Pooled {
-            shared: self.shared.clone(),
-            authority: authority.clone(),
-            conn: PooledConn::H2(id),
-        };
+        let pooled = Pooled::new(&self.shared, authority, PooledConn::H2(id));
         let resp = sender.send_request(*req).await.map_err(UpstreamError::Http)?;
         Ok((resp.map(PeerBody::Hyper), pooled))
     }
@@ -649,11 +653,7 @@ impl Shared {
     }
 
     fn pooled_h1(self: &Arc<Self>, authority: &Authority, sender: http1::SendRequest<ProxyBody>) -> Pooled {
-        Pooled {
-            shared: self.clone(),
-            authority: authority.clone(),
-            conn: PooledConn::H1(Some(sender)),
-        }
+        Pooled::new(self, authority, PooledConn::H1(Some(sender)))
     }
 
     /// The most recently used idle connection still open and not expired.

@@ -108,9 +108,9 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
             let _ = write_all(&mut io, &mut &BAD_REQUEST[..]).await;
             return None;
         };
-        let resp = conn.handle_boxed(req).await;
+        let mut resp = conn.handle_boxed(req).await;
         let close = head.close || draining || *drain.borrow();
-        if respond(&mut io, &mut out, resp, head.is_head_method, close)
+        if respond(&mut io, &mut out, &mut resp, head.is_head_method, close)
             .await
             .is_err()
             || close
@@ -227,27 +227,30 @@ enum Framing {
 /// Writes `resp`: the head, and the body as its frames come. The head goes out with the first
 /// frame when that one is ready (one write for a response whose body is in memory); else at
 /// once, so the client sees the head while the body is awaited. `Err`: the connection can't
-/// be used any more (a write failed, or the body failed after its head went out).
+/// be used any more (a write failed, or the body failed after its head went out). `resp` is
+/// borrowed, not moved (a response is ~250 bytes); its body ends (`finish`) where the request must.
 async fn respond(
     io: &mut TcpStream,
     out: &mut Vec<u8>,
-    resp: Response<ProxyBody>,
+    resp: &mut Response<ProxyBody>,
     head_request: bool,
     close: bool,
 ) -> io::Result<()> {
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
+    let status = resp.status();
+    // Out of the response, so the body can be borrowed beside them (empty when `raw` has them).
+    let map = std::mem::take(resp.headers_mut());
+    let body = resp.body_mut();
     out.clear();
     let raw = body.take_raw_head();
     let fields = Fields {
-        map: &parts.headers,
+        map: &map,
         raw: raw.as_ref(),
     };
-    let framing = write_head(out, status, fields, &body, head_request, close);
+    let framing = write_head(out, status, fields, body, head_request, close);
     if framing == Framing::None {
         // The request ends (its in-flight count, its upstream connection back to the pool)
         // before the client can see the answer.
-        drop(body);
+        finish(body);
         return write_all(io, &mut &out[..]).await;
     }
     let allowed = framing == Framing::Chunked && fields.contains(TRAILER.as_str());
@@ -259,7 +262,7 @@ async fn respond(
     let mut head_sent = false;
     let mut trailers = None;
     loop {
-        let frame = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+        let frame = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Pending if !head_sent => Poll::Ready(Next::Waiting),
             Poll::Pending => Poll::Pending,
             Poll::Ready(f) => Poll::Ready(Next::Frame(f)),
@@ -304,7 +307,7 @@ async fn respond(
             if framing == Framing::Chunked {
                 finish_chunked(&mut last, trailers.take(), fields);
             }
-            drop(body);
+            finish(body);
             write_all(io, &mut (&out[..]).chain(&data[..]).chain(&last[..])).await?;
             return complete(framing, sent);
         }
@@ -319,6 +322,12 @@ async fn respond(
         write_all(io, &mut &out[..]).await?;
     }
     complete(framing, sent)
+}
+
+/// Ends a response body in place: dropped as if the response were (its in-flight count, its
+/// upstream connection back to the pool when it was read to its end).
+fn finish(body: &mut ProxyBody) {
+    *body = ProxyBody::none();
 }
 
 /// `Err` (the connection closes) when a body with a `content-length` ended short of it.
