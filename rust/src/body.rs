@@ -298,13 +298,14 @@ impl ProxyBody {
     }
 
     /// The whole body when it is known before sending (no body, or data in memory without
-    /// trailers): `Some(None)` no body, `Some(Some(data))`; `None` when it streams.
-    pub fn known(&mut self) -> Option<Option<Bytes>> {
+    /// trailers): `Some(None)` no body, `Some(Some(data))`; `None` when it streams. Not taken:
+    /// the upstream client's fast path reads it, and a retry sends the same request again.
+    pub fn known_ref(&self) -> Option<Option<&Bytes>> {
         let streaming = self.inner.as_ref().is_some_and(|b| !b.is_end_stream());
         if streaming || self.trailers.is_some() {
             return None;
         }
-        Some(self.buffered.take())
+        Some(self.buffered.as_ref())
     }
 
     /// The whole body when it is in memory (no body, or data without trailers) and nothing was

@@ -422,17 +422,30 @@ impl UpstreamClient {
     pub async fn request(
         &self,
         authority: &Authority,
-        mut req: Box<Request<ProxyBody>>,
+        req: Box<Request<ProxyBody>>,
     ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         if self.shared.protocol == Protocol::H2c {
             return Box::pin(self.send_h2(authority, req)).await;
         }
-        if self.shared.raw {
-            if let Some(body) = req.body_mut().known() {
-                return self.send_raw(authority, req, body).await;
-            }
+        if self.reads(&req) {
+            return self.send_raw(authority, &req).await;
         }
         Box::pin(self.send_h1(authority, *req)).await
+    }
+
+    /// Whether `request_ref` can send `req`: the fast path (`h1`), which reads the request and
+    /// leaves it as it was, so it can be sent again as it is. The other paths consume it.
+    pub fn reads(&self, req: &Request<ProxyBody>) -> bool {
+        self.shared.raw && req.body().known_ref().is_some()
+    }
+
+    /// `request` for a request the fast path can send (`reads`), by reference.
+    pub async fn request_ref(
+        &self,
+        authority: &Authority,
+        req: &Request<ProxyBody>,
+    ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
+        self.send_raw(authority, req).await
     }
 
     /// HTTP/1.1 on hyper's client.
@@ -484,22 +497,22 @@ impl UpstreamClient {
     async fn send_raw(
         &self,
         authority: &Authority,
-        mut req: Box<Request<ProxyBody>>,
-        body: Option<Bytes>,
+        req: &Request<ProxyBody>,
     ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         let shared = &self.shared;
+        let body = req.body().known_ref().expect("the fast path takes known bodies (`reads`)");
         // The client's fields as bytes, when they still are (`ProxyBody::head`).
-        let raw = req.body_mut().take_head();
+        let raw = req.body().head();
         let fields = Fields {
             map: req.headers(),
-            raw: raw.as_deref(),
+            raw,
         };
         let method = req.method();
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let mut pending = None;
         let mut conn = loop {
             if let Some(mut conn) = shared.take_raw_idle(authority) {
-                if conn.send(method, target, fields, body.as_ref()).await.is_ok() {
+                if conn.send(method, target, fields, body).await.is_ok() {
                     break conn;
                 }
                 continue;
@@ -512,7 +525,7 @@ impl UpstreamClient {
                     let mut conn = Box::pin(shared.connector.connect_raw(reserved))
                         .await
                         .map_err(UpstreamError::Connect)?;
-                    conn.send(method, target, fields, body.as_ref())
+                    conn.send(method, target, fields, body)
                         .await
                         .map_err(UpstreamError::Io)?;
                     break conn;
@@ -520,9 +533,7 @@ impl UpstreamClient {
                 None => shared.freed().await,
             }
         };
-        let head_request = method == Method::HEAD;
-        drop(req);
-        let head = conn.read_head(head_request).await.map_err(UpstreamError::Io)?;
+        let head = conn.read_head(method == Method::HEAD).await.map_err(UpstreamError::Io)?;
         let back = Return {
             shared: shared.clone(),
             authority: authority.clone(),
@@ -536,7 +547,7 @@ impl UpstreamClient {
             (None, Some(head.headers.into_map()))
         };
         let body = RawBody::new(conn, fields, head.framing, head.keep_alive, back);
-        let mut resp = Response::new(PeerBody::Raw(Box::new(body)));
+        let mut resp = Response::new(PeerBody::Raw(body));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
         if let Some(map) = map {

@@ -157,23 +157,28 @@ impl Conn {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
         let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
-        let replay = match Replay::at_once(&req, &policy.retry, mirror.is_some()) {
-            Some(replay) => replay,
+        // Whether the request may be sent again, and its copy when one is needed already.
+        let (replayable, copy) = match Replay::at_once(&req, &policy.retry, mirror.is_some()) {
+            Some(keep) => (keep, (keep && mirror.is_some()).then(|| Replay::known(&req))),
             // Boxed: rare (a body still streaming), and its future is large.
             None => match Box::pin(Replay::prepare(&mut req, &policy.retry, mirror.is_some())).await {
-                Ok(replay) => replay,
+                Ok(copy) => (copy.is_some(), copy),
                 // The client's body failed while it was being buffered.
                 Err(_) => return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight),
             },
         };
         if let Some((to, _)) = mirror {
-            send_mirror(to, backend, &key, replay.as_ref(), policy);
+            send_mirror(to, backend, &key, copy.as_ref(), policy);
         }
         // Not boxed: the forwarding future is made in place in this one (its arguments are
         // references and the request's box); whoever must move this future boxes it once
         // (the HTTP/2 server per stream, `listener` for hyper's server).
         let forwarding = {
-            let (key, replay, inflight) = (&key, replay.as_ref(), &mut inflight);
+            let (key, inflight) = (&key, &mut inflight);
+            let replay = Replay {
+                replayable,
+                copy,
+            };
             move || forward(backend, endpoint, req, key, replay, policy, inflight)
         };
         let Some((result, endpoint, sent)) = within(policy, start, forwarding).await else {
@@ -327,8 +332,16 @@ fn edit_response<H: HeaderEdit>(
     }
 }
 
-/// The parts of a request needed to send it again.
+/// How a request is sent again: the request itself while the upstream client only reads it
+/// (its fast path), else a copy, made before a try that consumes the request (hyper's and h2's
+/// clients) or when the request is mirrored or its body was read here (`prepare`).
 struct Replay {
+    replayable: bool,
+    copy: Option<Copy>,
+}
+
+/// The parts of a request needed to send it again.
+struct Copy {
     method: Method,
     uri: Uri,
     version: Version,
@@ -341,21 +354,29 @@ struct Replay {
 }
 
 impl Replay {
-    /// The request's replayable copy without awaiting when the body is already known: none, or
-    /// in memory whole (the engine's own HTTP/1.1 server reads small bodies before routing; no
-    /// copy of them is made). `Some(None)`: known, but not to be replayed; `None`: the body
-    /// streams, `prepare` decides.
-    #[allow(clippy::option_option)] // "not known" and "not replayed" are different answers
-    fn at_once(req: &Request<ProxyBody>, policy: &RetryPolicy, mirrored: bool) -> Option<Option<Replay>> {
+    /// Whether the request can be sent again, without awaiting, when its body is already known:
+    /// none, or in memory whole (the engine's own HTTP/1.1 server reads small bodies before
+    /// routing). No copy is made here (`Replay::known` makes one when it is needed). `None`: the
+    /// body streams, `prepare` decides.
+    fn at_once(req: &Request<ProxyBody>, policy: &RetryPolicy, mirrored: bool) -> Option<bool> {
+        use http_body::Body as _;
+        if req.body().is_end_stream() {
+            return Some(true);
+        }
+        req.body().in_memory()?;
+        let (limit, wanted) = Replay::limit(req, policy, mirrored);
+        Some(wanted && req.body().size_hint().lower() <= limit)
+    }
+
+    /// A copy of a request whose body is known (`at_once`); the body's bytes are shared, not copied.
+    fn known(req: &Request<ProxyBody>) -> Copy {
         use http_body::Body as _;
         let data = if req.body().is_end_stream() {
             None
         } else {
-            req.body().in_memory()?.cloned()
+            req.body().in_memory().flatten().cloned()
         };
-        let (limit, wanted) = Replay::limit(req, policy, mirrored);
-        let keep = req.body().is_end_stream() || wanted && req.body().size_hint().lower() <= limit;
-        Some(keep.then(|| Replay::of(req, data, None)))
+        Replay::of(req, data, None)
     }
 
     /// The most body bytes kept for a replay, and whether the request is replayed at all.
@@ -375,7 +396,7 @@ impl Replay {
         req: &mut Request<ProxyBody>,
         policy: &RetryPolicy,
         mirrored: bool,
-    ) -> Result<Option<Replay>, BodyError> {
+    ) -> Result<Option<Copy>, BodyError> {
         use http_body::Body as _;
         if req.body().is_end_stream() {
             return Ok(Some(Replay::of(req, None, None)));
@@ -403,8 +424,8 @@ impl Replay {
         Ok(Some(Replay::of(req, Some(data), trailers)))
     }
 
-    fn of(req: &Request<ProxyBody>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
-        Replay {
+    fn of(req: &Request<ProxyBody>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Copy {
+        Copy {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -415,6 +436,9 @@ impl Replay {
         }
     }
 
+}
+
+impl Copy {
     /// A copy of the request to send again, boxed as the upstream client takes it.
     fn request(&self) -> Box<Request<ProxyBody>> {
         let mut body = ProxyBody::buffered(self.body.clone(), self.trailers.as_deref().cloned());
@@ -456,31 +480,44 @@ type Answer = Result<(Response<PeerBody>, Pooled), TryError>;
 /// endpoint not tried yet when the backend has one. Returns the last try's answer, the
 /// endpoint that gave it and when the try started.
 ///
-/// The request comes boxed and goes on as that box (retries send boxed copies of `replay`);
-/// `authority` is the upstream pool's key.
+///
+/// The request comes boxed and stays in its box: the upstream client's fast path borrows it
+/// (and a retry sends it again as it is); a path that consumes it gets it whole, after a copy
+/// for the retries was made (`Replay`). `authority` is the upstream pool's key.
 async fn forward<'b>(
     backend: &'b Backend,
     mut endpoint: &'b Arc<Endpoint>,
     req: Box<Request<ProxyBody>>,
     authority: &Authority,
-    replay: Option<&Replay>,
+    mut replay: Replay,
     policy: &RoutePolicy,
     inflight: &mut InFlight,
 ) -> (Answer, &'b Arc<Endpoint>, Instant) {
     let retry = &policy.retry;
-    let mut first = Some(req);
+    let limit = policy.timeouts.per_try;
+    let mut current = Some(req);
     let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
     // Held while a retry is in flight (dropped when the next one replaces it, or on return).
     let mut _retrying: Option<Slot> = None;
     let mut retries = 0;
     loop {
-        let req = match (first.take(), replay) {
+        let req = match (current.take(), &replay.copy) {
             (Some(req), _) => req,
-            (None, Some(replay)) => replay.request(),
+            (None, Some(copy)) => copy.request(),
             (None, None) => unreachable!("only a replayable request is tried again"),
         };
         let sent = Instant::now();
-        let answer = try_once(endpoint, authority, req, policy.timeouts.per_try).await;
+        let client = &endpoint.client;
+        let answer = if client.reads(&req) {
+            let answer = try_once(limit, || client.request_ref(authority, &req)).await;
+            current = Some(req);
+            answer
+        } else {
+            if replay.replayable && replay.copy.is_none() && retries < retry.attempts {
+                replay.copy = Some(Replay::known(&req));
+            }
+            try_once(limit, || client.request(authority, req)).await
+        };
         if matches!(answer, Err(TryError::PerTryTimeout)) {
             policy.stats.timeouts_per_try.fetch_add(1, Relaxed);
         }
@@ -492,7 +529,7 @@ async fn forward<'b>(
             Err(e) if e.failure() == Failure::RefusedStream => {}
             Err(_) => backend.record(endpoint, Outcome::GatewayError),
         }
-        if replay.is_none() || retries >= retry.attempts {
+        if !replay.replayable || retries >= retry.attempts {
             return (answer, endpoint, sent);
         }
         let failure = match &answer {
@@ -500,7 +537,12 @@ async fn forward<'b>(
             Ok((resp, _)) => Failure::Status(resp.status()),
             Err(e) => e.failure(),
         };
-        let Some(reason) = retry.condition(failure, &replay.expect("checked").method) else {
+        let method = match (&current, &replay.copy) {
+            (Some(req), _) => req.method(),
+            (None, Some(copy)) => &copy.method,
+            (None, None) => unreachable!("a copy is made before a replayable request is consumed"),
+        };
+        let Some(reason) = retry.condition(failure, method) else {
             return (answer, endpoint, sent);
         };
         if !retry.budget.withdraw() {
@@ -552,7 +594,7 @@ fn send_mirror(
     to: &Arc<Backend>,
     primary: &Backend,
     authority: &Authority,
-    replay: Option<&Replay>,
+    replay: Option<&Copy>,
     policy: &RoutePolicy,
 ) {
     let endpoint = to.pick().filter(|_| to.protocol == primary.protocol);
@@ -615,13 +657,13 @@ async fn within<T, F: Future<Output = T>>(
     }
 }
 
-async fn try_once(
-    endpoint: &Endpoint,
-    authority: &Authority,
-    req: Box<Request<ProxyBody>>,
-    limit: Option<Duration>,
-) -> Answer {
-    let sending = endpoint.client.request(authority, req);
+/// One try within the route's per-try timeout. The future `sending` makes is made here (as in
+/// `within`), not passed in.
+async fn try_once<F>(limit: Option<Duration>, sending: impl FnOnce() -> F) -> Answer
+where
+    F: Future<Output = Result<(Response<PeerBody>, Pooled), UpstreamError>>,
+{
+    let sending = sending();
     match limit {
         None => sending.await.map_err(TryError::Upstream),
         Some(limit) => match tokio::time::timeout(limit, sending).await {
