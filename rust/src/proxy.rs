@@ -157,12 +157,22 @@ impl Conn {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
         let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
-        // Whether the request may be sent again, and its copy when one is needed already.
-        let (replayable, copy) = match Replay::at_once(&req, &policy.retry, mirror.is_some()) {
-            Some(keep) => (keep, (keep && mirror.is_some()).then(|| Replay::known(&req))),
+        // Whether the request may be sent again, and its copy when one is needed already (kept
+        // here and lent to `forward`, which makes it when a try would consume the request).
+        let mut copy = None;
+        let replayable = match Replay::at_once(&req, &policy.retry, mirror.is_some()) {
+            Some(keep) => {
+                if keep && mirror.is_some() {
+                    copy = Some(Replay::known(&req));
+                }
+                keep
+            }
             // Boxed: rare (a body still streaming), and its future is large.
             None => match Box::pin(Replay::prepare(&mut req, &policy.retry, mirror.is_some())).await {
-                Ok(copy) => (copy.is_some(), copy),
+                Ok(read) => {
+                    copy = read;
+                    copy.is_some()
+                }
                 // The client's body failed while it was being buffered.
                 Err(_) => return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight),
             },
@@ -174,12 +184,8 @@ impl Conn {
         // references and the request's box); whoever must move this future boxes it once
         // (the HTTP/2 server per stream, `listener` for hyper's server).
         let forwarding = {
-            let (key, inflight) = (&key, &mut inflight);
-            let replay = Replay {
-                replayable,
-                copy,
-            };
-            move || forward(backend, endpoint, req, key, replay, policy, inflight)
+            let (key, copy, inflight) = (&key, &mut copy, &mut inflight);
+            move || forward(backend, endpoint, req, key, (replayable, copy), policy, inflight)
         };
         let Some((result, endpoint, sent)) = within(policy, start, forwarding).await else {
             return local(StatusCode::GATEWAY_TIMEOUT, None, &target.stats, start, inflight);
@@ -332,16 +338,10 @@ fn edit_response<H: HeaderEdit>(
     }
 }
 
-/// How a request is sent again: the request itself while the upstream client only reads it
-/// (its fast path), else a copy, made before a try that consumes the request (hyper's and h2's
-/// clients) or when the request is mirrored or its body was read here (`prepare`).
+/// The parts of a request needed to send it again. A request is sent again as itself while
+/// the upstream client only reads it (its fast path); a copy is made before a try that consumes
+/// it (hyper's and h2's clients), for a mirror, or when its body was read here (`prepare`).
 struct Replay {
-    replayable: bool,
-    copy: Option<Copy>,
-}
-
-/// The parts of a request needed to send it again.
-struct Copy {
     method: Method,
     uri: Uri,
     version: Version,
@@ -369,7 +369,7 @@ impl Replay {
     }
 
     /// A copy of a request whose body is known (`at_once`); the body's bytes are shared, not copied.
-    fn known(req: &Request<ProxyBody>) -> Copy {
+    fn known(req: &Request<ProxyBody>) -> Replay {
         use http_body::Body as _;
         let data = if req.body().is_end_stream() {
             None
@@ -396,7 +396,7 @@ impl Replay {
         req: &mut Request<ProxyBody>,
         policy: &RetryPolicy,
         mirrored: bool,
-    ) -> Result<Option<Copy>, BodyError> {
+    ) -> Result<Option<Replay>, BodyError> {
         use http_body::Body as _;
         if req.body().is_end_stream() {
             return Ok(Some(Replay::of(req, None, None)));
@@ -424,8 +424,8 @@ impl Replay {
         Ok(Some(Replay::of(req, Some(data), trailers)))
     }
 
-    fn of(req: &Request<ProxyBody>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Copy {
-        Copy {
+    fn of(req: &Request<ProxyBody>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
+        Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -436,9 +436,7 @@ impl Replay {
         }
     }
 
-}
 
-impl Copy {
     /// A copy of the request to send again, boxed as the upstream client takes it.
     fn request(&self) -> Box<Request<ProxyBody>> {
         let mut body = ProxyBody::buffered(self.body.clone(), self.trailers.as_deref().cloned());
@@ -483,25 +481,27 @@ type Answer = Result<(Response<PeerBody>, Pooled), TryError>;
 ///
 /// The request comes boxed and stays in its box: the upstream client's fast path borrows it
 /// (and a retry sends it again as it is); a path that consumes it gets it whole, after a copy
-/// for the retries was made (`Replay`). `authority` is the upstream pool's key.
+/// for the retries was made (`Replay`; `replay`: whether the request may be sent again, and its
+/// copy if one was made). `authority` is the upstream pool's key.
 async fn forward<'b>(
     backend: &'b Backend,
     mut endpoint: &'b Arc<Endpoint>,
     req: Box<Request<ProxyBody>>,
     authority: &Authority,
-    mut replay: Replay,
+    replay: (bool, &mut Option<Replay>),
     policy: &RoutePolicy,
     inflight: &mut InFlight,
 ) -> (Answer, &'b Arc<Endpoint>, Instant) {
     let retry = &policy.retry;
     let limit = policy.timeouts.per_try;
+    let (replayable, copy) = replay;
     let mut current = Some(req);
     let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
     // Held while a retry is in flight (dropped when the next one replaces it, or on return).
     let mut _retrying: Option<Slot> = None;
     let mut retries = 0;
     loop {
-        let req = match (current.take(), &replay.copy) {
+        let req = match (current.take(), &*copy) {
             (Some(req), _) => req,
             (None, Some(copy)) => copy.request(),
             (None, None) => unreachable!("only a replayable request is tried again"),
@@ -513,8 +513,8 @@ async fn forward<'b>(
             current = Some(req);
             answer
         } else {
-            if replay.replayable && replay.copy.is_none() && retries < retry.attempts {
-                replay.copy = Some(Replay::known(&req));
+            if replayable && copy.is_none() && retries < retry.attempts {
+                *copy = Some(Replay::known(&req));
             }
             try_once(limit, || client.request(authority, req)).await
         };
@@ -529,7 +529,7 @@ async fn forward<'b>(
             Err(e) if e.failure() == Failure::RefusedStream => {}
             Err(_) => backend.record(endpoint, Outcome::GatewayError),
         }
-        if !replay.replayable || retries >= retry.attempts {
+        if !replayable || retries >= retry.attempts {
             return (answer, endpoint, sent);
         }
         let failure = match &answer {
@@ -537,7 +537,7 @@ async fn forward<'b>(
             Ok((resp, _)) => Failure::Status(resp.status()),
             Err(e) => e.failure(),
         };
-        let method = match (&current, &replay.copy) {
+        let method = match (&current, &*copy) {
             (Some(req), _) => req.method(),
             (None, Some(copy)) => &copy.method,
             (None, None) => unreachable!("a copy is made before a replayable request is consumed"),
@@ -594,7 +594,7 @@ fn send_mirror(
     to: &Arc<Backend>,
     primary: &Backend,
     authority: &Authority,
-    replay: Option<&Copy>,
+    replay: Option<&Replay>,
     policy: &RoutePolicy,
 ) {
     let endpoint = to.pick().filter(|_| to.protocol == primary.protocol);
@@ -854,3 +854,4 @@ mod host_tests {
         }
     }
 }
+
