@@ -500,7 +500,10 @@ impl UpstreamClient {
         req: &Request<ProxyBody>,
     ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
         let shared = &self.shared;
-        let body = req.body().known_ref().expect("the fast path takes known bodies (`reads`)");
+        let body = req
+            .body()
+            .known_ref()
+            .expect("the fast path takes known bodies (`reads`)");
         // The client's fields as bytes, when they still are (`ProxyBody::head`).
         let raw = req.body().head();
         let fields = Fields {
@@ -533,7 +536,10 @@ impl UpstreamClient {
                 None => shared.freed().await,
             }
         };
-        let head = conn.read_head(method == Method::HEAD).await.map_err(UpstreamError::Io)?;
+        let head = conn
+            .read_head(method == Method::HEAD)
+            .await
+            .map_err(UpstreamError::Io)?;
         let back = Return {
             shared: shared.clone(),
             authority: authority.clone(),

@@ -436,7 +436,6 @@ impl Replay {
         }
     }
 
-
     /// A copy of the request to send again, boxed as the upstream client takes it.
     fn request(&self) -> Box<Request<ProxyBody>> {
         let mut body = ProxyBody::buffered(self.body.clone(), self.trailers.as_deref().cloned());
@@ -854,4 +853,3 @@ mod host_tests {
         }
     }
 }
-
