@@ -311,7 +311,10 @@ impl PoolState {
             Some(i) => i,
             None => {
                 self.hosts.push(HostPool {
-                    authority: authority.clone(),
+                    // A copy: a request's authority may share a read buffer (its `Host`), which
+                    // the pool would keep alive.
+                    authority: Authority::from_maybe_shared(Bytes::copy_from_slice(authority.as_str().as_bytes()))
+                        .unwrap_or_else(|_| authority.clone()),
                     idle: Vec::new(),
                     raw: Vec::new(),
                     h2: H2Slot::None,

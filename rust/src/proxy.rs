@@ -714,13 +714,21 @@ fn refused(err: &UpstreamError) -> bool {
     false
 }
 
-/// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1), else `Host`.
+/// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1), else `Host`. A `Host`
+/// kept as bytes is shared, not copied (the upstream pool's key is cloned per request; a
+/// copied one was also promoted to shared, a second allocation).
 fn authority(req: &Request<ProxyBody>) -> Option<Authority> {
     if let Some(a) = req.uri().authority() {
         return Some(a.clone());
     }
     let host = match req.body().head() {
-        Some(raw) => raw.get(HOST.as_str())?,
+        Some(raw) => {
+            let host = raw.get(HOST.as_str())?;
+            if let Some(shared) = raw.share(host) {
+                return Authority::from_maybe_shared(shared).ok();
+            }
+            host
+        }
         None => req.headers().get(HOST)?.as_bytes(),
     };
     Authority::try_from(host).ok()
@@ -832,6 +840,40 @@ fn local_body(
 #[cfg(test)]
 mod host_tests {
     use super::*;
+
+    /// A request whose fields are bytes (`h1::server`) with `Host: host`.
+    fn raw_request(host: &str) -> (Request<ProxyBody>, Bytes) {
+        let block = Bytes::from(format!("GET / HTTP/1.1\r\nx-a: 1\r\nHost: {host}\r\n\r\n"));
+        let name = block.windows(4).position(|w| w == b"Host").unwrap();
+        let value = name + 6;
+        let spans = [[16, 19, 21, 22], [name, name + 4, value, value + host.len()]];
+        let mut body = ProxyBody::none();
+        body.set_head(Some(Arc::new(RawHeaders::new(block.clone(), &spans))));
+        (Request::new(body), block)
+    }
+
+    fn within(a: &Authority, block: &Bytes) -> bool {
+        let (at, start) = (a.as_str().as_ptr() as usize, block.as_ptr() as usize);
+        at >= start && at < start + block.len()
+    }
+
+    #[test]
+    fn a_host_kept_as_bytes_becomes_the_authority_without_a_copy() {
+        let (req, block) = raw_request("example.com:8080");
+        let a = authority(&req).unwrap();
+        assert_eq!(a.as_str(), "example.com:8080");
+        assert!(within(&a, &block), "shares the head's bytes");
+        // A `Host` an edit put there is not in the head's bytes: copied.
+        let (mut req, block) = raw_request("example.com:8080");
+        let mut head = req.body_mut().take_head().unwrap();
+        Arc::make_mut(&mut head).insert(HOST, HeaderValue::from_static("other:81"));
+        req.body_mut().set_head(Some(head));
+        let a = authority(&req).unwrap();
+        assert_eq!(a.as_str(), "other:81");
+        assert!(!within(&a, &block));
+        // Not a valid authority: none, as before.
+        assert!(authority(&raw_request("a b").0).is_none());
+    }
 
     #[test]
     fn host_of_matches_authority_host() {

@@ -73,11 +73,16 @@ enum Parse {
 }
 
 /// Serves `io` until the client or a drain closes it; `Some` when hyper must take over.
-pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bool>) -> Option<Handoff> {
+pub async fn serve(mut io: TcpStream, conn: &Conn, drain: watch::Receiver<bool>) -> Option<Handoff> {
     let mut buf = BytesMut::with_capacity(READ);
     let mut spans: Vec<[usize; 4]> = Vec::new();
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut draining = false;
+    // Made once per connection, not per request: a `changed()` future registers with the
+    // watch's `Notify` when first polled and unregisters when dropped (~300 instructions per
+    // request, callgrind). On a clone, so `drain` can still be read while it is pending.
+    let mut watch = drain.clone();
+    let mut drained = std::pin::pin!(watch.changed());
     loop {
         let head = loop {
             if !buf.is_empty() {
@@ -92,7 +97,7 @@ pub async fn serve(mut io: TcpStream, conn: &Conn, mut drain: watch::Receiver<bo
                 tokio::select! {
                     biased;
                     r = std::future::poll_fn(|cx| fill(&mut io, &mut buf, cx)) => r,
-                    _ = drain.changed() => { draining = true; continue; }
+                    _ = &mut drained => { draining = true; continue; }
                 }
             } else if buf.is_empty() {
                 return None;
