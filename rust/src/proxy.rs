@@ -23,7 +23,7 @@ use crate::body::{BodyError, Deadline, InFlight, PeerBody, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
 use crate::headers::raw::{HeaderEdit, RawHeaders};
-use crate::pool::{Pooled, UpstreamError};
+use crate::pool::{Pooled, Reply, UpstreamError};
 use crate::retry::{Failure, RetryPolicy, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::route::filters::{hit, RequestTarget};
 use crate::route::Route;
@@ -468,7 +468,7 @@ impl TryError {
     }
 }
 
-type Answer = Result<(Response<PeerBody>, Pooled), TryError>;
+type Answer = Result<Reply, TryError>;
 
 /// Sends a request to an endpoint, and again while the route's retry policy says so: the
 /// request is replayable (`Replay`), its failure matches a retry condition (`RetryPolicy::
@@ -660,7 +660,7 @@ async fn within<T, F: Future<Output = T>>(
 /// `within`), not passed in.
 async fn try_once<F>(limit: Option<Duration>, sending: impl FnOnce() -> F) -> Answer
 where
-    F: Future<Output = Result<(Response<PeerBody>, Pooled), UpstreamError>>,
+    F: Future<Output = Result<Reply, UpstreamError>>,
 {
     let sending = sending();
     match limit {
@@ -674,7 +674,7 @@ where
 
 /// A response that will be retried: its connection goes back to the pool when its body has
 /// already ended, else it closes (reading an unknown body to reuse a connection is not worth it).
-fn discard(resp: Response<PeerBody>, pooled: Pooled) {
+fn discard(resp: Box<Response<PeerBody>>, pooled: Pooled) {
     use http_body::Body as _;
     let ended = resp.body().is_end_stream();
     drop(resp);
