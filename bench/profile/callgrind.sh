@@ -4,6 +4,7 @@
 # Instruction counts barely depend on machine load, so this compares builds on a busy machine.
 # usage: bench/profile/callgrind.sh LABEL [h1|h2c]   (from any directory; needs valgrind, nginx, h2load)
 #   prints "LABEL MODE Ir/req: N (file)"; keeps the callgrind file for callgrind_annotate.
+#   CG_VALGRIND_ARGS: more valgrind options, e.g. --dump-instr=yes for memcpy_sites.py.
 set -u
 LABEL=$1; MODE=${2:-h1}
 D=${CG_DIR:-/tmp/cg}; mkdir -p "$D"
@@ -49,7 +50,7 @@ Y
 if ss -ltn | grep -q ":$PX "; then echo "port $PX is in use: set CG_PROXY_PORT" >&2; exit 1; fi
 OUT=$D/cg.$LABEL.$MODE.out
 rm -f $OUT
-PYTHONPATH=src valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$OUT \
+PYTHONPATH=src valgrind --tool=callgrind --instr-atstart=no ${CG_VALGRIND_ARGS:-} --callgrind-out-file=$OUT \
   .venv/bin/python -m fastmesh proxy --config $D/fm.yaml --admin-address 127.0.0.1:0 --listener outbound=127.0.0.1:$PX > $D/fm.log 2>&1 &
 VP=$!
 for i in $(seq 1 240); do ss -ltn | grep -q ":$PX " && break; sleep 1; done

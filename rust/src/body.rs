@@ -188,8 +188,9 @@ pin_project_lite::pin_project! {
         // The upstream connection a response body comes on: back to its pool once the body
         // is read to its end.
         pooled: Option<Pooled>,
-        // A response body must end before the route's timeout (none: no timer at all).
-        deadline: Option<Deadline>,
+        // A response body must end before the route's timeout (none: no timer at all). Boxed:
+        // rare, and a response is moved by value.
+        deadline: Option<Box<Deadline>>,
         // A request's header fields kept as the bytes the client sent (`headers::raw`, from
         // `h1::server` and `h2::server`); the request's `HeaderMap` is empty then. Shared: the replay copy of
         // the request (`proxy::Replay`) takes a reference, not a copy; one pointer to move.
@@ -297,13 +298,14 @@ impl ProxyBody {
     }
 
     /// The whole body when it is known before sending (no body, or data in memory without
-    /// trailers): `Some(None)` no body, `Some(Some(data))`; `None` when it streams.
-    pub fn known(&mut self) -> Option<Option<Bytes>> {
+    /// trailers): `Some(None)` no body, `Some(Some(data))`; `None` when it streams. Not taken:
+    /// the upstream client's fast path reads it, and a retry sends the same request again.
+    pub fn known_ref(&self) -> Option<Option<&Bytes>> {
         let streaming = self.inner.as_ref().is_some_and(|b| !b.is_end_stream());
         if streaming || self.trailers.is_some() {
             return None;
         }
-        Some(self.buffered.take())
+        Some(self.buffered.as_ref())
     }
 
     /// The whole body when it is in memory (no body, or data without trailers) and nothing was
@@ -340,7 +342,7 @@ impl ProxyBody {
     /// Cuts the body (an error to the client, counted) if it has not ended by `deadline`.
     #[must_use]
     pub fn until(mut self, deadline: Deadline) -> Self {
-        self.deadline = Some(deadline);
+        self.deadline = Some(Box::new(deadline));
         self
     }
 

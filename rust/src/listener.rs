@@ -127,7 +127,10 @@ impl Server {
     {
         let service = service_fn(move |req: Request<Incoming>| {
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(conn.handle(req.map(ProxyBody::request)).await) }
+            // Boxed: hyper moves the service future (into a task per HTTP/2 stream), and the
+            // request's future is large (the upstream client's is made in place in it).
+            let handling = Box::pin(async move { conn.handle(req.map(ProxyBody::request)).await });
+            async move { Ok::<_, Infallible>(handling.await) }
         });
         let connection = self.builder.serve_connection(TokioIo::new(io), service).into_owned();
         let watched = self.drain.watch(connection)?;

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
@@ -255,6 +254,10 @@ impl std::error::Error for UpstreamError {
     }
 }
 
+/// A response from an endpoint (boxed: moved by value on its way up, it was ~10 copies of 152
+/// bytes per request) and the connection it came on.
+pub type Reply = (Box<Response<PeerBody>>, Pooled);
+
 /// The connections of one endpoint.
 pub struct UpstreamClient {
     shared: Arc<Shared>,
@@ -312,7 +315,10 @@ impl PoolState {
             Some(i) => i,
             None => {
                 self.hosts.push(HostPool {
-                    authority: authority.clone(),
+                    // A copy: a request's authority may share a read buffer (its `Host`), which
+                    // the pool would keep alive.
+                    authority: Authority::from_maybe_shared(Bytes::copy_from_slice(authority.as_str().as_bytes()))
+                        .unwrap_or_else(|_| authority.clone()),
                     idle: Vec::new(),
                     raw: Vec::new(),
                     h2: H2Slot::None,
@@ -332,8 +338,12 @@ fn same(a: &Authority, b: &Authority) -> bool {
 
 /// A connection a response came on; part of the response body. `release` (the body was read
 /// to its end) gives an HTTP/1.1 connection back to the pool; dropping it otherwise closes it.
-/// For HTTP/2 it counts the request as finished on its connection either way.
-pub struct Pooled {
+/// For HTTP/2 it counts the request as finished on its connection either way. Empty for the
+/// engine's own HTTP/1.1 client, whose body gives its connection back itself: one pointer,
+/// boxed for hyper's connections, as it is moved with every response (callgrind).
+pub struct Pooled(Option<Box<Held>>);
+
+struct Held {
     shared: Arc<Shared>,
     authority: Authority,
     conn: PooledConn,
@@ -357,16 +367,25 @@ impl Return {
 }
 
 impl Pooled {
+    fn new(shared: &Arc<Shared>, authority: &Authority, conn: PooledConn) -> Self {
+        Pooled(Some(Box::new(Held {
+            shared: shared.clone(),
+            authority: authority.clone(),
+            conn,
+        })))
+    }
+
     pub fn release(mut self) {
-        if let PooledConn::H1(sender) = &mut self.conn {
+        let Some(held) = self.0.as_deref_mut() else { return };
+        if let PooledConn::H1(sender) = &mut held.conn {
             if let Some(mut sender) = sender.take() {
                 if sender.is_ready() {
-                    self.shared.put_idle(&self.authority, sender);
+                    held.shared.put_idle(&held.authority, sender);
                 } else {
                     // Still busy (say the request body is still going up): idle once it is
                     // done, so a checkout never waits behind another request.
-                    let shared = self.shared.clone();
-                    let authority = self.authority.clone();
+                    let shared = held.shared.clone();
+                    let authority = held.authority.clone();
                     tokio::spawn(async move {
                         if sender.ready().await.is_ok() {
                             shared.put_idle(&authority, sender);
@@ -378,7 +397,7 @@ impl Pooled {
     }
 }
 
-impl Drop for Pooled {
+impl Drop for Held {
     fn drop(&mut self) {
         if let PooledConn::H2(id) = self.conn {
             self.shared.h2_done(&self.authority, id);
@@ -403,24 +422,34 @@ impl UpstreamClient {
     /// Sends `req` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2) on a
     /// connection for `authority`.
     ///
-    /// The HTTP/1.1 path is written out here rather than in a function of its own: one async
-    /// layer less moves the request and its future one time less per request (callgrind).
-    pub async fn request(
-        &self,
-        authority: &Authority,
-        mut req: Request<ProxyBody>,
-    ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
+    /// The request stays in its box (the fast path only reads it); the other paths (hyper's
+    /// HTTP/1.1 and HTTP/2 clients: streamed bodies, TLS, h2c upstreams) run in a boxed future
+    /// of their own, so this future stays as small as the fast path's (callgrind: a future is
+    /// copied whole where it is boxed, by the HTTP/2 server per stream).
+    pub async fn request(&self, authority: &Authority, req: Box<Request<ProxyBody>>) -> Result<Reply, UpstreamError> {
         if self.shared.protocol == Protocol::H2c {
-            crate::body::materialize(&mut req);
-            let (resp, pooled) = self.send_h2(authority, req).await?;
-            return Ok((resp.map(PeerBody::Hyper), pooled));
+            return Box::pin(self.send_h2(authority, req)).await;
         }
+        if self.reads(&req) {
+            return self.send_raw(authority, &req).await;
+        }
+        Box::pin(self.send_h1(authority, *req)).await
+    }
+
+    /// Whether `request_ref` can send `req`: the fast path (`h1`), which reads the request and
+    /// leaves it as it was, so it can be sent again as it is. The other paths consume it.
+    pub fn reads(&self, req: &Request<ProxyBody>) -> bool {
+        self.shared.raw && req.body().known_ref().is_some()
+    }
+
+    /// `request` for a request the fast path can send (`reads`), by reference.
+    pub async fn request_ref(&self, authority: &Authority, req: &Request<ProxyBody>) -> Result<Reply, UpstreamError> {
+        self.send_raw(authority, req).await
+    }
+
+    /// HTTP/1.1 on hyper's client.
+    async fn send_h1(&self, authority: &Authority, mut req: Request<ProxyBody>) -> Result<Reply, UpstreamError> {
         let shared = &self.shared;
-        if shared.raw {
-            if let Some(body) = req.body_mut().known() {
-                return self.send_raw(authority, req, body).await;
-            }
-        }
         // hyper's client takes a `HeaderMap`.
         crate::body::materialize(&mut req);
         let mut pending = None;
@@ -430,7 +459,7 @@ impl UpstreamClient {
                     continue;
                 }
                 match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp.map(PeerBody::Hyper), shared.pooled_h1(authority, sender))),
+                    Ok(resp) => return Ok((Box::new(resp.map(PeerBody::Hyper)), shared.pooled_h1(authority, sender))),
                     Err(mut e) => match e.take_message() {
                         // Refused before it was written (the connection was closing): the next one.
                         Some(r) => req = r,
@@ -453,33 +482,31 @@ impl UpstreamClient {
             let _ = conn.await;
         });
         let resp = sender.send_request(req).await.map_err(UpstreamError::Http)?;
-        Ok((resp.map(PeerBody::Hyper), shared.pooled_h1(authority, sender)))
+        Ok((Box::new(resp.map(PeerBody::Hyper)), shared.pooled_h1(authority, sender)))
     }
 
     /// The fast path (`h1`): a request whose body is in memory, on a connection this task
     /// drives. A reused connection that fails while the request is written is dropped and the
     /// next one tried (nothing reached the upstream that it could have processed); a failure
     /// after that is the request's (`UpstreamError::Io`, a reset to the retry policy).
-    async fn send_raw(
-        &self,
-        authority: &Authority,
-        req: Request<ProxyBody>,
-        body: Option<Bytes>,
-    ) -> Result<(Response<PeerBody>, Pooled), UpstreamError> {
+    async fn send_raw(&self, authority: &Authority, req: &Request<ProxyBody>) -> Result<Reply, UpstreamError> {
         let shared = &self.shared;
-        let (parts, mut rest) = req.into_parts();
+        let body = req
+            .body()
+            .known_ref()
+            .expect("the fast path takes known bodies (`reads`)");
         // The client's fields as bytes, when they still are (`ProxyBody::head`).
-        let raw = rest.take_head();
-        drop(rest);
+        let raw = req.body().head();
         let fields = Fields {
-            map: &parts.headers,
-            raw: raw.as_deref(),
+            map: req.headers(),
+            raw,
         };
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let method = req.method();
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let mut pending = None;
         let mut conn = loop {
             if let Some(mut conn) = shared.take_raw_idle(authority) {
-                if conn.send(&parts.method, target, fields, body.as_ref()).await.is_ok() {
+                if conn.send(method, target, fields, body).await.is_ok() {
                     break conn;
                 }
                 continue;
@@ -492,7 +519,7 @@ impl UpstreamClient {
                     let mut conn = Box::pin(shared.connector.connect_raw(reserved))
                         .await
                         .map_err(UpstreamError::Connect)?;
-                    conn.send(&parts.method, target, fields, body.as_ref())
+                    conn.send(method, target, fields, body)
                         .await
                         .map_err(UpstreamError::Io)?;
                     break conn;
@@ -501,7 +528,7 @@ impl UpstreamClient {
             }
         };
         let head = conn
-            .read_head(parts.method == Method::HEAD)
+            .read_head(method == Method::HEAD)
             .await
             .map_err(UpstreamError::Io)?;
         let back = Return {
@@ -517,35 +544,26 @@ impl UpstreamClient {
             (None, Some(head.headers.into_map()))
         };
         let body = RawBody::new(conn, fields, head.framing, head.keep_alive, back);
-        let mut resp = Response::new(PeerBody::Raw(Box::new(body)));
+        // Boxed: it goes up through the try, the retry loop and the timeout as one pointer.
+        let mut resp = Box::new(Response::new(PeerBody::Raw(body)));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
         if let Some(map) = map {
             *resp.headers_mut() = map;
         }
         // The body gives the connection back itself.
-        let pooled = Pooled {
-            shared: shared.clone(),
-            authority: authority.clone(),
-            conn: PooledConn::H1(None),
-        };
-        Ok((resp, pooled))
+        Ok((resp, Pooled(None)))
     }
 
-    async fn send_h2(
-        &self,
-        authority: &Authority,
-        req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Pooled), UpstreamError> {
+    /// HTTP/2 (h2c) on hyper's client.
+    async fn send_h2(&self, authority: &Authority, mut req: Box<Request<ProxyBody>>) -> Result<Reply, UpstreamError> {
+        // h2's client takes a `HeaderMap`.
+        crate::body::materialize(&mut req);
         let (mut sender, id) = self.h2_sender(authority).await?;
         // Counted active from here: dropped on error too.
-        let pooled = Pooled {
-            shared: self.shared.clone(),
-            authority: authority.clone(),
-            conn: PooledConn::H2(id),
-        };
-        let resp = sender.send_request(req).await.map_err(UpstreamError::Http)?;
-        Ok((resp, pooled))
+        let pooled = Pooled::new(&self.shared, authority, PooledConn::H2(id));
+        let resp = sender.send_request(*req).await.map_err(UpstreamError::Http)?;
+        Ok((Box::new(resp.map(PeerBody::Hyper)), pooled))
     }
 
     /// The authority's HTTP/2 connection (counted active for the caller), made once for all
@@ -640,11 +658,7 @@ impl Shared {
     }
 
     fn pooled_h1(self: &Arc<Self>, authority: &Authority, sender: http1::SendRequest<ProxyBody>) -> Pooled {
-        Pooled {
-            shared: self.clone(),
-            authority: authority.clone(),
-            conn: PooledConn::H1(Some(sender)),
-        }
+        Pooled::new(self, authority, PooledConn::H1(Some(sender)))
     }
 
     /// The most recently used idle connection still open and not expired.

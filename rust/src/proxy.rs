@@ -1,6 +1,7 @@
 //! The request path: load the snapshot once, pick the virtual host and the first matching
 //! route, apply its filters, pick a backend and an endpoint, forward, and stream both bodies.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,7 +23,7 @@ use crate::body::{BodyError, Deadline, InFlight, PeerBody, ProxyBody};
 use crate::config::Protocol;
 use crate::headers;
 use crate::headers::raw::{HeaderEdit, RawHeaders};
-use crate::pool::{Pooled, UpstreamError};
+use crate::pool::{Pooled, Reply, UpstreamError};
 use crate::retry::{Failure, RetryPolicy, RoutePolicy, DEFAULT_MAX_BODY};
 use crate::route::filters::{hit, RequestTarget};
 use crate::route::Route;
@@ -67,8 +68,17 @@ impl Conn {
     /// and `h2::server`) may get a response whose fields are bytes too (`ProxyBody::take_raw_head`,
     /// its `HeaderMap` empty then), already edited (hop-by-hop removed, the route's
     /// `ResponseHeaderModifier`, `set-cookie`); every other response has them in its `HeaderMap`.
+    ///
+    /// The request is boxed here, once: on its way (routing, the replay copy, retries, the
+    /// upstream client) it is passed as that box or borrowed, never moved by value (a request
+    /// is ~430 bytes; its moves were ~15 % of the instructions per request, callgrind).
+    pub fn handle(&self, req: Request<ProxyBody>) -> impl Future<Output = Response<ProxyBody>> + Send + '_ {
+        self.handle_boxed(Box::new(req))
+    }
+
+    /// `handle` for a request already in a box (`h1::server` builds it there).
     #[allow(clippy::too_many_lines)] // one request's path, read top to bottom
-    pub async fn handle(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
+    pub async fn handle_boxed(&self, mut req: Box<Request<ProxyBody>>) -> Response<ProxyBody> {
         let start = Instant::now();
         let mut inflight = InFlight::new(&self.proxy.stats);
         // In flight requests keep the snapshot they started with, even across a swap.
@@ -147,21 +157,36 @@ impl Conn {
             return local(StatusCode::INTERNAL_SERVER_ERROR, None, &target.stats, start, inflight);
         };
         let mirror = policy.mirror.as_ref().filter(|(_, percent)| hit(*percent));
-        let upstream = match Replay::at_once(req, key, &policy.retry, mirror.is_some()) {
-            Ok(upstream) => upstream,
-            Err((req, key)) => match Replay::prepare(req, key, &policy.retry, mirror.is_some()).await {
-                Ok(upstream) => upstream,
+        // Whether the request may be sent again, and its copy when one is needed already (kept
+        // here and lent to `forward`, which makes it when a try would consume the request).
+        let mut copy = None;
+        let replayable = match Replay::at_once(&req, &policy.retry, mirror.is_some()) {
+            Some(keep) => {
+                if keep && mirror.is_some() {
+                    copy = Some(Replay::known(&req));
+                }
+                keep
+            }
+            // Boxed: rare (a body still streaming), and its future is large.
+            None => match Box::pin(Replay::prepare(&mut req, &policy.retry, mirror.is_some())).await {
+                Ok(read) => {
+                    copy = read;
+                    copy.is_some()
+                }
                 // The client's body failed while it was being buffered.
                 Err(_) => return local(StatusCode::BAD_REQUEST, None, &target.stats, start, inflight),
             },
         };
         if let Some((to, _)) = mirror {
-            send_mirror(to, backend, &upstream, policy);
+            send_mirror(to, backend, &key, copy.as_ref(), policy);
         }
-        // Boxed: the forwarding future (pool, connection, retry) is large, and this future is
-        // moved whole when hyper stores or spawns it (a task per HTTP/2 stream). Boxing it
-        // keeps those moves small (callgrind: memcpy was 18 % of h2c instructions).
-        let forwarding = Box::pin(forward(backend, endpoint, upstream, policy, &mut inflight));
+        // Not boxed: the forwarding future is made in place in this one (its arguments are
+        // references and the request's box); whoever must move this future boxes it once
+        // (the HTTP/2 server per stream, `listener` for hyper's server).
+        let forwarding = {
+            let (key, copy, inflight) = (&key, &mut copy, &mut inflight);
+            move || forward(backend, endpoint, req, key, (replayable, copy), policy, inflight)
+        };
         let Some((result, endpoint, sent)) = within(policy, start, forwarding).await else {
             return local(StatusCode::GATEWAY_TIMEOUT, None, &target.stats, start, inflight);
         };
@@ -313,14 +338,9 @@ fn edit_response<H: HeaderEdit>(
     }
 }
 
-/// A request ready to go upstream: the pool's authority key and, when it can be sent again, a copy.
-struct Upstream {
-    req: Request<ProxyBody>,
-    authority: Authority,
-    replay: Option<Replay>,
-}
-
-/// The parts of a request needed to send it again.
+/// The parts of a request needed to send it again. A request is sent again as itself while
+/// the upstream client only reads it (its fast path); a copy is made before a try that consumes
+/// it (hyper's and h2's clients), for a mirror, or when its body was read here (`prepare`).
 struct Replay {
     method: Method,
     uri: Uri,
@@ -329,34 +349,34 @@ struct Replay {
     /// The fields kept as bytes (`ProxyBody::head`), if they are.
     head: Option<Arc<RawHeaders>>,
     body: Option<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// Boxed: rare, and a `HeaderMap` inline made the replay copy 88 bytes longer.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl Replay {
-    /// `prepare` without awaiting (no move of the request into an async fn's state) when the
-    /// body is already known: none, or in memory whole (the engine's own HTTP/1.1 server reads
-    /// small bodies before routing; no copy of them is made). `Err` gives the request back for
-    /// `prepare`.
-    #[allow(clippy::result_large_err)] // the request is given back, not an error
-    fn at_once(
-        req: Request<ProxyBody>,
-        authority: Authority,
-        policy: &RetryPolicy,
-        mirrored: bool,
-    ) -> Result<Upstream, (Request<ProxyBody>, Authority)> {
+    /// Whether the request can be sent again, without awaiting, when its body is already known:
+    /// none, or in memory whole (the engine's own HTTP/1.1 server reads small bodies before
+    /// routing). No copy is made here (`Replay::known` makes one when it is needed). `None`: the
+    /// body streams, `prepare` decides.
+    fn at_once(req: &Request<ProxyBody>, policy: &RetryPolicy, mirrored: bool) -> Option<bool> {
+        use http_body::Body as _;
+        if req.body().is_end_stream() {
+            return Some(true);
+        }
+        req.body().in_memory()?;
+        let (limit, wanted) = Replay::limit(req, policy, mirrored);
+        Some(wanted && req.body().size_hint().lower() <= limit)
+    }
+
+    /// A copy of a request whose body is known (`at_once`); the body's bytes are shared, not copied.
+    fn known(req: &Request<ProxyBody>) -> Replay {
         use http_body::Body as _;
         let data = if req.body().is_end_stream() {
             None
         } else {
-            match req.body().in_memory() {
-                Some(data) => data.cloned(),
-                None => return Err((req, authority)),
-            }
+            req.body().in_memory().flatten().cloned()
         };
-        let (limit, wanted) = Replay::limit(&req, policy, mirrored);
-        let keep = req.body().is_end_stream() || wanted && req.body().size_hint().lower() <= limit;
-        let replay = keep.then(|| Replay::of(&req, data, None));
-        Ok(Upstream { req, authority, replay })
+        Replay::of(req, data, None)
     }
 
     /// The most body bytes kept for a replay, and whether the request is replayed at all.
@@ -370,56 +390,38 @@ impl Replay {
     }
 
     /// A replayable copy of `req` when its body allows one: no body, or (for a method the policy
-    /// retries) a body of at most `max_body` bytes, which is read into memory here. Longer
-    /// bodies are streamed and never replayed.
+    /// retries) a body of at most `max_body` bytes, which is read into memory here (and put
+    /// back into `req` as a buffered body). Longer bodies are streamed and never replayed.
     async fn prepare(
-        req: Request<ProxyBody>,
-        authority: Authority,
+        req: &mut Request<ProxyBody>,
         policy: &RetryPolicy,
         mirrored: bool,
-    ) -> Result<Upstream, BodyError> {
+    ) -> Result<Option<Replay>, BodyError> {
         use http_body::Body as _;
         if req.body().is_end_stream() {
-            let replay = Replay::of(&req, None, None);
-            return Ok(Upstream {
-                req,
-                authority,
-                replay: Some(replay),
-            });
+            return Ok(Some(Replay::of(req, None, None)));
         }
-        let (limit, wanted) = Replay::limit(&req, policy, mirrored);
+        let (limit, wanted) = Replay::limit(req, policy, mirrored);
         // A body known to be longer is streamed at once; one of unknown length (chunked, HTTP/2
         // without content-length) is read up to the limit, then streamed if longer.
         let too_long = req.body().size_hint().lower() > limit;
         if too_long || !wanted {
-            return Ok(Upstream {
-                req,
-                authority,
-                replay: None,
-            });
+            return Ok(None);
         }
-        let (parts, mut body) = req.into_parts();
+        let mut body = std::mem::replace(req.body_mut(), ProxyBody::none());
         let head = body.take_head();
         let (data, trailers) = match body.read_up_to(limit).await? {
             Ok(read) => read,
             Err(mut longer) => {
                 longer.set_head(head);
-                return Ok(Upstream {
-                    req: Request::from_parts(parts, longer),
-                    authority,
-                    replay: None,
-                });
+                *req.body_mut() = longer;
+                return Ok(None);
             }
         };
         let mut body = ProxyBody::buffered(Some(data.clone()), trailers.clone());
         body.set_head(head);
-        let req = Request::from_parts(parts, body);
-        let replay = Replay::of(&req, Some(data), trailers);
-        Ok(Upstream {
-            req,
-            authority,
-            replay: Some(replay),
-        })
+        *req.body_mut() = body;
+        Ok(Some(Replay::of(req, Some(data), trailers)))
     }
 
     fn of(req: &Request<ProxyBody>, body: Option<Bytes>, trailers: Option<HeaderMap>) -> Replay {
@@ -430,14 +432,15 @@ impl Replay {
             headers: req.headers().clone(),
             head: req.body().head_shared(),
             body,
-            trailers,
+            trailers: trailers.map(Box::new),
         }
     }
 
-    fn request(&self) -> Request<ProxyBody> {
-        let mut body = ProxyBody::buffered(self.body.clone(), self.trailers.clone());
+    /// A copy of the request to send again, boxed as the upstream client takes it.
+    fn request(&self) -> Box<Request<ProxyBody>> {
+        let mut body = ProxyBody::buffered(self.body.clone(), self.trailers.as_deref().cloned());
         body.set_head(self.head.clone());
-        let mut copy = Request::new(body);
+        let mut copy = Box::new(Request::new(body));
         *copy.method_mut() = self.method.clone();
         *copy.uri_mut() = self.uri.clone();
         *copy.version_mut() = self.version;
@@ -465,7 +468,7 @@ impl TryError {
     }
 }
 
-type Answer = Result<(Response<PeerBody>, Pooled), TryError>;
+type Answer = Result<Reply, TryError>;
 
 /// Sends a request to an endpoint, and again while the route's retry policy says so: the
 /// request is replayable (`Replay`), its failure matches a retry condition (`RetryPolicy::
@@ -473,28 +476,47 @@ type Answer = Result<(Response<PeerBody>, Pooled), TryError>;
 /// attempts are left and the budget grants one. A retry waits its backoff and goes to an
 /// endpoint not tried yet when the backend has one. Returns the last try's answer, the
 /// endpoint that gave it and when the try started.
+///
+///
+/// The request comes boxed and stays in its box: the upstream client's fast path borrows it
+/// (and a retry sends it again as it is); a path that consumes it gets it whole, after a copy
+/// for the retries was made (`Replay`; `replay`: whether the request may be sent again, and its
+/// copy if one was made). `authority` is the upstream pool's key.
 async fn forward<'b>(
     backend: &'b Backend,
     mut endpoint: &'b Arc<Endpoint>,
-    upstream: Upstream,
+    req: Box<Request<ProxyBody>>,
+    authority: &Authority,
+    replay: (bool, &mut Option<Replay>),
     policy: &RoutePolicy,
     inflight: &mut InFlight,
 ) -> (Answer, &'b Arc<Endpoint>, Instant) {
-    let Upstream { req, authority, replay } = upstream;
     let retry = &policy.retry;
-    let mut first = Some(req);
+    let limit = policy.timeouts.per_try;
+    let (replayable, copy) = replay;
+    let mut current = Some(req);
     let mut tried: Vec<&Arc<Endpoint>> = Vec::new();
     // Held while a retry is in flight (dropped when the next one replaces it, or on return).
     let mut _retrying: Option<Slot> = None;
     let mut retries = 0;
     loop {
-        let req = match (first.take(), &replay) {
+        let req = match (current.take(), &*copy) {
             (Some(req), _) => req,
-            (None, Some(replay)) => replay.request(),
+            (None, Some(copy)) => copy.request(),
             (None, None) => unreachable!("only a replayable request is tried again"),
         };
         let sent = Instant::now();
-        let answer = try_once(endpoint, &authority, req, policy.timeouts.per_try).await;
+        let client = &endpoint.client;
+        let answer = if client.reads(&req) {
+            let answer = try_once(limit, || client.request_ref(authority, &req)).await;
+            current = Some(req);
+            answer
+        } else {
+            if replayable && copy.is_none() && retries < retry.attempts {
+                *copy = Some(Replay::known(&req));
+            }
+            try_once(limit, || client.request(authority, req)).await
+        };
         if matches!(answer, Err(TryError::PerTryTimeout)) {
             policy.stats.timeouts_per_try.fetch_add(1, Relaxed);
         }
@@ -506,7 +528,7 @@ async fn forward<'b>(
             Err(e) if e.failure() == Failure::RefusedStream => {}
             Err(_) => backend.record(endpoint, Outcome::GatewayError),
         }
-        if replay.is_none() || retries >= retry.attempts {
+        if !replayable || retries >= retry.attempts {
             return (answer, endpoint, sent);
         }
         let failure = match &answer {
@@ -514,7 +536,12 @@ async fn forward<'b>(
             Ok((resp, _)) => Failure::Status(resp.status()),
             Err(e) => e.failure(),
         };
-        let Some(reason) = retry.condition(failure, &replay.as_ref().expect("checked").method) else {
+        let method = match (&current, &*copy) {
+            (Some(req), _) => req.method(),
+            (None, Some(copy)) => &copy.method,
+            (None, None) => unreachable!("a copy is made before a replayable request is consumed"),
+        };
+        let Some(reason) = retry.condition(failure, method) else {
             return (answer, endpoint, sent);
         };
         if !retry.budget.withdraw() {
@@ -562,14 +589,20 @@ async fn inject(route: &Route) -> Option<StatusCode> {
 /// Sends a copy of the request to the mirror backend in its own task and ignores the answer
 /// (its body is read and dropped). Skipped (counted) when the request body could not be kept,
 /// or the mirror backend has no endpoint or speaks another protocol than the primary.
-fn send_mirror(to: &Arc<Backend>, primary: &Backend, upstream: &Upstream, policy: &RoutePolicy) {
+fn send_mirror(
+    to: &Arc<Backend>,
+    primary: &Backend,
+    authority: &Authority,
+    replay: Option<&Replay>,
+    policy: &RoutePolicy,
+) {
     let endpoint = to.pick().filter(|_| to.protocol == primary.protocol);
-    let (Some(endpoint), Some(replay)) = (endpoint, &upstream.replay) else {
+    let (Some(endpoint), Some(replay)) = (endpoint, replay) else {
         policy.stats.mirror_skipped.fetch_add(1, Relaxed);
         return;
     };
     policy.stats.mirrored.fetch_add(1, Relaxed);
-    let (endpoint, authority, req) = (endpoint.clone(), upstream.authority.clone(), replay.request());
+    let (endpoint, authority, req) = (endpoint.clone(), authority.clone(), replay.request());
     tokio::spawn(async move {
         if let Ok((resp, pooled)) = endpoint.client.request(&authority, req).await {
             let mut body = resp.into_body();
@@ -603,16 +636,18 @@ fn body_deadline(policy: &RoutePolicy, start: Instant, sent: Instant) -> Option<
     Some(Deadline::new(at, policy.stats.clone(), is_per_try))
 }
 
-/// Runs `forwarding` within the route's request timeout; `None` (counted) when it expired.
-async fn within<T>(
+/// Runs the future `forwarding` makes within the route's request timeout; `None` (counted) when
+/// it expired. Made here, not passed in: an async fn's argument is moved into its state, and
+/// the forwarding future is large (it holds the upstream client's).
+async fn within<T, F: Future<Output = T>>(
     policy: &RoutePolicy,
     start: Instant,
-    forwarding: impl std::future::Future<Output = T>,
+    forwarding: impl FnOnce() -> F,
 ) -> Option<T> {
     match policy.timeouts.request {
-        None => Some(forwarding.await),
+        None => Some(forwarding().await),
         Some(limit) => {
-            let done = tokio::time::timeout_at(start + limit, forwarding).await.ok();
+            let done = tokio::time::timeout_at(start + limit, forwarding()).await.ok();
             if done.is_none() {
                 policy.stats.timeouts_request.fetch_add(1, Relaxed);
             }
@@ -621,13 +656,13 @@ async fn within<T>(
     }
 }
 
-async fn try_once(
-    endpoint: &Endpoint,
-    authority: &Authority,
-    req: Request<ProxyBody>,
-    limit: Option<Duration>,
-) -> Answer {
-    let sending = endpoint.client.request(authority, req);
+/// One try within the route's per-try timeout. The future `sending` makes is made here (as in
+/// `within`), not passed in.
+async fn try_once<F>(limit: Option<Duration>, sending: impl FnOnce() -> F) -> Answer
+where
+    F: Future<Output = Result<Reply, UpstreamError>>,
+{
+    let sending = sending();
     match limit {
         None => sending.await.map_err(TryError::Upstream),
         Some(limit) => match tokio::time::timeout(limit, sending).await {
@@ -639,7 +674,7 @@ async fn try_once(
 
 /// A response that will be retried: its connection goes back to the pool when its body has
 /// already ended, else it closes (reading an unknown body to reuse a connection is not worth it).
-fn discard(resp: Response<PeerBody>, pooled: Pooled) {
+fn discard(resp: Box<Response<PeerBody>>, pooled: Pooled) {
     use http_body::Body as _;
     let ended = resp.body().is_end_stream();
     drop(resp);
@@ -679,14 +714,22 @@ fn refused(err: &UpstreamError) -> bool {
     false
 }
 
-/// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1), else `Host`.
+/// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1), else `Host`. A `Host`
+/// kept as bytes is shared, not copied (the upstream pool's key is cloned per request; a
+/// copied one was also promoted to shared, a second allocation).
 fn authority(req: &Request<ProxyBody>) -> Option<Authority> {
     if let Some(a) = req.uri().authority() {
         return Some(a.clone());
     }
     let host = match req.body().head() {
-        // By its tag (`parse` room: no `tag_of` per request).
-        Some(raw) => raw.get(crate::headers::raw::Known::HOST)?,
+        // By its tag (no `tag_of` per request), shared with the head's block (no copy).
+        Some(raw) => {
+            let host = raw.get(crate::headers::raw::Known::HOST)?;
+            if let Some(shared) = raw.share(host) {
+                return Authority::from_maybe_shared(shared).ok();
+            }
+            host
+        }
         None => req.headers().get(HOST)?.as_bytes(),
     };
     Authority::try_from(host).ok()
@@ -798,6 +841,40 @@ fn local_body(
 #[cfg(test)]
 mod host_tests {
     use super::*;
+
+    /// A request whose fields are bytes (`h1::server`) with `Host: host`.
+    fn raw_request(host: &str) -> (Request<ProxyBody>, Bytes) {
+        let block = Bytes::from(format!("GET / HTTP/1.1\r\nx-a: 1\r\nHost: {host}\r\n\r\n"));
+        let name = block.windows(4).position(|w| w == b"Host").unwrap();
+        let value = name + 6;
+        let spans = [[16, 19, 21, 22], [name, name + 4, value, value + host.len()]];
+        let mut body = ProxyBody::none();
+        body.set_head(Some(Arc::new(RawHeaders::new(block.clone(), &spans))));
+        (Request::new(body), block)
+    }
+
+    fn within(a: &Authority, block: &Bytes) -> bool {
+        let (at, start) = (a.as_str().as_ptr() as usize, block.as_ptr() as usize);
+        at >= start && at < start + block.len()
+    }
+
+    #[test]
+    fn a_host_kept_as_bytes_becomes_the_authority_without_a_copy() {
+        let (req, block) = raw_request("example.com:8080");
+        let a = authority(&req).unwrap();
+        assert_eq!(a.as_str(), "example.com:8080");
+        assert!(within(&a, &block), "shares the head's bytes");
+        // A `Host` an edit put there is not in the head's bytes: copied.
+        let (mut req, block) = raw_request("example.com:8080");
+        let mut head = req.body_mut().take_head().unwrap();
+        Arc::make_mut(&mut head).insert(HOST, HeaderValue::from_static("other:81"));
+        req.body_mut().set_head(Some(head));
+        let a = authority(&req).unwrap();
+        assert_eq!(a.as_str(), "other:81");
+        assert!(!within(&a, &block));
+        // Not a valid authority: none, as before.
+        assert!(authority(&raw_request("a b").0).is_none());
+    }
 
     #[test]
     fn host_of_matches_authority_host() {

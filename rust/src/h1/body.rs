@@ -19,8 +19,8 @@ pub struct RawBody {
     state: State,
     keep_alive: bool,
     release: Option<Return>,
-    /// Trailers found after the last chunk, delivered after the data.
-    trailers: Option<HeaderMap>,
+    /// Trailers found after the last chunk, delivered after the data. Boxed: rare.
+    trailers: Option<Box<HeaderMap>>,
     /// The response's header fields while they are forwarded as bytes (`headers::raw`); here,
     /// in the box, so a response moved by value stays small. Taken by whoever writes the head.
     pub head: Option<RawHeaders>,
@@ -37,14 +37,15 @@ enum State {
 
 impl RawBody {
     /// The body of a response whose head was just read from `conn`. When the whole body is
-    /// already in the buffer, the connection is released at once.
+    /// already in the buffer, the connection is released at once. Made in its box (it lives
+    /// there, `PeerBody::Raw`): made on the stack and then boxed, it was copied twice.
     pub fn new(
         mut conn: RawConn,
         head: Option<RawHeaders>,
         framing: Framing,
         keep_alive: bool,
         release: Return,
-    ) -> Self {
+    ) -> Box<Self> {
         let state = match framing {
             Framing::Empty => State::Whole(None),
             Framing::Length(n) if conn.buf.len() as u64 >= n => {
@@ -55,14 +56,14 @@ impl RawBody {
             Framing::Chunked => State::Chunked(Chunked::default()),
             Framing::Close => State::Close,
         };
-        let mut body = RawBody {
+        let mut body = Box::new(RawBody {
             conn: Some(conn),
             state,
             keep_alive,
             release: Some(release),
             trailers: None,
             head,
-        };
+        });
         if matches!(body.state, State::Whole(_)) {
             body.finish();
         }
@@ -99,7 +100,7 @@ impl RawBody {
                         }
                     };
                 }
-                State::Done => return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t)))),
+                State::Done => return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t)))),
                 State::Length(left) => {
                     let left = *left;
                     let conn = self.conn.as_mut().expect("open while the body runs");
@@ -130,7 +131,7 @@ impl RawBody {
                     let conn = self.conn.as_mut().expect("open while the body runs");
                     match dec.decode(&mut conn.buf) {
                         Ok(Chunk::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
-                        Ok(Chunk::Trailers(t)) => self.trailers = Some(t),
+                        Ok(Chunk::Trailers(t)) => self.trailers = Some(Box::new(t)),
                         Ok(Chunk::End) => {
                             self.state = State::Done;
                             self.finish();

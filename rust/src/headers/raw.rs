@@ -441,6 +441,14 @@ impl RawHeaders {
         self.get_all(name).next()
     }
 
+    /// `value` (a field value `get` gave) as `Bytes` sharing the head's block, not copied;
+    /// `None` for a value an edit added.
+    pub fn share(&self, value: &[u8]) -> Option<Bytes> {
+        let start = self.block.as_ptr() as usize;
+        let at = value.as_ptr() as usize;
+        (at >= start && at + value.len() <= start + self.block.len()).then(|| self.block.slice_ref(value))
+    }
+
     pub fn contains<'a, N: Name<'a>>(&'a self, name: N) -> bool {
         let tag = name.tag();
         if tag != OTHER {

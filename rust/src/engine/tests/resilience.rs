@@ -139,6 +139,72 @@ fn post_is_not_retried_unless_the_route_marks_it_and_bodies_over_the_limit_never
     });
 }
 
+/// An upstream (HTTP/1.1, or h2c with `h2`) that records each request's method, target, the
+/// client's `x-probe` field and body, and answers 503 to the first `fail` requests, then 200.
+async fn recording(h2: bool, fail: usize) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let addr = crate::testutil::serve(h2, move |req: Request<Incoming>| {
+        let s = s.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let probe = parts.headers.get("x-probe").map(|v| v.to_str().unwrap().to_owned());
+            let line = format!(
+                "{} {} {probe:?} {}",
+                parts.method,
+                parts.uri.path(),
+                String::from_utf8_lossy(&body)
+            );
+            let n = {
+                let mut seen = s.lock().unwrap();
+                seen.push(line);
+                seen.len()
+            };
+            let mut resp = Response::new(full("r"));
+            *resp.status_mut() = if n <= fail {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            Ok::<_, Infallible>(resp)
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// A retried request is the same request on every try: on the fast path the upstream client
+/// borrows the request and sends it again as it is (no copy is made), on hyper's h2c client
+/// it is consumed, so a copy is made before the first try.
+#[test]
+fn every_try_of_a_retried_request_carries_the_same_head_and_body() {
+    run(async {
+        for h2c in [false, true] {
+            let (up, seen) = recording(h2c, 2).await;
+            let engine = Engine::new(1).unwrap();
+            let mut config = resilient(&[up], RETRY_5XX);
+            if h2c {
+                config = config.replace(r#""protocol": "http1""#, r#""protocol": "h2c""#);
+            }
+            engine.apply(&config).unwrap();
+            let req = Request::builder()
+                .method(Method::PUT)
+                .uri("/put/here?q=1")
+                .header("host", "x")
+                .header("x-probe", "p-1")
+                .body(Full::new(Bytes::from_static(b"the body")))
+                .unwrap();
+            let answer = h1(engine.listeners()[0].1, req).await;
+            assert_eq!(answer.status, 200, "h2c {h2c}");
+            let seen = seen.lock().unwrap().clone();
+            let one = r#"PUT /put/here Some("p-1") the body"#;
+            assert_eq!(seen, vec![one; 3], "h2c {h2c}");
+            assert_eq!(resilience(&engine)["retries"]["5xx"], 2, "h2c {h2c}");
+        }
+    });
+}
+
 #[test]
 fn a_slow_endpoint_trips_the_per_try_timeout_and_the_retry_lands_elsewhere() {
     run(async {
