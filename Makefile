@@ -60,7 +60,7 @@ setup: system-deps $(VENV)/.deps
 FASTMESH_PGO ?= 1
 MATURIN_RELEASE := $(VENV)/bin/maturin develop --release -q -E test,ext
 $(ENGINE): $(VENV)/.deps $(RUST_SRC) pyproject.toml bench/pgo.py
-	@echo "==> building the engine (release$(if $(filter 0,$(FASTMESH_PGO)),, profile-guided); first build takes a few minutes)"
+	@echo "==> building the engine (release; profile-guided unless FASTMESH_PGO=0; first build takes a few minutes)"
 	export PATH="$(HOME)/.cargo/bin:$$PATH" VIRTUAL_ENV=$(abspath $(VENV)); \
 	if [ "$(FASTMESH_PGO)" = 0 ]; then $(MATURIN_RELEASE); echo "release (plain: FASTMESH_PGO=0)" > $(VENV)/.engine-build; \
 	else FASTMESH_CACHE=$(CACHE) $(PY) -m bench.pgo --record $(VENV)/.engine-build \
