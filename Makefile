@@ -56,7 +56,8 @@ setup: system-deps $(VENV)/.deps
 # load through a real `fastmesh proxy`, llvm-profdata merge, the optimised build; when a step fails
 # it says so and builds the plain release engine). FASTMESH_PGO=0: the plain release build only
 # (quicker, for iterating); FASTMESH_PGO=require: fail instead of falling back. What was built is
-# in $(VENV)/.engine-build, and `make test` prints it.
+# in $(VENV)/.engine-build, and `make test` prints it. Switching FASTMESH_PGO on unchanged sources:
+# rm $(VENV)/.engine-built first.
 FASTMESH_PGO ?= 1
 MATURIN_RELEASE := $(VENV)/bin/maturin develop --release -q -E test,ext
 $(ENGINE): $(VENV)/.deps $(RUST_SRC) pyproject.toml bench/pgo.py
