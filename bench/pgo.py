@@ -126,6 +126,19 @@ def build(maturin: Sequence[str], rustflags: str, target_dir: Path, what: str) -
     say(f"{what}: {time.monotonic() - t0:.0f} s")
 
 
+def installed_engine() -> Path:
+    found = sorted((REPO / "src" / "fastmesh").glob("_engine*.so"))
+    if not found:
+        raise PgoError(f"no engine in {REPO / 'src' / 'fastmesh'} after the build")
+    return found[0]
+
+
+def instrumented(so: Path) -> bool:
+    """Whether an engine carries -Cprofile-generate's counters (the ELF section `__llvm_prf_cnts`):
+    the instrumented build must, the one installed at the end must not."""
+    return b"__llvm_prf_cnts" in so.read_bytes()
+
+
 # === 3. training ===
 
 
@@ -208,6 +221,9 @@ def pgo_build(maturin: Sequence[str], target_dir: Path, install: bool = True, ke
     profiles = target_dir / "pgo-raw"
     try:
         build(maturin, f"-Cprofile-generate={profiles}", target_dir / "pgo-generate", "instrumented build")
+        if not instrumented(installed_engine()):
+            raise PgoError(f"the instrumented build installed {installed_engine()} without profile counters "
+                           "(RUSTFLAGS overridden by a cargo config?)")
         shutil.rmtree(profiles, ignore_errors=True)  # build scripts ran instrumented too
         profiles.mkdir(parents=True)
         train(profiles, workdir)
@@ -216,6 +232,8 @@ def pgo_build(maturin: Sequence[str], target_dir: Path, install: bool = True, ke
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     build(maturin, f"-Cprofile-use={profile}", target_dir / "pgo-use", "optimised build")
+    if instrumented(installed_engine()):
+        raise PgoError(f"the optimised build left an instrumented engine: {installed_engine()}")
     return f"pgo {profile.name} ({time.monotonic() - t0:.0f} s)"
 
 

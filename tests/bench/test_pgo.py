@@ -82,3 +82,21 @@ def test_llvm_profdata_of_another_major_version_is_refused(tmp_path: Path, monke
         pgo.find_profdata(install=False)
     tool.write_text("#!/bin/sh\necho '  LLVM version 22.1.8'\n")
     assert pgo.find_profdata(install=False) == tool
+
+
+def test_the_installed_engine_carries_no_profile_counters():
+    """The engine `make engine` installed (what `make test` runs): the optimised build, not the
+    instrumented one (which writes a .profraw at every exit and runs slower)."""
+    engine = pgo.installed_engine()
+    sections = subprocess.run(["readelf", "-S", "-W", str(engine)], capture_output=True, text=True, check=True).stdout
+    assert ".text" in sections and "__llvm_prf_cnts" not in sections
+    assert not pgo.instrumented(engine)
+
+
+def test_counters_are_found_in_an_instrumented_engine(tmp_path: Path):
+    """`instrumented` on a copy of the installed engine with the section name of -Cprofile-generate's
+    counters written into its bytes (an instrumented build takes minutes; bench/README.md
+    "Build levers" shows `readelf -S` of a real one: __llvm_prf_cnts, _data, _names, _vals, _vnds)."""
+    fake = tmp_path / "_engine.abi3.so"
+    fake.write_bytes(pgo.installed_engine().read_bytes() + b"\0__llvm_prf_cnts\0")
+    assert pgo.instrumented(fake)
