@@ -52,9 +52,20 @@ $(VENV)/.deps: pyproject.toml
 
 setup: system-deps $(VENV)/.deps
 
-$(ENGINE): $(VENV)/.deps $(RUST_SRC) pyproject.toml
-	@echo "==> building the engine (release; first build takes a few minutes)"
-	PATH="$(HOME)/.cargo/bin:$$PATH" VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E test,ext
+# The engine as it ships: release, profile-guided (bench/pgo.py: an instrumented build, a training
+# load through a real `fastmesh proxy`, llvm-profdata merge, the optimised build; when a step fails
+# it says so and builds the plain release engine). FASTMESH_PGO=0: the plain release build only
+# (quicker, for iterating); FASTMESH_PGO=require: fail instead of falling back. What was built is
+# in $(VENV)/.engine-build, and `make test` prints it. Switching FASTMESH_PGO on unchanged sources:
+# rm $(VENV)/.engine-built first.
+FASTMESH_PGO ?= 1
+MATURIN_RELEASE := $(VENV)/bin/maturin develop --release -q -E test,ext
+$(ENGINE): $(VENV)/.deps $(RUST_SRC) pyproject.toml bench/pgo.py
+	@echo "==> building the engine (release; profile-guided unless FASTMESH_PGO=0; first build takes a few minutes)"
+	export PATH="$(HOME)/.cargo/bin:$$PATH" VIRTUAL_ENV=$(abspath $(VENV)); \
+	if [ "$(FASTMESH_PGO)" = 0 ]; then $(MATURIN_RELEASE); echo "release (plain: FASTMESH_PGO=0)" > $(VENV)/.engine-build; \
+	else FASTMESH_CACHE=$(CACHE) $(PY) -m bench.pgo --record $(VENV)/.engine-build \
+	  $(if $(filter require,$(FASTMESH_PGO)),--require) -- $(MATURIN_RELEASE); fi
 	touch $@
 
 # Cython and setuptools come with the engine (the `ext` extra of pyproject.toml).
@@ -92,6 +103,7 @@ test-python: engine testcluster-build
 	$(PY) -m pytest -q
 
 test: test-rust stubtest test-python
+	@echo "==> the engine tested: $$(cat $(VENV)/.engine-build 2>/dev/null || echo unknown)"
 
 demo: engine
 	$(PY) -m fastmesh.demo

@@ -12,6 +12,8 @@ from typing import Any
 from bench.scenarios import Scenario
 
 COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "haproxy": "#1565c0", "fastmesh": "#e65100"}
+# Engine builds compared in one run (bench/run.py --fastmesh-engine): fastmesh-<label>.
+ENGINE_COLORS = ["#e65100", "#6a1b9a", "#00838f", "#ad1457", "#827717"]
 README_BEGIN, README_END = "<!-- bench:latest:begin -->", "<!-- bench:latest:end -->"
 
 
@@ -90,6 +92,26 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _reference(info: dict[str, Any]) -> str:
+    """The engine build the others are compared with (bench/run.py --fastmesh-engine: the first)."""
+    engines = info.get("engines") or []
+    return engines[0]["target"] if engines else ""
+
+
+def _over_reference(row: dict[str, Any], reference: str, samples: list[Sample]) -> None:
+    """CPU/req (and user CPU/req) of the row's target over the reference's, within each round
+    (the two ran minutes apart at most, on the same machine load), and the median of those."""
+    mine = {s.round: s for s in samples if s.target == row["target"]}
+    ref = {s.round: s for s in samples if s.target == reference}
+    rounds = sorted(mine.keys() & ref.keys())
+    per_round = [mine[k].cpu_per_req / ref[k].cpu_per_req for k in rounds if ref[k].cpu_per_req]
+    user = [(mine[k].cpu_user_us / max(1, mine[k].requests)) / (ref[k].cpu_user_us / max(1, ref[k].requests))
+            for k in rounds if ref[k].cpu_user_us]
+    row["x_reference_rounds"] = per_round
+    row["x_reference"] = _median(per_round)
+    row["x_reference_user"] = _median(user)
+
+
 def build(info: dict[str, Any], scenarios: list[Scenario], targets: list[str], samples: list[Sample],
           syscalls: list[SyscallSample], idle_rss: dict[tuple[int, str], int]) -> dict[str, Any]:
     out_scenarios: list[dict[str, Any]] = []
@@ -106,8 +128,12 @@ def build(info: dict[str, Any], scenarios: list[Scenario], targets: list[str], s
             r["x_haproxy"] = _ratio(r["cpu_us"], by.get("haproxy", {}).get("cpu_us"))
             direct_p99 = by.get("direct", {}).get("p99")
             r["p99_over_direct"] = r["p99"] - direct_p99 if r["p99"] is not None and direct_p99 is not None else None
+        reference = _reference(info)
+        if reference in by:
+            for r in rows:
+                _over_reference(r, reference, [s for s in samples if s.scenario == sc.name])
         out_scenarios.append({"name": sc.name, "title": sc.title, "rate": sc.rate, "routes": sc.routes,
-                              "baseline": "", "rows": rows})
+                              "baseline": "", "reference": reference if reference in by else "", "rows": rows})
     # CPU/req over the same target's in the baseline scenario (TLS over plaintext), when it ran.
     by_name = {o["name"]: o for o in out_scenarios}
     for sc, out in zip(scenarios, out_scenarios):
@@ -183,6 +209,7 @@ def scenario_table(sc: dict[str, Any]) -> str:
     head += ["p99 over direct ms"] if fixed_rate else []
     head += ["CPU us/req (user/sys)", "× nginx", "× HAProxy"]
     head += [f"× {sc['baseline']}"] if sc.get("baseline") else []
+    head += [f"× {sc['reference']} CPU (rounds min–max)", "× user"] if sc.get("reference") else []
     head += ["upstream us/req", "syscalls/req", "peak RSS MB", "errors"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sc["rows"]:
@@ -192,11 +219,18 @@ def scenario_table(sc: dict[str, Any]) -> str:
         cells += [
             f"{r['cpu_us']:.1f} ({r['user_us']:.1f}/{r['sys_us']:.1f})",
             _f(r["x_nginx"], ".2f"), _f(r["x_haproxy"], ".2f"),
-            *([_f(r.get("x_baseline"), ".2f")] if sc.get("baseline") else []), _f(r["upstream_us"], ".1f"),
+            *([_f(r.get("x_baseline"), ".2f")] if sc.get("baseline") else []),
+            *(_reference_cells(r) if sc.get("reference") else []), _f(r["upstream_us"], ".1f"),
             _f(r.get("syscalls_per_req"), ".2f"), f"{r['peak_rss_mb']:.1f}", str(r["errors"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _reference_cells(r: dict[str, Any]) -> list[str]:
+    rounds = r.get("x_reference_rounds") or []
+    spread = f" ({min(rounds):.3f}–{max(rounds):.3f})" if rounds else ""
+    return [_f(r.get("x_reference"), ".3f") + spread, _f(r.get("x_reference_user"), ".3f")]
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -291,8 +325,9 @@ def _bars(ax: Any, scenarios: list[dict[str, Any]], targets: list[str]) -> None:
                 xs.append(j + (i - (len(targets) - 1) / 2) * width)
                 user.append(row["user_us"])
                 system.append(row["sys_us"])
-        ax.bar(xs, user, width, color=COLORS[t], label="direct (the upstream itself)" if t == "direct" else t)
-        bars = ax.bar(xs, system, width, bottom=user, color=COLORS[t], alpha=0.55, hatch="//", edgecolor="white")
+        color = COLORS.get(t, ENGINE_COLORS[i % len(ENGINE_COLORS)])
+        ax.bar(xs, user, width, color=color, label="direct (the upstream itself)" if t == "direct" else t)
+        bars = ax.bar(xs, system, width, bottom=user, color=color, alpha=0.55, hatch="//", edgecolor="white")
         for bar, u, s in zip(bars, user, system):
             ax.annotate(f"{u + s:.1f}", (bar.get_x() + bar.get_width() / 2, u + s), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 1), textcoords="offset points")
@@ -309,7 +344,7 @@ def plot(result: dict[str, Any], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenarios = result["scenarios"]
-    targets = [t for t in COLORS if any(r["target"] == t for sc in scenarios for r in sc["rows"])]
+    targets = list(dict.fromkeys(r["target"] for sc in scenarios for r in sc["rows"]))
     small, large = split_by_scale(scenarios)
     panels = [group for group in (small, large) if group]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 1.8 * len(scenarios) + 2), 4.5), dpi=120,

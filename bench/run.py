@@ -4,6 +4,8 @@
     .venv/bin/python bench/run.py                    # h1 + h2c, 10 s, 3 interleaved rounds, median
     .venv/bin/python bench/run.py --quick            # 2 s, 1 round: proves the harness works
     .venv/bin/python bench/run.py --scenarios all    # every scenario of issue 3 (see bench/README.md)
+    .venv/bin/python bench/run.py --targets fastmesh --fastmesh-engine plain=/tmp/a.so --fastmesh-engine pgo=/tmp/b.so
+                                                     # two engine builds, interleaved, ratios to the first
 
 Method: ../shared/PEERS.md. Writes bench/results/<date>-<name>.{md,json,png} and prints the table.
 """
@@ -33,7 +35,8 @@ from bench.procs import LOAD_CPU, PROXY_CPU, BenchError, Registry, pinned  # noq
 from bench.report import Sample, SyscallSample  # noqa: E402
 from bench.scenarios import Scenario, access_log, select, with_fortio, with_pki  # noqa: E402
 from bench.targets import (  # noqa: E402
-    Context, Direct, Fastmesh, HAProxy, Nginx, Target, Upstream, fastmesh_available, fastmesh_env,
+    Context, Direct, EngineBuild, Fastmesh, HAProxy, Nginx, Target, Upstream, fastmesh_available, fastmesh_env,
+    parse_engine_build,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,15 +64,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     p.add_argument("--require-fastmesh", action="store_true", help="fail instead of skipping an unbuilt engine")
     p.add_argument("--keep", action="store_true", help="keep the temp dir with the generated configs and logs")
+    p.add_argument("--fastmesh-engine", action="append", default=[], metavar="LABEL=PATH[,NAME=VALUE...]",
+                   help="repeatable: measure this engine build (_engine*.so; PATH 'built' or empty: the one in "
+                        "src/fastmesh/, copied at start) as target fastmesh-LABEL, with NAME=VALUE added to its "
+                        "environment; replaces the target fastmesh; the tables give each build's CPU/req over "
+                        "the first's, per round (min-max) and median; the README table is left alone")
     p.add_argument("--update-readme", action=argparse.BooleanOptionalAction, default=None,
                    help="put the table in bench/README.md (default: on for full runs)")
     args = p.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.name = args.name or ("quick" if args.quick else "full")
+    try:
+        args.engines = [parse_engine_build(spec) for spec in args.fastmesh_engine]
+    except ValueError as e:
+        p.error(str(e))
+    if len({e.label for e in args.engines}) != len(args.engines):
+        p.error("--fastmesh-engine: every build needs its own LABEL")
+    args.name = args.name or ("engines" if args.engines else "quick" if args.quick else "full")
     if args.update_readme is None:
-        args.update_readme = not args.quick
+        args.update_readme = not args.quick and not args.engines
     return args
 
 
@@ -102,6 +116,7 @@ class Bench:
     def make_targets(self, names: Sequence[str]) -> list[Target]:
         made: dict[str, Target] = {"direct": Direct(self.upstream), "nginx": Nginx(), "haproxy": HAProxy(),
                                    "fastmesh": Fastmesh()}
+        made.update((e.target, Fastmesh(e)) for e in self.args.engines)
         return [made[n] for n in names]
 
     def run(self, scenarios: list[Scenario], names: list[str]) -> None:
@@ -210,6 +225,14 @@ class Bench:
                        lambda wrap: self._load(scenario, target, duration, log, wrap).stdout)
 
 
+def target_names(targets: str, engines: Sequence[EngineBuild]) -> list[str]:
+    """The targets of the run in table order; engine builds take the place of `fastmesh`."""
+    names = [n for n in TARGET_ORDER if n in targets.split(",")]
+    if engines:
+        names = [n for n in names if n != "fastmesh"] + [e.target for e in engines]
+    return names
+
+
 def _serving(scenario: Scenario, targets: Sequence[Target]) -> list[Target]:
     """The targets a scenario runs against: those with a TLS listener for the TLS scenarios
     (`direct`, the plaintext upstream, has none)."""
@@ -242,11 +265,13 @@ def _syscall_tool(choice: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = select(args.scenarios)
-    names = [n for n in TARGET_ORDER if n in args.targets.split(",")]
+    names = target_names(args.targets, args.engines)
     if not args.no_install:
         deps.ensure_tools(optional=args.syscalls != "off")
     has_plot = deps.ensure_matplotlib() if not args.no_install else report.has_matplotlib()
     notes: list[str] = []
+    if any(e.path is None for e in args.engines) and (why := fastmesh_available()):
+        raise SystemExit(f"--fastmesh-engine ...=built: {why}")
     if "fastmesh" in names and (why := fastmesh_available()):
         if args.require_fastmesh:
             raise SystemExit(f"fastmesh cannot run: {why}")
@@ -281,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
                      "syscalls": syscall_tool or "off", "proxy_cpu": PROXY_CPU, "load_cpu": LOAD_CPU},
         "notes": notes,
+        "engines": [{"target": e.target, "path": str(e.path or "built"), "env": e.env} for e in args.engines],
     }
     workdir = Path(tempfile.mkdtemp(prefix="fastmesh-bench-"))
     workdir.chmod(0o755)  # nginx workers (nobody) read the 1 MiB file from it

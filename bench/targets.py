@@ -7,6 +7,7 @@ upstream (nginx, `return 200 "hello world\\n"`) runs on CPU 1 with the load gene
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,28 +259,98 @@ def fastmesh_available() -> str | None:
     return None
 
 
-def fastmesh_env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
+def fastmesh_env(source: Path = REPO / "src", extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `python -m fastmesh`: the package from `source` (the working copy's, or an
+    engine build's overlay), plus `extra` (an engine build's MIMALLOC_* options)."""
+    path = os.pathsep.join(p for p in (str(source), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1", **(extra or {}))
+
+
+# === engine builds compared in one run (bench/run.py --fastmesh-engine) ===
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """A build of the engine measured as its own target, `fastmesh-<label>`: `path` is its
+    `_engine*.so` (None: the one built in src/fastmesh/ when the run starts), `env` extra
+    environment for the proxy (e.g. MIMALLOC_PURGE_DELAY)."""
+
+    label: str
+    path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"fastmesh-{self.label}"
+
+
+def parse_engine_build(spec: str) -> EngineBuild:
+    """`LABEL=PATH[,NAME=VALUE...]`; PATH empty or `built`: the engine in src/fastmesh/."""
+    label, sep, rest = spec.partition("=")
+    path, *settings = rest.split(",")
+    if not sep or not label or not label.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"--fastmesh-engine {spec!r}: expected LABEL=PATH[,NAME=VALUE...] with a label of "
+                         "letters, digits, - and _")
+    env = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--fastmesh-engine {spec!r}: {item!r} is not NAME=VALUE")
+        env[name] = value
+    if path in ("", "built"):
+        return EngineBuild(label, None, env)
+    so = Path(path)
+    if not so.is_file():
+        raise ValueError(f"--fastmesh-engine {spec!r}: {so} is not a file")
+    return EngineBuild(label, so, env)
+
+
+def engine_overlay(directory: Path, build: EngineBuild) -> Path:
+    """A directory to put first on PYTHONPATH whose `fastmesh` package is src/fastmesh with the
+    engine module replaced by a copy of the build's (a copy: a rebuild during the run changes
+    nothing). The package's directories are symlinks to the working copy's, its files copies (so
+    `fastmesh.__file__` resolves into the overlay and child processes import the same engine)."""
+    package = REPO / "src" / "fastmesh"
+    built = sorted(package.glob("_engine*.so"))
+    source = build.path or (built[0] if built else None)
+    if source is None:
+        raise BenchError(f"{build.target}: no engine in {package} (build it: make engine)")
+    root = directory / f"engine-{build.label}"
+    target = root / "fastmesh"
+    if (target / "_engine.abi3.so").exists():  # made for an earlier group of scenarios of this run
+        return root
+    target.mkdir(parents=True)
+    for entry in package.iterdir():
+        if entry.is_dir():
+            if entry.name != "__pycache__":
+                (target / entry.name).symlink_to(entry)
+        elif not (entry.name.startswith("_engine") and entry.suffix == ".so"):
+            shutil.copyfile(entry, target / entry.name)
+    shutil.copyfile(source, target / "_engine.abi3.so")
+    return root
 
 
 class Fastmesh(Target):
     """`python -m fastmesh proxy`: the whole process (engine threads and the idle Python
     orchestrator) pinned to CPU 0 and charged."""
 
-    def __init__(self) -> None:
-        super().__init__("fastmesh")
+    def __init__(self, build: EngineBuild | None = None) -> None:
+        super().__init__(build.target if build else "fastmesh")
+        self.build = build
+        self.source = REPO / "src"
 
     def start(self, ctx: Context) -> None:
-        conf = ctx.workdir / "fastmesh.yaml"
+        if self.build is not None and self.source == REPO / "src":
+            self.source = engine_overlay(ctx.workdir, self.build)
+        conf = ctx.workdir / f"{self.name}.yaml"
         conf.write_text(fastmesh_config(ctx.upstream_h1, ctx.routes, ctx.pki))
         listeners = ["--listener", f"outbound={LOOPBACK}:0"]
         if ctx.pki is not None:
             listeners += ["--listener", f"inbound={LOOPBACK}:0"]
         argv = pinned(PROXY_CPU, [sys.executable, "-m", "fastmesh", "proxy", "--config", str(conf),
                                   "--admin-address", f"{LOOPBACK}:0", *listeners])
-        self.proc = ctx.registry.add(Proc(self.name, argv, ctx.workdir / "fastmesh.log", env=fastmesh_env(),
-                                          cwd=REPO))
+        env = fastmesh_env(self.source, self.build.env if self.build else None)
+        self.proc = ctx.registry.add(Proc(self.name, argv, ctx.workdir / f"{self.name}.log", env=env, cwd=REPO))
         ready = self.proc.wait_event("ready", timeout=120)
         port = int(ready["listeners"]["outbound"].rsplit(":", 1)[1])
         self.h1_port = self.h2c_port = port  # HTTP/1.1 and h2c prior knowledge on one listener

@@ -4,7 +4,10 @@
 # Instruction counts barely depend on machine load, so this compares builds on a busy machine.
 # usage: bench/profile/callgrind.sh LABEL [h1|h2c]   (from any directory; needs valgrind, nginx, h2load)
 #   prints "LABEL MODE Ir/req: N (file)"; keeps the callgrind file for callgrind_annotate.
-#   CG_VALGRIND_ARGS: more valgrind options, e.g. --dump-instr=yes for memcpy_sites.py.
+#   CG_SRC: the directory holding the `fastmesh` package to run (default src; an engine build's
+#   overlay from bench.targets.engine_overlay to profile another build); CG_OPTS: more valgrind
+#   options (`--cache-sim=yes --branch-sim=yes`: estimated I1/LL misses and mispredicts per request;
+#   `--dump-instr=yes` for memcpy_sites.py).
 set -u
 LABEL=$1; MODE=${2:-h1}
 D=${CG_DIR:-/tmp/cg}; mkdir -p "$D"
@@ -50,7 +53,7 @@ Y
 if ss -ltn | grep -q ":$PX "; then echo "port $PX is in use: set CG_PROXY_PORT" >&2; exit 1; fi
 OUT=$D/cg.$LABEL.$MODE.out
 rm -f $OUT
-PYTHONPATH=src valgrind --tool=callgrind --instr-atstart=no ${CG_VALGRIND_ARGS:-} --callgrind-out-file=$OUT \
+PYTHONPATH=${CG_SRC:-src} valgrind --tool=callgrind --instr-atstart=no ${CG_OPTS:-} --callgrind-out-file=$OUT \
   .venv/bin/python -m fastmesh proxy --config $D/fm.yaml --admin-address 127.0.0.1:0 --listener outbound=127.0.0.1:$PX > $D/fm.log 2>&1 &
 VP=$!
 for i in $(seq 1 240); do ss -ltn | grep -q ":$PX " && break; sleep 1; done
@@ -65,3 +68,10 @@ kill -INT $VP; wait $VP
 F=$OUT.1
 TOT=$(callgrind_annotate $F 2>/dev/null | grep -m1 "PROGRAM TOTALS" | awk '{gsub(",","",$1); print $1}')
 echo "$LABEL $MODE Ir/req: $((TOT/20000))  ($F)"
+# With the cache and branch simulation: every event of the totals line per request.
+if [ -n "${CG_OPTS:-}" ]; then
+  callgrind_annotate $F 2>/dev/null | awk '/^Events shown:/ {ne = split($0, a, " ") - 2; for (i = 1; i <= ne; i++) ev[i] = a[i + 2]}
+    /PROGRAM TOTALS/ {gsub(/\([^)]*\)/, ""); k = 0; out = ""
+      for (i = 1; i <= NF && k < ne; i++) {v = $i; gsub(",", "", v); if (v ~ /^[0-9]+$/) {k++; out = out sprintf("%s %.1f  ", ev[k], v / 20000)}}
+      print "'"$LABEL $MODE"' per request: " out}'
+fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where memcpy is called from, per request: each call site with its calls, instructions and
 copied size (bench/README.md, "Profiles"). Needs a callgrind file made with per-instruction
-data: `CG_VALGRIND_ARGS=--dump-instr=yes bench/profile/callgrind.sh LABEL h1`.
+data: `CG_OPTS=--dump-instr=yes bench/profile/callgrind.sh LABEL h1`.
 
 usage: bench/profile/memcpy_sites.py CALLGRIND_FILE [--requests N] [--so PATH] [--top N]
 
