@@ -247,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("maturin", nargs="+", help="the maturin command of the plain release build")
     args = p.parse_args(argv)
     target_dir = Path(os.environ.get("CARGO_TARGET_DIR", args.cache / "cargo-target"))
+    if args.record:  # a build that fails half-way (an instrumented engine installed) is recorded as none
+        args.record.unlink(missing_ok=True)
     try:
         made = pgo_build(args.maturin, target_dir, not args.no_install, args.keep)
     except Exception as e:  # whatever broke (a tool, the training load), the plain build is made

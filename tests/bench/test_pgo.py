@@ -63,6 +63,7 @@ def test_without_a_matching_llvm_profdata_the_plain_build_is_made_and_said(tmp_p
 
 
 def test_require_fails_instead_of_falling_back(tmp_path: Path):
+    (tmp_path / "built").write_text("pgo engine-0123.profdata\n")  # an earlier build's record
     done = run_pgo(tmp_path, fake_toolchain(tmp_path, "99.0.1"), "--require")
     assert done.returncode == 1
     assert "PROFILE-GUIDED BUILD FAILED, failing (--require)" in done.stdout
