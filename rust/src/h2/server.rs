@@ -188,6 +188,8 @@ pub struct Connection<I, H, F> {
     peer_goaway: bool,
     /// A connection error was sent: close once it is written.
     failed: bool,
+    /// The write of what is queued was put off once for the reactor (see `poll`).
+    deferred: bool,
 }
 
 impl<I, H, F> Connection<I, H, F>
@@ -240,6 +242,7 @@ where
             goaway: None,
             peer_goaway: false,
             failed: false,
+            deferred: false,
         }
     }
 
@@ -286,6 +289,16 @@ where
                     self.collect_credit(cx);
                 }
             }
+            // Responses ready while others are still on their way: the runtime polls its
+            // reactor once (a deferred wake-up) before they are written, so the upstream answers
+            // that arrived meanwhile go out in the same write (fewer, larger writes to the client).
+            let output = !self.out.is_empty() || !self.queue.is_empty();
+            if output && !self.deferred && !paused && !self.handlers.is_empty() {
+                self.deferred = true;
+                let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+                return Poll::Pending;
+            }
+            self.deferred = false;
             match self.flush(cx) {
                 // Reading paused for the output: it resumes now (no read waker is registered).
                 Poll::Ready(Ok(())) => progress |= paused,
