@@ -845,3 +845,109 @@ fn a_header_block_longer_than_a_frame_goes_on_in_continuations() {
         (frame::HEADERS, frame::END_STREAM | frame::END_HEADERS, 16_384)
     );
 }
+
+/// The server's side of an in-memory connection, each write kept (to see what went out together).
+struct Recorded {
+    io: tokio::io::DuplexStream,
+    writes: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsyncRead for Recorded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Recorded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let done = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = done {
+            self.writes.lock().unwrap().push(buf[..n].to_vec());
+        }
+        done
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        self.as_mut().poll_write(cx, &all)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[test]
+fn an_answer_that_comes_while_the_first_waits_for_the_reactor_goes_out_in_the_same_write() {
+    run(async {
+        let (client, server_io) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx_a, rx_a) = tokio::sync::oneshot::channel::<()>();
+        let (tx_b, rx_b) = tokio::sync::oneshot::channel::<()>();
+        let waits = Arc::new(std::sync::Mutex::new(vec![("/b", rx_b), ("/a", rx_a)]));
+        let handler = move |req: Request<ProxyBody>| -> Reply {
+            let path = req.uri().path().to_string();
+            let mut waits = waits.lock().unwrap();
+            let at = waits.iter().position(|(p, _)| *p == path).expect("a known path");
+            let (_, rx) = waits.remove(at);
+            Box::pin(async move {
+                rx.await.unwrap();
+                Response::new(ProxyBody::buffered(Some(Bytes::from(path)), None))
+            })
+        };
+        let (_drain_tx, drain) = watch::channel(false);
+        let io = Recorded {
+            io: server_io,
+            writes: writes.clone(),
+        };
+        tokio::spawn(drive(Connection::new(io, b"", handler), drain));
+        let (mut read, mut write) = tokio::io::split(client);
+        let mut input = frame::PREFACE.to_vec();
+        input.extend(frame(frame::SETTINGS, 0, 0, &[]));
+        input.extend(get(1, "/a"));
+        input.extend(get(3, "/b"));
+        write.write_all(&input).await.unwrap();
+        // Both requests read and their handlers waiting.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = writes.lock().unwrap().len();
+        // /a is answered; /b's answer comes in the very next turn of the runtime, after one
+        // poll of its reactor (this task's `yield_now` is woken there, as a deferred wake-up is).
+        tx_a.send(()).unwrap();
+        tokio::task::yield_now().await;
+        tx_b.send(()).unwrap();
+        let mut buf = Vec::new();
+        loop {
+            let frames = parse_frames(&buf).0;
+            if !data_of(&frames, 1).is_empty() && !data_of(&frames, 3).is_empty() {
+                break;
+            }
+            let mut chunk = vec![0u8; 65536];
+            let n = tokio::time::timeout(Duration::from_secs(5), read.read(&mut chunk))
+                .await
+                .expect("both answers within 5 s")
+                .unwrap();
+            assert!(n > 0, "the server closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let answers: Vec<Vec<Got>> = writes.lock().unwrap()[before..]
+            .iter()
+            .map(|w| parse_frames(w).0)
+            .filter(|frames| frames.iter().any(|f| f.0 == frame::HEADERS))
+            .collect();
+        assert_eq!(answers.len(), 1, "both answers in one write: {answers:?}");
+        assert_eq!(data_of(&answers[0], 1), b"/a");
+        assert_eq!(data_of(&answers[0], 3), b"/b");
+    });
+}
