@@ -349,29 +349,16 @@ impl RawHeaders {
     }
 
     /// Fields at `spans` ([name start, name end, value start, value end]) of a block its maker
-    /// wrote (the h2 server's decoded fields), tagged here; a field that is a whole
-    /// `name: value\r\n` line is written back as that slice.
+    /// wrote as `name: value\r\n` lines (the h2 server's decoded fields), tagged as
+    /// `scan::Scanned::from_spans` tags `httparse`'s.
     pub fn new(block: Bytes, spans: &[[usize; 4]]) -> Self {
-        let off = |i: usize| u32::try_from(i).expect("a head is shorter than 4 GiB");
-        let mut present = 0;
-        let fields = spans
-            .iter()
-            .map(|&[n0, n1, v0, v1]| {
-                let tag = tag_of(&block[n0..n1]);
-                present |= bit(tag);
-                Field {
-                    name: [off(n0), off(n1)],
-                    value: [off(v0), off(v1)],
-                    tag,
-                    line: block.get(n1..v0) == Some(b": ") && block.get(v1..v1 + 2) == Some(b"\r\n"),
-                }
-            })
-            .collect();
+        let mut fields = scan::Scanned::default();
+        fields.from_spans(&block, spans.iter().copied());
         RawHeaders {
             block,
-            fields,
+            fields: fields.fields,
             added: Vec::new(),
-            present,
+            present: fields.present,
         }
     }
 
